@@ -1,0 +1,98 @@
+# Thin wrappers over the `kit` command. Every target creates .venv on first use.
+#   make demo | make test | make data train COMP=ai-vs-human MODEL=effnetb4
+# Any lower-case key=value on the make command line is passed to kit as a setting:
+#   make train MODEL=resnet50 weights=/path/resnet50.weights.h5 train.epochs=3
+# COMP and MODEL given on the command line are remembered in .kit-last.mk for the next targets,
+# so `make records COMP=ai-vs-human MODEL=effnetb4` then `make train` trains the same pair.
+
+.NOTPARALLEL:
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+KIT := $(BIN)/kit
+STAMP := $(VENV)/.kit-installed
+
+-include .kit-last.mk
+COMP ?= demo
+MODEL ?= resnet20
+TUNER ?=
+QUICK ?=
+DRY_RUN ?=
+ARGS ?=
+IMAGE ?= kit-gpu:latest
+
+ifneq ($(filter command line,$(origin COMP) $(origin MODEL)),)
+$(shell printf 'COMP ?= %s\nMODEL ?= %s\n' '$(COMP)' '$(MODEL)' > .kit-last.mk)
+endif
+
+# key=value words from the make command line that are kit settings (lower-case or dotted names).
+MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV IMAGE
+SETTINGS := $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))'))
+KIT_ARGS := comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS)
+
+.PHONY: help install demo data records train tune evaluate predict submit audit kernel test lint bench \
+        docker-build docker-train docker-shell clean
+
+help:
+	@echo "make demo | test | data | records | train | tune | evaluate | predict | submit | audit | kernel | bench | lint"
+	@echo "         docker-build | docker-train | docker-shell     (COMP=$(COMP) MODEL=$(MODEL))"
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(KIT) demo $(SETTINGS) $(ARGS)
+
+data: $(STAMP)
+	$(KIT) data $(KIT_ARGS)
+
+records: $(STAMP)
+	$(KIT) records $(KIT_ARGS)
+
+train: $(STAMP)
+	$(KIT) train $(KIT_ARGS)
+
+tune: $(STAMP)
+	$(KIT) tune $(KIT_ARGS)
+
+evaluate: $(STAMP)
+	$(KIT) evaluate $(KIT_ARGS)
+
+predict: $(STAMP)
+	$(KIT) predict $(KIT_ARGS)
+
+submit: $(STAMP)
+	$(KIT) submit $(KIT_ARGS) $(if $(DRY_RUN),--dry-run)
+
+audit: $(STAMP)
+	$(KIT) audit $(KIT_ARGS)
+
+kernel: $(STAMP)
+	$(KIT) kernel push $(KIT_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check kit tests scripts
+	$(BIN)/ruff format --check kit tests scripts
+
+bench: $(STAMP)
+	$(BIN)/python -m scripts.bench $(if $(QUICK),--quick) $(ARGS)
+
+docker-build:
+	docker build -f docker/Dockerfile.gpu -t $(IMAGE) .
+
+docker-train:
+	scripts/docker-run.sh $(IMAGE) train $(KIT_ARGS)
+
+docker-shell:
+	scripts/docker-run.sh $(IMAGE) bash
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,243 @@
+"""The ``kit`` command line: one Typer app; each command is a thin wrapper over a module function.
+
+Settings are ``key=value`` words after the command (``kit train comp=cifake model=cnn train.epochs=3``);
+see ``kit config`` for every key and its current value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# TensorFlow's C++ start-up chatter hides kit's own output; users can still set it lower.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import typer  # noqa: E402
+
+from kit.config import Config, load_config, presets, to_yaml  # noqa: E402
+from kit.errors import EXIT_USER_ERROR, KitError  # noqa: E402
+
+SETTINGS_HELP = "Settings as key=value, e.g. comp=cifake model=cnn train.epochs=3 (see `kit config`)."
+
+app = typer.Typer(
+    help="kit: from a Kaggle image-classification competition to a scored submission.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+kernel_app = typer.Typer(help="Build, push and follow a Kaggle kernel that trains and predicts inside Kaggle.", no_args_is_help=True)
+app.add_typer(kernel_app, name="kernel")
+
+Settings = typer.Argument(None, help=SETTINGS_HELP, show_default=False)
+
+
+def _config(settings: list[str] | None) -> Config:
+    return load_config(list(settings or []))
+
+
+def _say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@app.command()
+def config(settings: list[str] = Settings) -> None:
+    """Print the resolved configuration (presets + overrides) as YAML."""
+    typer.echo(to_yaml(_config(settings)))
+
+
+@app.command("list")
+def list_presets() -> None:
+    """List the competition and model presets."""
+    from kit.models.registry import MODELS
+
+    typer.echo("competitions: " + ", ".join(presets("competitions")))
+    for name, entry in MODELS.items():
+        typer.echo(f"model {name:9s} {'pretrained' if entry.pretrained else 'scratch   '}  {entry.description}")
+
+
+@app.command()
+def data(settings: list[str] = Settings) -> None:
+    """Download the competition from Kaggle (cached), unzip it safely, index and check it."""
+    from kit.data import kaggle, sources
+
+    cfg = _config(settings)
+    kaggle.download(cfg)
+    index = sources.write_index(cfg)
+    _say(f"indexed {len(index)} images of {cfg.comp.name}: {index.groupby('split').size().to_dict()}")
+
+
+@app.command()
+def records(settings: list[str] = Settings) -> None:
+    """Write sharded TFRecords resized for the model (resumes after a kill; skips bad images)."""
+    from kit.data import records as records_mod
+
+    cfg = _config(settings)
+    records_mod.build_from_config(cfg)
+
+
+@app.command()
+def train(
+    settings: list[str] = Settings,
+    resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run of this comp/model."),
+) -> None:
+    """Train: phase 1 (frozen backbone for pretrained models), phase 2 (unfrozen), best checkpoint kept."""
+    from kit.train import trainer
+
+    cfg = _config(settings)
+    run_dir = trainer.train(cfg, resume=resume)
+    _say(f"run directory: {run_dir}")
+
+
+@app.command()
+def tune(settings: list[str] = Settings) -> None:
+    """Search hyperparameters with keras-tuner (hyperband, random, bayesian); writes best_hparams.yaml."""
+    from kit.train import tuner
+
+    cfg = _config(settings)
+    tuner.tune(cfg)
+
+
+@app.command()
+def evaluate(
+    settings: list[str] = Settings,
+    run: Path = typer.Option(None, "--run", help="Run directory; default: the newest run of comp/model."),
+) -> None:
+    """Score a run on the validation split: metrics.json, F1-best threshold, plots."""
+    from kit import evaluate as evaluate_mod
+
+    settings, run = _run_setting(settings, run)
+    cfg = _config(settings)
+    evaluate_mod.evaluate(cfg, run)
+
+
+@app.command()
+def predict(
+    settings: list[str] = Settings,
+    run: Path = typer.Option(None, "--run", help="Run directory; default: the newest run of comp/model."),
+) -> None:
+    """Predict the test set (optional TTA, ensembles with runs=a,b,c) and write a validated submission.csv."""
+    from kit import predict as predict_mod
+
+    settings, runs = _runs_setting(settings, run)
+    cfg = _config(settings)
+    predict_mod.predict(cfg, runs)
+
+
+@app.command()
+def submit(
+    settings: list[str] = Settings,
+    file: Path = typer.Option(None, "--file", help="Submission CSV; default: the newest one under runs/<comp>/."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would be sent; upload nothing."),
+) -> None:
+    """Validate submission.csv, upload it to Kaggle and wait for the public score."""
+    from kit.data import kaggle
+
+    cfg = _config(settings)
+    kaggle.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run)
+
+
+@app.command()
+def audit(settings: list[str] = Settings) -> None:
+    """Audit the data before training: balance, sizes, formats, duplicates, shortcut score; report + plots."""
+    from kit import audit as audit_mod
+
+    cfg = _config(settings)
+    audit_mod.audit(cfg)
+
+
+@app.command("new-comp")
+def new_comp(
+    folder: Path = typer.Argument(..., help="A downloaded competition folder."),
+    name: str = typer.Option("", "--name", help="Competition name; default: the folder's name."),
+    output: Path = typer.Option(None, "--output", "-o", help="Where to write the YAML; default configs/competitions/<name>.yaml."),
+) -> None:
+    """Infer a competition YAML from a downloaded folder (CSV columns, class folders, sample_submission)."""
+    from kit.data import infer
+
+    path = infer.write_competition_yaml(folder, name=name or None, output=output)
+    _say(f"wrote {path}: check it, then use comp={path}")
+
+
+@app.command()
+def demo(settings: list[str] = Settings) -> None:
+    """Run the whole pipeline offline on the embedded digits competition and score it."""
+    from kit import workflow
+
+    workflow.demo(list(settings or []))
+
+
+@kernel_app.command("build")
+def kernel_build(settings: list[str] = Settings) -> None:
+    """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/."""
+    from kit import kernel
+
+    kernel.build(_config(settings))
+
+
+@kernel_app.command("dataset")
+def kernel_dataset(settings: list[str] = Settings) -> None:
+    """Publish (or version) the kit wheel as a Kaggle dataset that kernels install from."""
+    from kit import kernel
+
+    kernel.publish_dataset(_config(settings))
+
+
+@kernel_app.command("push")
+def kernel_push(settings: list[str] = Settings) -> None:
+    """Build and push the kernel with the Kaggle API."""
+    from kit import kernel
+
+    kernel.push(_config(settings))
+
+
+@kernel_app.command("status")
+def kernel_status(settings: list[str] = Settings) -> None:
+    """Report the pushed kernel's status."""
+    from kit import kernel
+
+    kernel.status(_config(settings))
+
+
+def _run_setting(settings: list[str] | None, run: Path | None) -> tuple[list[str], Path | None]:
+    """Accept ``run=<dir>`` among the settings as well as ``--run``."""
+    rest = []
+    for item in settings or []:
+        if item.startswith("run="):
+            run = Path(item.split("=", 1)[1])
+        else:
+            rest.append(item)
+    return rest, run
+
+
+def _runs_setting(settings: list[str] | None, run: Path | None) -> tuple[list[str], list[Path]]:
+    """Accept ``run=<dir>`` or ``runs=a,b,c`` (an ensemble) among the settings."""
+    rest, runs = [], [run] if run else []
+    for item in settings or []:
+        key, _, value = item.partition("=")
+        if key in ("run", "runs"):
+            runs.extend(Path(v) for v in value.split(",") if v)
+        else:
+            rest.append(item)
+    return rest, runs
+
+
+def main() -> None:
+    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except KitError as exc:
+        _say(f"error: {exc.one_line()}")
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        _say("interrupted: rerun the same command to continue where it stopped")
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(EXIT_USER_ERROR)
+        raise

@@ -1,0 +1,379 @@
+"""Typed configuration: dataclasses below, filled from YAML files and ``key=value`` overrides.
+
+Merge order (later wins)::
+
+    defaults in this file
+      <- configs/competitions/<comp>.yaml      (or any YAML path given as comp=...)
+      <- configs/models/<model>.yaml
+      <- the competition's per-model image size (comp.image_sizes.<model>)
+      <- hparams=<best_hparams.yaml>           (written by ``kit tune``)
+      <- key=value overrides from the command line
+
+A competition or model YAML is a partial top-level config, so a model file may also set
+``train:`` or ``augment:`` values. OmegaConf checks every key and type against the dataclasses;
+we turn its errors into one-line :class:`~kit.errors.KitError` messages with the nearest valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from kit.errors import KitError, nearest, unknown_choice
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIRS = [PROJECT_ROOT / "configs", Path(__file__).resolve().parent / "configs"]
+
+
+@dataclass
+class TableConfig:
+    """Where one split's examples are listed: a CSV, or a folder (of class folders or of images)."""
+
+    csv: str = ""  # CSV file relative to data.root; empty: use ``dir``
+    dir: str = ""  # folder of class sub-folders (labelled) or of images (unlabelled)
+    id_column: str = ""  # column with the example id; empty: the path column is the id
+    path_column: str = ""  # column with a file path relative to data.root/image_dir
+    label_column: str = ""  # column with the label (name or index); empty: unlabelled
+    image_dir: str = ""  # folder the ids or paths are relative to, under data.root
+    image_ext: str = ""  # appended to ids that lack it, e.g. ".png"
+
+
+@dataclass
+class SubmissionConfig:
+    id_column: str = "id"
+    label_column: str = "label"
+    label_format: str = "index"  # index | name | probability
+
+
+@dataclass
+class CompetitionConfig:
+    name: str = "demo"
+    slug: str = ""  # Kaggle competition slug or dataset "owner/name"
+    source: str = "competition"  # competition | dataset | local
+    train: TableConfig = field(default_factory=TableConfig)
+    val: TableConfig = field(default_factory=TableConfig)  # optional separate validation set
+    test: TableConfig = field(default_factory=TableConfig)
+    sample_submission: str = ""  # relative to data.root; the reference for validating a submission
+    solution: str = ""  # hidden test labels (demo only), CSV with submission columns
+    classes: list[str] = field(default_factory=list)  # names in label-index order; empty: inferred
+    metric: str = "accuracy"  # accuracy | f1 | macro_f1
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    image_sizes: dict[str, int] = field(default_factory=dict)  # per model name, overrides model.image_size
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"
+    image_size: int = 32
+    weights: str = "none"  # imagenet | none | <path to .weights.h5> (pretrained models only)
+    dropout: float = 0.0
+    dense_units: int = 0  # hidden units in the head; 0: none
+    l2: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)  # architecture-specific, checked by the builder
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/raw/${comp.name}"  # where the competition's files are (/kaggle/input/... in a kernel)
+    records_root: str = "data/records"  # records go to <records_root>/<comp>/<image_size>/
+    val_fraction: float = 0.2
+    seed: int = 42
+    folds: int = 0  # >1: stratified k-fold column in the index
+    shard_mb: int = 100
+    workers: int = 0  # 0: all cores
+    image_format: str = "png"  # png | jpeg: how resized images are stored in the records
+    jpeg_quality: int = 95
+
+
+@dataclass
+class AugmentConfig:
+    mode: str = "online"  # online | offline | none
+    library: str = "keras"  # keras | keras_cv
+    flip: str = "horizontal"  # none | horizontal | vertical | both
+    rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation(factor)
+    color_jitter: float = 0.0  # 0..1 strength of brightness/contrast/saturation/hue jitter
+    cutmix: float = 0.0  # probability that a batch (online) or a copy (offline) is CutMixed
+    cutmix_alpha: float = 1.0  # Beta(alpha, alpha) for the mixed area
+    offline_copies: int = 1  # offline: augmented copies of the training set baked into the records
+    seed: int = 1337
+
+
+@dataclass
+class FineTuneConfig:
+    epochs: int = 0  # phase 2 epochs; 0: no phase 2
+    learning_rate: float = 1e-5
+    unfreeze: int = -1  # top N backbone layers to unfreeze; -1: all (BatchNorm stays frozen)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # per replica; global = batch_size x replicas
+    epochs: int = 20  # phase 1 (the only phase for scratch models)
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw | sgd
+    weight_decay: float = 0.0
+    schedule: str = "plateau"  # constant | plateau | cosine | cosine_restarts
+    first_decay_steps: int = 1000  # cosine_restarts
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 5
+    monitor: str = "auto"  # auto: val_f1_score for binary problems, val_accuracy otherwise
+    steps_per_epoch: int = 0  # 0: one pass over the training records
+    mixed_precision: str = "auto"  # auto | off | float16 | bfloat16
+    strategy: str = "auto"  # auto | cpu | gpu | mirrored | multiworker | tpu
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    seed: int = 42
+    verbose: int = 1
+
+
+@dataclass
+class PredictConfig:
+    tta: list[str] = field(default_factory=list)  # e.g. [flip] or [hflip, vflip]
+    threshold: str = "0.5"  # a number, or auto: the F1-best threshold saved by evaluate
+    batch_size: int = 128
+    output: str = "submission.csv"
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"  # runs go to <root>/<comp>/<model>/<id>/
+    id: str = ""  # empty: a timestamp
+
+
+@dataclass
+class KaggleConfig:
+    message: str = ""  # submission message; empty: model, CV score and git commit
+    poll_timeout: int = 600  # seconds to wait for a score
+    dry_run: bool = False
+
+
+@dataclass
+class TunerConfig:
+    kind: str = "hyperband"  # hyperband | random | bayesian
+    max_trials: int = 10
+    max_epochs: int = 10
+    executions_per_trial: int = 1
+    objective: str = "auto"
+    phase1_only: bool = True
+    space: dict[str, Any] = field(default_factory=dict)  # hyperparameter -> {type, min, max, ...}
+
+
+@dataclass
+class Config:
+    comp: CompetitionConfig = field(default_factory=CompetitionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    kaggle: KaggleConfig = field(default_factory=KaggleConfig)
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.comp.classes)
+
+    @property
+    def binary(self) -> bool:
+        return len(self.comp.classes) == 2
+
+    @property
+    def records_dir(self) -> Path:
+        return Path(self.data.records_root) / self.comp.name / str(self.model.image_size)
+
+    @property
+    def monitor(self) -> str:
+        if self.train.monitor != "auto":
+            return self.train.monitor
+        return "val_f1_score" if self.binary or self.comp.metric in ("f1", "macro_f1") else "val_accuracy"
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "comp.source": ("competition", "dataset", "local"),
+    "comp.metric": ("accuracy", "f1", "macro_f1"),
+    "comp.submission.label_format": ("index", "name", "probability"),
+    "data.image_format": ("png", "jpeg"),
+    "augment.mode": ("online", "offline", "none"),
+    "augment.library": ("keras", "keras_cv"),
+    "augment.flip": ("none", "horizontal", "vertical", "both"),
+    "train.optimizer": ("adam", "adamw", "sgd"),
+    "train.schedule": ("constant", "plateau", "cosine", "cosine_restarts"),
+    "train.mixed_precision": ("auto", "off", "float16", "bfloat16"),
+    "train.strategy": ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"),
+    "tuner.kind": ("hyperband", "random", "bayesian"),
+}
+
+# Short forms on the command line: ``strategy=tpu`` means ``train.strategy=tpu``.
+ALIASES = {
+    "strategy": "train.strategy",
+    "weights": "model.weights",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "tuner": "tuner.kind",
+    "tta": "predict.tta",
+    "threshold": "predict.threshold",
+    "folds": "data.folds",
+}
+SELECTORS = ("comp", "model", "hparams")
+
+
+def presets(kind: str) -> list[str]:
+    """Names of the YAML presets of one kind (``competitions`` or ``models``)."""
+    names = set()
+    for base in CONFIG_DIRS:
+        names.update(p.stem for p in (base / kind).glob("*.yaml"))
+    return sorted(names)
+
+
+def _preset_path(kind: str, name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise KitError(f"config file {path} does not exist", "give a preset name or an existing YAML path")
+        return path
+    for base in CONFIG_DIRS:
+        candidate = base / kind / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise unknown_choice("competition" if kind == "competitions" else "model", name_or_path, presets(kind))
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise KitError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise KitError(f"{path}: expected a mapping of settings at the top", "see configs/ for examples")
+    return data
+
+
+def all_keys(node: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the config schema, for suggestions."""
+    node = Config if node is None else node
+    keys = []
+    for f in dataclasses.fields(node):
+        dotted = f"{prefix}{f.name}"
+        keys.append(dotted)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            keys.extend(all_keys(type(default), dotted + "."))
+    return keys
+
+
+def _merge(base: DictConfig, update: Any, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except (ConfigKeyError, ConfigAttributeError) as exc:
+        key = str(exc.full_key or exc.key or "")
+        raise KitError(
+            f"{origin}: unknown setting '{key}'",
+            f"did you mean {' or '.join(nearest(key, all_keys()))}?",
+        ) from None
+    except ValidationError as exc:
+        raise KitError(f"{origin}: setting '{exc.full_key}': {exc.msg.splitlines()[0]}", "give a value of the right type") from None
+    except OmegaConfBaseException as exc:
+        raise KitError(f"{origin}: {str(exc).splitlines()[0]}", "check the setting's spelling and type") from None
+
+
+def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
+    selectors: dict[str, str] = {}
+    dotlist: list[str] = []
+    for item in overrides:
+        if "=" not in item:
+            raise KitError(f"argument '{item}' is not key=value", "write settings as key=value, e.g. train.epochs=3")
+        key, value = item.split("=", 1)
+        key = ALIASES.get(key.strip(), key.strip())
+        if key in SELECTORS:
+            selectors[key] = value
+        else:
+            if key == "predict.tta" and not value.startswith("["):
+                value = "[" + value + "]" if value not in ("", "none") else "[]"
+            dotlist.append(f"{key}={value}")
+    return selectors, dotlist
+
+
+def load_config(overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20") -> Config:
+    """Build the resolved :class:`Config` from presets and ``key=value`` overrides."""
+    selectors, dotlist = _parse_overrides(list(overrides or []))
+    comp = selectors.get("comp", comp)
+    model = selectors.get("model", model)
+
+    cfg = OmegaConf.structured(Config)
+    comp_path = _preset_path("competitions", comp)
+    cfg = _merge(cfg, _read_yaml(comp_path), str(comp_path))
+    model_path = _preset_path("models", model)
+    model_yaml = _read_yaml(model_path)
+    cfg = _merge(cfg, model_yaml, str(model_path))
+    model_name = cfg.model.name
+    if model_name in cfg.comp.image_sizes:
+        cfg.model.image_size = int(cfg.comp.image_sizes[model_name])
+    if "hparams" in selectors:
+        hparams_path = Path(selectors["hparams"])
+        if not hparams_path.is_file():
+            raise KitError(f"hparams file {hparams_path} does not exist", "pass the best_hparams.yaml that kit tune wrote")
+        cfg = _merge(cfg, _read_yaml(hparams_path), str(hparams_path))
+    try:
+        cli = OmegaConf.from_dotlist(dotlist)
+    except OmegaConfBaseException as exc:
+        raise KitError(f"command line: {str(exc).splitlines()[0]}", "write settings as key=value") from None
+    cfg = _merge(cfg, cli, "command line")
+    try:
+        config: Config = OmegaConf.to_object(cfg)  # resolves ${...} interpolations
+    except OmegaConfBaseException as exc:
+        raise KitError(f"config: {str(exc).splitlines()[0]}", "check interpolations such as ${comp.name}") from None
+    validate(config)
+    return config
+
+
+def validate(cfg: Config) -> None:
+    """Check choices and combinations that the types alone cannot express."""
+    for dotted, choices in CHOICES.items():
+        value = OmegaConf.select(OmegaConf.structured(cfg), dotted)
+        if value not in choices:
+            raise unknown_choice(f"value for {dotted}", str(value), choices)
+    from kit.models.registry import MODELS  # late import: the registry imports config for types
+
+    if cfg.model.name not in MODELS:
+        raise unknown_choice("model", cfg.model.name, MODELS)
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise KitError(f"data.val_fraction={cfg.data.val_fraction} is outside [0, 1)", "use e.g. data.val_fraction=0.2")
+    if cfg.train.batch_size < 1:
+        raise KitError(f"train.batch_size={cfg.train.batch_size} must be positive", "use e.g. train.batch_size=64")
+    if cfg.model.image_size < 8:
+        raise KitError(f"model.image_size={cfg.model.image_size} is too small", "use at least 8 pixels")
+    threshold = cfg.predict.threshold
+    if threshold != "auto":
+        try:
+            ok = 0.0 <= float(threshold) <= 1.0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise KitError(f"predict.threshold={threshold} is neither auto nor a number in [0, 1]", "use threshold=auto or e.g. threshold=0.5")
+    if cfg.train.strategy == "tpu":
+        for key, value in (("data.records_root", cfg.data.records_root), ("run.root", cfg.run.root)):
+            if not str(value).startswith("gs://"):
+                raise KitError(
+                    f"strategy=tpu needs {key} on Google Cloud Storage, got '{value}' (TPUs cannot read local files)",
+                    f"set {key}=gs://<bucket>/...",
+                )
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, as saved in every run directory."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def from_yaml(path: Path) -> Config:
+    """Load a config saved by :func:`to_yaml` (e.g. a run's ``config.yaml``)."""
+    cfg = _merge(OmegaConf.structured(Config), _read_yaml(Path(path)), str(path))
+    return OmegaConf.to_object(cfg)

@@ -1,0 +1,45 @@
+"""Model registry: one entry per model name. Adding a model is one line here plus its builder.
+
+A builder has the signature ``build(cfg: ModelConfig, num_classes: int) -> keras.Model`` and returns a
+model that takes raw 0-255 RGB pixels of shape (image_size, image_size, 3) and ends in one sigmoid
+unit for two classes or ``num_classes`` softmax units otherwise (float32 even under mixed precision).
+Pretrained models name their backbone layer ``"backbone"`` so the trainer can freeze and unfreeze it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kit.errors import unknown_choice
+
+if TYPE_CHECKING:
+    import keras
+
+    from kit.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    builder: str  # "module:function", imported only when the model is built (keeps `kit --help` fast)
+    pretrained: bool = False
+    description: str = ""
+
+
+MODELS: dict[str, ModelEntry] = {
+    "resnet20": ModelEntry("kit.models.resnet20:build", description="ResNet20 from scratch (He et al. 2016, CIFAR variant)"),
+    "cnn": ModelEntry("kit.models.cnn:build", description="conv-BN-pool-dropout stacks from scratch"),
+    "lstm": ModelEntry("kit.models.lstm:build", description="stacked LSTMs over image rows"),
+    "effnetb4": ModelEntry("kit.models.pretrained:build_effnetb4", pretrained=True, description="EfficientNetB4 backbone + head"),
+    "resnet50": ModelEntry("kit.models.pretrained:build_resnet50", pretrained=True, description="ResNet50 backbone + head"),
+}
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> keras.Model:
+    """Build the model named by ``cfg.name`` for ``num_classes`` classes."""
+    if cfg.name not in MODELS:
+        raise unknown_choice("model", cfg.name, MODELS)
+    module_name, function_name = MODELS[cfg.name].builder.split(":")
+    builder = getattr(importlib.import_module(module_name), function_name)
+    return builder(cfg, num_classes)
