@@ -26,7 +26,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-kernel_app = typer.Typer(help="Build, push and follow a Kaggle kernel that trains and predicts inside Kaggle.", no_args_is_help=True)
+kernel_app = typer.Typer(
+    help="Build, push and follow a Kaggle kernel that trains and predicts inside Kaggle.", no_args_is_help=True
+)
 app.add_typer(kernel_app, name="kernel")
 
 Settings = typer.Argument(None, help=SETTINGS_HELP, show_default=False)
@@ -59,9 +61,9 @@ def list_presets() -> None:
 @app.command()
 def data(settings: list[str] = Settings) -> None:
     """Download the competition from Kaggle (cached), unzip it safely, index and check it."""
+    cfg = _config(settings)
     from kit.data import kaggle, sources
 
-    cfg = _config(settings)
     kaggle.download(cfg)
     index = sources.write_index(cfg)
     _say(f"indexed {len(index)} images of {cfg.comp.name}: {index.groupby('split').size().to_dict()}")
@@ -70,9 +72,9 @@ def data(settings: list[str] = Settings) -> None:
 @app.command()
 def records(settings: list[str] = Settings) -> None:
     """Write sharded TFRecords resized for the model (resumes after a kill; skips bad images)."""
+    cfg = _config(settings)
     from kit.data import records as records_mod
 
-    cfg = _config(settings)
     records_mod.build_from_config(cfg)
 
 
@@ -82,9 +84,9 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run of this comp/model."),
 ) -> None:
     """Train: phase 1 (frozen backbone for pretrained models), phase 2 (unfrozen), best checkpoint kept."""
+    cfg = _config(settings)
     from kit.train import trainer
 
-    cfg = _config(settings)
     run_dir = trainer.train(cfg, resume=resume)
     _say(f"run directory: {run_dir}")
 
@@ -92,9 +94,9 @@ def train(
 @app.command()
 def tune(settings: list[str] = Settings) -> None:
     """Search hyperparameters with keras-tuner (hyperband, random, bayesian); writes best_hparams.yaml."""
+    cfg = _config(settings)
     from kit.train import tuner
 
-    cfg = _config(settings)
     tuner.tune(cfg)
 
 
@@ -104,10 +106,10 @@ def evaluate(
     run: Path = typer.Option(None, "--run", help="Run directory; default: the newest run of comp/model."),
 ) -> None:
     """Score a run on the validation split: metrics.json, F1-best threshold, plots."""
-    from kit import evaluate as evaluate_mod
-
     settings, run = _run_setting(settings, run)
     cfg = _config(settings)
+    from kit import evaluate as evaluate_mod
+
     evaluate_mod.evaluate(cfg, run)
 
 
@@ -117,10 +119,10 @@ def predict(
     run: Path = typer.Option(None, "--run", help="Run directory; default: the newest run of comp/model."),
 ) -> None:
     """Predict the test set (optional TTA, ensembles with runs=a,b,c) and write a validated submission.csv."""
-    from kit import predict as predict_mod
-
     settings, runs = _runs_setting(settings, run)
     cfg = _config(settings)
+    from kit import predict as predict_mod
+
     predict_mod.predict(cfg, runs)
 
 
@@ -131,18 +133,18 @@ def submit(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would be sent; upload nothing."),
 ) -> None:
     """Validate submission.csv, upload it to Kaggle and wait for the public score."""
+    cfg = _config(settings)
     from kit.data import kaggle
 
-    cfg = _config(settings)
     kaggle.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run)
 
 
 @app.command()
 def audit(settings: list[str] = Settings) -> None:
     """Audit the data before training: balance, sizes, formats, duplicates, shortcut score; report + plots."""
+    cfg = _config(settings)
     from kit import audit as audit_mod
 
-    cfg = _config(settings)
     audit_mod.audit(cfg)
 
 
@@ -150,7 +152,9 @@ def audit(settings: list[str] = Settings) -> None:
 def new_comp(
     folder: Path = typer.Argument(..., help="A downloaded competition folder."),
     name: str = typer.Option("", "--name", help="Competition name; default: the folder's name."),
-    output: Path = typer.Option(None, "--output", "-o", help="Where to write the YAML; default configs/competitions/<name>.yaml."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Where to write the YAML; default configs/competitions/<name>.yaml."
+    ),
 ) -> None:
     """Infer a competition YAML from a downloaded folder (CSV columns, class folders, sample_submission)."""
     from kit.data import infer
@@ -232,12 +236,13 @@ def main() -> None:
     except KeyboardInterrupt:
         _say("interrupted: rerun the same command to continue where it stopped")
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        if isinstance(exc, click.ClickException):
+    except typer.Abort:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors of the CLI library (click, vendored by typer) know how to show themselves.
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(EXIT_USER_ERROR)
         raise

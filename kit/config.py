@@ -280,7 +280,9 @@ def _merge(base: DictConfig, update: Any, origin: str) -> DictConfig:
             f"did you mean {' or '.join(nearest(key, all_keys()))}?",
         ) from None
     except ValidationError as exc:
-        raise KitError(f"{origin}: setting '{exc.full_key}': {exc.msg.splitlines()[0]}", "give a value of the right type") from None
+        raise KitError(
+            f"{origin}: setting '{exc.full_key}': {exc.msg.splitlines()[0]}", "give a value of the right type"
+        ) from None
     except OmegaConfBaseException as exc:
         raise KitError(f"{origin}: {str(exc).splitlines()[0]}", "check the setting's spelling and type") from None
 
@@ -358,7 +360,10 @@ def validate(cfg: Config) -> None:
         except ValueError:
             ok = False
         if not ok:
-            raise KitError(f"predict.threshold={threshold} is neither auto nor a number in [0, 1]", "use threshold=auto or e.g. threshold=0.5")
+            raise KitError(
+                f"predict.threshold={threshold} is neither auto nor a number in [0, 1]",
+                "use threshold=auto or e.g. threshold=0.5",
+            )
     if cfg.train.strategy == "tpu":
         for key, value in (("data.records_root", cfg.data.records_root), ("run.root", cfg.run.root)):
             if not str(value).startswith("gs://"):
