@@ -1,0 +1,380 @@
+"""Image augmentation: flips, rotation, color jitter and CutMix, online (per batch) or offline (baked in).
+
+Two entry points, one per :attr:`AugmentConfig.mode`:
+
+- :func:`build_online_augmenter` returns a graph-safe callable for ``tf.data.Dataset.map`` on *batches*
+  (float32 images in 0..255, one-hot float labels). It uses the Keras core preprocessing layers, or the
+  keras-cv ones when ``augment.library=keras_cv``.
+- :func:`offline_augment` makes one augmented copy of a numpy batch (uint8) for the records writer. It is
+  numpy + OpenCV, imports nothing heavy at module load, and is deterministic for a seed, so worker
+  processes can call it per shard and a rebuilt shard is byte-identical.
+
+References:
+    - CutMix: S. Yun, D. Han, S. J. Oh, S. Chun, J. Choe, Y. Yoo. "CutMix: Regularization Strategy to
+      Train Strong Classifiers with Localizable Features", ICCV 2019. https://arxiv.org/abs/1905.04899
+    - Color jitter as in A. Krizhevsky, I. Sutskever, G. Hinton. "ImageNet Classification with Deep
+      Convolutional Neural Networks", NeurIPS 2012 (photometric distortions), and the brightness/
+      contrast/saturation/hue parametrisation of torchvision ``ColorJitter`` / Keras ``RandomColorJitter``.
+
+Label mixing is by the *true* pasted area. Both libraries compute the label weight from the nominal
+box size: Keras core's box has fractional corners (the pixel count differs by up to one row and one
+column, which matters at 32-64 px), and keras-cv's box is centred anywhere and clipped at the border
+without correcting the weight (its labels can be off by half the box). We therefore run the library's
+CutMix on images with an extra "source index" channel and read back which source each pixel came from,
+so the labels match the pixels exactly whatever the library does.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.config import AugmentConfig
+
+FLIP_MODES = {"horizontal": "horizontal", "vertical": "vertical", "both": "horizontal_and_vertical"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared parameter checks and the jitter parametrisation (one definition for online and offline)
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_config(cfg: AugmentConfig) -> None:
+    if cfg.library not in ("keras", "keras_cv"):
+        raise KitError(f"unknown augment.library '{cfg.library}'", "use augment.library=keras or augment.library=keras_cv")
+    if cfg.flip not in ("none", *FLIP_MODES):
+        raise KitError(f"unknown augment.flip '{cfg.flip}'", "use one of: none, horizontal, vertical, both")
+    if not 0.0 <= cfg.rotation <= 1.0:
+        raise KitError(
+            f"augment.rotation={cfg.rotation} is outside [0, 1]", "give a fraction of a full turn, e.g. augment.rotation=0.05"
+        )
+    if not 0.0 <= cfg.color_jitter < 1.0:
+        raise KitError(f"augment.color_jitter={cfg.color_jitter} is outside [0, 1)", "use e.g. augment.color_jitter=0.2")
+    if not 0.0 <= cfg.cutmix <= 1.0:
+        raise KitError(f"augment.cutmix={cfg.cutmix} is not a probability", "use e.g. augment.cutmix=0.5 (0 turns CutMix off)")
+    if cfg.cutmix > 0 and not cfg.cutmix_alpha > 0:
+        raise KitError(
+            f"augment.cutmix_alpha={cfg.cutmix_alpha} must be positive", "use augment.cutmix_alpha=1.0 as in the CutMix paper"
+        )
+    if cfg.cutmix > 0 and cfg.library == "keras" and cfg.cutmix_alpha > 1.0:
+        # keras.layers.CutMix only accepts factor in [0, 1]; keras-cv and the offline path take any alpha.
+        raise KitError(
+            f"augment.cutmix_alpha={cfg.cutmix_alpha} is above 1, which keras.layers.CutMix does not support",
+            "use augment.cutmix_alpha<=1, or augment.library=keras_cv",
+        )
+
+
+def _jitter_ranges(strength: float) -> dict[str, tuple[float, float]]:
+    """Sampling ranges of the four jitter parameters for strength ``s`` (0 = off).
+
+    brightness: additive delta in [-s, s] of the value range; contrast: factor in [1-s, 1+s] around the
+    per-channel mean; saturation: Keras' u in [0.5(1-s), 0.5(1+s)] mapped to the multiplier u/(1-u)
+    (0.5 = unchanged); hue: a shift of +-[0, s/4] * 0.5 of the colour circle, as Keras' RandomHue(s/4).
+    """
+    s = float(strength)
+    return {
+        "brightness": (-s, s),
+        "contrast": (1.0 - s, 1.0 + s),
+        "saturation": (0.5 * (1.0 - s), 0.5 * (1.0 + s)),
+        "hue": (0.0, s / 4.0),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Online: a callable for tf.data on batches
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_batch(images: Any, labels: Any, num_classes: int) -> None:
+    """Fail loudly at trace time: CutMix on integer or unbatched labels silently does the wrong thing."""
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    labels = tf.convert_to_tensor(labels)
+    if images.shape.rank != 4 or images.shape[-1] != 3:
+        raise KitError(
+            f"the augmenter needs batched RGB images [B, H, W, 3], got shape {images.shape}",
+            "apply it after Dataset.batch(...)",
+        )
+    if not images.dtype.is_floating:
+        raise KitError(
+            f"the augmenter needs float images in 0..255, got {images.dtype.name}", "cast with tf.cast(images, tf.float32)"
+        )
+    if not labels.dtype.is_floating or labels.shape.rank != 2:
+        raise KitError(
+            f"the augmenter needs one-hot float labels [B, {num_classes}], got {labels.dtype.name} of shape {labels.shape}",
+            f"batch first and convert class indices with tf.one_hot(labels, {num_classes})",
+        )
+    if labels.shape[-1] is not None and labels.shape[-1] != num_classes:
+        raise KitError(
+            f"the augmenter was built for {num_classes} classes but the labels have {labels.shape[-1]} columns",
+            "pass the manifest's num_classes to build_online_augmenter",
+        )
+
+
+def _fast_color_jitter(images: Any, strength: float, seed: int) -> Any:
+    """Vectorised brightness/contrast/saturation/hue jitter of a batch in 0..255 (same ranges as the layers).
+
+    Why not ``keras.layers.RandomColorJitter`` (or keras-cv's): four layers, each rescaling the value range,
+    and saturation and hue each doing an RGB->HSV->RGB round trip per batch. Here brightness and contrast
+    are one affine step each and saturation + hue are a single per-image 3x3 colour matrix in YIQ space:
+    saturation scales the chroma (I, Q) -- the blend-with-luma definition of PIL ``ImageEnhance.Color`` and
+    torchvision ``adjust_saturation`` -- and hue rotates it (the classic hue-rotation matrix, an
+    approximation of an HSV hue shift). Measured on 2 shared CPU cores, batch 16 at 224 px in a tf.function:
+    this ~1900 img/s, an HSV version of the same ~530 img/s, keras.layers.RandomColorJitter ~375 img/s,
+    keras_cv.layers.RandomColorJitter ~400 img/s. Jitter is a regulariser, not a measurement, so the
+    ~5x speed-up wins over bit-compatibility with the layers; offline uses the same maths in numpy.
+    """
+    import tensorflow as tf
+
+    r = _jitter_ranges(strength)
+    batch = tf.shape(images)[0]
+
+    def uniform(name: str, offset: int, shape: tuple[int, ...] = ()) -> Any:
+        low, high = r[name]
+        return tf.random.uniform([batch, *shape], low, high, seed=seed + offset)
+
+    x = tf.clip_by_value(images + uniform("brightness", 0, (1, 1, 1)) * 255.0, 0.0, 255.0)
+    mean = tf.reduce_mean(x, axis=(1, 2), keepdims=True)
+    x = tf.clip_by_value((x - mean) * uniform("contrast", 1, (1, 1, 1)) + mean, 0.0, 255.0)
+    u = uniform("saturation", 2)
+    sign = tf.where(tf.random.uniform([batch], seed=seed + 3) < 0.5, -1.0, 1.0)
+    matrix = _color_matrix_tf(u / (1.0 - u), sign * uniform("hue", 4) * 0.5)  # [B, 3, 3]
+    x = tf.einsum("bhwc,bdc->bhwd", x, matrix)
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+# RGB <-> YIQ (NTSC); Y is luma, (I, Q) the chroma plane that saturation scales and hue rotates.
+_RGB2YIQ = np.array(
+    [[0.299, 0.587, 0.114], [0.59590059, -0.27455667, -0.32134392], [0.21153661, -0.52273617, 0.31119955]], np.float32
+)
+_YIQ2RGB = np.linalg.inv(_RGB2YIQ).astype(np.float32)
+
+
+def _color_matrix_np(saturation: float, hue_shift: float) -> np.ndarray:
+    """RGB->RGB matrix scaling chroma by ``saturation`` and rotating hue by ``hue_shift`` turns."""
+    angle = 2.0 * math.pi * hue_shift
+    c, s = saturation * math.cos(angle), saturation * math.sin(angle)
+    middle = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], np.float32)
+    return _YIQ2RGB @ middle @ _RGB2YIQ
+
+
+def _color_matrix_tf(saturation: Any, hue_shift: Any) -> Any:
+    """Batched :func:`_color_matrix_np`: [B] factors -> [B, 3, 3]."""
+    import tensorflow as tf
+
+    angle = 2.0 * math.pi * hue_shift
+    c, s = saturation * tf.cos(angle), saturation * tf.sin(angle)
+    one, zero = tf.ones_like(c), tf.zeros_like(c)
+    middle = tf.stack([tf.stack([one, zero, zero], -1), tf.stack([zero, c, -s], -1), tf.stack([zero, s, c], -1)], -2)
+    return tf.einsum("ij,bjk,kl->bil", tf.constant(_YIQ2RGB), middle, tf.constant(_RGB2YIQ))
+
+
+class OnlineAugmenter:
+    """Callable ``(images, labels) -> (images, labels)`` on batches; see :func:`build_online_augmenter`."""
+
+    def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
+        _check_config(cfg)
+        self.cfg = cfg
+        self.num_classes = int(num_classes)
+        self.library = cfg.library
+        self.stages: list[Callable[[Any], Any]] = []
+        self.names: list[str] = []
+        self.cutmix = None
+        if cfg.flip == "none" and cfg.rotation == 0 and cfg.color_jitter == 0 and cfg.cutmix == 0:
+            return  # identity: do not even import the layer libraries
+        if cfg.library == "keras_cv":
+            import keras_cv
+
+            layers = keras_cv.layers
+        else:
+            import keras
+
+            layers = keras.layers
+        # Distinct seeds per layer so that flips, angles and jitter are not drawn from one stream.
+        seed = int(cfg.seed)
+        # dtype float32 explicitly: a mixed-precision global policy must not turn pixels into float16.
+        if cfg.flip != "none":
+            self._add("flip", layers.RandomFlip(mode=FLIP_MODES[cfg.flip], seed=seed, dtype="float32"))
+        if cfg.rotation > 0:
+            self._add("rotation", layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1, dtype="float32"))
+        if cfg.color_jitter > 0:
+            # Our vectorised jitter for both libraries: same parameter ranges as the RandomColorJitter
+            # layers, ~5x faster (measurements and reasoning in _fast_color_jitter).
+            self._add("color_jitter", functools.partial(_fast_color_jitter, strength=cfg.color_jitter, seed=seed + 2))
+        if cfg.cutmix > 0:
+            alpha = float(cfg.cutmix_alpha)
+            if cfg.library == "keras_cv":
+                self.cutmix = layers.CutMix(alpha=alpha, seed=seed + 3, dtype="float32")
+            else:
+                # factor=(a, a) pins Beta(a, a) as in the paper; a single float would draw a ~ U(0, a) first.
+                self.cutmix = layers.CutMix(factor=(alpha, alpha), seed=seed + 3, dtype="float32")
+            self.names.append(f"cutmix(p={cfg.cutmix}, alpha={alpha})")
+
+    def _add(self, name: str, stage: Any) -> None:
+        self.names.append(name)
+        self.stages.append(stage)
+
+    def _apply(self, stage: Any, images: Any) -> Any:
+        if not hasattr(stage, "get_config"):
+            return stage(images)
+        if self.library == "keras_cv":
+            return stage(images)  # keras-cv layers always augment and take no `training` argument
+        return stage(images, training=True)
+
+    def __repr__(self) -> str:
+        return f"OnlineAugmenter({self.library}: {', '.join(self.names) or 'identity'})"
+
+    def __call__(self, images: Any, labels: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        _check_batch(images, labels, self.num_classes)
+        if not self.names:
+            return images, labels
+        images = tf.cast(images, tf.float32)
+        labels = tf.cast(labels, tf.float32)
+        for stage in self.stages:
+            images = self._apply(stage, images)
+        # Rotation interpolation and jitter can overshoot slightly; models expect 0..255.
+        images = tf.clip_by_value(images, 0.0, 255.0)
+        if self.cutmix is not None:
+            if self.cfg.cutmix >= 1.0:
+                images, labels = self._cutmix(images, labels)
+            else:
+                apply = tf.random.uniform([], seed=int(self.cfg.seed) + 4) < self.cfg.cutmix
+                images, labels = tf.cond(apply, lambda: self._cutmix(images, labels), lambda: (images, labels))
+        return images, labels
+
+    def _cutmix(self, images: Any, labels: Any) -> tuple[Any, Any]:
+        """The library's CutMix on images plus a source-index channel; labels from the true pasted area."""
+        import tensorflow as tf
+
+        shape = tf.shape(images)
+        batch = shape[0]
+        own = tf.range(batch)
+        index_plane = tf.broadcast_to(tf.cast(own, tf.float32)[:, None, None, None], [batch, shape[1], shape[2], 1])
+        tagged = tf.concat([images, index_plane], axis=-1)
+        if self.library == "keras_cv":
+            mixed = self.cutmix({"images": tagged, "labels": labels})["images"]
+        else:
+            mixed = self.cutmix(tagged, training=True)
+        source = tf.cast(tf.round(mixed[..., 3]), tf.int32)  # [B, H, W]: which image each pixel came from
+        pasted = tf.not_equal(source, own[:, None, None])
+        area = tf.reduce_mean(tf.cast(pasted, tf.float32), axis=(1, 2))[:, None]
+        other = tf.reduce_max(tf.where(pasted, source, -1), axis=(1, 2))
+        other = tf.where(other < 0, own, other)  # nothing pasted (or pasted from itself): keep own label
+        labels = (1.0 - area) * labels + area * tf.gather(labels, other)
+        return tf.ensure_shape(mixed[..., :3], images.shape), labels
+
+
+def build_online_augmenter(cfg: AugmentConfig, num_classes: int) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """A graph-safe ``(images, labels) -> (images, labels)`` for ``tf.data`` on batches.
+
+    ``images``: float32 [B, H, W, 3] in 0..255; ``labels``: float32 one-hot or soft [B, num_classes].
+    Applies, in order: random flips (``cfg.flip``), rotation (``cfg.rotation``, reflect fill), color jitter
+    (``cfg.color_jitter`` strength), then CutMix on the whole batch with probability ``cfg.cutmix``, mixing
+    labels by the pasted area. Pixels stay in 0..255. With everything off it returns its inputs unchanged.
+    Raises :class:`KitError` at trace time for integer or unbatched labels or unbatched images.
+    """
+    return OnlineAugmenter(cfg, num_classes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline: numpy + OpenCV, deterministic per seed, cheap to import in worker processes
+# --------------------------------------------------------------------------------------------------
+
+
+def _jitter_numpy(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """One image's jitter, the numpy twin of :func:`_fast_color_jitter` (float32 result in 0..255)."""
+    r = _jitter_ranges(strength)
+    x = np.clip(image.astype(np.float32) + rng.uniform(*r["brightness"]) * 255.0, 0.0, 255.0)
+    mean = x.mean(axis=(0, 1), keepdims=True)
+    x = np.clip((x - mean) * rng.uniform(*r["contrast"]) + mean, 0.0, 255.0)
+    u = rng.uniform(*r["saturation"])
+    sign = -1.0 if rng.random() < 0.5 else 1.0
+    matrix = _color_matrix_np(u / (1.0 - u), sign * rng.uniform(*r["hue"]) * 0.5)
+    return np.clip(x @ matrix.T, 0.0, 255.0)
+
+
+def _augment_one(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Flip, rotate and jitter one uint8 image; every random draw happens whether or not it is used,
+    so the stream (and so every other image's augmentation) does not depend on earlier outcomes."""
+    flip_h, flip_v, angle = rng.random(), rng.random(), rng.uniform(-1.0, 1.0)
+    out = image
+    if cfg.flip in ("horizontal", "both") and flip_h < 0.5:
+        out = out[:, ::-1]
+    if cfg.flip in ("vertical", "both") and flip_v < 0.5:
+        out = out[::-1]
+    if cfg.rotation > 0:
+        import cv2
+
+        h, w = out.shape[:2]
+        degrees = angle * cfg.rotation * 360.0  # Keras: factor is a fraction of 2*pi, angle in [-f, f]
+        matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), degrees, 1.0)
+        # BORDER_REFLECT matches Keras' fill_mode="reflect" (d c b a | a b c d | d c b a).
+        out = cv2.warpAffine(np.ascontiguousarray(out), matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if cfg.color_jitter > 0:
+        jittered = _jitter_numpy(np.ascontiguousarray(out), cfg.color_jitter, rng)
+        out = np.clip(np.rint(jittered), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out)
+
+
+def cutmix_box(height: int, width: int, alpha: float, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """A CutMix box ``(y0, x0, h, w)`` fully inside the image: lam ~ Beta(alpha, alpha) is the kept
+    fraction, so the box has sides sqrt(1 - lam) of the image (Yun et al. 2019, eq. 2), rounded to pixels."""
+    lam = rng.beta(alpha, alpha)
+    ratio = math.sqrt(1.0 - lam)
+    box_h, box_w = int(round(height * ratio)), int(round(width * ratio))
+    y0 = int(rng.integers(0, height - box_h + 1))
+    x0 = int(rng.integers(0, width - box_w + 1))
+    return y0, x0, box_h, box_w
+
+
+def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented copy of a batch, as baked into the records in offline mode.
+
+    Each image is flipped/rotated/jittered; then, with probability ``cfg.cutmix`` per image, a box from
+    another (augmented, unmixed) image of the batch is pasted in and the soft label becomes
+    ``(1 - a) * own + a * other`` with ``a`` the exact pasted pixel fraction. Deterministic for ``seed``.
+
+    Args:
+        images: uint8 [N, H, W, 3].
+        soft_labels: float [N, C], one-hot or soft, rows summing to 1.
+    Returns:
+        (uint8 [N, H, W, 3], float32 [N, C]).
+    """
+    _check_config(cfg)
+    images = np.asarray(images)
+    soft_labels = np.asarray(soft_labels)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise KitError(
+            f"offline_augment needs uint8 images [N, H, W, 3], got {images.dtype} {images.shape}", "pass decoded RGB images"
+        )
+    if soft_labels.ndim != 2 or soft_labels.shape[0] != images.shape[0] or not np.issubdtype(soft_labels.dtype, np.floating):
+        raise KitError(
+            f"offline_augment needs float soft labels [{images.shape[0]}, C], got {soft_labels.dtype} {soft_labels.shape}",
+            "one-hot encode the class indices, e.g. np.eye(C, dtype=np.float32)[labels]",
+        )
+    rng = np.random.default_rng(seed)
+    n, h, w = images.shape[:3]
+    base = np.stack([_augment_one(image, cfg, rng) for image in images]) if n else images.copy()
+    out = base.copy()
+    labels = soft_labels.astype(np.float32, copy=True)
+    if cfg.cutmix > 0 and n > 1:
+        for i in range(n):
+            if rng.random() >= cfg.cutmix:
+                continue
+            j = int(rng.integers(0, n - 1))
+            j += j >= i  # another image, never itself
+            y0, x0, bh, bw = cutmix_box(h, w, cfg.cutmix_alpha, rng)
+            out[i, y0 : y0 + bh, x0 : x0 + bw] = base[j, y0 : y0 + bh, x0 : x0 + bw]
+            area = (bh * bw) / float(h * w)
+            labels[i] = (1.0 - area) * soft_labels[i] + area * soft_labels[j]
+    return out, labels
