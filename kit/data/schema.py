@@ -6,7 +6,7 @@ One ``tf.train.Example`` per image:
 feature        type        meaning
 =============  ==========  ===================================================================
 image          bytes       the resized image, PNG or JPEG encoded, RGB uint8
-label          int64       class index; -1 when unknown (test) or when soft_label is mixed
+label          int64       class index (argmax of soft_label for CutMix copies); -1 when unknown (test)
 soft_label     float list  length = number of classes; one-hot, or CutMix proportions (sum 1)
 id             bytes       the example id as it appears in the submission
 height, width  int64       size of the original image before resizing
@@ -55,7 +55,9 @@ def serialize(example: Example) -> bytes:
         "width": int64(example.width),
         "fold": int64(example.fold),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    # deterministic=True: protobuf map order otherwise differs per process, and resumed builds must
+    # produce byte-identical shards.
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def feature_spec(num_classes: int) -> dict:
