@@ -85,7 +85,7 @@ class DataConfig:
     val_fraction: float = 0.2
     seed: int = 42
     folds: int = 0  # >1: stratified k-fold column in the index
-    shard_mb: int = 100
+    shard_mb: float = 100  # target TFRecord shard size in MB (fractions allowed, e.g. for tests)
     workers: int = 0  # 0: all cores
     image_format: str = "png"  # png | jpeg: how resized images are stored in the records
     jpeg_quality: int = 95
@@ -151,6 +151,7 @@ class KaggleConfig:
     message: str = ""  # submission message; empty: model, CV score and git commit
     poll_timeout: int = 600  # seconds to wait for a score
     dry_run: bool = False
+    kernel_internet: bool = False  # kernel pushed with internet on (pip deps, imagenet weights); many comps forbid it
 
 
 @dataclass
@@ -165,6 +166,16 @@ class TunerConfig:
 
 
 @dataclass
+class AuditConfig:
+    hash_sample: int = 20000  # most images hashed for near duplicates (random sample beyond)
+    near_distance: int = 6  # pHash Hamming distance (of 64 bits) counted as a near duplicate
+    shortcut_sample: int = 20000  # most labelled images the metadata-only shortcut model sees
+    shortcut_auc: float = 0.75  # binary: warn when metadata alone reaches this cross-validated AUC
+    shortcut_gain: float = 0.5  # multi-class: warn when (accuracy - majority) / (1 - majority) exceeds this
+    workers: int = 0  # threads reading files; 0: all cores
+
+
+@dataclass
 class Config:
     comp: CompetitionConfig = field(default_factory=CompetitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -175,6 +186,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
     tuner: TunerConfig = field(default_factory=TunerConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def num_classes(self) -> int:

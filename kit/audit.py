@@ -1,0 +1,534 @@
+"""``kit audit``: look at the data before training on it.
+
+What it checks, and why it matters on Kaggle:
+
+- class balance, per split;
+- width, height, aspect, format, file size and JPEG quality per class and per split: a detector that
+  can tell the classes apart by these alone learns the shortcut, not the content;
+- exact duplicates (SHA-1 of the file bytes) and near duplicates (64-bit DCT perceptual hash within a
+  small Hamming distance), within train and across train/val/test: duplicates across splits inflate
+  the validation score, duplicates with conflicting labels are noise;
+- a shortcut score: the cross-validated AUC (binary) or accuracy (multi-class) of a random forest that
+  sees only the metadata above, with its most important features; and the same model telling test
+  images from training images (a distribution shift the leaderboard will see and validation will not).
+
+Only file headers and bytes are read for the metadata; images are decoded (reduced, in grayscale) only
+for the perceptual hash, on a sample when the data set is large. Output, under
+``<run.root>/<comp>/audit/``: ``audit.md`` with the plots beside it, and ``audit.json``.
+
+The pHash is the DCT hash of Zauner, "Implementation and Benchmarking of Perceptual Image Hash
+Functions" (2010): grayscale 32x32, 2-D DCT, the 8x8 lowest frequencies thresholded at their median.
+The JPEG quality estimate inverts libjpeg's scaling of the standard luminance table (ITU T.81, K.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from kit import plots
+from kit.io import atomic_write, write_json
+
+if TYPE_CHECKING:
+    from kit.config import Config
+
+# ITU T.81 Annex K.1 luminance quantisation table, natural (row-major) order
+STD_LUMINANCE = np.array(
+    [
+        [16, 11, 10, 16, 24, 40, 51, 61],
+        [12, 12, 14, 19, 26, 58, 60, 55],
+        [14, 13, 16, 24, 40, 57, 69, 56],
+        [14, 17, 22, 29, 51, 87, 80, 62],
+        [18, 22, 37, 56, 68, 109, 103, 77],
+        [24, 35, 55, 64, 81, 104, 113, 92],
+        [49, 64, 78, 87, 103, 121, 120, 101],
+        [72, 92, 95, 98, 112, 100, 103, 99],
+    ]
+).ravel()
+# natural index of the k-th coefficient in zigzag order (the order DQT segments store them in)
+ZIGZAG = np.array(
+    [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
+     35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31,
+     39, 46, 53, 60, 61, 54, 47, 55, 62, 63]
+)  # fmt: skip
+
+
+def _libjpeg_tables() -> np.ndarray:
+    """The luminance table libjpeg writes for each quality 1..100 (zigzag order), shape (100, 64)."""
+    quality = np.arange(1, 101)
+    scale = np.where(quality < 50, 5000 // quality, 200 - 2 * quality)
+    tables = (STD_LUMINANCE[ZIGZAG][None, :] * scale[:, None] + 50) // 100
+    return np.clip(tables, 1, 255)
+
+
+_TABLES = _libjpeg_tables()
+FEATURES = ["width", "height", "aspect", "file_size", "channels", "jpeg_quality"]
+
+
+# ------------------------------------------------------------------------------------ per-file facts
+
+
+def image_format(data: bytes) -> str:
+    """The container format from the magic bytes (the file name can lie)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"GIF8":
+        return "gif"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return "unknown"
+
+
+def jpeg_tables(data: bytes) -> dict[int, np.ndarray]:
+    """The quantisation tables (zigzag order) from the DQT segments of a JPEG, by table id."""
+    tables: dict[int, np.ndarray] = {}
+    if data[:2] != b"\xff\xd8":
+        return tables
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:  # not at a marker: resynchronise
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            i += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: the tables come before
+            break
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDB:
+            segment, j = data[i + 4 : i + 2 + length], 0
+            while j < len(segment):
+                precision, table_id = segment[j] >> 4, segment[j] & 0x0F
+                size = 128 if precision else 64
+                values = np.frombuffer(segment[j + 1 : j + 1 + size], dtype=">u2" if precision else np.uint8)
+                if len(values) == 64:
+                    tables[table_id] = values.astype(np.int64)
+                j += 1 + size
+        i += 2 + length
+    return tables
+
+
+def jpeg_quality(data: bytes) -> int | None:
+    """Estimated JPEG quality 1..100: the libjpeg quality whose luminance table is closest (L1) to table 0.
+
+    Exact for files written by libjpeg (OpenCV, Pillow, most cameras' software); an estimate for encoders
+    with their own tables. None for non-JPEGs.
+    """
+    tables = jpeg_tables(data)
+    if not tables:
+        return None
+    table = tables.get(0, next(iter(tables.values())))
+    return int(np.abs(_TABLES - table[None, :]).sum(axis=1).argmin() + 1)
+
+
+def phash(gray: np.ndarray) -> int:
+    """64-bit DCT perceptual hash of a grayscale image."""
+    import cv2
+
+    small = cv2.resize(gray.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(small)[:8, :8].ravel()
+    bits = low > np.median(low[1:])  # DC excluded from the median: it only carries brightness
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def _gray_for_hash(data: bytes, width: int, height: int) -> np.ndarray | None:
+    """Decode grayscale, reduced by libjpeg's DCT scaling when the image is large (fast for big JPEGs)."""
+    import cv2
+
+    flag = cv2.IMREAD_GRAYSCALE
+    side = min(width, height) if width and height else 0
+    for factor, reduced in (
+        (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+        (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+        (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+    ):
+        if side // factor >= 64:
+            flag = reduced
+            break
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+
+
+def inspect_file(path: str, with_hash: bool = True) -> dict[str, Any]:
+    """Header facts, SHA-1 and (optionally) pHash of one image file; ``error`` says why a file is unreadable."""
+    from PIL import Image
+
+    facts: dict[str, Any] = {"file_size": np.nan, "format": "unknown", "width": np.nan, "height": np.nan, "channels": np.nan}
+    facts.update(jpeg_quality=np.nan, sha1="", phash=None, error="")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        facts["error"] = f"unreadable: {exc.strerror or exc}"
+        return facts
+    facts["file_size"] = len(data)
+    facts["sha1"] = hashlib.sha1(data).hexdigest()
+    facts["format"] = image_format(data)
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # lazy: parses the header only
+            facts["width"], facts["height"] = image.size
+            facts["channels"] = len(image.getbands())
+    except Exception as exc:  # PIL raises many types for a bad header
+        facts["error"] = f"bad header: {type(exc).__name__}"
+        return facts
+    if facts["format"] == "jpeg":
+        quality = jpeg_quality(data)
+        facts["jpeg_quality"] = np.nan if quality is None else quality
+    if with_hash:
+        gray = _gray_for_hash(data, int(facts["width"]), int(facts["height"]))
+        if gray is None or gray.size == 0:
+            facts["error"] = "cannot be decoded"
+        else:
+            facts["phash"] = phash(gray)
+    return facts
+
+
+# ------------------------------------------------------------------------------------------ duplicates
+
+
+def near_pairs(hashes: np.ndarray, max_distance: int, block: int = 2048) -> list[tuple[int, int, int]]:
+    """All pairs (i, j, distance), i < j, of 64-bit hashes within ``max_distance`` bits (blocked brute force)."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    pairs: list[tuple[int, int, int]] = []
+    for start in range(0, len(hashes), block):
+        chunk = hashes[start : start + block]
+        distance = np.bitwise_count(chunk[:, None] ^ hashes[None, :])
+        rows, cols = np.nonzero(distance <= max_distance)
+        keep = cols > rows + start
+        pairs.extend((int(r + start), int(c), int(distance[r, c])) for r, c in zip(rows[keep], cols[keep], strict=True))
+    return pairs
+
+
+def _pair_kind(a: str, b: str) -> str:
+    order = {"train": 0, "val": 1, "test": 2}
+    first, second = sorted((a, b), key=lambda s: order.get(s, 3))
+    return f"{first}-{second}"
+
+
+def exact_duplicates(meta: pd.DataFrame) -> dict[str, Any]:
+    """Groups of byte-identical files: counts per split pair, label conflicts, examples."""
+    ok = meta[meta["sha1"] != ""]
+    groups = [g for _, g in ok.groupby("sha1", sort=False) if len(g) > 1]
+    kinds: Counter[str] = Counter()
+    conflicts = 0
+    examples = []
+    for group in groups:
+        splits = group["split"].tolist()
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                kinds[_pair_kind(splits[i], splits[j])] += 1
+        labels = set(group.loc[group["label"] >= 0, "label"])
+        conflicts += len(labels) > 1
+        if len(examples) < 10:
+            examples.append(
+                [
+                    {"path": p, "split": s, "class": c}
+                    for p, s, c in zip(group["path"], group["split"], group["class"], strict=True)
+                ]
+            )
+    test_leaks = sum(1 for g in groups if (g["split"] == "test").any() and (g["split"] != "test").any())
+    return {
+        "groups": len(groups),
+        "images": int(sum(len(g) for g in groups)),
+        "pairs": dict(kinds),
+        "label_conflicts": conflicts,
+        "test_groups_with_labelled_copy": test_leaks,
+        "examples": examples,
+    }
+
+
+def near_duplicates(meta: pd.DataFrame, max_distance: int) -> dict[str, Any]:
+    """Pairs of hashed images within ``max_distance`` pHash bits that are not byte-identical."""
+    hashed = meta[meta["phash"].notna()]
+    hashes = np.array([int(h) for h in hashed["phash"]], dtype=np.uint64)
+    sha1 = hashed["sha1"].to_numpy()
+    splits = hashed["split"].to_numpy()
+    kinds: Counter[str] = Counter()
+    examples = []
+    for i, j, d in near_pairs(hashes, max_distance):
+        if sha1[i] == sha1[j]:
+            continue  # exact duplicates are reported on their own
+        kinds[_pair_kind(splits[i], splits[j])] += 1
+        if len(examples) < 20:
+            a, b = hashed.iloc[i], hashed.iloc[j]
+            examples.append({"a": a["path"], "b": b["path"], "splits": f"{a['split']}/{b['split']}", "distance": d})
+    return {"hashed": len(hashed), "max_distance": max_distance, "pairs": dict(kinds), "examples": examples}
+
+
+# -------------------------------------------------------------------------------------------- shortcut
+
+
+def _features(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    numeric = frame[FEATURES].astype(float).fillna(-1.0)
+    formats = pd.get_dummies(frame["format"], prefix="format").astype(float)
+    table = pd.concat([numeric, formats], axis=1)
+    return table.to_numpy(), list(table.columns)
+
+
+def metadata_model_score(frame: pd.DataFrame, target: np.ndarray, seed: int) -> dict[str, Any] | None:
+    """Cross-validated score of a random forest predicting ``target`` from metadata alone.
+
+    Binary targets: ROC AUC of out-of-fold probabilities. Multi-class: accuracy, with the majority-class
+    rate and the normalised gain over it. None when a class has fewer than 2 examples.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.metrics import accuracy_score, roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    x, names = _features(frame)
+    values, counts = np.unique(target, return_counts=True)
+    if len(values) < 2 or counts.min() < 2:
+        return None
+    # small forest, one thread: the CPU is shared and this is a smoke detector, not a model
+    forest = RandomForestClassifier(n_estimators=100, min_samples_leaf=2, max_depth=12, random_state=seed, n_jobs=1)
+    folds = StratifiedKFold(n_splits=int(min(5, counts.min())), shuffle=True, random_state=seed)
+    proba = cross_val_predict(forest, x, target, cv=folds, method="predict_proba")
+    forest.fit(x, target)
+    importance = sorted(zip(names, forest.feature_importances_, strict=True), key=lambda t: -t[1])
+    result: dict[str, Any] = {
+        "examples": len(target),
+        "top_features": [{"feature": n, "importance": round(float(v), 4)} for n, v in importance[:5]],
+    }
+    if len(values) == 2:
+        result["metric"] = "auc"
+        result["value"] = float(roc_auc_score(target == values[1], proba[:, 1]))
+    else:
+        majority = counts.max() / counts.sum()
+        accuracy = float(accuracy_score(target, values[proba.argmax(axis=1)]))
+        result.update(
+            metric="accuracy", value=accuracy, majority=float(majority), gain=float((accuracy - majority) / (1 - majority))
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- stats
+
+
+def _describe(meta: pd.DataFrame, by: str) -> dict[str, Any]:
+    """Per group: count, median/min/max of the numeric facts, formats, the commonest sizes."""
+    out: dict[str, Any] = {}
+    for name, group in meta.groupby(by, sort=True):
+        entry: dict[str, Any] = {"count": len(group)}
+        for column in ("width", "height", "aspect", "file_size", "jpeg_quality"):
+            values = group[column].dropna()
+            if len(values):
+                entry[column] = {"min": float(values.min()), "median": float(values.median()), "max": float(values.max())}
+        entry["formats"] = {k: int(v) for k, v in group["format"].value_counts().items()}
+        sizes = (
+            group["width"].fillna(0).astype(int).astype(str) + "x" + group["height"].fillna(0).astype(int).astype(str)
+        ).value_counts()
+        entry["top_sizes"] = {k: int(v) for k, v in sizes.head(5).items()}
+        out[str(name)] = entry
+    return out
+
+
+def _plots(meta: pd.DataFrame, out_dir: Path) -> list[Path]:
+    written = []
+    labelled = meta[meta["label"] >= 0]
+    counts = labelled["class"].value_counts().sort_index()
+    written.append(
+        plots.bar_chart({str(k): int(v) for k, v in counts.items()}, out_dir / "class_balance.png", "labelled images per class")
+    )
+    specs = [("width", "width (px)", False), ("height", "height (px)", False), ("aspect", "aspect (width / height)", False)]
+    specs += [("file_size", "file size (bytes)", True), ("jpeg_quality", "JPEG quality (estimated)", False)]
+    for column, label, log in specs:
+        for by, source in (("class", labelled), ("split", meta)):
+            groups = {str(k): g[column].dropna().to_numpy() for k, g in source.groupby(by, sort=True)}
+            if not any(len(v) for v in groups.values()):
+                continue
+            written.append(plots.histograms(groups, out_dir / f"{column}_by_{by}.png", label, f"{label} by {by}", log=log))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- audit
+
+
+def audit(cfg: Config) -> dict:
+    """Audit the competition's images (no training); write audit.md, audit.json and plots; return the summary."""
+    from tqdm.auto import tqdm
+
+    from kit.data.sources import load_index
+
+    settings = cfg.audit
+    index, classes = load_index(cfg)
+    index = index.reset_index(drop=True)
+    out_dir = Path(cfg.run.root) / cfg.comp.name / "audit"
+    rng = np.random.default_rng(cfg.data.seed)
+    hash_rows = np.zeros(len(index), dtype=bool)
+    chosen = rng.choice(len(index), size=min(len(index), settings.hash_sample), replace=False) if len(index) else []
+    hash_rows[chosen] = True
+
+    workers = settings.workers or min(16, os.cpu_count() or 1)
+    paths = index["path"].astype(str).tolist()
+    with ThreadPoolExecutor(max_workers=workers) as pool:  # I/O, hashlib and cv2 release the GIL
+        facts = list(tqdm(pool.map(inspect_file, paths, hash_rows.tolist()), total=len(paths), desc="audit", unit="img"))
+    meta = pd.concat([index, pd.DataFrame(facts)], axis=1)
+    meta["aspect"] = meta["width"] / meta["height"]
+    names = [str(c) for c in classes]
+    meta["class"] = [names[i] if 0 <= i < len(names) else "unlabelled" for i in meta["label"].astype(int)]
+
+    readable = meta[meta["error"] == ""]
+    labelled = readable[readable["label"] >= 0]
+    warnings: list[str] = []
+    summary: dict[str, Any] = {"comp": cfg.comp.name, "images": len(meta), "classes": names}
+    summary["splits"] = {k: int(v) for k, v in meta["split"].value_counts().sort_index().items()}
+    balance = {
+        names[i]: int(n) for i, n in labelled["label"].astype(int).value_counts().sort_index().items() if 0 <= i < len(names)
+    }
+    summary["class_balance"] = balance
+    summary["class_balance_by_split"] = {
+        str(s): {names[i]: int(n) for i, n in g["label"].astype(int).value_counts().sort_index().items() if 0 <= i < len(names)}
+        for s, g in labelled.groupby("split")
+    }
+    if balance and min(balance.values()) > 0 and max(balance.values()) / min(balance.values()) > 10:
+        ratio = max(balance.values()) / min(balance.values())
+        warnings.append(f"classes are imbalanced {ratio:.0f}:1: prefer F1 / macro F1, tune the threshold")
+    bad = meta[meta["error"] != ""]
+    summary["unreadable"] = {
+        "count": len(bad),
+        "examples": [{"path": p, "error": e} for p, e in zip(bad["path"][:10], bad["error"][:10], strict=True)],
+    }
+    if len(bad):
+        warnings.append(f"{len(bad)} files are unreadable (e.g. {bad['path'].iloc[0]}): kit records will skip them")
+    summary["by_class"] = _describe(readable[readable["label"] >= 0], "class")
+    summary["by_split"] = _describe(readable, "split")
+
+    exact = exact_duplicates(meta)
+    near = near_duplicates(readable, settings.near_distance)
+    summary["exact_duplicates"] = exact
+    summary["near_duplicates"] = near
+    if exact["test_groups_with_labelled_copy"]:
+        warnings.append(f"{exact['test_groups_with_labelled_copy']} test images have a byte-identical copy in the labelled data")
+    cross = {k: v for k, v in exact["pairs"].items() if k != "train-train"}
+    if cross:
+        warnings.append(f"exact duplicates across splits: {cross}: validation scores on them are memorised, not learned")
+    if exact["label_conflicts"]:
+        warnings.append(f"{exact['label_conflicts']} groups of identical files carry different labels")
+    near_cross = {k: v for k, v in near["pairs"].items() if k != "train-train"}
+    if near_cross:
+        warnings.append(f"near duplicates across splits (pHash distance <= {settings.near_distance}): {near_cross}")
+
+    shortcut_rows = labelled
+    if len(shortcut_rows) > settings.shortcut_sample:
+        shortcut_rows = shortcut_rows.sample(settings.shortcut_sample, random_state=cfg.data.seed)
+    shortcut = (
+        metadata_model_score(shortcut_rows, shortcut_rows["label"].astype(int).to_numpy(), cfg.data.seed)
+        if len(shortcut_rows)
+        else None
+    )
+    summary["shortcut"] = shortcut
+    if shortcut is not None:
+        top = ", ".join(f["feature"] for f in shortcut["top_features"][:3])
+        if shortcut["metric"] == "auc" and shortcut["value"] > settings.shortcut_auc:
+            warnings.append(
+                f"SHORTCUT: image metadata alone (size, format, file size, JPEG quality) predicts the label with "
+                f"AUC {shortcut['value']:.3f} (top features: {top}): images' sizes alone predict the label: your "
+                "validation score will not transfer to the leaderboard (resize/re-encode uniformly, check test looks the same)"
+            )
+        elif shortcut["metric"] == "accuracy" and shortcut["gain"] > settings.shortcut_gain:
+            warnings.append(
+                f"SHORTCUT: image metadata alone predicts the label with accuracy {shortcut['value']:.3f} "
+                f"(majority class {shortcut['majority']:.3f}; top features: {top}): your validation score will not transfer "
+                "to the leaderboard"
+            )
+    shift = None
+    if (readable["split"] == "test").any() and len(labelled):
+        pool_rows = readable.sample(min(len(readable), settings.shortcut_sample), random_state=cfg.data.seed)
+        shift = metadata_model_score(pool_rows, (pool_rows["split"] == "test").astype(int).to_numpy(), cfg.data.seed)
+        if shift is not None and shift["value"] > settings.shortcut_auc:
+            warnings.append(f"test images differ from labelled ones in metadata (AUC {shift['value']:.3f} telling them apart)")
+    summary["train_test_shift"] = shift
+    summary["warnings"] = warnings
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = _plots(readable, out_dir)
+    summary["plots"] = [p.name for p in written]
+    write_json(out_dir / "audit.json", summary)
+    atomic_write(out_dir / "audit.md", _markdown(summary))
+    summary["report"] = str(out_dir / "audit.md")
+    for line in warnings:
+        print(f"WARNING: {line}")
+    print(f"audit of {len(meta)} images: {len(warnings)} warnings; report {out_dir / 'audit.md'}")
+    return summary
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _range(entry: dict, key: str, fmt: str = "{:.0f}") -> str:
+    if key not in entry:
+        return "-"
+    v = entry[key]
+    return f"{fmt.format(v['median'])} ({fmt.format(v['min'])}-{fmt.format(v['max'])})"
+
+
+def _group_row(name: str, e: dict) -> list[Any]:
+    formats = ", ".join(f"{k} {v}" for k, v in e["formats"].items())
+    sizes = ", ".join(f"{k} ({v})" for k, v in e["top_sizes"].items())
+    ranges = [
+        _range(e, "width"),
+        _range(e, "height"),
+        _range(e, "aspect", "{:.2f}"),
+        _range(e, "file_size"),
+        _range(e, "jpeg_quality"),
+    ]
+    return [name, e["count"], *ranges, formats, sizes]
+
+
+def _markdown(summary: dict) -> str:
+    parts = [f"# Data audit: {summary['comp']}", "", f"{summary['images']} images; splits {summary['splits']}.", ""]
+    parts += ["## Warnings", ""]
+    parts += [f"- **{w}**" for w in summary["warnings"]] or ["- none"]
+    parts += ["", "## Class balance", "", "![class balance](class_balance.png)", ""]
+    parts.append(_table(["class", "images"], [[k, v] for k, v in summary["class_balance"].items()]))
+    for title, key in (("Per class", "by_class"), ("Per split", "by_split")):
+        rows = [_group_row(name, e) for name, e in summary[key].items()]
+        parts += ["", f"## {title}: median (min-max)", ""]
+        parts.append(_table(["group", "n", "width", "height", "aspect", "bytes", "JPEG q", "formats", "top sizes"], rows))
+    plots_md = [f"![{p}]({p})" for p in summary["plots"] if p != "class_balance.png"]
+    parts += ["", "## Distributions", "", *plots_md]
+    exact, near = summary["exact_duplicates"], summary["near_duplicates"]
+    parts += ["", "## Duplicates", ""]
+    parts.append(
+        f"- exact (SHA-1): {exact['groups']} groups, {exact['images']} images; "
+        f"pairs by split {exact['pairs'] or '{}'}; label conflicts {exact['label_conflicts']}"
+    )
+    parts.append(
+        f"- near (pHash distance <= {near['max_distance']}, {near['hashed']} images hashed): "
+        f"pairs by split {near['pairs'] or '{}'}"
+    )
+    for group in exact["examples"][:5]:
+        parts.append("  - exact: " + " = ".join(f"`{g['path']}` ({g['split']}, {g['class']})" for g in group))
+    for pair in near["examples"][:5]:
+        parts.append(f"  - near: `{pair['a']}` ~ `{pair['b']}` ({pair['splits']}, distance {pair['distance']})")
+    parts += ["", "## Shortcut score (metadata only: width, height, aspect, file size, channels, JPEG quality, format)", ""]
+    for title, result in (("label", summary["shortcut"]), ("test vs labelled", summary["train_test_shift"])):
+        if result is None:
+            parts.append(f"- {title}: not computed (too few examples)")
+            continue
+        extra = f", majority {result['majority']:.3f}" if "majority" in result else ""
+        features = ", ".join(f"{f['feature']} {f['importance']:.2f}" for f in result["top_features"])
+        parts.append(f"- {title}: cross-validated {result['metric']} {result['value']:.3f}{extra}; top features: {features}")
+    if summary["unreadable"]["count"]:
+        parts += ["", "## Unreadable files", ""]
+        parts += [f"- `{e['path']}`: {e['error']}" for e in summary["unreadable"]["examples"]]
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,271 @@
+"""Score a run on its validation split: metrics, the F1-best threshold, plots.
+
+``kit evaluate`` writes into the run directory::
+
+    metrics.json     accuracy, precision, recall, F1 (+ AUC, AP and the metrics at the best threshold
+                     for binary problems; macro and per-class for multi-class), the competition score
+    threshold.json   binary only: the threshold that maximises F1 on val (``predict.threshold=auto``)
+    plots/           learning_curves.png, confusion_matrix.png, roc.png, pr.png, most_wrong.png
+
+The threshold is tuned on the same val split it is reported on, so the F1 at that threshold is
+optimistic by a little; the plain 0.5 numbers are reported beside it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from kit import plots
+from kit.errors import KitError
+from kit.io import write_json
+
+if TYPE_CHECKING:
+    from kit.config import Config
+
+WORST_IMAGES = 16  # confidently wrong val images shown in most_wrong.png
+
+
+def best_f1_threshold(y_true: Sequence[int] | np.ndarray, prob: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """The threshold t (predict 1 when prob >= t) with the highest F1, and that F1.
+
+    Exact: ``precision_recall_curve`` evaluates every distinct probability as a threshold, which are the
+    only points where F1 can change. Ties go to the highest threshold (fewest positives).
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y_true = np.asarray(y_true).reshape(-1).astype(int)
+    prob = np.asarray(prob, dtype=np.float64).reshape(-1)
+    if len(y_true) == 0 or y_true.sum() == 0:
+        return 0.5, 0.0  # no positives: every threshold gives F1 = 0
+    precision, recall, thresholds = precision_recall_curve(y_true, prob)
+    precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    best = np.flatnonzero(f1 == f1.max())[-1]
+    return float(thresholds[best]), float(f1[best])
+
+
+def classification_metrics(y_true: np.ndarray, class_probs: np.ndarray, classes: Sequence[str], threshold: float = 0.5) -> dict:
+    """Metrics of (N,) integer labels against (N, C) class probabilities, computed with scikit-learn."""
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true).astype(int)
+    class_probs = np.asarray(class_probs, dtype=np.float64)
+    n = class_probs.shape[1]
+    if class_probs.shape[1] == 2:
+        prob = class_probs[:, 1]
+        y_pred = (prob >= threshold).astype(int)
+        out: dict[str, Any] = {
+            "threshold": float(threshold),
+            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+            "precision": float(skm.precision_score(y_true, y_pred, zero_division=0)),
+            "recall": float(skm.recall_score(y_true, y_pred, zero_division=0)),
+            "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
+        }
+        if len(np.unique(y_true)) == 2:  # AUC is undefined with one class present
+            out["auc"] = float(skm.roc_auc_score(y_true, prob))
+            out["average_precision"] = float(skm.average_precision_score(y_true, prob))
+    else:
+        y_pred = class_probs.argmax(axis=1)
+        labels = list(range(n))
+        p, r, f, support = skm.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+        out = {
+            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+            "macro_precision": float(p.mean()),
+            "macro_recall": float(r.mean()),
+            "macro_f1": float(f.mean()),
+            "per_class": {
+                str(classes[i]) if i < len(classes) else str(i): {
+                    "precision": float(p[i]),
+                    "recall": float(r[i]),
+                    "f1": float(f[i]),
+                    "support": int(support[i]),
+                }
+                for i in labels
+            },
+        }
+    out["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=list(range(n))).tolist()
+    return out
+
+
+def score(
+    cfg: Config,
+    y_true: Sequence[int] | np.ndarray,
+    y_pred_labels: Sequence[int] | np.ndarray | None,
+    prob: np.ndarray | None = None,
+) -> float:
+    """The competition metric (``cfg.comp.metric``: accuracy | f1 | macro_f1) of predicted class indices.
+
+    ``f1`` is the F1 of class 1 for binary problems and macro F1 otherwise. Without labels, ``prob``
+    ((N,) or (N, 1) positive probabilities, or (N, C)) is turned into labels at 0.5 / argmax.
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true).reshape(-1).astype(int)
+    if y_pred_labels is None:
+        if prob is None:
+            raise ValueError("score needs y_pred_labels or prob")
+        p = np.asarray(prob, dtype=np.float64)
+        p = p.reshape(-1, 1) if p.ndim == 1 else p
+        y_pred = (p[:, 0] >= 0.5).astype(int) if p.shape[1] == 1 else p.argmax(axis=1)
+    else:
+        y_pred = np.asarray(y_pred_labels).reshape(-1).astype(int)
+    metric = cfg.comp.metric
+    if metric == "accuracy":
+        return float(skm.accuracy_score(y_true, y_pred))
+    binary = cfg.binary or (not cfg.comp.classes and set(np.unique(np.concatenate([y_true, y_pred]))) <= {0, 1})
+    if metric == "f1" and binary:
+        return float(skm.f1_score(y_true, y_pred, zero_division=0))
+    if metric in ("f1", "macro_f1"):
+        return float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0))
+    raise KitError(f"unknown metric '{metric}'", "use comp.metric=accuracy, f1 or macro_f1")
+
+
+class _WorstErrors:
+    """Keeps the ``k`` most confidently wrong examples of a stream of batches (images as uint8)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.heap: list[tuple[float, int, np.ndarray, int, int]] = []  # (confidence, order, image, true, pred)
+        self.seen = 0
+        self.true: list[np.ndarray] = []
+
+    def __call__(self, images: np.ndarray, targets: np.ndarray | None, probs: np.ndarray) -> None:
+        from kit.predict import _true_labels, to_class_probs
+
+        if targets is None:
+            raise KitError("the val dataset yields no targets", "evaluate needs labelled val records (kit records)")
+        truth = _true_labels(targets)
+        self.true.append(truth)
+        cp = to_class_probs(probs)
+        pred = cp.argmax(axis=1)  # at 0.5 for binary; the grid is about the model, not the threshold
+        for i in np.flatnonzero(pred != truth):
+            item = (
+                float(cp[i, pred[i]]),
+                self.seen + int(i),
+                np.clip(images[i], 0, 255).astype(np.uint8),
+                int(truth[i]),
+                int(pred[i]),
+            )
+            if len(self.heap) < self.k:
+                heapq.heappush(self.heap, item)
+            elif item[0] > self.heap[0][0]:
+                heapq.heapreplace(self.heap, item)
+        self.seen += len(images)
+
+    def worst(self) -> list[tuple[float, int, np.ndarray, int, int]]:
+        return sorted(self.heap, key=lambda item: (-item[0], item[1]))
+
+
+def _learning_curves(run_dir: Path, plot_dir: Path) -> Path | None:
+    history_path = run_dir / "history.csv"
+    if not history_path.is_file():
+        return None
+    try:
+        history = pd.read_csv(history_path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return None
+    if history.empty:
+        return None
+    return plots.learning_curves(history, plot_dir / "learning_curves.png", title=run_dir.name)
+
+
+def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
+    """Evaluate ``run_dir`` (default: the newest run) on val; write metrics.json, threshold.json, plots/."""
+    from kit.predict import batches_in_split, class_names, load_model, predict_probabilities, run_config, run_fold, to_class_probs
+
+    if run_dir is None:
+        from kit.train.trainer import latest_run
+
+        run_dir = latest_run(cfg)
+    run_dir = Path(run_dir)
+    if not (run_dir / "best.keras").is_file():
+        raise KitError(f"{run_dir / 'best.keras'} does not exist", "train first (kit train) or pass run=<a run directory>")
+    run_cfg = run_config(cfg, run_dir)
+    model = load_model(run_dir)
+    fold = run_fold(run_dir)
+
+    from kit.data.pipeline import make_dataset
+
+    kwargs: dict[str, Any] = {"training": False, "batch_size": run_cfg.predict.batch_size, "with_ids": True}
+    if fold is not None:
+        kwargs["fold"] = fold
+    dataset = make_dataset(run_cfg, "val", **kwargs)
+    worst = _WorstErrors(WORST_IMAGES)
+    total = batches_in_split(run_cfg, "val") if fold is None else None  # fold sizes are not in the manifest
+    _, probs = predict_probabilities(model, dataset, (), total=total, on_batch=worst)
+    y_true = np.concatenate(worst.true)
+    class_probs = to_class_probs(probs)
+    n = class_probs.shape[1]
+    classes = class_names(run_cfg)
+    if len(classes) != n:
+        classes = [str(i) for i in range(n)]
+
+    result: dict[str, Any] = {"run": str(run_dir), "split": "val", "fold": fold, "examples": int(len(y_true))}
+    plot_dir = run_dir / "plots"
+    if n == 2:
+        result.update(classification_metrics(y_true, class_probs, classes, 0.5))
+        threshold, best_f1 = best_f1_threshold(y_true, class_probs[:, 1])
+        at_best = classification_metrics(y_true, class_probs, classes, threshold)
+        result["best_threshold"] = {k: at_best[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")}
+        write_json(
+            run_dir / "threshold.json", {"threshold": threshold, "f1": best_f1, "split": "val", "examples": int(len(y_true))}
+        )
+        labels = (class_probs[:, 1] >= threshold).astype(int)
+    else:
+        result.update(classification_metrics(y_true, class_probs, classes))
+        threshold = None
+        labels = class_probs.argmax(axis=1)
+    result["score"] = {"metric": run_cfg.comp.metric, "value": score(run_cfg, y_true, labels, class_probs)}
+
+    written = [p for p in [_learning_curves(run_dir, plot_dir)] if p]
+    written.append(plots.confusion_matrix(np.array(result["confusion_matrix"]), classes, plot_dir / "confusion_matrix.png"))
+    if n == 2 and "auc" in result:
+        written.append(plots.roc_curve(y_true, class_probs[:, 1], plot_dir / "roc.png"))
+        written.append(plots.pr_curve(y_true, class_probs[:, 1], plot_dir / "pr.png", threshold))
+    errors = worst.worst()
+    written.append(
+        plots.image_grid(
+            [image for _, _, image, _, _ in errors],
+            [f"true {classes[t]} / pred {classes[p]}\n{c:.2f}" for c, _, _, t, p in errors],
+            plot_dir / "most_wrong.png",
+            title="most confidently wrong val images",
+        )
+    )
+    result["plots"] = [str(p) for p in written]
+    write_json(run_dir / "metrics.json", result)
+    print(format_table(result))
+    return result
+
+
+def format_table(result: dict) -> str:
+    """A short plain-text table of the headline numbers."""
+    rows = [("examples", str(result.get("examples", "")))]
+    for key in (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "auc",
+        "average_precision",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+    ):
+        if key in result:
+            rows.append((key, f"{result[key]:.4f}"))
+    if "best_threshold" in result:
+        best = result["best_threshold"]
+        rows.append(("best threshold", f"{best['threshold']:.4f} (F1 {best['f1']:.4f}, accuracy {best['accuracy']:.4f})"))
+    if "score" in result:
+        rows.append((f"score ({result['score']['metric']})", f"{result['score']['value']:.4f}"))
+    width = max(len(k) for k, _ in rows)
+    lines = [f"evaluation of {result.get('run', '')} on {result.get('split', 'val')}"]
+    lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    return "\n".join(lines)

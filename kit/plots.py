@@ -1,0 +1,208 @@
+"""Plots shared by evaluate, predict and audit: PNG files written atomically, never a window.
+
+We draw on standalone :class:`matplotlib.figure.Figure` objects instead of ``pyplot``: no global
+figure registry (nothing leaks in long runs, nothing is thread-unsafe), no GUI backend to pick on a
+headless machine, and ``Figure.savefig`` renders with Agg for PNG output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kit.io import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+# history.csv columns that are bookkeeping, not curves
+_NOT_CURVES = {"epoch", "phase", "lr", "learning_rate", "time", "seconds"}
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Render ``fig`` to ``path`` as PNG atomically (a reader never sees half a file)."""
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def learning_curves(history: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """One panel per metric (train and ``val_`` curves); a dashed line where the ``phase`` column changes.
+
+    Rows are plotted in file order (x = 1..n) so a resumed or two-phase history reads left to right even
+    when the ``epoch`` column restarts.
+    """
+    names = [c for c in history.columns if not c.startswith("val_") and c not in _NOT_CURVES]
+    names += [c[4:] for c in history.columns if c.startswith("val_") and c[4:] not in names]
+    names = [
+        n for n in names if any(c in history.columns and np.issubdtype(history[c].dtype, np.number) for c in (n, f"val_{n}"))
+    ]
+    cols = min(3, max(1, len(names)))
+    rows = max(1, -(-len(names) // cols))
+    fig = _figure(4.2 * cols, 3.0 * rows)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    from matplotlib.ticker import MaxNLocator
+
+    x = np.arange(1, len(history) + 1)
+    boundaries: list[float] = []
+    if "phase" in history.columns and len(history):
+        phase = history["phase"].astype(str).to_numpy()
+        boundaries = [i + 0.5 for i in range(1, len(phase)) if phase[i] != phase[i - 1]]
+    for ax, name in zip(axes, names, strict=False):
+        if name in history.columns:
+            ax.plot(x, history[name], marker=".", label="train")
+        if f"val_{name}" in history.columns:
+            ax.plot(x, history[f"val_{name}"], marker=".", label="val")
+        for b in boundaries:
+            ax.axvline(b, color="gray", linestyle="--", linewidth=1)
+            ax.text(b, 1.0, " phase 2", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="gray")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
+
+
+def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "confusion matrix") -> Path:
+    """Row-normalised colours (recall per true class) with the raw counts written in small matrices."""
+    matrix = np.asarray(matrix)
+    n = len(classes)
+    size = min(14.0, 3.0 + 0.45 * n)
+    fig = _figure(size + 1.0, size)
+    ax = fig.subplots()
+    rows = matrix.sum(axis=1, keepdims=True)
+    norm = np.divide(matrix, rows, out=np.zeros(matrix.shape, float), where=rows > 0)
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of the true class")
+    if n <= 30:  # beyond that, labels and counts are unreadable anyway
+        ax.set_xticks(range(n), [str(c) for c in classes], rotation=90 if n > 6 else 0, fontsize=8)
+        ax.set_yticks(range(n), [str(c) for c in classes], fontsize=8)
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j,
+                    i,
+                    str(int(matrix[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return save(fig, path)
+
+
+def roc_curve(y_true: np.ndarray, prob: np.ndarray, path: str | Path) -> Path:
+    """ROC curve of a binary problem with its AUC."""
+    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import roc_curve as sk_roc
+
+    fpr, tpr, _ = sk_roc(y_true, prob)
+    fig = _figure(4.5, 4.2)
+    ax = fig.subplots()
+    ax.plot(fpr, tpr, label=f"AUC {roc_auc_score(y_true, prob):.4f}")
+    ax.plot([0, 1], [0, 1], color="gray", linestyle=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def pr_curve(y_true: np.ndarray, prob: np.ndarray, path: str | Path, threshold: float | None = None) -> Path:
+    """Precision-recall curve with average precision; marks the operating point at ``threshold``."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y_true, prob)
+    fig = _figure(4.5, 4.2)
+    ax = fig.subplots()
+    ax.plot(recall, precision, label=f"AP {average_precision_score(y_true, prob):.4f}")
+    if threshold is not None and len(thresholds):
+        i = int(np.clip(np.searchsorted(thresholds, threshold), 0, len(thresholds) - 1))
+        ax.scatter([recall[i]], [precision[i]], color="red", zorder=3, label=f"threshold {threshold:.3f}")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("precision-recall")
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, cols: int = 4, title: str = "") -> Path:
+    """A grid of uint8 RGB (or grayscale) images with one caption each."""
+    n = max(1, len(images))
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    fig = _figure(2.3 * cols, 2.5 * rows + (0.4 if title else 0.0))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, caption in zip(axes, images, titles, strict=False):
+        image = np.asarray(image)
+        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None, vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=8)
+    if not len(images):
+        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)
+
+
+def histograms(
+    groups: dict[str, np.ndarray], path: str | Path, xlabel: str, title: str = "", bins: int = 40, log: bool = False
+) -> Path:
+    """Overlaid, density-normalised histograms of one quantity per group (e.g. per class)."""
+    fig = _figure(6.0, 3.6)
+    ax = fig.subplots()
+    values = [np.asarray(v, float) for v in groups.values() if len(v)]
+    if values:
+        everything = np.concatenate(values)
+        low, high = float(everything.min()), float(everything.max())
+        if log and low > 0:
+            edges = np.geomspace(low, high if high > low else low * 1.01, bins + 1)
+            ax.set_xscale("log")
+        else:
+            edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+        for name, v in groups.items():
+            if len(v):
+                ax.hist(np.asarray(v, float), bins=edges, alpha=0.5, density=True, label=f"{name} (n={len(v)})")
+        if len(groups) <= 12:
+            ax.legend(fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title or xlabel)
+    ax.grid(alpha=0.3)
+    return save(fig, path)
+
+
+def bar_chart(counts: dict[str, int], path: str | Path, title: str, ylabel: str = "images") -> Path:
+    """Counts per category (e.g. class balance)."""
+    n = len(counts)
+    fig = _figure(min(16.0, 3.0 + 0.3 * n), 3.6)
+    ax = fig.subplots()
+    ax.bar(range(n), list(counts.values()))
+    if n <= 40:
+        ax.set_xticks(range(n), list(counts.keys()), rotation=90 if n > 8 else 0, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    return save(fig, path)

@@ -1,0 +1,117 @@
+"""Tiny runs for the evaluate/predict tests: hand-written records, a Keras model with known weights, a run dir.
+
+The records are written with ``kit.data.schema.serialize`` and a hand-made manifest (no image files, no
+multiprocessing), so these tests only depend on the record format and ``kit.data.pipeline``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from kit.config import Config, to_yaml
+from kit.data.schema import MANIFEST, Example, serialize
+from kit.io import read_json, write_json
+
+SIZE = 8
+
+
+def make_config(tmp: Path, classes: list[str], *, metric: str = "f1", label_format: str = "index") -> Config:
+    cfg = Config()
+    cfg.comp.name = "tiny"
+    cfg.comp.classes = list(classes)
+    cfg.comp.metric = metric
+    cfg.comp.sample_submission = "sample_submission.csv"
+    cfg.comp.submission.label_format = label_format
+    cfg.model.name = "cnn"
+    cfg.model.image_size = SIZE
+    cfg.data.root = str(tmp / "raw")
+    cfg.data.records_root = str(tmp / "records")
+    cfg.run.root = str(tmp / "runs")
+    cfg.predict.batch_size = 4
+    cfg.predict.threshold = "0.5"
+    return cfg
+
+
+def write_split(cfg: Config, split: str, images: np.ndarray, labels: np.ndarray, ids: list[str]) -> None:
+    """One shard of ``split`` plus the manifest entry (merged into an existing manifest)."""
+    import tensorflow as tf
+
+    folder = cfg.records_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    classes = cfg.comp.classes
+    name = f"{split}-00000.tfrecord"
+    with tf.io.TFRecordWriter(str(folder / name)) as writer:
+        for image, label, example_id in zip(images, labels, ids, strict=True):
+            png = cv2.imencode(".png", image[..., ::-1])[1].tobytes()  # cv2 writes BGR
+            soft = np.zeros(len(classes), np.float32)
+            if label >= 0:
+                soft[label] = 1.0
+            writer.write(serialize(Example(png, int(label), soft, example_id, SIZE, SIZE)))
+    path = folder / MANIFEST
+    try:
+        from kit.data.records import VERSION
+    except ImportError:
+        VERSION = 1
+    manifest = (
+        read_json(path)
+        if path.is_file()
+        else {
+            "version": VERSION,
+            "comp": cfg.comp.name,
+            "image_size": SIZE,
+            "classes": classes,
+            "num_classes": len(classes),
+            "image_format": "png",
+            "counts": {},
+            "shards": {},
+            "skipped": [],
+            "augment": {"mode": "none"},
+            "fingerprint": "test",
+        }
+    )
+    per_class = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
+    manifest["counts"][split] = {"total": len(ids), "per_class": per_class}
+    manifest["shards"][split] = [name]
+    write_json(path, manifest)
+
+
+def random_images(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def make_model(num_outputs: int, seed: int):
+    """Rescale -> flatten -> dense with seeded weights: not flip-symmetric, so TTA changes the output."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(num_outputs, activation="sigmoid" if num_outputs == 1 else "softmax"),
+        ]
+    )
+    rng = np.random.default_rng(seed)
+    kernel = rng.normal(0, 0.15, (SIZE * SIZE * 3, num_outputs)).astype(np.float32)
+    model.layers[-1].set_weights([kernel, np.zeros(num_outputs, np.float32)])
+    return model
+
+
+def make_run(cfg: Config, run_dir: Path, model, history: pd.DataFrame | None = None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.save(run_dir / "best.keras")
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if history is not None:
+        history.to_csv(run_dir / "history.csv", index=False)
+    return run_dir
+
+
+def write_sample_submission(cfg: Config, ids: list[str]) -> Path:
+    path = Path(cfg.data.root) / cfg.comp.sample_submission
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({cfg.comp.submission.id_column: ids, cfg.comp.submission.label_column: 0}).to_csv(path, index=False)
+    return path
