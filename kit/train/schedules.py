@@ -1,0 +1,383 @@
+"""Optimizers, learning-rate schedules and the callbacks of a training phase.
+
+The learning rate lives in the optimizer as a plain variable and :class:`StepLearningRate` sets it before
+every batch from a schedule function of the phase's step (``optimizer.iterations``, which a resume
+restores). Doing it from a callback rather than passing a ``LearningRateSchedule`` to the optimizer lets
+warmup compose with every schedule (Keras has no built-in "warmup + restarts"), keeps
+``ReduceLROnPlateau`` usable, and keeps ``best.keras`` free of custom classes so it loads anywhere.
+
+- constant: ``train.learning_rate`` throughout.
+- plateau: ``ReduceLROnPlateau`` on the monitored metric (factor 0.2, patience half the early stopping's).
+- cosine: ``keras.optimizers.schedules.CosineDecay`` over the phase's total steps (Loshchilov & Hutter
+  2017, "SGDR"), with its own linear warmup (``warmup_target``).
+- cosine_restarts: ``CosineDecayRestarts(first_decay_steps=train.first_decay_steps)`` (SGDR restarts).
+- ``train.warmup_epochs``: a linear ramp from ~0 to the phase's learning rate first (Goyal et al. 2017,
+  "Accurate, Large Minibatch SGD"); each phase warms up again from its own step 0.
+
+The checkpoint callbacks write every file atomically (temp file + rename): a kill at any moment leaves the
+previous complete file, never half of one. On multi-worker runs every worker runs the same callbacks (a
+save may all-reduce synchronised variables, so all must take part), non-chief workers into a temp dir.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from kit.io import atomic_write, write_json
+from kit.train.metrics import is_better, scalar_logs
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from kit.config import TrainConfig
+
+Schedule = Callable[[int], "float | None"]  # step -> learning rate, or None: leave it as it is
+
+
+# --- optimizers and schedules -------------------------------------------------------------------------
+
+
+def build_optimizer(train: TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
+    """adam | adamw | sgd (momentum 0.9), with ``train.weight_decay`` (decoupled for adamw, L2-like otherwise)."""
+    lr = float(learning_rate)
+    decay = float(train.weight_decay) or None
+    if train.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr, weight_decay=decay)
+    if train.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay if decay is not None else 0.004)
+    if train.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=decay)
+    raise ValueError(f"unknown optimizer {train.optimizer!r}")  # config.validate already rejects it
+
+
+def make_schedule(train: TrainConfig, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
+    """The learning rate at each step of a phase of ``epochs`` x ``steps_per_epoch`` steps.
+
+    Returns None where the rate must be left alone: constant after warmup, and plateau after warmup
+    (``ReduceLROnPlateau`` owns it then; its reductions survive a resume in the optimizer's variable).
+    """
+    base_lr = float(base_lr)
+    warmup = max(0, int(train.warmup_epochs)) * max(1, steps_per_epoch)
+    total = max(1, epochs * max(1, steps_per_epoch))
+    kind = train.schedule
+
+    def ramp(step: int) -> float:
+        return base_lr * (step + 1) / warmup
+
+    if kind == "cosine":
+        # CosineDecay warms up from initial_learning_rate to warmup_target itself, then decays to 0.
+        cosine = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=base_lr / max(1, warmup) if warmup else base_lr,
+            decay_steps=max(1, total - warmup),
+            warmup_target=base_lr if warmup else None,
+            warmup_steps=warmup,
+        )
+        return lambda step: float(cosine(step))
+    if kind == "cosine_restarts":
+        restarts = keras.optimizers.schedules.CosineDecayRestarts(base_lr, first_decay_steps=max(1, int(train.first_decay_steps)))
+        return lambda step: ramp(step) if step < warmup else float(restarts(step - warmup))
+    if kind in ("constant", "plateau"):
+        return lambda step: ramp(step) if step < warmup else (base_lr if step == warmup and warmup else None)
+    raise ValueError(f"unknown schedule {kind!r}")
+
+
+class StepLearningRate(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate before each batch from ``schedule(step)``; logs ``learning_rate``.
+
+    The step is counted in Python from ``optimizer.iterations`` at the start (restored on resume), so no
+    device read happens per batch.
+    """
+
+    def __init__(self, schedule: Schedule) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self.step = 0
+        self._last: float | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self._last = None
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        value = self.schedule(self.step)
+        if value is not None and value != self._last:
+            self.model.optimizer.learning_rate = value
+            self._last = value
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.step += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:  # the rate this epoch ended with (before a plateau reduction)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+# --- callbacks that survive a resume -------------------------------------------------------------------
+
+
+class _Resumable:
+    """Mixin: counters (patience, best so far) saved in ``state.json`` and put back after ``on_train_begin``."""
+
+    FIELDS: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, restore: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._restore = dict(restore or {})
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        super().on_train_begin(logs)  # resets the counters, so restore after it
+        for name, value in self._restore.items():
+            setattr(self, name, value)
+        self._restore = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        return {name: _plain(getattr(self, name, None)) for name in self.FIELDS}
+
+
+class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+    FIELDS = ("wait", "best", "best_epoch")
+
+
+class ResumablePlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+    FIELDS = ("wait", "best", "cooldown_counter")
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    try:
+        return float(keras.ops.convert_to_numpy(value))
+    except (TypeError, ValueError):
+        return value
+
+
+# --- the best model, the history, the resume checkpoint -----------------------------------------------
+
+
+@dataclass
+class Tracker:
+    """What survives phases and resumes: the best monitored value and where it came from."""
+
+    monitor: str
+    mode: str
+    best: float | None = None
+    best_epoch: int | None = None
+    best_phase: int | None = None
+    best_weights: list[np.ndarray] | None = field(default=None, repr=False)  # in memory only
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "best_phase": self.best_phase,
+        }
+
+
+def save_model_atomic(model: keras.Model, path: str | os.PathLike, weights_only: bool = False) -> Path:
+    """``model.save`` (or ``save_weights``) to a temp file beside ``path``, then rename it over ``path``.
+
+    Keras picks the format from the file name, so the temp name keeps the ``.keras``/``.weights.h5`` ending.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ending = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + ending, dir=path.parent)
+    os.close(fd)
+    try:
+        if weights_only:
+            model.save_weights(tmp, overwrite=True)
+        else:
+            model.save(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves ``best.keras`` whenever the monitored value beats the best of the whole run (all phases)."""
+
+    def __init__(self, path: Path, tracker: Tracker, phase: int) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.tracker = tracker
+        self.phase = phase
+        self._warned = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = scalar_logs(logs).get(self.tracker.monitor)
+        if value is None:
+            if not self._warned:
+                print(
+                    f"warning: {self.tracker.monitor} is not in the logs ({', '.join(sorted(logs or {}))}); "
+                    "best.keras not updated"
+                )
+                self._warned = True
+            return
+        if is_better(value, self.tracker.best, self.tracker.mode):
+            self.tracker.best, self.tracker.best_epoch, self.tracker.best_phase = value, epoch, self.phase
+            self.tracker.best_weights = self.model.get_weights()
+            save_model_atomic(self.model, self.path)
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """``history.csv`` with ``epoch`` (global, 0-based as Keras' CSVLogger) and ``phase`` columns.
+
+    ``rows`` is shared by the phases and holds what a resumed run already logged; the whole file is
+    rewritten atomically every epoch, so a kill never leaves a torn line and a resumed epoch never
+    appears twice (the trainer drops rows past the checkpoint before continuing).
+    """
+
+    def __init__(self, path: Path, rows: list[dict[str, Any]], phase: int) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.rows = rows
+        self.phase = phase
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.rows.append({"epoch": epoch, "phase": self.phase, **scalar_logs(logs)})
+        write_history(self.path, self.rows)
+
+
+def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    columns: list[str] = ["epoch", "phase"]
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    train_cols = [c for c in columns[2:] if not c.startswith("val_") and c != "learning_rate"]
+    val_cols = [c for c in columns[2:] if c.startswith("val_")]
+    columns = ["epoch", "phase", *train_cols, *val_cols] + (["learning_rate"] if "learning_rate" in columns else [])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buffer.getvalue())
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """Rows of an existing ``history.csv`` (numbers as numbers), or [] when there is none."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    with open(path, newline="") as handle:
+        for raw in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if value in ("", None):
+                    continue
+                row[key] = int(value) if key in ("epoch", "phase") else float(value)
+            rows.append(row)
+    return rows
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """The resume point: model + optimizer weights and ``state.json`` after every epoch.
+
+    Weights go to a new file per epoch and ``state.json`` names it, written after it: whatever moment a
+    kill hits, ``state.json`` points at a complete file of the same epoch. Older files are removed after.
+    Must run after the other callbacks of the epoch (it records their counters and the stop decision).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tracker: Tracker,
+        phase: int,
+        phase_start: int,
+        end_epoch: int,
+        resumables: dict[str, _Resumable],
+    ) -> None:
+        super().__init__()
+        self.directory = Path(directory)
+        self.tracker = tracker
+        self.phase = phase
+        self.phase_start = phase_start
+        self.end_epoch = end_epoch
+        self.resumables = resumables
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        name = f"epoch-{epoch + 1:04d}.weights.h5"
+        save_model_atomic(self.model, self.directory / name, weights_only=True)
+        state = {
+            "phase": self.phase,
+            "phase_start": self.phase_start,
+            "next_epoch": epoch + 1,
+            "phase_done": bool(epoch + 1 >= self.end_epoch or self.model.stop_training),
+            "weights": name,
+            "tracker": self.tracker.to_json(),
+            "callbacks": {key: cb.snapshot() for key, cb in self.resumables.items()},
+        }
+        write_json(self.directory / "state.json", state)
+        for old in self.directory.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+# --- one phase's callbacks ------------------------------------------------------------------------------
+
+
+def build_callbacks(
+    train: TrainConfig,
+    *,
+    out_dir: Path,
+    tracker: Tracker,
+    history_rows: list[dict[str, Any]],
+    phase: int,
+    phase_start: int,
+    end_epoch: int,
+    base_lr: float,
+    steps_per_epoch: int,
+    restore: dict[str, dict[str, Any]] | None = None,
+) -> list[keras.callbacks.Callback]:
+    """The callbacks of one phase, in the order they must run at each epoch's end.
+
+    Early stopping keeps ``restore_best_weights=False``: ``best.keras`` is the one best across phases and
+    resumes, and the trainer puts those weights back at the end of each phase.
+    """
+    restore = restore or {}
+    monitor, mode = tracker.monitor, tracker.mode
+    callbacks: list[keras.callbacks.Callback] = [
+        StepLearningRate(make_schedule(train, base_lr, steps_per_epoch, end_epoch - phase_start)),
+    ]
+    resumables: dict[str, _Resumable] = {}
+    if train.early_stopping_patience > 0:
+        resumables["early_stopping"] = ResumableEarlyStopping(
+            monitor=monitor, mode=mode, patience=train.early_stopping_patience, verbose=1, restore=restore.get("early_stopping")
+        )
+    if train.schedule == "plateau":
+        resumables["plateau"] = ResumablePlateau(
+            monitor=monitor,
+            mode=mode,
+            factor=0.2,
+            patience=max(1, train.early_stopping_patience // 2),
+            min_lr=base_lr * 1e-3,
+            verbose=1,
+            restore=restore.get("plateau"),
+        )
+    callbacks += list(resumables.values())
+    callbacks += [
+        BestCheckpoint(out_dir / "best.keras", tracker, phase),
+        HistoryCSV(out_dir / "history.csv", history_rows, phase),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False, profile_batch=0),
+        EpochCheckpoint(
+            out_dir / "checkpoint",
+            tracker=tracker,
+            phase=phase,
+            phase_start=phase_start,
+            end_epoch=end_epoch,
+            resumables=resumables,
+        ),
+    ]
+    return callbacks

@@ -1,0 +1,446 @@
+"""Training: two-phase fine-tuning, one best checkpoint across phases, resume after a crash or kill.
+
+The recipe (keras-io "Image classification via fine-tuning with EfficientNet"; Keras transfer-learning guide):
+
+1. Phase 1 trains the head with the backbone frozen (pretrained models), or the whole model (scratch).
+2. Phase 2 (pretrained models with ``train.fine_tune.epochs > 0``) starts from the best phase-1 weights,
+   unfreezes the top ``fine_tune.unfreeze`` backbone layers (BatchNorm stays frozen and, since the
+   backbone is called with ``training=False``, in inference mode) and recompiles with the lower
+   ``fine_tune.learning_rate``.
+
+Epochs are numbered globally across phases. ``best.keras`` is the best epoch of the whole run by
+``cfg.monitor`` (what predict loads); ``history.csv`` has a ``phase`` column. After every epoch
+``checkpoint/`` holds model + optimizer weights and ``state.json`` (phase, next epoch, best so far,
+early-stopping/plateau counters): ``train(cfg, resume=True)`` continues the newest unfinished run of the
+comp/model from there and ends with the same number of epochs an uninterrupted run would have.
+
+Run directory ``<run.root>/<comp>/<model>/<run-id>[/fold<k>]/``: config.yaml, versions.json,
+strategy.json, history.csv, tensorboard/, best.keras, checkpoint/, metrics.json,
+plots/learning_curves.png and ``done`` once finished. On multi-worker runs only the chief writes there
+(the others write to a temp dir, TF's convention), and all workers read a resume point from it, so the
+run root must be a shared file system (or gs://).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kit.errors import KitError
+from kit.io import atomic_write, read_json, write_json
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from kit.config import Config
+
+DONE = "done"
+STATE = "checkpoint/state.json"
+
+
+@dataclass(frozen=True)
+class Phase:
+    index: int  # 1: head (or the whole scratch model), 2: fine-tuning
+    epochs: int
+    learning_rate: float
+    what: str  # for the progress line
+
+
+def plan_phases(cfg: Config, model: keras.Model) -> list[Phase]:
+    """Phase 1 always; phase 2 for models with a backbone when ``fine_tune.epochs > 0``."""
+    from kit.models.pretrained import get_backbone
+
+    pretrained = get_backbone(model) is not None
+    phases = [Phase(1, cfg.train.epochs, cfg.train.learning_rate, "head only, backbone frozen" if pretrained else "whole model")]
+    if pretrained and cfg.train.fine_tune.epochs > 0:
+        unfreeze = cfg.train.fine_tune.unfreeze
+        what = f"top {unfreeze} backbone layers unfrozen" if unfreeze >= 0 else "whole backbone unfrozen"
+        phases.append(Phase(2, cfg.train.fine_tune.epochs, cfg.train.fine_tune.learning_rate, what + ", BatchNorm frozen"))
+    return phases
+
+
+def resolve_monitor(cfg: Config, binary: bool, has_val: bool) -> str:
+    """``cfg.monitor`` (val_f1_score for binary/F1 competitions, else val_accuracy); the training metric
+    when there is no validation split."""
+    if cfg.train.monitor != "auto":
+        monitor = cfg.train.monitor
+    elif cfg.comp.classes:
+        monitor = cfg.monitor
+    else:  # fit_phases called directly (tests, tuner) before the classes are known: ask the model
+        monitor = "val_f1_score" if binary or cfg.comp.metric in ("f1", "macro_f1") else "val_accuracy"
+    if not has_val and monitor.startswith("val_"):
+        print(f"no validation split: monitoring the training metric {monitor[4:]} instead of {monitor}")
+        monitor = monitor[4:]
+    return monitor
+
+
+def _set_phase(model: keras.Model, phase: Phase, cfg: Config) -> None:
+    from kit.models.pretrained import freeze_backbone, unfreeze_top
+
+    if phase.index == 1:
+        freeze_backbone(model)  # no-op (False) for scratch models
+    else:
+        unfreeze_top(model, cfg.train.fine_tune.unfreeze)
+
+
+def _compile(
+    model: keras.Model, cfg: Config, phase: Phase, strategy: tf.distribute.Strategy, binary: bool, num_classes: int
+) -> None:
+    from kit.train.metrics import build_loss, build_metrics
+    from kit.train.schedules import build_optimizer
+    from kit.train.strategy import device_type
+
+    with strategy.scope():
+        model.compile(
+            optimizer=build_optimizer(cfg.train, phase.learning_rate),
+            loss=build_loss(binary, cfg.train.label_smoothing),
+            metrics=build_metrics(binary, num_classes),
+            # XLA compiling pays off on accelerators; on CPUs it mostly costs start-up time.
+            jit_compile="auto" if device_type(strategy) != "cpu" else False,
+        )
+
+
+def _best_weights(model: keras.Model, tracker: Any, best_path: Path) -> list | None:
+    """The best weights so far: in memory, or (after a resume) read from ``best.keras``."""
+    if tracker.best_weights is not None:
+        return tracker.best_weights
+    if best_path.is_file():
+        import keras
+
+        return keras.models.load_model(best_path, compile=False).get_weights()
+    return None
+
+
+def read_state(run_dir: Path) -> dict | None:
+    """The resume point of ``run_dir`` (``checkpoint/state.json``), or None before the first epoch ended."""
+    path = Path(run_dir) / STATE
+    if not path.is_file():
+        return None
+    state = read_json(path)
+    if not (path.parent / state["weights"]).is_file():
+        raise KitError(
+            f"{path} names {state['weights']}, which is missing", f"delete {path.parent} to restart that run from scratch"
+        )
+    return state
+
+
+def fit_phases(
+    cfg: Config,
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    run_dir: Path,
+    steps_per_epoch: int,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    validation_steps: int | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Train ``model`` (built in ``strategy.scope()``) through its phases; returns what metrics.json holds.
+
+    ``train_ds`` yields global batches and should repeat (``steps_per_epoch`` steps make an epoch);
+    ``val_ds`` is finite (or None: the training metric is monitored). ``resume=True`` continues from
+    ``run_dir/checkpoint`` when there is one. Writes history.csv, best.keras, checkpoint/, tensorboard/,
+    metrics.json and plots/learning_curves.png into ``run_dir`` (the chief's; others write to a temp dir).
+    """
+    import tensorflow as tf
+
+    from kit.train import multiworker
+    from kit.train.metrics import monitor_mode
+    from kit.train.schedules import Tracker, build_callbacks, read_history, write_history
+    from kit.train.strategy import is_chief
+
+    strategy = strategy or tf.distribute.get_strategy()
+    run_dir = Path(run_dir)
+    chief = is_chief(strategy)
+    out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="kit-worker-"))
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multi_worker and val_ds is not None and not validation_steps:
+        raise ValueError("multi-worker training needs validation_steps")
+    units = int(model.output_shape[-1])
+    binary, num_classes = units == 1, max(2, units)
+    monitor = resolve_monitor(cfg, binary, val_ds is not None)
+    tracker = Tracker(monitor, monitor_mode(monitor))
+    phases = plan_phases(cfg, model)
+    verbose = cfg.train.verbose if chief else 0
+
+    state = read_state(run_dir) if resume else None
+    history: list[dict[str, Any]] = []
+    if state is not None:
+        saved = state["tracker"]
+        tracker.best, tracker.best_epoch, tracker.best_phase = saved["best"], saved["best_epoch"], saved["best_phase"]
+        # Rows past the checkpoint belong to an epoch the kill interrupted; it runs again.
+        history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] < state["next_epoch"]]
+        if chief:
+            write_history(out_dir / "history.csv", history)
+        print(
+            f"resuming {run_dir} at epoch {state['next_epoch'] + 1} (phase {state['phase']}); "
+            f"best {monitor} so far: {tracker.best}"
+        )
+
+    next_epoch = 0
+    for phase in phases:
+        if state is not None and (phase.index < state["phase"] or (phase.index == state["phase"] and state["phase_done"])):
+            next_epoch = state["next_epoch"]
+            continue
+        resuming = state is not None and phase.index == state["phase"]
+        phase_start = state["phase_start"] if resuming else next_epoch
+        initial_epoch = state["next_epoch"] if resuming else next_epoch
+        end_epoch = phase_start + phase.epochs
+
+        _set_phase(model, phase, cfg)
+        if phase.index > 1 and not resuming:
+            best = _best_weights(model, tracker, run_dir / "best.keras")
+            if best is not None:  # phase 2 continues from the best phase-1 epoch
+                model.set_weights(best)
+        _compile(model, cfg, phase, strategy, binary, num_classes)
+        if resuming:
+            multiworker.prepare(model, strategy, train_ds)  # every variable must exist before loading
+            model.load_weights(run_dir / "checkpoint" / state["weights"])
+        trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
+        print(
+            f"phase {phase.index}/{len(phases)}: {phase.what}; {trainable:,} trainable parameters; "
+            f"epochs {initial_epoch + 1}-{end_epoch}; learning rate {phase.learning_rate:g} ({cfg.train.schedule}); "
+            f"monitor {monitor}",
+            flush=True,
+        )
+        callbacks = build_callbacks(
+            cfg.train,
+            out_dir=out_dir,
+            tracker=tracker,
+            history_rows=history,
+            phase=phase.index,
+            phase_start=phase_start,
+            end_epoch=end_epoch,
+            base_lr=phase.learning_rate,
+            steps_per_epoch=steps_per_epoch,
+            restore=state.get("callbacks") if resuming else None,
+        )
+        fit_args = {
+            "epochs": end_epoch,
+            "initial_epoch": initial_epoch,
+            "steps_per_epoch": steps_per_epoch,
+            "callbacks": callbacks,
+        }
+        if initial_epoch < end_epoch:
+            if multi_worker:
+                multiworker.fit(model, strategy, train_ds, val_ds, validation_steps=validation_steps, verbose=verbose, **fit_args)
+            else:
+                model.fit(
+                    train_ds,
+                    validation_data=val_ds,
+                    validation_steps=validation_steps,
+                    shuffle=False,
+                    verbose=verbose,
+                    **fit_args,
+                )
+        next_epoch = history[-1]["epoch"] + 1 if history else initial_epoch
+
+    best = _best_weights(model, tracker, run_dir / "best.keras")
+    if best is not None:
+        model.set_weights(best)
+    result = {**tracker.to_json(), "epochs": len(history), "phases": len(phases)}
+    if val_ds is not None:
+        if multi_worker:
+            final = multiworker.evaluate(model, strategy, val_ds, int(validation_steps or 0))
+        else:
+            final = model.evaluate(val_ds, steps=validation_steps, verbose=0, return_dict=True)
+        result["split"], result["metrics"] = "val", {f"val_{k}": float(v) for k, v in _scalars(final).items()}
+    else:
+        row = next((r for r in history if r["epoch"] == tracker.best_epoch), history[-1] if history else {})
+        result["split"], result["metrics"] = "train (no val split)", {k: v for k, v in row.items() if k not in ("epoch", "phase")}
+    if chief:
+        write_json(out_dir / "metrics.json", result)
+        _plot(history, out_dir)
+    else:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return result
+
+
+def _scalars(logs: dict) -> dict[str, float]:
+    from kit.train.metrics import scalar_logs
+
+    return scalar_logs(logs)
+
+
+def _plot(history: list[dict[str, Any]], out_dir: Path) -> None:
+    if not history:
+        return
+    import pandas as pd
+
+    from kit import plots
+
+    plots.learning_curves(
+        pd.DataFrame(history), out_dir / "plots" / "learning_curves.png", title=f"{out_dir.parent.name}/{out_dir.name}"
+    )
+
+
+# --- run directories -----------------------------------------------------------------------------------
+
+
+def runs_of(cfg: Config) -> Path:
+    """``<run.root>/<comp>/<model>``: where this comp/model's runs live."""
+    return Path(cfg.run.root) / cfg.comp.name / cfg.model.name
+
+
+def _run_dir_of(base: Path, fold: int | None) -> Path:
+    return base / f"fold{fold}" if fold is not None else base
+
+
+def _started(path: Path) -> bool:
+    return (path / "config.yaml").is_file()
+
+
+def _newest(paths: list[Path]) -> Path | None:
+    return max(paths, key=lambda p: (p.stat().st_mtime, p.name), default=None)
+
+
+def find_resumable(cfg: Config, fold: int | None = None) -> Path | None:
+    """The newest started, unfinished run of comp/model (for ``fold``), or None."""
+    root = runs_of(cfg)
+    if cfg.run.id:
+        candidates = [_run_dir_of(root / cfg.run.id, fold)]
+    else:
+        candidates = [_run_dir_of(d, fold) for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
+    return _newest([c for c in candidates if _started(c) and not (c / DONE).is_file()])
+
+
+def latest_run(cfg: Config) -> Path:
+    """The newest finished run of comp/model (a k-fold parent counts once any fold finished)."""
+    root = runs_of(cfg)
+    finished = []
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir() and ((d / DONE).is_file() or any((f / DONE).is_file() for f in d.glob("fold*"))):
+                finished.append(d)
+    newest = _newest(finished)
+    if newest is None:
+        raise KitError(
+            f"no finished run of {cfg.comp.name}/{cfg.model.name} in {root}",
+            f"run `kit train comp={cfg.comp.name} model={cfg.model.name}` first",
+        )
+    return newest
+
+
+def new_run_dir(cfg: Config, fold: int | None = None) -> Path:
+    """``<runs>/<run.id or timestamp>[/fold<k>]``; an existing run is never reused without --resume."""
+    root = runs_of(cfg)
+    if cfg.run.id:
+        run_dir = _run_dir_of(root / cfg.run.id, fold)
+        if _started(run_dir):
+            finished = (run_dir / DONE).is_file()
+            raise KitError(
+                f"run {run_dir} already exists{' and is finished' if finished else ''}",
+                "pick another run.id" + ("" if finished else ", or add --resume to continue it"),
+            )
+        return run_dir
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_id, n = stamp, 1
+    while (root / run_id).exists():  # two runs started in the same second
+        n += 1
+        run_id = f"{stamp}-{n}"
+    # Folds of one k-fold run share a parent only through run.id: the k-fold driver sets it once.
+    return _run_dir_of(root / run_id, fold)
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded in ``versions.json``."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import kit
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "kit": getattr(kit, "__version__", "unknown"),
+    }
+
+
+# --- the entry point -------------------------------------------------------------------------------------
+
+
+def train(cfg: Config, resume: bool = False, fold: int | None = None) -> Path:
+    """Train ``cfg.model`` on ``cfg.comp``'s records; returns the run directory (the CLI's ``kit train``)."""
+    from kit.config import to_yaml
+    from kit.data.pipeline import _read_manifest, count_examples, make_dataset, steps_per_epoch
+    from kit.models.registry import build_model
+    from kit.train.strategy import (
+        check_tpu_batch,
+        choose_precision,
+        choose_strategy,
+        describe,
+        device_type,
+        global_batch_size,
+        is_chief,
+        set_precision,
+    )
+
+    manifest = _read_manifest(cfg.records_dir)
+    classes = [str(c) for c in manifest["classes"]]
+    # The records decide the classes (cfg.comp.classes may be empty), and so binary/num_classes/monitor.
+    cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))
+
+    strategy, description = choose_strategy(cfg)
+    device = device_type(strategy)
+    replicas = int(strategy.num_replicas_in_sync)
+    is_tpu = device == "tpu"
+    global_batch = global_batch_size(cfg, replicas)
+    if is_tpu:
+        check_tpu_batch(global_batch, replicas)
+    precision = choose_precision(cfg, device)
+    print(
+        f"strategy: {description}; global batch {global_batch} ({cfg.train.batch_size} x {replicas} replicas); "
+        f"precision {precision}"
+    )
+
+    run_dir = find_resumable(cfg, fold) if resume else None
+    if resume and run_dir is None:
+        print(f"nothing to resume for {cfg.comp.name}/{cfg.model.name}: starting a new run")
+    resuming = run_dir is not None
+    run_dir = run_dir or new_run_dir(cfg, fold)
+    chief = is_chief(strategy)
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.yaml", to_yaml(cfg))
+        write_json(run_dir / "versions.json", versions())
+        write_json(
+            run_dir / "strategy.json", {**describe(strategy, precision), "global_batch": global_batch, "description": description}
+        )
+    print(f"run directory: {run_dir}{' (resumed)' if resuming else ''}")
+
+    records = {"records_dir": cfg.records_dir}
+    steps = cfg.train.steps_per_epoch or steps_per_epoch(
+        manifest, "train", global_batch, fold=fold, drop_remainder=is_tpu, **records
+    )
+    has_val = "val" in manifest.get("shards", {}) or fold is not None
+    val_count = count_examples(manifest, "val", fold, **records) if has_val else 0
+    # An exact step count: multi-worker evaluation needs one (every worker runs the same steps), and with
+    # it Keras does not probe the end of a TFRecord set of unknown length ("ran out of data").
+    validation_steps = (val_count // global_batch if is_tpu else -(-val_count // global_batch)) or None
+
+    previous_policy = set_precision(precision)
+    try:
+        common = {"batch_size": global_batch, "manifest": manifest, "fold": fold, "drop_remainder": is_tpu}
+        train_ds = make_dataset(cfg, "train", training=True, repeat=True, **common)
+        val_ds = make_dataset(cfg, "val", training=False, **common) if val_count else None
+        with strategy.scope():
+            model = build_model(cfg.model, len(classes))
+        fit_phases(
+            cfg, model, train_ds, val_ds, run_dir, steps, strategy=strategy, validation_steps=validation_steps, resume=resuming
+        )
+    finally:
+        set_precision(previous_policy)
+    if chief:
+        atomic_write(run_dir / DONE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    return run_dir
