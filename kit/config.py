@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from kit.errors import KitError, nearest, unknown_choice
+from kit.io import URLPath, as_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIRS = [PROJECT_ROOT / "configs", Path(__file__).resolve().parent / "configs"]
@@ -197,8 +198,9 @@ class Config:
         return len(self.comp.classes) == 2
 
     @property
-    def records_dir(self) -> Path:
-        return Path(self.data.records_root) / self.comp.name / str(self.model.image_size)
+    def records_dir(self) -> Path | URLPath:
+        # as_path keeps a gs:// (TPU) root intact; Path would collapse it to gs:/
+        return as_path(self.data.records_root) / self.comp.name / str(self.model.image_size)
 
     @property
     def monitor(self) -> str:
@@ -365,6 +367,10 @@ def validate(cfg: Config) -> None:
         raise KitError(f"train.batch_size={cfg.train.batch_size} must be positive", "use e.g. train.batch_size=64")
     if cfg.model.image_size < 8:
         raise KitError(f"model.image_size={cfg.model.image_size} is too small", "use at least 8 pixels")
+    if cfg.tuner.space:
+        from kit.train.search_space import parse_space  # late import: search_space imports this module
+
+        parse_space(cfg.tuner.space, origin=f"tuner.space of model {cfg.model.name}")
     threshold = cfg.predict.threshold
     if threshold != "auto":
         try:

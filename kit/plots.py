@@ -206,3 +206,40 @@ def bar_chart(counts: dict[str, int], path: str | Path, title: str, ylabel: str 
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     return save(fig, path)
+
+
+def tuning(trials: pd.DataFrame, objective: str, hyperparameters: Sequence[str], path: str | Path) -> Path:
+    """The objective per trial, and per value of each hyperparameter (one panel each)."""
+    import pandas as pd
+
+    panels = 1 + len(hyperparameters)
+    cols = min(3, panels)
+    rows = -(-panels // cols)
+    fig = _figure(4.0 * cols, 3.2 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    scores = pd.to_numeric(trials[objective], errors="coerce")
+    order = np.arange(len(trials))
+    axes[0].plot(order, scores, "o-", alpha=0.7, label="trial")
+    axes[0].plot(order, scores.cummax() if not objective.endswith("loss") else scores.cummin(), "-", label="best so far")
+    axes[0].set_xlabel("trial")
+    axes[0].set_ylabel(objective)
+    axes[0].legend(fontsize=8)
+    for ax, name in zip(axes[1:], hyperparameters, strict=False):
+        values = trials[name] if name in trials else pd.Series([np.nan] * len(trials))
+        numeric = pd.to_numeric(values, errors="coerce")
+        if numeric.notna().all():
+            ax.scatter(numeric, scores, alpha=0.8)
+            if (numeric > 0).all() and numeric.max() / max(numeric.min(), 1e-12) > 50:
+                ax.set_xscale("log")
+        else:
+            labels = values.astype(str)
+            categories = sorted(labels.unique())
+            ax.scatter([categories.index(v) for v in labels], scores, alpha=0.8)
+            ax.set_xticks(range(len(categories)), categories, fontsize=8)
+        ax.set_xlabel(name)
+        ax.set_ylabel(objective)
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    for ax in axes[:panels]:
+        ax.grid(alpha=0.3)
+    return save(fig, path)

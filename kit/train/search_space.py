@@ -90,7 +90,9 @@ def parse_space(space: dict[str, Any], origin: str = "tuner.space") -> list[Dime
 
 def nested(values: dict[str, Any]) -> dict[str, Any]:
     """``{"model.dropout": 0.2}`` -> ``{"model": {"dropout": 0.2}}``: a partial config."""
-    return OmegaConf.to_container(OmegaConf.from_dotlist([f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in values.items()]))
+    return OmegaConf.to_container(
+        OmegaConf.from_dotlist([f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in values.items()])
+    )
 
 
 def apply_values(cfg: Config, values: dict[str, Any]) -> Config:

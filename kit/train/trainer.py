@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
-from kit.io import atomic_write, read_json, write_json
+from kit.io import URLPath, as_path, atomic_write, read_json, write_json
 
 if TYPE_CHECKING:
     import keras
@@ -90,7 +90,7 @@ def _set_phase(model: keras.Model, phase: Phase, cfg: Config) -> None:
         unfreeze_top(model, cfg.train.fine_tune.unfreeze)
 
 
-def _compile(
+def compile_phase(
     model: keras.Model, cfg: Config, phase: Phase, strategy: tf.distribute.Strategy, binary: bool, num_classes: int
 ) -> None:
     from kit.train.metrics import build_loss, build_metrics
@@ -114,13 +114,13 @@ def _best_weights(model: keras.Model, tracker: Any, best_path: Path) -> list | N
     if best_path.is_file():
         import keras
 
-        return keras.models.load_model(best_path, compile=False).get_weights()
+        return keras.models.load_model(str(best_path), compile=False).get_weights()
     return None
 
 
 def read_state(run_dir: Path) -> dict | None:
     """The resume point of ``run_dir`` (``checkpoint/state.json``), or None before the first epoch ended."""
-    path = Path(run_dir) / STATE
+    path = as_path(run_dir) / STATE
     if not path.is_file():
         return None
     state = read_json(path)
@@ -158,7 +158,7 @@ def fit_phases(
     from kit.train.strategy import is_chief
 
     strategy = strategy or tf.distribute.get_strategy()
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir)  # gs:// (TPU) run dirs stay URLs
     chief = is_chief(strategy)
     out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="kit-worker-"))
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -200,10 +200,10 @@ def fit_phases(
             best = _best_weights(model, tracker, run_dir / "best.keras")
             if best is not None:  # phase 2 continues from the best phase-1 epoch
                 model.set_weights(best)
-        _compile(model, cfg, phase, strategy, binary, num_classes)
+        compile_phase(model, cfg, phase, strategy, binary, num_classes)
         if resuming:
             multiworker.prepare(model, strategy, train_ds)  # every variable must exist before loading
-            model.load_weights(run_dir / "checkpoint" / state["weights"])
+            model.load_weights(str(run_dir / "checkpoint" / state["weights"]))
         trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
         print(
             f"phase {phase.index}/{len(phases)}: {phase.what}; {trainable:,} trainable parameters; "
@@ -285,9 +285,9 @@ def _plot(history: list[dict[str, Any]], out_dir: Path) -> None:
 # --- run directories -----------------------------------------------------------------------------------
 
 
-def runs_of(cfg: Config) -> Path:
-    """``<run.root>/<comp>/<model>``: where this comp/model's runs live."""
-    return Path(cfg.run.root) / cfg.comp.name / cfg.model.name
+def runs_of(cfg: Config) -> Path | URLPath:
+    """``<run.root>/<comp>/<model>``: where this comp/model's runs live (a gs:// root stays a URL)."""
+    return as_path(cfg.run.root) / cfg.comp.name / cfg.model.name
 
 
 def _run_dir_of(base: Path, fold: int | None) -> Path:
@@ -309,7 +309,8 @@ def find_resumable(cfg: Config, fold: int | None = None) -> Path | None:
         candidates = [_run_dir_of(root / cfg.run.id, fold)]
     else:
         candidates = [_run_dir_of(d, fold) for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
-    return _newest([c for c in candidates if _started(c) and not (c / DONE).is_file()])
+    # A k-fold parent (kfold.json, see kit.train.kfold) is resumed by the k-fold driver, never as one run.
+    return _newest([c for c in candidates if _started(c) and not (c / DONE).is_file() and not (c / "kfold.json").is_file()])
 
 
 def latest_run(cfg: Config) -> Path:

@@ -1,0 +1,208 @@
+"""Hyperparameter search with keras-tuner over the same registry, pipeline and compile as ``kit train``.
+
+The original notebooks tuned the frozen EfficientNetB4 head with Hyperband (units, dropout, learning
+rate, ``first_decay_steps``; objective ``val_f1_score``) and the CNN with RandomSearch (15 trials). Here
+each model's YAML declares its space (``tuner.space``, see :mod:`kit.train.search_space`); a trial is
+``cfg`` with the trial's values merged in, built by the model registry and compiled by the trainer's
+``compile_phase``, so there is no second training path.
+
+Hyperband: Li et al. 2018, "Hyperband: A Novel Bandit-Based Approach to Hyperparameter Optimization".
+
+Output in ``<run.root>/<comp>/<model>/tune-<kind>/``: the tuner's own state (``search/``, kept so a killed
+search resumes without repeating finished trials), ``best_hparams.yaml`` (a partial config for
+``kit train hparams=...``), ``trials.csv`` and ``plots/tuning.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from kit.errors import KitError
+from kit.io import atomic_write
+from kit.train.search_space import Dimension, apply_values, nested, parse_space
+
+if TYPE_CHECKING:
+    import keras_tuner as kt
+
+    from kit.config import Config
+
+SEARCH_DIR = "search"
+
+
+def tune_dir(cfg: Config) -> Path:
+    return Path(cfg.run.root) / cfg.comp.name / cfg.model.name / f"tune-{cfg.tuner.kind}"
+
+
+def objective_of(cfg: Config) -> tuple[str, str]:
+    """(metric name, direction): ``tuner.objective`` or the training monitor (val_f1_score / val_accuracy)."""
+    name = cfg.monitor if cfg.tuner.objective == "auto" else cfg.tuner.objective
+    return name, ("min" if name.endswith("loss") else "max")
+
+
+def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_epoch: int) -> kt.HyperModel:
+    import keras
+    import keras_tuner as kt
+    import tensorflow as tf
+
+    from kit.models.registry import build_model
+    from kit.train.schedules import StepLearningRate, make_schedule
+    from kit.train.trainer import Phase, compile_phase, plan_phases
+
+    binary = num_classes == 2
+    monitor, direction = objective_of(cfg)
+
+    class KitHyperModel(kt.HyperModel):
+        """Builds and fits one trial: ``cfg`` + the trial's values, phase 1 (head only for pretrained models)."""
+
+        def build(self, hp: kt.HyperParameters) -> keras.Model:
+            trial_cfg = apply_values(cfg, {d.name: d.declare(hp) for d in dims})
+            model = build_model(trial_cfg.model, num_classes)
+            phase = plan_phases(trial_cfg, model)[0]
+            if cfg.tuner.phase1_only:
+                from kit.models.pretrained import freeze_backbone
+
+                freeze_backbone(model)
+            # keras-tuner builds inside the distribution strategy's scope already.
+            compile_phase(model, trial_cfg, phase, tf.distribute.get_strategy(), binary, num_classes)
+            model._kit_cfg = trial_cfg  # the fit below needs the trial's schedule settings
+            return model
+
+        def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
+            trial_cfg: Config = model._kit_cfg
+            epochs = int(kwargs.get("epochs", cfg.tuner.max_epochs))
+            callbacks = list(kwargs.pop("callbacks", []))
+            callbacks.append(
+                StepLearningRate(make_schedule(trial_cfg.train, trial_cfg.train.learning_rate, steps_per_epoch, epochs))
+            )
+            if trial_cfg.train.early_stopping_patience > 0:
+                callbacks.append(
+                    keras.callbacks.EarlyStopping(
+                        monitor=monitor, mode=direction, patience=trial_cfg.train.early_stopping_patience
+                    )
+                )
+            phases = plan_phases(trial_cfg, model)
+            if cfg.tuner.phase1_only or len(phases) == 1:
+                return model.fit(*args, callbacks=callbacks, **kwargs)
+            # Both phases: the first half of the epochs on the head, the rest unfrozen (BatchNorm frozen).
+            from kit.models.pretrained import unfreeze_top
+
+            first = model.fit(*args, callbacks=callbacks, **{**kwargs, "epochs": max(1, epochs // 2)})
+            unfreeze_top(model, trial_cfg.train.fine_tune.unfreeze)
+            fine = Phase(2, epochs, trial_cfg.train.fine_tune.learning_rate, "fine-tune")
+            compile_phase(model, trial_cfg, fine, tf.distribute.get_strategy(), binary, num_classes)
+            second = model.fit(*args, callbacks=callbacks, **{**kwargs, "initial_epoch": max(1, epochs // 2)})
+            values = first.history.get(monitor, []) + second.history.get(monitor, [])
+            best = (min if direction == "min" else max)(values) if values else None
+            return {monitor: best} if best is not None else second
+
+    return KitHyperModel()
+
+
+def _make_tuner(cfg: Config, hypermodel: kt.HyperModel, strategy: Any, directory: Path) -> kt.Tuner:
+    import keras_tuner as kt
+
+    name, direction = objective_of(cfg)
+    common = {
+        "objective": kt.Objective(name, direction),
+        "directory": str(directory),
+        "project_name": SEARCH_DIR,
+        "overwrite": False,  # keep finished trials: a rerun resumes the search
+        "distribution_strategy": strategy,
+        "executions_per_trial": cfg.tuner.executions_per_trial,
+        "seed": cfg.train.seed,
+    }
+    if cfg.tuner.kind == "hyperband":
+        return kt.Hyperband(hypermodel, max_epochs=cfg.tuner.max_epochs, factor=3, **common)
+    if cfg.tuner.kind == "random":
+        return kt.RandomSearch(hypermodel, max_trials=cfg.tuner.max_trials, **common)
+    return kt.BayesianOptimization(hypermodel, max_trials=cfg.tuner.max_trials, **common)
+
+
+def trials_table(tuner: kt.Tuner, objective: str) -> list[dict[str, Any]]:
+    """One row per trial: id, status, score and every hyperparameter value."""
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        row = {"trial": trial.trial_id, "status": trial.status, objective: trial.score}
+        row.update(trial.hyperparameters.values)
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["trial"])
+
+
+def _write_outputs(cfg: Config, tuner: kt.Tuner, out_dir: Path, dims: list[Dimension]) -> dict[str, Any]:
+    import pandas as pd
+
+    from kit import plots
+
+    objective, direction = objective_of(cfg)
+    best_trials = tuner.oracle.get_best_trials(1)
+    if not best_trials:
+        raise KitError(f"the search in {out_dir} finished no trial", "check the trial errors above, or raise tuner.max_trials")
+    best = best_trials[0]
+    values = {d.name: best.hyperparameters.get(d.name) for d in dims}
+    header = (
+        f"# best of {len(tuner.oracle.trials)} trials by {objective} ({direction}): {best.score}\n"
+        "# use: kit train hparams=<this file>\n"
+    )
+    atomic_write(out_dir / "best_hparams.yaml", header + yaml.safe_dump(nested(values), sort_keys=True))
+    rows = trials_table(tuner, objective)
+    table = pd.DataFrame(rows)
+    atomic_write(out_dir / "trials.csv", table.to_csv(index=False))
+    plots.tuning(table, objective, [d.name for d in dims], out_dir / "plots" / "tuning.png")
+    return {"best": values, "score": best.score, "trials": len(rows)}
+
+
+def tune(cfg: Config) -> Path:
+    """Run (or resume) the search for ``cfg.model``; returns the folder holding ``best_hparams.yaml``."""
+    from kit.data.pipeline import _read_manifest, count_examples, make_dataset, steps_per_epoch
+    from kit.train.strategy import choose_precision, choose_strategy, device_type, global_batch_size, set_precision
+
+    dims = parse_space(cfg.tuner.space, origin=f"tuner.space of model {cfg.model.name}")
+    manifest = _read_manifest(cfg.records_dir)
+    classes = [str(c) for c in manifest["classes"]]
+    cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))
+    objective, direction = objective_of(cfg)
+    if not manifest.get("counts", {}).get("val", {}).get("total") and objective.startswith("val_"):
+        raise KitError(
+            f"the records in {cfg.records_dir} have no validation split to score {objective} on",
+            "rebuild them with data.val_fraction=0.2 (kit records), or set tuner.objective to a training metric",
+        )
+
+    strategy, description = choose_strategy(cfg)
+    replicas = int(strategy.num_replicas_in_sync)
+    global_batch = global_batch_size(cfg, replicas)
+    steps = cfg.train.steps_per_epoch or steps_per_epoch(manifest, "train", global_batch, records_dir=cfg.records_dir)
+    val_steps = -(-count_examples(manifest, "val", records_dir=cfg.records_dir) // global_batch)
+    out_dir = tune_dir(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resumed = (out_dir / SEARCH_DIR / "oracle.json").is_file()
+    print(
+        f"tuning {cfg.model.name} on {cfg.comp.name} with {cfg.tuner.kind}: {len(dims)} hyperparameters, objective "
+        f"{objective} ({direction}); {description}; state in {out_dir}{' (resuming)' if resumed else ''}",
+        flush=True,
+    )
+
+    previous = set_precision(choose_precision(cfg, device_type(strategy)))
+    try:
+        train_ds = make_dataset(cfg, "train", training=True, batch_size=global_batch, manifest=manifest, repeat=True)
+        val_ds = make_dataset(cfg, "val", training=False, batch_size=global_batch, manifest=manifest)
+        tuner = _make_tuner(cfg, _hypermodel(cfg, dims, len(classes), steps), strategy, out_dir)
+        tuner.search(
+            train_ds,
+            validation_data=val_ds,
+            validation_steps=val_steps,
+            steps_per_epoch=steps,
+            epochs=cfg.tuner.max_epochs,
+            shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle for datasets
+            verbose=cfg.train.verbose,
+        )
+    finally:
+        set_precision(previous)
+    summary = _write_outputs(cfg, tuner, out_dir, dims)
+    print(f"best {objective} = {summary['score']} with {summary['best']} ({summary['trials']} trials)")
+    print(f"wrote {out_dir / 'best_hparams.yaml'}, {out_dir / 'trials.csv'}, {out_dir / 'plots' / 'tuning.png'}")
+    print(f"next: kit train comp={cfg.comp.name} model={cfg.model.name} hparams={out_dir / 'best_hparams.yaml'}")
+    return out_dir

@@ -1,0 +1,146 @@
+"""kit tune: every tuner kind finishes tiny searches, writes its files, and a killed search resumes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from run_fixtures import make_config, write_split
+
+from kit.config import load_config, to_yaml
+from kit.errors import KitError
+from kit.train.search_space import parse_space
+
+SPACE = {
+    "model.dense_units": {"type": "choice", "values": [4, 8]},
+    "train.learning_rate": {"type": "float", "min": 0.003, "max": 0.03, "sampling": "log"},
+}
+
+
+def tiny_search(tmp_path: Path, kind: str, **tuner):
+    """Binary records where bright images are class 1, and a 2-hyperparameter CNN search over them."""
+    cfg = make_config(tmp_path, ["dark", "bright"])
+    cfg.model.options = {"filters": [4]}
+    cfg.train.batch_size = 16
+    cfg.train.verbose = 0
+    cfg.train.early_stopping_patience = 0
+    cfg.augment.mode = "none"
+    cfg.tuner.kind = kind
+    cfg.tuner.space = SPACE
+    cfg.tuner.max_trials = tuner.get("max_trials", 2)
+    cfg.tuner.max_epochs = tuner.get("max_epochs", 1)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 48), ("val", 16)):
+        labels = np.arange(n) % 2
+        images = (rng.integers(0, 60, (n, 8, 8, 3)) + 150 * labels[:, None, None, None]).astype(np.uint8)
+        write_split(cfg, split, images, labels, [f"{split}{i}" for i in range(n)])
+    return cfg
+
+
+def completed(out_dir: Path) -> pd.DataFrame:
+    table = pd.read_csv(out_dir / "trials.csv")
+    return table[table["status"] == "COMPLETED"]
+
+
+@pytest.mark.parametrize("kind", ["random", "hyperband", "bayesian"])
+def test_each_tuner_kind_writes_best_hparams_trials_and_plot(tmp_path, kind):
+    from kit.train.tuner import tune
+
+    cfg = tiny_search(tmp_path, kind, max_epochs=2)
+    out = tune(cfg)
+    trials = completed(out)
+    assert len(trials) >= 2
+    best = yaml.safe_load((out / "best_hparams.yaml").read_text())
+    assert best["model"]["dense_units"] in (4, 8)
+    assert 0.003 <= best["train"]["learning_rate"] <= 0.03
+    # the best file names the trial with the highest objective
+    top = trials.sort_values("val_f1_score", ascending=False).iloc[0]
+    assert best["model"]["dense_units"] == top["model.dense_units"]
+    assert (out / "plots" / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_best_hparams_are_applied_by_kit_train(tmp_path):
+    from kit.models.registry import build_model
+    from kit.train.tuner import tune
+
+    out = tune(tiny_search(tmp_path, "random"))
+    best = yaml.safe_load((out / "best_hparams.yaml").read_text())
+    cfg = load_config(["model=cnn", "model.image_size=16", f"hparams={out / 'best_hparams.yaml'}"])
+    assert cfg.model.dense_units == best["model"]["dense_units"]
+    assert cfg.train.learning_rate == pytest.approx(best["train"]["learning_rate"])
+    model = build_model(cfg.model, 2)
+    assert model.get_layer("head_dense").units == best["model"]["dense_units"]
+
+
+def test_a_rerun_keeps_finished_trials(tmp_path):
+    from kit.train.tuner import tune
+
+    cfg = tiny_search(tmp_path, "random", max_trials=2)
+    out = tune(cfg)
+    first = completed(out).set_index("trial")
+    cfg.tuner.max_trials = 3
+    tune(cfg)
+    again = completed(out).set_index("trial")
+    assert len(again) == 3
+    pd.testing.assert_frame_equal(again.loc[first.index], first)
+
+
+def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
+    cfg = tiny_search(tmp_path, "random", max_trials=3, max_epochs=3)
+    config = tmp_path / "tune.yaml"
+    config.write_text(to_yaml(cfg))
+    script = f"from kit.config import from_yaml; from kit.train.tuner import tune; tune(from_yaml({str(config)!r}))"
+    search = tmp_path / "runs" / "tiny" / "cnn" / "tune-random" / "search"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(
+        '"COMPLETED"' in p.read_text() for p in search.glob("trial_*/trial.json") if p.is_file()
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = {p.parent.name: p.read_text() for p in search.glob("trial_*/trial.json") if '"COMPLETED"' in p.read_text()}
+    assert done_before, "no trial finished before the kill"
+    from kit.train.tuner import tune
+
+    out = tune(cfg)
+    assert len(completed(out)) == 3
+    for name, text in done_before.items():  # finished trials were not run again
+        assert (search / name / "trial.json").read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("space", "expected"),
+    [
+        ({"model.dense_unit": {"type": "int", "min": 1, "max": 4}}, "model.dense_units"),
+        ({"model.dropout": {"type": "float", "min": 0.5, "max": 0.1}}, "below max"),
+        ({"model.dropout": {"type": "uniform", "min": 0.1, "max": 0.5}}, "needs type"),
+        ({"train.learning_rate": {"type": "float", "min": 0, "max": 0.1, "sampling": "log"}}, "min > 0"),
+        ({"model.dense_units": {"type": "choice", "values": []}}, "non-empty list"),
+        ({"model.dense_units": {"type": "int", "min": 1, "max": 4, "stepp": 1}}, "unknown field 'stepp'"),
+    ],
+)
+def test_bad_search_space_entries_are_one_line_errors(space, expected):
+    with pytest.raises(KitError) as info:
+        parse_space(space)
+    assert expected in info.value.one_line() and "\n" not in info.value.one_line()
+
+
+def test_bad_space_in_a_model_yaml_is_caught_on_load_with_exit_2(tmp_path):
+    model_yaml = tmp_path / "mycnn.yaml"
+    model_yaml.write_text("model: {name: cnn}\ntuner:\n  space:\n    model.dropout: {type: float}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "tune", f"model={model_yaml}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().startswith("error:") and "needs min and max" in result.stderr
