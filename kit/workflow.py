@@ -44,31 +44,36 @@ def demo(settings: list[str]) -> float:
     """Make the digits competition, build records, train ResNet20, predict, validate and score."""
     from kit.data import demo as demo_data
     from kit.data import records, sources
+    from kit.evaluate import evaluate
     from kit.predict import predict
     from kit.train import trainer
 
     cfg = load_config(["comp=demo", *settings])
     started = time.perf_counter()
 
-    t = _stage(f"1/5 competition: scikit-learn digits as {cfg.comp.name} in {cfg.data.root}")
+    t = _stage(f"1/6 competition: scikit-learn digits as {cfg.comp.name} in {cfg.data.root}")
     demo_data.make_demo_competition(Path(cfg.data.root), size=32)
     index, classes = sources.read_index(cfg)
     sources.write_index(cfg)
     print(f"   {index.groupby('split').size().to_dict()} images, {len(classes)} classes ({time.perf_counter() - t:.1f} s)")
 
-    t = _stage(f"2/5 records: {cfg.records_dir}")
+    t = _stage(f"2/6 records: {cfg.records_dir}")
     records.build_records(cfg, index, classes)
     print(f"   done ({time.perf_counter() - t:.1f} s)")
 
-    t = _stage(f"3/5 train: {cfg.model.name}, {cfg.train.epochs} epochs at most")
+    t = _stage(f"3/6 train: {cfg.model.name}, {cfg.train.epochs} epochs at most")
     run_dir = trainer.train(cfg)
     print(f"   done ({time.perf_counter() - t:.1f} s)")
 
-    t = _stage("4/5 predict: submission.csv, validated against sample_submission.csv")
+    t = _stage("4/6 evaluate: validation metrics and plots")
+    evaluate(cfg, run_dir)
+    print(f"   done ({time.perf_counter() - t:.1f} s)")
+
+    t = _stage("5/6 predict: submission.csv, validated against sample_submission.csv")
     submission = predict(cfg, [run_dir])
     print(f"   done ({time.perf_counter() - t:.1f} s)")
 
-    _stage("5/5 score on the hidden test labels")
+    _stage("6/6 score on the hidden test labels")
     accuracy = score_against_solution(cfg, submission)
     verdict = "meets" if accuracy >= DEMO_GOAL else "is below"
     print(f"   {cfg.comp.metric} = {accuracy:.4f} ({verdict} the demo goal of {DEMO_GOAL})")
@@ -76,7 +81,7 @@ def demo(settings: list[str]) -> float:
         "\nartifacts:\n"
         f"   competition   {cfg.data.root}\n"
         f"   records       {cfg.records_dir}\n"
-        f"   run           {run_dir}  (config.yaml, history.csv, best.keras, metrics.json, plots/, tensorboard/)\n"
+        f"   run           {run_dir}  (config.yaml, history.csv, best.keras, metrics.json, plots/*.png, tensorboard/)\n"
         f"   submission    {submission}\n"
         f"   total time    {time.perf_counter() - started:.0f} s"
     )

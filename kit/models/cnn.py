@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kit.errors import KitError
-from kit.models.common import check_options, classifier_output, image_input, l2, positive_ints
+from kit.models.common import batch_norm, check_options, classifier_output, image_input, l2, positive_ints
 
 if TYPE_CHECKING:
     import keras
@@ -55,7 +55,7 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
                 kernel_regularizer=l2(cfg.l2),
                 name=f"block{i}_conv{j}",
             )(x)
-            x = layers.BatchNormalization(name=f"block{i}_bn{j}")(x)
+            x = batch_norm(f"block{i}_bn{j}")(x)
             x = layers.ReLU(name=f"block{i}_relu{j}")(x)
         x = layers.MaxPooling2D(2, name=f"block{i}_pool")(x)
         if conv_dropout > 0:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kit.models.common import check_options, classifier_output, image_input, l2, positive_ints
+from kit.models.common import batch_norm, check_options, classifier_output, image_input, l2, positive_ints
 
 if TYPE_CHECKING:
     import keras
@@ -48,14 +48,14 @@ def _basic_block(x: keras.KerasTensor, filters: int, strides: int, decay: float,
     layers = keras.layers
     shortcut = x
     y = _conv(filters, 3, strides, decay, f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = batch_norm(f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = _conv(filters, 3, 1, decay, f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = batch_norm(f"{name}_bn2")(y)
     if strides != 1 or x.shape[-1] != filters:
         # Projection shortcut (paper option B): a 1x1 conv matches the halved size and doubled width.
         shortcut = _conv(filters, 1, strides, decay, f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = batch_norm(f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -71,7 +71,7 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
     inputs = image_input(cfg)
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     x = _conv(filters[0], 3, 1, cfg.l2, "stem_conv")(x)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = batch_norm("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, width in enumerate(filters, start=1):
         for block in range(1, blocks + 1):

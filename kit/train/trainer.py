@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
-from kit.io import URLPath, as_path, atomic_write, read_json, write_json
+from kit.io import URLPath, as_path, atomic_write, put_file, read_json, write_json
 
 if TYPE_CHECKING:
     import keras
@@ -170,6 +171,8 @@ def fit_phases(
     tracker = Tracker(monitor, monitor_mode(monitor))
     phases = plan_phases(cfg, model)
     verbose = cfg.train.verbose if chief else 0
+    if verbose == 1 and not sys.stdout.isatty():
+        verbose = 2  # a log file gets one line per epoch instead of thousands of progress-bar redraws
 
     state = read_state(run_dir) if resume else None
     history: list[dict[str, Any]] = []
@@ -248,6 +251,8 @@ def fit_phases(
         model.set_weights(best)
     result = {**tracker.to_json(), "epochs": len(history), "phases": len(phases)}
     if val_ds is not None:
+        if not model.compiled:  # resumed after the last epoch's checkpoint (killed before `done`): no phase compiled
+            compile_phase(model, cfg, phases[-1], strategy, binary, num_classes)
         if multi_worker:
             final = multiworker.evaluate(model, strategy, val_ds, int(validation_steps or 0))
         else:
@@ -277,9 +282,12 @@ def _plot(history: list[dict[str, Any]], out_dir: Path) -> None:
 
     from kit import plots
 
-    plots.learning_curves(
-        pd.DataFrame(history), out_dir / "plots" / "learning_curves.png", title=f"{out_dir.parent.name}/{out_dir.name}"
-    )
+    target, title = out_dir / "plots" / "learning_curves.png", f"{out_dir.parent.name}/{out_dir.name}"
+    if isinstance(target, URLPath):  # plots write local files (matplotlib): render locally, then upload atomically
+        with tempfile.TemporaryDirectory(prefix="kit-plot-") as folder:
+            put_file(plots.learning_curves(pd.DataFrame(history), Path(folder) / target.name, title=title), target)
+        return
+    plots.learning_curves(pd.DataFrame(history), target, title=title)
 
 
 # --- run directories -----------------------------------------------------------------------------------

@@ -1,0 +1,39 @@
+"""The README's first command, `kit demo`, end to end through the CLI (3 epochs instead of 30)."""
+
+import subprocess
+import sys
+
+import pandas as pd
+
+
+def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
+    settings = [
+        f"data.root={tmp_path / 'raw'}",
+        f"data.records_root={tmp_path / 'records'}",
+        f"run.root={tmp_path / 'runs'}",
+        "train.epochs=3",
+        "train.verbose=2",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "demo", *settings], capture_output=True, text=True, timeout=400, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "6/6 score on the hidden test labels" in out
+    accuracy = float(out.split("accuracy = ")[1].split()[0])
+    assert accuracy > 0.6  # 3 epochs of ResNet20 on 10 digit classes: far above chance (0.1)
+
+    (run_dir,) = (tmp_path / "runs" / "demo" / "resnet20").iterdir()
+    for name in ("config.yaml", "history.csv", "best.keras", "metrics.json", "submission.csv", "done"):
+        assert (run_dir / name).is_file(), name
+    for plot in ("learning_curves.png", "confusion_matrix.png"):
+        assert (run_dir / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    submission = pd.read_csv(run_dir / "submission.csv", dtype=str)
+    sample = pd.read_csv(tmp_path / "raw" / "sample_submission.csv", dtype=str)
+    assert list(submission.columns) == list(sample.columns)
+    assert submission["id"].tolist() == sample["id"].tolist()
+    assert len(pd.read_csv(run_dir / "history.csv")) == 3
+
+    # The score printed is the one the hidden labels give.
+    solution = pd.read_csv(tmp_path / "raw" / "solution.csv", dtype=str).merge(submission, on="id")
+    assert abs((solution["label_x"] == solution["label_y"]).mean() - accuracy) < 1e-3
