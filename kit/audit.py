@@ -24,7 +24,6 @@ The JPEG quality estimate inverts libjpeg's scaling of the standard luminance ta
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -74,23 +73,6 @@ FEATURES = ["width", "height", "aspect", "file_size", "channels", "jpeg_quality"
 
 
 # ------------------------------------------------------------------------------------ per-file facts
-
-
-def image_format(data: bytes) -> str:
-    """The container format from the magic bytes (the file name can lie)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:4] == b"GIF8":
-        return "gif"
-    if data[:2] == b"BM":
-        return "bmp"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return "unknown"
 
 
 def jpeg_tables(data: bytes) -> dict[int, np.ndarray]:
@@ -168,25 +150,24 @@ def _gray_for_hash(data: bytes, width: int, height: int) -> np.ndarray | None:
 
 def inspect_file(path: str, with_hash: bool = True) -> dict[str, Any]:
     """Header facts, SHA-1 and (optionally) pHash of one image file; ``error`` says why a file is unreadable."""
-    from PIL import Image
+    from kit.data.images import ImageError, image_info
 
     facts: dict[str, Any] = {"file_size": np.nan, "format": "unknown", "width": np.nan, "height": np.nan, "channels": np.nan}
     facts.update(jpeg_quality=np.nan, sha1="", phash=None, error="")
     try:
+        info = image_info(path)  # the header only: one place knows image formats (kit.data.images)
         data = Path(path).read_bytes()
-    except OSError as exc:
-        facts["error"] = f"unreadable: {exc.strerror or exc}"
+    except (ImageError, OSError) as exc:
+        facts["error"] = f"unreadable: {getattr(exc, 'reason', None) or getattr(exc, 'strerror', None) or exc}"
         return facts
     facts["file_size"] = len(data)
     facts["sha1"] = hashlib.sha1(data).hexdigest()
-    facts["format"] = image_format(data)
-    try:
-        with Image.open(io.BytesIO(data)) as image:  # lazy: parses the header only
-            facts["width"], facts["height"] = image.size
-            facts["channels"] = len(image.getbands())
-    except Exception as exc:  # PIL raises many types for a bad header
-        facts["error"] = f"bad header: {type(exc).__name__}"
+    facts["format"] = info["format"]
+    if info["width"] is None or info["height"] is None:
+        facts["error"] = "bad header"
         return facts
+    facts["width"], facts["height"] = info["width"], info["height"]
+    facts["channels"] = np.nan if info["channels"] is None else info["channels"]
     if facts["format"] == "jpeg":
         quality = jpeg_quality(data)
         facts["jpeg_quality"] = np.nan if quality is None else quality
