@@ -56,7 +56,13 @@ def tf_config_tasks() -> int:
 def _connect_tpu() -> tf.distribute.Strategy:
     import tensorflow as tf
 
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    try:  # a TPU node or Colab: found through TPU_NAME / the metadata server
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME") or None)
+    except (ValueError, RuntimeError):
+        if not glob.glob("/dev/accel*"):
+            raise
+        # A TPU VM (Kaggle, Cloud TPU VM): the chips are local devices.
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
     tf.config.experimental_connect_to_cluster(resolver)
     tf.tpu.experimental.initialize_tpu_system(resolver)
     return tf.distribute.TPUStrategy(resolver)
