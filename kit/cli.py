@@ -6,7 +6,9 @@ see ``kit config`` for every key and its current value.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -87,7 +89,12 @@ def train(
     cfg = _config(settings)
     from kit.train import trainer
 
-    run_dir = trainer.train(cfg, resume=resume)
+    if cfg.data.folds > 1:  # folds=N: every fold under one parent run, out-of-fold predictions, CV score
+        from kit.train import kfold
+
+        run_dir = kfold.train_folds(cfg, resume=resume)
+    else:
+        run_dir = trainer.train(cfg, resume=resume)
     _say(f"run directory: {run_dir}")
 
 
@@ -226,12 +233,65 @@ def _runs_setting(settings: list[str] | None, run: Path | None) -> tuple[list[st
     return rest, runs
 
 
+_SPACE_HINT = (
+    "free disk space, or point data.records_root / run.root at a disk with room; then rerun the same command "
+    "(finished shards, best.keras and the resume checkpoint are kept)"
+)
+_PATHS_HINT = "check data.root, data.records_root and run.root (and --run / --file)"
+# OS errors caused by the user's machine or settings, not by kit: each becomes one line naming the path.
+# Anything else (FileNotFoundError included: kit checks the paths a user gives) stays a traceback: a bug.
+_OS_HINTS = {
+    errno.ENOSPC: _SPACE_HINT,
+    errno.EDQUOT: _SPACE_HINT,
+    errno.EROFS: "the file system is read-only: point data.records_root / run.root at a writable folder",
+    errno.EACCES: f"fix the permissions of that path, or {_PATHS_HINT}",
+    errno.EPERM: f"fix the permissions of that path, or {_PATHS_HINT}",
+    errno.ENOTDIR: f"a file stands where a folder is expected: {_PATHS_HINT}",
+    errno.EEXIST: f"a file stands where a folder is expected: {_PATHS_HINT}",
+    errno.EISDIR: f"a folder stands where a file is expected: {_PATHS_HINT}",
+}
+
+
+def os_error(exc: OSError) -> KitError | None:
+    """A one-line KitError for a user-caused OS error (full disk, permissions, a file where a folder
+    belongs), or None when it does not look like one and must surface as a traceback."""
+    hint = _OS_HINTS.get(exc.errno)  # type: ignore[arg-type]
+    if hint is None:
+        return None
+    path = exc.filename
+    if path is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None  # no path named: nothing tells it is about the user's folders
+    reason = (exc.strerror or str(exc)).lower()
+    if path is None:
+        return KitError(reason, hint)
+    name = Path(os.fsdecode(path))
+    # a kit.io temp file (".best.keras.x1y2.tmp"): the folder means more to the user than the temp name
+    where = name.parent if name.name.startswith(".") and ".tmp" in name.name else name
+    return KitError(f"{reason}: {where}", hint)
+
+
+def tf_disk_full(exc: BaseException) -> KitError | None:
+    """TensorFlow reports a full disk (summary writers, checkpoints, TFRecords) as its own error type, not as
+    an OSError: the same one line for it, naming the folder; None for any other TensorFlow error."""
+    text = str(exc)
+    if not type(exc).__module__.startswith("tensorflow") or "No space left on device" not in text:
+        return None
+    match = re.search(r"(\S+); No space left on device", text)
+    return KitError(f"no space left on device{f': {Path(match.group(1)).parent}' if match else ''}", _SPACE_HINT)
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2."""
     try:
         app(standalone_mode=False)
     except KitError as exc:
         _say(f"error: {exc.one_line()}")
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:
+        error = os_error(exc)
+        if error is None:
+            raise
+        _say(f"error: {error.one_line()}")
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         _say("interrupted: rerun the same command to continue where it stopped")
@@ -241,6 +301,10 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
+        error = tf_disk_full(exc)
+        if error is not None:
+            _say(f"error: {error.one_line()}")
+            sys.exit(EXIT_USER_ERROR)
         # Usage errors of the CLI library (click, vendored by typer) know how to show themselves.
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()

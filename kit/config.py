@@ -318,6 +318,14 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
     return selectors, dotlist
 
 
+def _bad_yaml_value(item: str) -> bool:
+    try:
+        yaml.safe_load(item.split("=", 1)[1])
+    except yaml.YAMLError:
+        return True
+    return False
+
+
 def load_config(overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20") -> Config:
     """Build the resolved :class:`Config` from presets and ``key=value`` overrides."""
     selectors, dotlist = _parse_overrides(list(overrides or []))
@@ -342,6 +350,12 @@ def load_config(overrides: list[str] | None = None, comp: str = "demo", model: s
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as exc:
         raise KitError(f"command line: {str(exc).splitlines()[0]}", "write settings as key=value") from None
+    except yaml.YAMLError as exc:  # OmegaConf parses each value as YAML: "model.dropout=[1" is not
+        bad = next((item for item in dotlist if _bad_yaml_value(item)), " ".join(dotlist))
+        raise KitError(
+            f"command line: cannot read the value of '{bad}' ({getattr(exc, 'problem', None) or 'not valid YAML'})",
+            "quote it or close its brackets, e.g. predict.tta=[flip,vflip] or key='text'",
+        ) from None
     cfg = _merge(cfg, cli, "command line")
     try:
         config: Config = OmegaConf.to_object(cfg)  # resolves ${...} interpolations
@@ -383,6 +397,13 @@ def validate(cfg: Config) -> None:
                 "use threshold=auto or e.g. threshold=0.5",
             )
     if cfg.train.strategy == "tpu":
+        # Checked here too, not only once the TPU is connected (kit.train.strategy.check_tpu_batch): the global
+        # batch is batch_size x replicas, so it divides by 8 x replicas exactly when batch_size divides by 8.
+        if cfg.train.batch_size % 8:
+            raise KitError(
+                f"strategy=tpu needs train.batch_size (per replica) to be a multiple of 8, got {cfg.train.batch_size}",
+                f"use e.g. train.batch_size={max(8, cfg.train.batch_size // 8 * 8)}",
+            )
         for key, value in (("data.records_root", cfg.data.records_root), ("run.root", cfg.run.root)):
             if not str(value).startswith("gs://"):
                 raise KitError(

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError, unknown_choice
-from kit.io import atomic_path, read_json
+from kit.io import as_path, atomic_path, local_copy, read_json
 
 if TYPE_CHECKING:
     import keras
@@ -64,7 +64,7 @@ def expand_runs(run_dirs: Sequence[Path]) -> list[Path]:
     """Run directories holding a ``best.keras``; a k-fold parent expands to its ``fold*`` sub-runs."""
     runs: list[Path] = []
     for run_dir in run_dirs:
-        run_dir = Path(run_dir)
+        run_dir = as_path(run_dir)  # gs:// run dirs stay URLs
         folds = sorted(
             (d for d in run_dir.glob("fold*") if d.is_dir() and _FOLD_DIR.match(d.name) and (d / "best.keras").is_file()),
             key=lambda d: int(_FOLD_DIR.match(d.name).group(1)),
@@ -92,9 +92,10 @@ def run_config(cfg: Config, run_dir: Path) -> Config:
     """
     from kit.config import from_yaml
 
-    for candidate in (Path(run_dir) / "config.yaml", Path(run_dir).parent / "config.yaml"):
+    for candidate in (as_path(run_dir) / "config.yaml", as_path(run_dir).parent / "config.yaml"):
         if candidate.is_file():
-            saved = from_yaml(candidate)
+            with local_copy(candidate) as local:  # from_yaml reads local files
+                saved = from_yaml(local)
             data = dataclasses.replace(cfg.data, folds=saved.data.folds)
             comp = cfg.comp if cfg.comp.classes else dataclasses.replace(cfg.comp, classes=list(saved.comp.classes))
             return dataclasses.replace(cfg, model=saved.model, data=data, comp=comp)
@@ -106,10 +107,10 @@ def load_model(run_dir: Path) -> keras.Model:
     import keras
 
     _register_custom_objects()
-    path = Path(run_dir) / "best.keras"
+    path = as_path(run_dir) / "best.keras"
     if not path.is_file():
         raise KitError(f"{path} does not exist", "train first (kit train) or pass run=<a run directory>")
-    return keras.models.load_model(path, compile=False)
+    return keras.models.load_model(str(path), compile=False)
 
 
 def _register_custom_objects() -> None:
@@ -239,7 +240,7 @@ def _align(ids: np.ndarray, probs: np.ndarray, reference: np.ndarray, run_dir: P
 
 def read_threshold(run_dir: Path) -> float:
     """The F1-best threshold ``kit evaluate`` saved for a run."""
-    path = Path(run_dir) / THRESHOLD_FILE
+    path = as_path(run_dir) / THRESHOLD_FILE
     if not path.is_file():
         raise KitError(
             f"threshold=auto but {path} does not exist", f"run `kit evaluate run={run_dir}` first, or set threshold=0.5"
@@ -252,6 +253,16 @@ def resolve_threshold(cfg: Config, runs: Sequence[Path]) -> float:
     if str(cfg.predict.threshold).strip().lower() != "auto":
         return float(cfg.predict.threshold)
     return float(np.mean([read_threshold(run) for run in runs]))
+
+
+def threshold_runs(run_dirs: Sequence[Path]) -> list[Path]:
+    """Where ``threshold=auto`` looks: a run dir's own threshold.json (a k-fold parent's is the F1-best over
+    its out-of-fold predictions, see kit.train.kfold), else those of the runs it expands to."""
+    sources: list[Path] = []
+    for run_dir in run_dirs:
+        run_dir = as_path(run_dir)
+        sources.extend([run_dir] if (run_dir / THRESHOLD_FILE).is_file() else expand_runs([run_dir]))
+    return sources
 
 
 def class_names(cfg: Config) -> list[str]:
@@ -446,7 +457,7 @@ def _output_path(cfg: Config, first_run: Path) -> Path:
     output = Path(cfg.predict.output)
     if output.is_absolute() or len(output.parts) > 1:
         return output
-    return Path(first_run) / output
+    return as_path(first_run) / output
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -464,7 +475,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         run_dirs = [latest_run(cfg)]
     runs = expand_runs(run_dirs)
     if cfg.binary:
-        resolve_threshold(cfg, runs)  # fail before loading any model when threshold.json is missing
+        resolve_threshold(cfg, threshold_runs(run_dirs))  # fail before loading any model when threshold.json is missing
     ids: np.ndarray | None = None
     total: np.ndarray | None = None
     val_runs = len(runs) > 1 and all(run_fold(r) is None for r in runs)  # an ensemble sharing one val split
@@ -500,14 +511,14 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
 
     assert ids is not None and total is not None
     class_probs = to_class_probs(total / len(runs))
-    threshold = resolve_threshold(cfg, runs) if class_probs.shape[1] == 2 else 0.5
+    threshold = resolve_threshold(cfg, threshold_runs(run_dirs)) if class_probs.shape[1] == 2 else 0.5
     if val_runs and val_results:
         _report_ensemble(cfg, val_results, threshold)
 
     classes = class_names(cfg)
     frame = _submission_frame(cfg, ids, class_probs, threshold, classes)
     frame = validate_submission(cfg, frame)
-    out = _output_path(cfg, Path(run_dirs[0]))
+    out = _output_path(cfg, as_path(run_dirs[0]))
     _write_csv(frame, out)
     names = classes if len(classes) == class_probs.shape[1] else [str(c) for c in range(class_probs.shape[1])]
     probs_frame = pd.DataFrame(class_probs, columns=names)

@@ -49,7 +49,7 @@ def _join(directory: str | Path, name: str) -> str:
 def _read_manifest(records_dir: str | Path) -> dict:
     """The records' manifest.json (a local twin of ``kit.data.records.read_manifest``)."""
     path = _join(records_dir, schema.MANIFEST)
-    if path.startswith("gs://"):
+    if "://" in path:  # gs:// (TPU), ram:// (tests): any file system TF's gfile knows
         import tensorflow as tf
 
         if not tf.io.gfile.exists(path):

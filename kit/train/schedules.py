@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from kit.io import atomic_write, write_json
+from kit.io import URLPath, as_path, atomic_write, is_url, put_file, write_json
 from kit.train.metrics import is_better, scalar_logs
 
 if TYPE_CHECKING:
@@ -184,11 +184,20 @@ class Tracker:
         }
 
 
-def save_model_atomic(model: keras.Model, path: str | os.PathLike, weights_only: bool = False) -> Path:
+def save_model_atomic(model: keras.Model, path: str | os.PathLike, weights_only: bool = False) -> Path | URLPath:
     """``model.save`` (or ``save_weights``) to a temp file beside ``path``, then rename it over ``path``.
 
     Keras picks the format from the file name, so the temp name keeps the ``.keras``/``.weights.h5`` ending.
     """
+    if is_url(path):  # gs:// (TPU) run dirs: save locally, then kit.io uploads to a temp name and renames
+        name = as_path(path).name
+        with tempfile.TemporaryDirectory(prefix="kit-save-") as folder:
+            local = os.path.join(folder, name)  # Keras picks the format from the name's ending
+            if weights_only:
+                model.save_weights(local, overwrite=True)
+            else:
+                model.save(local, overwrite=True)
+            return put_file(local, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ending = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
@@ -211,7 +220,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, path: Path, tracker: Tracker, phase: int) -> None:
         super().__init__()
-        self.path = Path(path)
+        self.path = as_path(path)
         self.tracker = tracker
         self.phase = phase
         self._warned = False
@@ -242,7 +251,7 @@ class HistoryCSV(keras.callbacks.Callback):
 
     def __init__(self, path: Path, rows: list[dict[str, Any]], phase: int) -> None:
         super().__init__()
-        self.path = Path(path)
+        self.path = as_path(path)
         self.rows = rows
         self.phase = phase
 
@@ -267,10 +276,11 @@ def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def read_history(path: Path) -> list[dict[str, Any]]:
     """Rows of an existing ``history.csv`` (numbers as numbers), or [] when there is none."""
-    if not Path(path).is_file():
+    path = as_path(path)  # a gs:// run dir on TPU
+    if not path.is_file():
         return []
     rows = []
-    with open(path, newline="") as handle:
+    with io.StringIO(path.read_text(), newline="") as handle:
         for raw in csv.DictReader(handle):
             row: dict[str, Any] = {}
             for key, value in raw.items():
@@ -300,7 +310,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         resumables: dict[str, _Resumable],
     ) -> None:
         super().__init__()
-        self.directory = Path(directory)
+        self.directory = as_path(directory)
         self.tracker = tracker
         self.phase = phase
         self.phase_start = phase_start

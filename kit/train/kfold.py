@@ -1,0 +1,264 @@
+"""k-fold cross-validation: every fold under one parent run, out-of-fold predictions, the CV score.
+
+``kit train folds=5`` (records built with the same ``data.folds``) runs ``trainer.train(cfg, fold=k)``
+for k = 0..4 under one run id, predicts each fold's validation examples with that fold's ``best.keras``
+and scores all out-of-fold (OOF) predictions together with the competition metric::
+
+    <run.root>/<comp>/<model>/<run-id>/
+        config.yaml, versions.json
+        kfold.json         written first: marks a k-fold parent (what --resume looks for), folds, records
+        fold0/ .. fold4/   complete runs (best.keras, history.csv, done, ...) + oof.csv: that fold's val predictions
+        oof.csv            id, fold, label (class index), one probability column per class
+        cv.json            CV score, per-fold scores, the binary threshold
+        threshold.json     binary: the F1-best threshold over all OOF predictions (``kit predict threshold=auto``)
+        done
+
+``--resume`` continues the newest unfinished k-fold parent: finished folds (``fold<k>/done``) are not
+touched, an interrupted fold resumes from its checkpoint, the rest train. ``kit predict`` on the parent
+(or right after, via ``latest_run``) averages the folds' test probabilities (``predict.expand_runs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from kit.errors import KitError
+from kit.io import atomic_path, atomic_write, local_copy, read_json, write_json
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from kit.config import Config
+    from kit.io import URLPath
+
+KFOLD = "kfold.json"  # also named in trainer.find_resumable, which leaves k-fold parents to this module
+OOF = "oof.csv"
+CV = "cv.json"
+KEY_COLUMNS = ("id", "fold", "label")
+
+
+# --- the records ------------------------------------------------------------------------------------------
+
+
+def record_folds(cfg: Config, manifest: dict) -> dict[int, int]:
+    """Examples per ``fold`` value in the train records (the manifest does not say, so the shards are scanned;
+    only the small ``fold`` feature is parsed, never an image)."""
+    import tensorflow as tf
+
+    from kit.data import schema
+    from kit.data.pipeline import _shard_paths
+
+    spec = {"fold": schema.feature_spec(1)["fold"]}
+    dataset = (
+        tf.data.TFRecordDataset(_shard_paths(manifest, cfg.records_dir, "train"))
+        .batch(8192)
+        .map(lambda serialized: tf.io.parse_example(serialized, spec)["fold"], num_parallel_calls=tf.data.AUTOTUNE)
+    )
+    values = np.concatenate([batch.numpy() for batch in dataset] or [np.zeros(0, np.int64)])
+    found, counts = np.unique(values, return_counts=True)
+    return {int(k): int(n) for k, n in zip(found, counts, strict=True)}
+
+
+def check_record_folds(cfg: Config, manifest: dict) -> dict[int, int]:
+    """The records must hold folds 0..data.folds-1 (built by ``kit records ... folds=N``); examples per fold."""
+    folds = int(cfg.data.folds)
+    rebuild = f"rerun `kit records comp={cfg.comp.name} model={cfg.model.name} folds={folds}`"
+    declared = manifest.get("folds")
+    if declared is not None and int(declared) != folds:
+        raise KitError(f"the records in {cfg.records_dir} were built with data.folds={declared}, not {folds}", rebuild)
+    counts = record_folds(cfg, manifest)
+    found = sorted(k for k in counts if k >= 0)
+    if not found:
+        raise KitError(f"the records in {cfg.records_dir} were built without folds (data.folds={folds} asked)", rebuild)
+    if found != list(range(folds)):
+        raise KitError(
+            f"the records in {cfg.records_dir} hold folds {found}, not the {folds} folds of data.folds={folds}", rebuild
+        )
+    return counts
+
+
+# --- the parent run ---------------------------------------------------------------------------------------
+
+
+def find_parent(cfg: Config) -> Path | URLPath | None:
+    """The newest started, unfinished k-fold parent of comp/model (``run.id`` when set), or None."""
+    from kit.train.trainer import DONE, runs_of
+
+    root = runs_of(cfg)
+    listed = [d for d in root.iterdir() if d.is_dir()] if not cfg.run.id and root.is_dir() else []
+    candidates = [root / cfg.run.id] if cfg.run.id else listed
+    unfinished = [c for c in candidates if (c / KFOLD).is_file() and not (c / DONE).is_file()]
+    return max(unfinished, key=lambda p: (p.stat().st_mtime, p.name), default=None)
+
+
+def _start_parent(cfg: Config, manifest: dict) -> Path | URLPath:
+    from kit.config import to_yaml
+    from kit.train.trainer import new_run_dir, versions
+
+    parent = new_run_dir(cfg)  # refuses an existing run.id
+    parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(parent / "config.yaml", to_yaml(cfg))
+    write_json(parent / "versions.json", versions())
+    write_json(
+        parent / KFOLD,
+        {"folds": int(cfg.data.folds), "records_dir": str(cfg.records_dir), "records_fingerprint": manifest.get("fingerprint")},
+    )
+    return parent
+
+
+def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: dict) -> None:
+    saved = read_json(parent / KFOLD)
+    if int(saved["folds"]) != int(cfg.data.folds):
+        raise KitError(
+            f"{parent} was started with data.folds={saved['folds']}, not {cfg.data.folds}",
+            f"resume with folds={saved['folds']}, or drop --resume to start a new k-fold run",
+        )
+    if saved.get("records_fingerprint") != manifest.get("fingerprint"):
+        # Folds trained on other records would be mixed into one CV score.
+        raise KitError(f"the records in {cfg.records_dir} changed since {parent} started", "drop --resume to start a new run")
+
+
+# --- out-of-fold predictions ------------------------------------------------------------------------------
+
+
+def probability_columns(classes: list[str]) -> list[str]:
+    """One column per class, named by the class; prefixed ``prob_`` if a name would clash with id/fold/label."""
+    names = [str(c) for c in classes]
+    if set(names) & set(KEY_COLUMNS) or len(set(names)) != len(names):
+        return [f"prob_{i}_{n}" for i, n in enumerate(names)]
+    return names
+
+
+def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str]) -> pd.DataFrame:
+    """Fold ``fold``'s val examples predicted by its ``best.keras``; cached in ``fold<k>/oof.csv`` so a resume
+    does not load the model again."""
+    from kit.data.pipeline import make_dataset
+    from kit.predict import _true_labels, load_model, predict_probabilities, run_config, to_class_probs
+
+    columns = probability_columns(classes)
+    cached = fold_dir / OOF
+    if cached.is_file():
+        with local_copy(cached) as local:
+            frame = pd.read_csv(local, dtype={"id": str}, keep_default_na=False)
+        if list(frame.columns) == [*KEY_COLUMNS, *columns]:
+            return frame
+    run_cfg = run_config(cfg, fold_dir)  # the model and image size this fold was trained with
+    model = load_model(fold_dir)
+    dataset = make_dataset(run_cfg, "val", training=False, batch_size=run_cfg.predict.batch_size, with_ids=True, fold=fold)
+    targets: list[np.ndarray] = []
+    ids, probs = predict_probabilities(
+        model, dataset, (), progress=False, on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets)
+    )
+    class_probs = to_class_probs(probs)
+    frame = pd.DataFrame(class_probs, columns=columns)
+    frame.insert(0, "label", _true_labels(np.concatenate(targets)))
+    frame.insert(0, "fold", fold)
+    frame.insert(0, "id", ids.astype(str))
+    with atomic_path(cached, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    return frame
+
+
+def score_frame(cfg: Config, frame: pd.DataFrame, classes: list[str], threshold: float = 0.5) -> float:
+    """The competition metric of OOF rows (binary: class 1 when p >= threshold; else argmax)."""
+    from kit.evaluate import score
+    from kit.predict import labels_from_probs
+
+    class_probs = frame[probability_columns(classes)].to_numpy(dtype=np.float64)
+    return score(cfg, frame["label"].to_numpy(), labels_from_probs(class_probs, threshold), class_probs)
+
+
+# --- the entry point --------------------------------------------------------------------------------------
+
+
+def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
+    """Train every fold of ``cfg.data.folds`` under one parent run; write oof.csv, cv.json (+ threshold.json for
+    binary problems) and ``done`` there; return the parent (the CLI's ``kit train folds=N``)."""
+    import keras
+
+    from kit.data.pipeline import _read_manifest
+    from kit.evaluate import best_f1_threshold
+    from kit.train import trainer
+    from kit.train.strategy import tf_config_tasks
+
+    folds = int(cfg.data.folds)
+    if folds < 2:
+        raise KitError(f"data.folds={folds}: k-fold training needs at least 2 folds", "set folds=5 (and build the records so)")
+    if cfg.train.strategy == "multiworker" or tf_config_tasks() > 1:
+        # Every worker would write the parent's files; the driver runs folds one after another on one machine.
+        raise KitError("k-fold training runs on one machine (one strategy per fold)", "unset TF_CONFIG or train one fold per job")
+    manifest = _read_manifest(cfg.records_dir)
+    counts = check_record_folds(cfg, manifest)
+    classes = [str(c) for c in manifest["classes"]]
+    # The records decide the classes, as in trainer.train (the OOF columns and the metric need them).
+    cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))
+
+    parent = find_parent(cfg) if resume else None
+    if resume and parent is None:
+        print(f"no unfinished k-fold run of {cfg.comp.name}/{cfg.model.name} to resume: starting a new one")
+    if parent is None:
+        parent = _start_parent(cfg, manifest)
+        print(f"k-fold run {parent}: {folds} folds of {', '.join(str(counts[k]) for k in range(folds))} examples")
+    else:
+        _check_resumable(cfg, parent, manifest)
+        print(f"resuming k-fold run {parent}")
+    # Every fold goes under the parent: trainer.new_run_dir / find_resumable join run.id and fold<k>.
+    fold_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, id=parent.name))
+
+    parts: list[pd.DataFrame] = []
+    per_fold: list[dict[str, Any]] = []
+    for k in range(folds):
+        fold_dir = parent / f"fold{k}"
+        started = time.monotonic()
+        if (fold_dir / trainer.DONE).is_file():
+            how = "finished earlier, skipped"
+        else:
+            resuming = (fold_dir / "config.yaml").is_file()  # started before a kill: continue its checkpoint
+            trainer.train(fold_cfg, resume=resuming, fold=k)
+            how = "resumed" if resuming else "trained"
+        frame = fold_oof(fold_cfg, fold_dir, k, classes)
+        keras.backend.clear_session()  # the next fold builds its model from a clean graph
+        value = score_frame(cfg, frame, classes)
+        parts.append(frame)
+        metrics = read_json(fold_dir / "metrics.json") if (fold_dir / "metrics.json").is_file() else {}
+        per_fold.append(
+            {"fold": k, "score": value, "examples": len(frame), "best_epoch": metrics.get("best_epoch"), "run": str(fold_dir)}
+        )
+        print(
+            f"fold {k + 1}/{folds}: {cfg.comp.metric} {value:.4f} on {len(frame)} val examples "
+            f"({how}, {time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
+
+    oof = pd.concat(parts, ignore_index=True)
+    twice = oof["id"][oof["id"].duplicated()]
+    if len(twice):  # each example is validated in exactly one fold
+        raise KitError(f"ids validated in more than one fold, e.g. {twice.iloc[0]}", "rebuild the records")
+    with atomic_path(parent / OOF, suffix=".csv") as tmp:
+        oof.to_csv(tmp, index=False)
+    scores = np.array([f["score"] for f in per_fold])
+    result: dict[str, Any] = {
+        "metric": cfg.comp.metric,
+        "score": score_frame(cfg, oof, classes),  # all OOF predictions at once: the CV score
+        "examples": len(oof),
+        "folds": per_fold,
+        "fold_mean": float(scores.mean()),
+        "fold_std": float(scores.std()),
+    }
+    line = f"CV {cfg.comp.metric} {result['score']:.4f} over {len(oof)} out-of-fold predictions"
+    if len(classes) == 2:
+        y_true, positive = oof["label"].to_numpy(), oof[probability_columns(classes)[1]].to_numpy()
+        threshold, f1 = best_f1_threshold(y_true, positive)
+        at_threshold = score_frame(cfg, oof, classes, threshold)
+        result["threshold"] = {"value": threshold, "f1": f1, "score": at_threshold}
+        write_json(parent / "threshold.json", {"threshold": threshold, "f1": f1, "split": "oof", "examples": len(oof)})
+        line += f"; {at_threshold:.4f} at the OOF F1-best threshold {threshold:.4f}"
+    write_json(parent / CV, result)
+    atomic_write(parent / trainer.DONE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    print(f"{line} (folds {result['fold_mean']:.4f} +/- {result['fold_std']:.4f}); {parent}", flush=True)
+    return parent
