@@ -322,13 +322,9 @@ def find_resumable(cfg: Config, fold: int | None = None) -> Path | None:
 
 
 def latest_run(cfg: Config) -> Path:
-    """The newest finished run of comp/model (a k-fold parent counts once any fold finished)."""
+    """The newest finished run of comp/model (a k-fold parent once all its folds and its CV are done)."""
     root = runs_of(cfg)
-    finished = []
-    if root.is_dir():
-        for d in root.iterdir():
-            if d.is_dir() and ((d / DONE).is_file() or any((f / DONE).is_file() for f in d.glob("fold*"))):
-                finished.append(d)
+    finished = [d for d in root.iterdir() if d.is_dir() and (d / DONE).is_file()] if root.is_dir() else []
     newest = _newest(finished)
     if newest is None:
         raise KitError(
