@@ -22,6 +22,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, BinaryIO, TextIO
 
+# The process umask, read once (reading it means setting it, which is not thread-safe to repeat).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
@@ -216,6 +220,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); the result should get the usual mode, as open() would give it.
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -108,3 +108,15 @@ def test_fit_phases_writes_its_run_dir_on_a_url() -> None:
     assert fit_phases(cfg, tiny_scratch(), train, val, run_dir, steps_per_epoch=4, resume=True)["epochs"] == 2
     assert [row["epoch"] for row in read_history(f"{run_dir}/history.csv")] == [0, 1]
     assert read_state(run_dir)["next_epoch"] == 2
+
+
+def test_atomic_files_get_the_usual_mode_not_mkstemps_private_one(tmp_path):
+    import os
+    import stat
+
+    from kit.io import atomic_write
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = atomic_write(tmp_path / "submission.csv", "id,label\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
