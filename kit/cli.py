@@ -36,8 +36,15 @@ app.add_typer(kernel_app, name="kernel")
 Settings = typer.Argument(None, help=SETTINGS_HELP, show_default=False)
 
 
-def _config(settings: list[str] | None) -> Config:
-    return load_config(list(settings or []))
+def _config(settings: list[str] | None, tensorflow: bool = False) -> Config:
+    """The resolved config; with ``tensorflow=True`` also load TensorFlow quietly (after the config
+    checks, so a typo is reported at once rather than after TensorFlow's start-up)."""
+    cfg = load_config(list(settings or []))
+    if tensorflow:
+        from kit.quiet import import_tensorflow
+
+        import_tensorflow()
+    return cfg
 
 
 def _say(message: str) -> None:
@@ -86,7 +93,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run of this comp/model."),
 ) -> None:
     """Train: phase 1 (frozen backbone for pretrained models), phase 2 (unfrozen), best checkpoint kept."""
-    cfg = _config(settings)
+    cfg = _config(settings, tensorflow=True)
     from kit.train import trainer
 
     if cfg.data.folds > 1:  # folds=N: every fold under one parent run, out-of-fold predictions, CV score
@@ -101,7 +108,7 @@ def train(
 @app.command()
 def tune(settings: list[str] = Settings) -> None:
     """Search hyperparameters with keras-tuner (hyperband, random, bayesian); writes best_hparams.yaml."""
-    cfg = _config(settings)
+    cfg = _config(settings, tensorflow=True)
     from kit.train import tuner
 
     tuner.tune(cfg)
@@ -114,7 +121,7 @@ def evaluate(
 ) -> None:
     """Score a run on the validation split: metrics.json, F1-best threshold, plots."""
     settings, run = _run_setting(settings, run)
-    cfg = _config(settings)
+    cfg = _config(settings, tensorflow=True)
     from kit import evaluate as evaluate_mod
 
     evaluate_mod.evaluate(cfg, run)
@@ -127,7 +134,7 @@ def predict(
 ) -> None:
     """Predict the test set (optional TTA, ensembles with runs=a,b,c) and write a validated submission.csv."""
     settings, runs = _runs_setting(settings, run)
-    cfg = _config(settings)
+    cfg = _config(settings, tensorflow=True)
     from kit import predict as predict_mod
 
     predict_mod.predict(cfg, runs)

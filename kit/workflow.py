@@ -46,9 +46,11 @@ def demo(settings: list[str]) -> float:
     from kit.data import records, sources
     from kit.evaluate import evaluate
     from kit.predict import predict
+    from kit.quiet import import_tensorflow
     from kit.train import trainer
 
     cfg = load_config(["comp=demo", *settings])
+    import_tensorflow()
     started = time.perf_counter()
 
     t = _stage(f"1/6 competition: scikit-learn digits as {cfg.comp.name} in {cfg.data.root}")

@@ -22,6 +22,7 @@ import json
 import stat
 import struct
 import threading
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ import pytest
 USERNAME = "kit-tester"
 KEY = "s3cr3t-kaggle-key-0123456789abcdef"
 TOKEN = "KGAT_fake_access_token_0123456789"
+FILE_CHUNK = 16384  # bytes per piece of a slow download (FakeKaggle.file_delay)
 
 
 # ----------------------------------------------------------------------------- archives
@@ -155,6 +157,7 @@ class FakeKaggle:
         self.existing_datasets: set[str] = set()  # owner/name known to GetDatasetStatus
         self.dataset_versions: list[dict[str, Any]] = []  # CreateDataset / CreateDatasetVersion bodies
         self.failures: dict[str, list[Failure]] = {}
+        self.file_delay = 0.0  # >0: archives are streamed in FILE_CHUNK pieces with this many seconds between them
         self._polls = 0
         self.home: Path | None = None  # the test's private HOME (set by the fixture)
         self._lock = threading.Lock()
@@ -336,8 +339,15 @@ class _Handler(BaseHTTPRequestHandler):
         if "Content-Length" not in headers:
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        if self.command == "HEAD":
+            return
+        if name == "FILE" and fake.file_delay > 0:  # a slow download, to interrupt it half way
+            for start in range(0, len(data), FILE_CHUNK):
+                self.wfile.write(data[start : start + FILE_CHUNK])
+                self.wfile.flush()
+                time.sleep(fake.file_delay)
+            return
+        self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = _serve
 

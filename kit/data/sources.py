@@ -439,6 +439,8 @@ def _check_sample_submission(cfg: Config, root: Path, test: _Table) -> None:
 def data_root(cfg: Config) -> Path:
     """The competition folder; a one-line error naming the download command when it is missing."""
     root = Path(cfg.data.root)
+    if root.exists() and not root.is_dir():
+        raise KitError(f"data.root {root} is a file, not a folder", "point data.root=... at the competition's folder")
     if not root.is_dir():
         how = "kit demo" if cfg.comp.name == "demo" else f"make data COMP={cfg.comp.name}"
         raise KitError(f"data folder {root} does not exist", f"download it with `{how}` or point data.root=... at the folder")

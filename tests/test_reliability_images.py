@@ -1,0 +1,206 @@
+"""Reliability, images: one tiny competition holding every odd and broken kind of image file goes through
+``kit records`` on the command line; the build completes, good images are written (upright), bad ones are
+in the manifest's skip list with their reason, and the counts are exact.
+
+Decoding of each kind in isolation is tested in tests/test_images.py; this is the end-to-end contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+PIL = pytest.importorskip("PIL.Image")  # tests only: Pillow writes what OpenCV cannot (palette, CMYK, EXIF)
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 16
+HUGE = 12000  # 12000 x 12000: 144 M pixels, 432 MB as RGB if decoded naively
+
+COMP_YAML = """\
+comp:
+  name: reli-images
+  source: local
+  train: {csv: train.csv, path_column: file, label_column: label}
+  classes: [a, b]
+"""
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _huge_png(side: int) -> bytes:
+    """A grey ``side`` x ``side`` PNG made row by row (about 140 kB for 12000 px: never in memory whole)."""
+    packer = zlib.compressobj(9)
+    row = b"\x00" * (side + 1)  # filter byte + pixels
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", array)
+    assert ok
+    return data.tobytes()
+
+
+def _write(folder: Path, name: str, data: bytes) -> None:
+    (folder / name).write_bytes(data)
+
+
+def _exif_rotated(path: Path) -> None:
+    """Stored 32 wide x 16 high, top half black, bottom half white, tagged "rotate 90 clockwise" (6).
+    Displayed upright it is 16 wide x 32 high with the white half on the left."""
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[8:] = 255
+    image = PIL.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(path, exif=exif.tobytes(), quality=95)
+
+
+def _palette_png(path: Path) -> None:
+    PIL.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).convert("P").save(path)
+
+
+# Every case: file name -> None (must be written) or the reason (a substring) it must be skipped with.
+# "unreadable" is decided at run time: root reads files whatever their permission bits.
+CASES: dict[str, str | None] = {
+    "truncated.jpg": "truncated JPEG",
+    "empty.jpg": "empty file (0 bytes)",
+    "text.jpg": "not an image (text file)",
+    "cmyk.jpg": None,
+    "sixteen.png": None,
+    "rgba.png": None,
+    "gray.png": None,
+    "palette.png": None,
+    "exif6.jpg": None,
+    "one.png": None,
+    "huge.png": "image too large",  # refused from the header: never decoded
+    "huge.jpg": None,  # decoded by libjpeg at 1/8 scale: 1500 x 1500
+    "unreadable.png": "permission denied",
+}
+
+
+def _make_competition(root: Path) -> list[str]:
+    """Write the images and train.csv; returns the names whose outcome this run can check."""
+    images = root / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    good = _jpeg(rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    _write(images, "truncated.jpg", good[: len(good) // 2])
+    _write(images, "empty.jpg", b"")
+    _write(images, "text.jpg", b"<html><body>429 Too Many Requests</body></html>\n")
+    PIL.fromarray(np.full((12, 12, 3), (200, 30, 60), np.uint8)).convert("CMYK").save(images / "cmyk.jpg", quality=95)
+    cv2.imwrite(str(images / "sixteen.png"), np.full((10, 10, 3), 40000, np.uint16))
+    cv2.imwrite(str(images / "rgba.png"), np.full((10, 12, 4), 128, np.uint8))
+    cv2.imwrite(str(images / "gray.png"), np.full((9, 9), 77, np.uint8))
+    _palette_png(images / "palette.png")
+    _exif_rotated(images / "exif6.jpg")
+    cv2.imwrite(str(images / "one.png"), np.array([[[1, 2, 3]]], np.uint8))
+    _write(images, "huge.png", _huge_png(HUGE))
+    _write(images, "huge.jpg", _jpeg(np.zeros((HUGE, HUGE), np.uint8)))  # ~1.7 MB, made once
+    cv2.imwrite(str(images / "unreadable.png"), np.zeros((4, 4, 3), np.uint8))
+    names = list(CASES)
+    if os.geteuid() == 0:
+        names.remove("unreadable.png")  # root reads it anyway: nothing to check
+    else:
+        os.chmod(images / "unreadable.png", 0)
+    lines = ["file,label"] + [f"images/{name},{'ab'[i % 2]}" for i, name in enumerate(names)]
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    return names
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One ``kit records`` run over the whole tiny competition (subprocess, as a user runs it)."""
+    tmp = tmp_path_factory.mktemp("reli-images")
+    root = tmp / "raw"
+    names = _make_competition(root)
+    comp = tmp / "comp.yaml"
+    comp.write_text(COMP_YAML)
+    records_root = tmp / "records"
+    args = [
+        f"comp={comp}",
+        f"data.root={root}",
+        f"data.records_root={records_root}",
+        f"model.image_size={SIZE}",
+        "data.val_fraction=0",
+        "data.workers=1",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "records", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=300
+    )
+    folder = records_root / "reli-images" / str(SIZE)
+    manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
+    yield {"result": result, "manifest": manifest, "folder": folder, "names": names, "root": root}
+    if os.geteuid() != 0:
+        os.chmod(root / "images" / "unreadable.png", 0o644)  # let pytest clean up
+
+
+def _examples(folder: Path, manifest: dict) -> dict[str, dict]:
+    import tensorflow as tf
+
+    out = {}
+    for name in manifest["shards"]["train"]:
+        for raw in tf.data.TFRecordDataset(str(folder / name)):
+            feature = tf.train.Example.FromString(raw.numpy()).features.feature
+            image = cv2.imdecode(np.frombuffer(feature["image"].bytes_list.value[0], np.uint8), cv2.IMREAD_COLOR_RGB)
+            out[feature["id"].bytes_list.value[0].decode()] = {
+                "image": image,
+                "height": feature["height"].int64_list.value[0],
+                "width": feature["width"].int64_list.value[0],
+            }
+    return out
+
+
+def test_records_build_completes_with_exact_counts(built: dict) -> None:
+    result, manifest = built["result"], built["manifest"]
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    names = built["names"]
+    bad = [n for n in names if CASES[n] is not None]
+    good = [n for n in names if CASES[n] is None]
+    assert manifest["counts"]["train"]["total"] == len(good)
+    assert sum(manifest["counts"]["train"]["per_class"].values()) == len(good)
+    assert len(manifest["skipped"]) == len(bad)
+    assert f"{len(bad)} bad images skipped" in result.stderr
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_file_is_written_or_skipped_with_its_reason(built: dict, name: str) -> None:
+    if name not in built["names"]:
+        pytest.skip("running as root: permission bits do not block reads")
+    expected = CASES[name]
+    skipped = {Path(item["path"]).name: item for item in built["manifest"]["skipped"]}
+    examples = _examples(built["folder"], built["manifest"])
+    row_id = f"images/{name}"  # the path column is the id
+    if expected is None:
+        assert name not in skipped, skipped.get(name)
+        assert examples[row_id]["image"].shape == (SIZE, SIZE, 3)
+    else:
+        assert row_id not in examples
+        assert expected in skipped[name]["reason"], skipped[name]
+        assert skipped[name]["id"] == row_id
+
+
+def test_exif_rotated_jpeg_is_stored_upright(built: dict) -> None:
+    example = _examples(built["folder"], built["manifest"])["images/exif6.jpg"]
+    assert (example["height"], example["width"]) == (32, 16)  # the displayed size
+    image = example["image"].astype(int)
+    assert image[:, : SIZE // 2 - 2].mean() > 220 and image[:, SIZE // 2 + 2 :].mean() < 35  # white left, black right
+
+
+def test_huge_jpeg_keeps_its_original_size(built: dict) -> None:
+    example = _examples(built["folder"], built["manifest"])["images/huge.jpg"]
+    assert (example["height"], example["width"]) == (HUGE, HUGE)
