@@ -185,7 +185,8 @@ for command in ("records", "train", "predict"):
 
 found = sorted(glob.glob(f"{WORKING}/runs/{COMP}/*/*/submission.csv"), key=os.path.getmtime)
 if found:
-    shutil.copyfile(found[-1], f"{WORKING}/submission.csv")
+    shutil.copyfile(found[-1], f"{WORKING}/.submission.csv.tmp")  # then rename: never a half-written file
+    os.replace(f"{WORKING}/.submission.csv.tmp", f"{WORKING}/submission.csv")
     print(f"kit: {found[-1]} -> {WORKING}/submission.csv")
 else:
     print("kit: no submission.csv was written (a dataset without a leaderboard?)")
