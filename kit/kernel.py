@@ -284,6 +284,30 @@ def _publish_folder(client: Any, folder: Path, ref: str, title: str, notes: str)
     kaggle._say(f"published dataset {ref}: https://www.kaggle.com/datasets/{ref}")
 
 
+# kit's dependencies that Kaggle's Python image may lack; they travel in the wheel dataset so a kernel
+# without internet can install them (the kernel installs every wheel of that dataset with --no-deps).
+KERNEL_EXTRA_PACKAGES = ("omegaconf", "antlr4-python3-runtime")
+
+
+def _add_dependency_wheels(folder: Path) -> None:
+    """Download pure-Python wheels of KERNEL_EXTRA_PACKAGES (the installed versions) into ``folder``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in KERNEL_EXTRA_PACKAGES:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(folder), *pins]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
+        kaggle._say(
+            f"warning: could not add {', '.join(pins)} to the wheel dataset ({reason}); kernels without internet need them"
+        )
+
+
 def publish_dataset(cfg: Config) -> list[str]:
     """Build the kit wheel and create or version ``<user>/kit-wheel`` (and ``kit-weights`` for a weights file)."""
     import kit
@@ -292,6 +316,7 @@ def publish_dataset(cfg: Config) -> list[str]:
     user = kaggle.username(client)
     folder = BUILD_ROOT / "wheel"
     wheel = build_wheel(folder)
+    _add_dependency_wheels(folder)
     commit = kaggle._git_commit()
     notes = f"kit {kit.__version__}" + (f" git {commit}" if commit else "")
     published = [f"{user}/{WHEEL_DATASET}"]
