@@ -286,7 +286,7 @@ def _publish_folder(client: Any, folder: Path, ref: str, title: str, notes: str)
 
 # kit's dependencies that Kaggle's Python image may lack; they travel in the wheel dataset so a kernel
 # without internet can install them (the kernel installs every wheel of that dataset with --no-deps).
-KERNEL_EXTRA_PACKAGES = ("omegaconf", "antlr4-python3-runtime")
+KERNEL_EXTRA_PACKAGES = ("omegaconf", "typer", "annotated-doc")
 
 
 def _add_dependency_wheels(folder: Path) -> None:

@@ -113,7 +113,7 @@ def test_publish_dataset_creates_then_versions(fake_kaggle, workdir):
     assert not any("fake_kaggle" in n or n.startswith("tests/") for n in names)
     # the dependencies a Kaggle image may lack travel beside kit's wheel, for kernels without internet
     packages = {name.split("/")[0] for n in wheels if "kit/kernel.py" not in n for name in n}
-    assert {"omegaconf", "antlr4"} <= packages
+    assert {"omegaconf", "typer"} <= packages
 
     kernel.publish_dataset(cfg)
     assert [v["method"] for v in fake_kaggle.dataset_versions] == ["CreateDataset", "CreateDatasetVersion"]
