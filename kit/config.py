@@ -88,7 +88,7 @@ class DataConfig:
     folds: int = 0  # >1: stratified k-fold column in the index
     shard_mb: float = 100  # target TFRecord shard size in MB (fractions allowed, e.g. for tests)
     workers: int = 0  # 0: all cores
-    image_format: str = "png"  # png | jpeg: how resized images are stored in the records
+    image_format: str = "auto"  # auto (raw up to 128 px, else png) | raw | png | jpeg: how records store images
     jpeg_quality: int = 95
 
 
@@ -213,7 +213,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "comp.source": ("competition", "dataset", "local"),
     "comp.metric": ("accuracy", "f1", "macro_f1"),
     "comp.submission.label_format": ("index", "name", "probability"),
-    "data.image_format": ("png", "jpeg"),
+    "data.image_format": ("auto", "raw", "png", "jpeg"),
     "augment.mode": ("online", "offline", "none"),
     "augment.library": ("keras", "keras_cv"),
     "augment.flip": ("none", "horizontal", "vertical", "both"),

@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_config(records_root: Path, *extra: str):
-    return load_config(["comp=demo", f"data.records_root={records_root}", "model.image_size=16", "data.workers=1", *extra])
+    # PNG: these tests read the stored images back with cv2.imdecode (raw records: tests/test_tfrecord.py).
+    settings = ["comp=demo", f"data.records_root={records_root}", "model.image_size=16", "data.workers=1"]
+    return load_config([*settings, "data.image_format=png", *extra])
 
 
 def noise(rng, height, width) -> np.ndarray:

@@ -134,6 +134,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
         f"data.root={root}",
         f"data.records_root={records_root}",
         f"model.image_size={SIZE}",
+        "data.image_format=png",  # the checks below decode the stored PNGs with OpenCV
         "data.val_fraction=0",
         "data.workers=1",
     ]

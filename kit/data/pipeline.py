@@ -3,8 +3,15 @@
 Training::
 
     shard files (shuffled) -> interleave(TFRecordDataset) [-> filter(fold)] -> shuffle(serialized)
-      [-> repeat] -> parse (kit.data.schema.parse) -> float32 0..255 -> batch
-      -> online augmenter (one-hot float labels) -> targets in the model's shape -> prefetch
+      [-> repeat] -> batch (serialized) -> one map: parse the batch (kit.data.schema.parse_batch)
+      -> float32 0..255 -> online augmenter (one-hot float labels) -> targets in the model's shape -> prefetch
+
+Why batch first: ``tf.io.parse_example`` on a batch and, for raw records (``image_format: raw``, the default
+up to 128 px), one ``tf.io.decode_raw`` for the whole batch replace a graph call per example; at 64 px and
+batch 64 the per-example path's op overhead and PNG decode bounded the pipeline (BENCHMARKS.md, P2/P3).
+PNG/JPEG records are still decoded one image at a time, by a ``map_fn`` inside the batch's map call. Measured
+at 64 px, batch 64, 2 shared cores (img/s, no augmentation / flip + jitter + CutMix): raw batched 35-37k /
+10.1k; PNG batched 11-12k / 6.7k; PNG parsed per example before batching (the old way) 9-10k / 5.5k.
 
 Evaluation (val/test) reads the shards in manifest order, one after the other, so predictions line up
 with the records (and ids) without any bookkeeping.
@@ -34,7 +41,7 @@ if TYPE_CHECKING:
     from kit.config import Config
 
 AUGMENTED_MARK = "#aug"  # offline-augmented copies have ids like "<id>#aug1"; never validate on them
-SHUFFLE_BUFFER = 4096  # serialized records (compressed bytes), so a few thousand cost little memory
+SHUFFLE_BUFFER = 4096  # serialized records: ~50 MB of 64 px raw records, ~200 MB at 128 px (raw's limit), less as PNG
 MAX_CYCLE = 4  # shards read at once while training
 
 
@@ -195,25 +202,23 @@ def make_dataset(
     if repeat:
         records = records.repeat()  # before batching, so batches run across epoch boundaries
 
-    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        parsed = schema.parse(serialized, num_classes, image_size)
-        return tf.cast(parsed["image"], tf.float32), parsed["soft_label"], parsed["id"]
+    augmenter = build_online_augmenter(cfg.augment, num_classes) if training and cfg.augment.mode == "online" else None
 
-    dataset = records.map(decode, num_parallel_calls=autotune, deterministic=not training)
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-
-    if training and cfg.augment.mode == "online":
-        augmenter = build_online_augmenter(cfg.augment, num_classes)
-
-        def augment(images: tf.Tensor, labels: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def finish(images: tf.Tensor, labels: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """uint8 batch -> float32 0..255, online augmentation, targets in the model's shape."""
+        images = tf.cast(images, tf.float32)
+        if augmenter is not None:
             images, labels = augmenter(images, labels)
-            return images, labels, ids
-
-        dataset = dataset.map(augment, num_parallel_calls=autotune, deterministic=False)
-
-    def to_targets(images: tf.Tensor, labels: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, ...]:
         targets = labels[:, 1:2] if binary else labels
         return (images, targets, ids) if with_ids else (images, targets)
 
-    dataset = dataset.map(to_targets, num_parallel_calls=autotune, deterministic=not training)
+    image_format = str(manifest.get("image_format", "png"))  # manifests before raw existed were png or jpeg
+
+    def parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        parsed = schema.parse_batch(serialized, num_classes, image_size, image_format)
+        return finish(parsed["image"], parsed["soft_label"], parsed["id"])
+
+    # One map per batch: parse, decode, cast, augment and shape targets in a single graph call.
+    dataset = records.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(parse_batch, num_parallel_calls=autotune, deterministic=not training)
     return dataset.prefetch(autotune)

@@ -17,9 +17,14 @@
 - **Bad images** never crash the build and are never dropped silently: each becomes an entry of the
   manifest's ``skipped`` list with a reason (from :mod:`kit.data.images`), and a warning on stderr.
 - **Disk full** (ENOSPC): the temp file is removed, finished shards stay, and a :class:`KitError` says so.
-- **Parallel** with a ``spawn`` process pool (never fork after TensorFlow is imported); TensorFlow is
-  imported only inside the workers, which each write whole shards. With one worker everything runs in
-  this process. One build per records folder at a time (an ``flock`` on the folder guards it).
+- **Parallel** with a ``spawn`` process pool (never fork after TensorFlow is imported) whose workers each
+  write whole shards. Workers never import TensorFlow: examples are encoded and framed by
+  :mod:`kit.data.tfrecord` (byte-identical to ``tf.io.TFRecordWriter``), because importing TensorFlow cost
+  each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, P1); a worker now starts in well under a
+  second. With one worker everything runs in this process. One build per records folder at a time (an
+  ``flock`` on the folder guards it).
+- **Image format**: ``data.image_format`` resolved by :func:`kit.data.schema.resolve_image_format` (``auto``
+  = raw pixels up to 128 px, PNG above); the manifest and fingerprint hold the resolved format.
 
 Offline augmentation (``augment.mode=offline``): each train shard holds its originals followed by
 ``augment.offline_copies`` copies made by :func:`kit.data.augment.offline_augment` from the shard's
@@ -45,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.data.schema import MANIFEST, SHARD_SUFFIX, SPLITS
+from kit.data.schema import MANIFEST, SHARD_SUFFIX, SPLITS, resolve_image_format
 from kit.errors import KitError
 from kit.io import atomic_write, read_json, write_json
 
@@ -57,9 +62,9 @@ if TYPE_CHECKING:
 VERSION = 1
 PROGRESS_DIR = ".progress"  # per-shard done files of an unfinished build; removed when the manifest is written
 TEMP_SUFFIX = ".partial"
-# Estimated bytes of one encoded example, per pixel: PNG of natural images rarely compresses below ~75 %
-# of raw RGB, JPEG at quality ~95 is about 1/6 of it. Plus the id, labels and protobuf framing.
-BYTES_PER_PIXEL = {"png": 3.0, "jpeg": 0.5}
+# Estimated bytes of one encoded example, per pixel: raw is RGB exactly, PNG of natural images rarely
+# compresses below ~75 % of raw RGB, JPEG at quality ~95 is about 1/6 of it. Plus the id, labels and framing.
+BYTES_PER_PIXEL = {"raw": 3.0, "png": 3.0, "jpeg": 0.5}
 EXAMPLE_OVERHEAD = 256
 MAX_WARNINGS = 20  # bad-image lines printed to stderr before only counting
 
@@ -84,6 +89,14 @@ def shard_name(split: str, number: int) -> str:
     return f"{split}-{number:05d}{SHARD_SUFFIX}"
 
 
+def image_format(cfg: Config) -> str:
+    """The format the records store images in: ``data.image_format`` with ``auto`` resolved."""
+    try:
+        return resolve_image_format(cfg.data.image_format, cfg.model.image_size)
+    except ValueError as exc:
+        raise KitError(str(exc), "set data.image_format=auto") from None
+
+
 def _offline(cfg: Config) -> bool:
     return cfg.augment.mode == "offline" and cfg.augment.offline_copies > 0
 
@@ -96,7 +109,7 @@ def examples_per_shard(cfg: Config, split: str) -> int:
     settings and the index, as resuming requires.
     """
     size = cfg.model.image_size
-    per_example = size * size * BYTES_PER_PIXEL[cfg.data.image_format] + EXAMPLE_OVERHEAD
+    per_example = size * size * BYTES_PER_PIXEL[image_format(cfg)] + EXAMPLE_OVERHEAD
     if split == "train" and _offline(cfg):
         per_example *= 1 + cfg.augment.offline_copies
     return max(1, int(cfg.data.shard_mb * 1_000_000 // per_example))
@@ -160,12 +173,13 @@ def fingerprint(cfg: Config, index: pd.DataFrame, classes: list[str]) -> str:
     Online augmentation settings and the worker count are left out: they do not change the records.
     """
     digest = hashlib.sha256()
+    fmt = image_format(cfg)  # resolved: "auto" and the format it stands for give the same records
     settings = {
         "version": VERSION,
         "comp": cfg.comp.name,
         "image_size": cfg.model.image_size,
-        "image_format": cfg.data.image_format,
-        "jpeg_quality": cfg.data.jpeg_quality if cfg.data.image_format == "jpeg" else None,
+        "image_format": fmt,
+        "jpeg_quality": cfg.data.jpeg_quality if fmt == "jpeg" else None,
         "shard_mb": cfg.data.shard_mb,
         "seed": cfg.data.seed,
         "classes": list(classes),
@@ -189,9 +203,7 @@ _STATE: dict[str, Any] = {}
 
 def _init_worker(settings: dict, queue: Any) -> None:
     """Pool initializer: settings shared by all shards, and the progress queue (None in-process)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if queue is not None:  # a spawned worker: no GPU needed, and one thread each (the pool is the parallelism)
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if queue is not None:  # a spawned worker: one OpenCV thread each (the pool is the parallelism)
         import cv2
 
         cv2.setNumThreads(1)
@@ -216,10 +228,9 @@ def _write_shard(task: ShardTask) -> dict:
     A full disk returns ``{"error": "disk_full"}`` instead of raising, because a KitError's hint does
     not survive pickling back to the parent.
     """
-    import tensorflow as tf
-
-    from kit.data.images import ImageError, decode_with_size, encode, resize
-    from kit.data.schema import Example, serialize
+    from kit.data.images import ImageError, decode_with_size, resize
+    from kit.data.schema import Example, encode_image, serialize
+    from kit.data.tfrecord import TFRecordWriter
 
     state = _STATE
     size, fmt, quality, num_classes = state["size"], state["format"], state["quality"], state["num_classes"]
@@ -249,7 +260,7 @@ def _write_shard(task: ShardTask) -> dict:
             counts["unlabelled"] += 1
 
     try:
-        with tf.io.TFRecordWriter(str(temp)) as writer:
+        with TFRecordWriter(temp) as writer:
             for row_id, path, label, fold in task.rows:
                 try:
                     image, (height, width) = decode_with_size(path, max_side=size)
@@ -261,7 +272,7 @@ def _write_shard(task: ShardTask) -> dict:
                 soft = np.zeros(num_classes, np.float32)
                 if label >= 0:
                     soft[label] = 1.0
-                writer.write(serialize(Example(encode(image, fmt, quality), label, soft, row_id, height, width, fold)))
+                writer.write(serialize(Example(encode_image(image, fmt, quality), label, soft, row_id, height, width, fold)))
                 counts["originals"] += 1
                 count(label)
                 if task.copies:
@@ -280,7 +291,7 @@ def _write_shard(task: ShardTask) -> dict:
                         soft = np.asarray(soft, np.float32)
                         label = int(np.argmax(soft)) if soft.sum() > 0 else -1
                         example = Example(
-                            encode(np.asarray(image, np.uint8), fmt, quality),
+                            encode_image(np.asarray(image, np.uint8), fmt, quality),
                             label,
                             soft,
                             f"{row_id}#aug{copy}",
@@ -460,7 +471,7 @@ def _manifest(cfg: Config, classes: list[str], tasks: list[ShardTask], folder: P
         "image_size": cfg.model.image_size,
         "classes": list(classes),
         "num_classes": len(classes),
-        "image_format": cfg.data.image_format,
+        "image_format": image_format(cfg),
         "jpeg_quality": cfg.data.jpeg_quality,
         "counts": counts,
         "shards": shards,
@@ -544,7 +555,7 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> dict:
             print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} shards already written", file=sys.stderr)
         settings = {
             "size": cfg.model.image_size,
-            "format": cfg.data.image_format,
+            "format": image_format(cfg),
             "quality": cfg.data.jpeg_quality,
             "num_classes": len(classes),
             "out_dir": str(folder),

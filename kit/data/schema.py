@@ -5,24 +5,37 @@ One ``tf.train.Example`` per image:
 =============  ==========  ===================================================================
 feature        type        meaning
 =============  ==========  ===================================================================
-image          bytes       the resized image, PNG or JPEG encoded, RGB uint8
+image          bytes       the resized image, RGB uint8: raw pixels (row-major S x S x 3), PNG or JPEG
 label          int64       class index (argmax of soft_label for CutMix copies); -1 when unknown (test)
 soft_label     float list  length = number of classes; one-hot, or CutMix proportions (sum 1)
 id             bytes       the example id as it appears in the submission
 height, width  int64       size of the original image before resizing
 fold           int64       k-fold number of labelled examples; -1 when folds are not used
 =============  ==========  ===================================================================
+
+The ``image`` encoding is the manifest's ``image_format`` (:func:`resolve_image_format`). ``raw`` needs no
+codec at all: the input pipeline turns a whole batch into pixels with one ``tf.io.decode_raw``, where PNG
+decoding per image bounded it (BENCHMARKS.md, P2/P3). It costs disk (12 KB per 64 px image, 49 KB at 128 px,
+433 KB at 380 px), hence ``auto`` = raw up to :data:`RAW_MAX_SIZE` px and PNG above.
+
+:func:`serialize` encodes without TensorFlow (:mod:`kit.data.tfrecord`), byte-identical to
+``tf.train.Example.SerializeToString(deterministic=True)``, so the records workers never import it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from kit.data import tfrecord
 
 MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".tfrecord"
 SPLITS = ("train", "val", "test")
+IMAGE_FORMATS = ("raw", "png", "jpeg")  # what the records can hold; data.image_format also takes "auto"
+RAW_MAX_SIZE = 128  # auto: raw pixels up to this image size (49 KB per image), PNG above
 
 
 @dataclass
@@ -36,28 +49,41 @@ class Example:
     fold: int = -1
 
 
+def resolve_image_format(image_format: str, image_size: int) -> str:
+    """The stored format for a ``data.image_format`` setting: ``auto`` is raw up to RAW_MAX_SIZE px, else png."""
+    if image_format == "auto":
+        return "raw" if image_size <= RAW_MAX_SIZE else "png"
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"unknown image format {image_format!r}; use auto or one of {', '.join(IMAGE_FORMATS)}")
+    return image_format
+
+
+def encode_image(image: np.ndarray, image_format: str, quality: int = 95) -> bytes:
+    """The ``image`` feature's bytes for a uint8 RGB (S, S, 3) image in a resolved format."""
+    if image_format == "raw":
+        return np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+    from kit.data.images import encode
+
+    return encode(image, image_format, quality)
+
+
 def serialize(example: Example) -> bytes:
-    """Encode one example as a serialized ``tf.train.Example``."""
-    import tensorflow as tf
+    """Encode one example as a serialized ``tf.train.Example``, without importing TensorFlow.
 
-    def int64(value: int) -> tf.train.Feature:
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
-
-    def raw(value: bytes) -> tf.train.Feature:
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-    features = {
-        "image": raw(example.image),
-        "label": int64(example.label),
-        "soft_label": tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(example.soft_label, np.float32).tolist())),
-        "id": raw(example.id.encode("utf-8")),
-        "height": int64(example.height),
-        "width": int64(example.width),
-        "fold": int64(example.fold),
-    }
-    # deterministic=True: protobuf map order otherwise differs per process, and resumed builds must
-    # produce byte-identical shards.
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
+    Deterministic (map entries in protobuf's deterministic order): resumed builds must produce
+    byte-identical shards.
+    """
+    return tfrecord.example(
+        {
+            "image": tfrecord.bytes_feature([example.image]),
+            "label": tfrecord.int64_feature([example.label]),
+            "soft_label": tfrecord.float_feature(np.asarray(example.soft_label, np.float32)),
+            "id": tfrecord.bytes_feature([example.id.encode("utf-8")]),
+            "height": tfrecord.int64_feature([example.height]),
+            "width": tfrecord.int64_feature([example.width]),
+            "fold": tfrecord.int64_feature([example.fold]),
+        }
+    )
 
 
 def feature_spec(num_classes: int) -> dict:
@@ -75,11 +101,51 @@ def feature_spec(num_classes: int) -> dict:
     }
 
 
-def parse(serialized, num_classes: int, image_size: int) -> dict:
+def _decode_one(data: Any, image_size: int) -> Any:
+    """PNG or JPEG bytes -> uint8 (image_size, image_size, 3)."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def decode_images(data: Any, image_size: int, image_format: str) -> Any:
+    """A batch of ``image`` features [B] -> uint8 [B, S, S, 3].
+
+    raw: one ``decode_raw`` for the whole batch. No ``fixed_length``: it would silently pad or cut a record
+    of the wrong size; without it records of mixed sizes fail ``decode_raw`` and a wrong common size fails
+    the reshape. png/jpeg: one decode per image, inside the batch.
+    """
+    import tensorflow as tf
+
+    if image_format == "raw":
+        pixels = tf.io.decode_raw(data, tf.uint8)
+        batch = data.shape[0] if data.shape[0] is not None else tf.shape(data)[0]  # static with drop_remainder (TPU)
+        return tf.reshape(pixels, [batch, image_size, image_size, 3])
+    return tf.map_fn(
+        lambda one: _decode_one(one, image_size),
+        data,
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.uint8),
+        parallel_iterations=16,
+    )
+
+
+def parse(serialized: Any, num_classes: int, image_size: int, image_format: str = "png") -> dict:
     """Parse one serialized example into tensors; ``image`` becomes uint8 (image_size, image_size, 3)."""
     import tensorflow as tf
 
     parsed = tf.io.parse_single_example(serialized, feature_spec(num_classes))
-    image = tf.io.decode_image(parsed["image"], channels=3, dtype=tf.uint8, expand_animations=False)
-    parsed["image"] = tf.ensure_shape(image, [image_size, image_size, 3])
+    if image_format == "raw":
+        parsed["image"] = tf.reshape(tf.io.decode_raw(parsed["image"], tf.uint8), [image_size, image_size, 3])
+    else:
+        parsed["image"] = _decode_one(parsed["image"], image_size)
+    return parsed
+
+
+def parse_batch(serialized: Any, num_classes: int, image_size: int, image_format: str = "png") -> dict:
+    """Parse a batch [B] of serialized examples at once (``tf.io.parse_example``); ``image`` -> uint8 [B, S, S, 3]."""
+    import tensorflow as tf
+
+    parsed = tf.io.parse_example(serialized, feature_spec(num_classes))
+    parsed["image"] = decode_images(parsed["image"], image_size, image_format)
     return parsed
