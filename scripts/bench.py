@@ -92,6 +92,7 @@ class Context:
     work: Path
     command: str
     machine: dict[str, Any] = field(default_factory=dict)
+    acc_models: tuple[str, ...] = ()  # ACC: the models to train (empty: all of ACC_GOALS)
 
 
 def log(message: str) -> None:
@@ -1010,6 +1011,8 @@ def section_acc(ctx: Context) -> dict:
     )
     rows, raw, pngs = [], {}, []
     for model_name, goal in ACC_GOALS.items():
+        if ctx.acc_models and model_name not in ctx.acc_models:
+            continue
         overrides = [f"comp={yaml_path}", f"model={model_name}", "train.verbose=2"]
         if s.acc_epochs:
             overrides.append(f"train.epochs={s.acc_epochs}")
@@ -1191,6 +1194,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (quick results go to <it>/quick)")
     parser.add_argument("--work", type=Path, default=WORK, help="work folder (generated images, records, runs)")
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown report to write")
+    parser.add_argument("--acc-models", default="", help="ACC: comma-separated models to train (default: resnet20,cnn,lstm)")
     parser.add_argument("--p1-sizes", default="", help="override P1's image counts, e.g. 200,400 (tests)")
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
     return parser.parse_args(argv)
@@ -1216,6 +1220,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     ctx = Context(args.quick, sizes, results, args.work, "python -m scripts.bench " + " ".join(argv), machine_info())
+    ctx.acc_models = tuple(m.strip() for m in args.acc_models.split(",") if m.strip())
     log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
     log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
     failed = []
