@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kit.data import schema
+from kit.data.records import read_manifest
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -51,21 +52,6 @@ def _join(directory: str | Path, name: str) -> str:
     if directory.startswith("gs:/") and not directory.startswith("gs://"):
         directory = "gs://" + directory[len("gs:/") :]
     return directory.rstrip("/") + "/" + name
-
-
-def _read_manifest(records_dir: str | Path) -> dict:
-    """The records' manifest.json (a local twin of ``kit.data.records.read_manifest``)."""
-    path = _join(records_dir, schema.MANIFEST)
-    if "://" in path:  # gs:// (TPU), ram:// (tests): any file system TF's gfile knows
-        import tensorflow as tf
-
-        if not tf.io.gfile.exists(path):
-            raise KitError(f"no records in {records_dir}", "run `kit records comp=.. model=..`")
-        with tf.io.gfile.GFile(path) as handle:
-            return json.load(handle)
-    if not Path(path).is_file():
-        raise KitError(f"no records in {records_dir}", "run `kit records comp=.. model=..`")
-    return json.loads(Path(path).read_text())
 
 
 def _source_split(split: str, fold: int | None) -> str:
@@ -169,7 +155,7 @@ def make_dataset(
 
     records_dir = cfg.records_dir
     if manifest is None:
-        manifest = _read_manifest(records_dir)
+        manifest = read_manifest(records_dir)
     source = _source_split(split, fold)
     if fold is not None:
         folds = int(manifest.get("folds", cfg.data.folds) or 0)

@@ -593,8 +593,10 @@ def build_from_config(cfg: Config) -> dict:
 
 
 def read_manifest(records_dir: str | os.PathLike) -> dict:
-    """The manifest of a finished build; a KitError naming ``kit records`` when there is none."""
-    folder = Path(records_dir)
+    """The manifest of a finished build (local or a gs:// URL); a KitError naming ``kit records`` when there is none."""
+    from kit.io import as_path
+
+    folder = as_path(records_dir)
     path = folder / MANIFEST
     command = f"kit records comp={folder.parent.name} model=<model>  (image size {folder.name})"
     if not path.is_file():

@@ -181,7 +181,7 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
     binary problems) and ``done`` there; return the parent (the CLI's ``kit train folds=N``)."""
     import keras
 
-    from kit.data.pipeline import _read_manifest
+    from kit.data.records import read_manifest
     from kit.evaluate import best_f1_threshold
     from kit.train import trainer
     from kit.train.strategy import tf_config_tasks
@@ -192,7 +192,7 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
     if cfg.train.strategy == "multiworker" or tf_config_tasks() > 1:
         # Every worker would write the parent's files; the driver runs folds one after another on one machine.
         raise KitError("k-fold training runs on one machine (one strategy per fold)", "unset TF_CONFIG or train one fold per job")
-    manifest = _read_manifest(cfg.records_dir)
+    manifest = read_manifest(cfg.records_dir)
     counts = check_record_folds(cfg, manifest)
     classes = [str(c) for c in manifest["classes"]]
     # The records decide the classes, as in trainer.train (the OOF columns and the metric need them).

@@ -378,7 +378,8 @@ def versions() -> dict[str, str]:
 def train(cfg: Config, resume: bool = False, fold: int | None = None) -> Path:
     """Train ``cfg.model`` on ``cfg.comp``'s records; returns the run directory (the CLI's ``kit train``)."""
     from kit.config import to_yaml
-    from kit.data.pipeline import _read_manifest, count_examples, make_dataset, steps_per_epoch
+    from kit.data.pipeline import count_examples, make_dataset, steps_per_epoch
+    from kit.data.records import read_manifest
     from kit.models.registry import build_model
     from kit.train.strategy import (
         check_tpu_batch,
@@ -391,7 +392,7 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None) -> Path:
         set_precision,
     )
 
-    manifest = _read_manifest(cfg.records_dir)
+    manifest = read_manifest(cfg.records_dir)
     classes = [str(c) for c in manifest["classes"]]
     # The records decide the classes (cfg.comp.classes may be empty), and so binary/num_classes/monitor.
     cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))

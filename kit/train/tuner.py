@@ -157,11 +157,12 @@ def _write_outputs(cfg: Config, tuner: kt.Tuner, out_dir: Path, dims: list[Dimen
 
 def tune(cfg: Config) -> Path:
     """Run (or resume) the search for ``cfg.model``; returns the folder holding ``best_hparams.yaml``."""
-    from kit.data.pipeline import _read_manifest, count_examples, make_dataset, steps_per_epoch
+    from kit.data.pipeline import count_examples, make_dataset, steps_per_epoch
+    from kit.data.records import read_manifest
     from kit.train.strategy import choose_precision, choose_strategy, device_type, global_batch_size, set_precision
 
     dims = parse_space(cfg.tuner.space, origin=f"tuner.space of model {cfg.model.name}")
-    manifest = _read_manifest(cfg.records_dir)
+    manifest = read_manifest(cfg.records_dir)
     classes = [str(c) for c in manifest["classes"]]
     cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))
     objective, direction = objective_of(cfg)
