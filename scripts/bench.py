@@ -1009,7 +1009,39 @@ def section_acc(ctx: Context) -> dict:
         test=True,
         comp={"image_sizes": {"resnet20": 32, "cnn": 32, "lstm": 32}},
     )
-    rows, raw, pngs = [], {}, []
+    # Models not trained this time keep their earlier results (--acc-models trains a subset).
+    earlier_path = ctx.results / "acc.json"
+    earlier = json.loads(earlier_path.read_text()) if earlier_path.is_file() else {}
+    by_model: dict[str, tuple[dict, dict, str]] = {
+        name: (next(r for r in earlier.get("rows", []) if r["figure"].startswith(f"{name} ")), raw_, f"acc_{name}_curves.png")
+        for name, raw_ in earlier.get("raw", {}).items()
+        if any(r["figure"].startswith(f"{name} ") for r in earlier.get("rows", []))
+    }
+
+    def assemble() -> dict:
+        ordered = [by_model[m] for m in ACC_GOALS if m in by_model]
+        return {
+            "title": "ACC: Fashion-MNIST test accuracy with kit's defaults",
+            "rows": [r for r, _, _ in ordered],
+            "raw": {m: by_model[m][1] for m in ACC_GOALS if m in by_model},
+            "plots": [png for _, _, png in ordered],
+            "notes": notes,
+        }
+
+    notes = [
+        f"Fashion-MNIST from the Debian package {FASHION_PACKAGE} ({FASHION_DIR}), converted once to "
+        f"{_rel(data_root)}/train|test/<class>/*.png and a class-folder competition YAML ({_rel(yaml_path)}); the labelled "
+        "test split is scored with best.keras. Training: kit.data.records.build_from_config + kit.train.trainer.train "
+        "with kit's defaults per model (preset epochs, schedule, early stopping on val_accuracy, a 20 % stratified "
+        "val split, horizontal flips except for the LSTM), all at 32 px.",
+        "images/s = training images per second over a whole epoch (validation, checkpoints and callbacks "
+        "included), epochs 2..n; wall time includes tracing and the final evaluation on val.",
+    ]
+    if ctx.quick:
+        notes.insert(
+            0,
+            f"QUICK: {s.acc_train:,} train / {s.acc_test:,} test images, {s.acc_epochs} epochs: proves the path, not the goals.",
+        )
     for model_name, goal in ACC_GOALS.items():
         if ctx.acc_models and model_name not in ctx.acc_models:
             continue
@@ -1031,9 +1063,8 @@ def section_acc(ctx: Context) -> dict:
         rate = _rate(train_images, steady) if steady else _rate(train_images * epochs, wall)
         png = ctx.results / f"acc_{model_name}_curves.png"
         plots.learning_curves(history, png, title=f"Fashion-MNIST {model_name}{' (quick)' if ctx.quick else ''}")
-        pngs.append(png.name)
         log(f"ACC {model_name}: test accuracy {accuracy:.4f} after {epochs} epochs, {wall:.0f} s, {rate:.0f} img/s")
-        raw[model_name] = {
+        raw_model = {
             "test_accuracy": accuracy,
             "test_examples": examples,
             "epochs": epochs,
@@ -1044,7 +1075,7 @@ def section_acc(ctx: Context) -> dict:
             "image_size": cfg.model.image_size,
             "history": history.to_dict(orient="list"),
         }
-        rows.append(
+        by_model[model_name] = (
             row(
                 f"{model_name} test accuracy",
                 f"{accuracy:.2%}",
@@ -1052,32 +1083,12 @@ def section_acc(ctx: Context) -> dict:
                 None,
                 None if ctx.quick else accuracy >= goal,
                 f"{epochs} epochs, {wall / 60:.1f} min, {rate:,.0f} img/s",
-            )
+            ),
+            raw_model,
+            png.name,
         )
-    notes = [
-        f"Fashion-MNIST from the Debian package {FASHION_PACKAGE} ({FASHION_DIR}), converted once to "
-        f"{_rel(data_root)}/train|test/<class>/*.png and a class-folder competition YAML ({_rel(yaml_path)}); the labelled "
-        "test split is scored with best.keras. Training: kit.data.records.build_from_config + kit.train.trainer.train "
-        "with kit's defaults per model (preset epochs, schedule, early stopping on val_accuracy, a 20 % stratified "
-        "val split, horizontal flips except for the LSTM), all at 32 px.",
-        "images/s = training images per second over a whole epoch (validation, checkpoints and callbacks "
-        "included), epochs 2..n; wall time includes tracing and the final evaluation on val.",
-    ]
-    if ctx.quick:
-        notes.insert(
-            0,
-            f"QUICK: {s.acc_train:,} train / {s.acc_test:,} test images, {s.acc_epochs} epochs: proves the path, not the goals.",
-        )
-    return {
-        "title": "ACC: Fashion-MNIST test accuracy with kit's defaults",
-        "rows": rows,
-        "raw": raw,
-        "plots": pngs,
-        "notes": notes,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- report
+        _write_result(ctx, "ACC", assemble())  # after each model: a long run stopped later keeps what finished
+    return assemble()
 
 
 RUNNERS: dict[str, Callable[[Context], dict]] = {
