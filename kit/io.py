@@ -235,24 +235,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path | URLPath:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    if is_url(path):
-        target, gfile = URLPath(path), _gfile()
-        gfile.makedirs(str(target.parent))
-        tmp = _url_temp(target)
-        try:
-            with gfile.GFile(tmp, "wb") as handle:
-                handle.write(payload)
-            gfile.rename(tmp, str(target), overwrite=True)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                gfile.remove(tmp)
-            raise
-        return target
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # a URL: written locally, then put_file
         handle.write(payload)
         handle.flush()
         os.fsync(handle.fileno())
-    return Path(path)
+    return as_path(path)
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path | URLPath:

@@ -26,9 +26,11 @@ Choices made here (and why):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -166,20 +168,12 @@ def image_info(path: str | os.PathLike) -> dict:
     i.e. swapped for EXIF orientations 5-8. Raises :class:`ImageError` if the file cannot be opened.
     """
     path = Path(path)
-    try:
+    with _file_errors():
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(_SNIFF)
             fmt = _sniff(head)
             header = _header(fh, fmt) if fmt else {}
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except PermissionError:
-        raise ImageError("permission denied") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory, not an image file") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
     orientation = header.get("orientation", 1)
     width, height = header.get("width"), header.get("height")
     if orientation >= 5:
@@ -199,9 +193,11 @@ def image_info(path: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------------------------------------- decode
 
 
-def _read_bytes(path: Path) -> bytes:
+@contextlib.contextmanager
+def _file_errors() -> Iterator[None]:
+    """OS errors of reading an image file as ImageError reasons (the skip list shows them)."""
     try:
-        data = path.read_bytes()
+        yield
     except FileNotFoundError:
         raise ImageError("file not found") from None
     except PermissionError:
@@ -210,6 +206,11 @@ def _read_bytes(path: Path) -> bytes:
         raise ImageError("is a directory, not an image file") from None
     except OSError as exc:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    with _file_errors():
+        data = path.read_bytes()
     if not data:
         raise ImageError("empty file (0 bytes)")
     return data
