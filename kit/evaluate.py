@@ -173,7 +173,7 @@ def _learning_curves(run_dir: Path, plot_dir: Path) -> Path | None:
         return None
     if history.empty:
         return None
-    return plots.learning_curves(history, plot_dir / "learning_curves.png", title=run_dir.name)
+    return plots.learning_curves(history, plot_dir / "learning_curves.png", title=f"{run_dir.parent.name}/{run_dir.name}")
 
 
 def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
