@@ -28,8 +28,8 @@ endif
 
 # key=value words from the make command line that are kit settings (lower-case or dotted names).
 MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV IMAGE
-SETTINGS := $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))'))
-KIT_ARGS := comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS)
+SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
+KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
 .PHONY: help install demo data records train tune evaluate predict submit audit kernel test lint bench \
         docker-build docker-train docker-shell clean
