@@ -460,8 +460,8 @@ def section_p1(ctx: Context) -> dict:
             f"Source: {max(sizes):,} generated 64x64 PNGs in 100 class folders, written at 32 px as PNG records. "
             f"The limit is {n_cores} cores x a single-process OpenCV loop (read, cv2.imdecode, cv2.resize INTER_AREA, "
             "cv2.imencode PNG level 3, one OpenCV thread) on the same files, run just before each build. The build's "
-            "time includes starting the spawn pool (the workers write TFRecords without TensorFlow), the index checks, fingerprint, "
-            "TFRecord writing, fsyncs and the manifest.",
+            "time includes starting the spawn pool (the workers write TFRecords without TensorFlow), the index checks, "
+            "fingerprint, TFRecord writing, fsyncs and the manifest.",
             f"data.shard_mb={ctx.sizes.p1_shard_mb:g} (about 1,200 images per shard at 32 px) so every worker gets "
             "shards; with the default 100 MB a 10k-image build at 32 px is a single shard, i.e. a single worker.",
             "Peak RSS = the largest sum of RSS over the build process and all its descendants, sampled every 50 ms "

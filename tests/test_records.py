@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from disk import small_tmpfs
 
 from kit.config import load_config
 from kit.data import records
@@ -232,15 +233,8 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 160 kB tmpfs (needs root and mount rights; skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here to fill a disk")
-    try:
+    with small_tmpfs(tmp_path, "160k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_keeps_finished_shards_and_resumes(tmp_path, small_disk):

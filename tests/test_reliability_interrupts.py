@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from disk import small_tmpfs
 from fake_kaggle import demo_files, make_zip, write_comp_yaml
 
 from kit.config import load_config
@@ -176,15 +177,8 @@ def test_sigkill_during_predict_leaves_no_submission_and_rerun_matches(predict_s
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 4 MB tmpfs (needs root and mount rights; skipped elsewhere)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here to fill a disk")
-    try:
+    with small_tmpfs(tmp_path, "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _fill(mount: Path, leave: int) -> Path:
