@@ -102,6 +102,7 @@ class AugmentConfig:
     cutmix: float = 0.0  # probability that a batch (online) or a copy (offline) is CutMixed
     cutmix_alpha: float = 1.0  # Beta(alpha, alpha) for the mixed area
     offline_copies: int = 1  # offline: augmented copies of the training set baked into the records
+    jit_compile: bool = True  # online, library=keras: flips, jitter and CutMix as one XLA kernel (false: plain TF ops)
     seed: int = 1337
 
 

@@ -1,9 +1,9 @@
-"""The online augmenter's fast Keras paths equal the Keras layers bit for bit (kit.data.augment).
+"""The online augmenter's fused Keras path equals the Keras layers bit for bit (kit.data.augment).
 
-The flip applies ``keras.layers.RandomFlip``'s own random draw with a row ``Select``; CutMix pastes the box of
-``keras.layers.CutMix``'s own transformation with an exact 0/1 blend and counts labels from it. Each is run
-against the slow reference (the layer itself; the layer on images plus a source-index channel) with fresh
-layers of the same seed, so both draw the same random numbers.
+The XLA kernel applies ``keras.layers.RandomFlip``'s own random draw and pastes the box of
+``keras.layers.CutMix``'s own draws with an exact 0/1 blend, counting labels from it. Each is run against
+the slow reference (the layer itself; the layer on images plus a source-index channel) with fresh layers of
+the same seed, so both draw the same random numbers. The kernel with and without XLA does the same maths.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ def test_keras_cutmix_equals_the_tagged_layer_run(alpha: float) -> None:
     images, labels = batch()
     cfg = AugmentConfig(flip="none", cutmix=1.0, cutmix_alpha=alpha, seed=4)
     fast_aug, slow_aug = build_online_augmenter(cfg, 5), build_online_augmenter(cfg, 5)
-    fast = tf.function(fast_aug._cutmix_keras)
-    slow = tf.function(slow_aug._cutmix_tagged)  # the layer on images + a source-index channel
+    fast = tf.function(fast_aug)
+    slow = tf.function(slow_aug._cutmix_tagged)  # the layer itself on images + a source-index channel
     mixed = 0
     for _ in range(4):
         (ours, our_labels), (theirs, their_labels) = fast(images, labels), slow(images, labels)
@@ -54,6 +54,22 @@ def test_keras_cutmix_equals_the_tagged_layer_run(alpha: float) -> None:
         np.testing.assert_array_equal(our_labels.numpy(), their_labels.numpy())
         mixed += int(not np.array_equal(our_labels.numpy(), labels.numpy()))
     assert mixed
+
+
+def test_xla_kernel_matches_plain_ops_and_takes_uint8() -> None:
+    images, labels = batch(n=16)
+    cfg = AugmentConfig(flip="horizontal", color_jitter=0.3, cutmix=1.0, seed=8)
+    runs = {}
+    for name, jit, pixels in [("xla", True, images), ("plain", False, images), ("uint8", True, tf.cast(images, tf.uint8))]:
+        augment = build_online_augmenter(AugmentConfig(**{**cfg.__dict__, "jit_compile": jit}), 5)
+        dataset = tf.data.Dataset.from_tensors((pixels, labels)).repeat(3).map(augment)
+        runs[name] = list(dataset.as_numpy_iterator())
+    for (xla_images, xla_labels), (plain_images, plain_labels), (u8_images, _) in zip(*runs.values(), strict=True):
+        assert xla_images.dtype == u8_images.dtype == np.float32
+        np.testing.assert_allclose(xla_images, plain_images, atol=0.02)  # float rounding only
+        np.testing.assert_array_equal(xla_labels, plain_labels)
+        np.testing.assert_array_equal(xla_images, u8_images)  # the batch's pixels were whole numbers already
+    assert not np.allclose(runs["xla"][0][0], images.numpy())
 
 
 def test_full_keras_augmenter_in_tf_data_is_in_range_with_exact_label_sums() -> None:

@@ -21,19 +21,21 @@ box size: Keras core's box has fractional corners (the pixel count differs by up
 column, which matters at 32-64 px), and keras-cv's box is centred anywhere and clipped at the border
 without correcting the weight (its labels can be off by half the box). With keras-cv we therefore run
 its CutMix on images with an extra "source index" channel and read back which source each pixel came
-from. With Keras core we take the layer's own random transformation (its pixel mask and permutation,
-``get_random_transformation``) and paste and count from it directly: the same pixels and exact labels
-without the fourth channel, and with a multiply-add paste instead of the layer's broadcasting ``where``.
+from. With Keras core we draw the layer's own random box and permutation and paste and count from them.
 
-Speed (64 px, batch 64, 2 cores, in a tf.function): the flip and CutMix layers' ``tf.where`` over whole
-batches (SelectV2 with a broadcast or full-size mask) cost 2 and 5 ms a batch; a row ``Select`` (flip) and
-an exact 0/1 blend (CutMix) do the same in 1 and 1.5 ms. The outputs are bit-identical to the layers.
-(tests/test_augment_fast.py compares them).
+Speed. With Keras core (the default) every random number comes from the Keras layers (``RandomFlip``'s
+flips, ``CutMix``'s box and permutation) or from kit's jitter draws, all tiny [B]-sized tensors, and the
+pixel work -- uint8 -> float, flip, brightness, contrast, the saturation/hue colour matrix, the CutMix
+paste and the final clip -- is one ``tf.function(jit_compile=True)`` kernel: XLA fuses it into about
+three passes over the batch where the ops one by one made over fifteen (each a full read and write of
+[B, H, W, 3] floats). Measured at 64 px, batch 64, 2 cores in tf.data: flip + jitter + CutMix went from
+~5.7 ms to ~2 ms a batch (BENCHMARKS.md, P2). Flips and pastes are selects and exact 0/1 blends, so the
+result equals the layers bit for bit (tests/test_augment_fast.py); ``augment.jit_compile=false`` runs the
+same maths as plain TF ops for platforms without XLA on the CPU.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -110,9 +112,10 @@ def _check_batch(images: Any, labels: Any, num_classes: int) -> None:
             f"the augmenter needs batched RGB images [B, H, W, 3], got shape {images.shape}",
             "apply it after Dataset.batch(...)",
         )
-    if not images.dtype.is_floating:
+    if not (images.dtype.is_floating or images.dtype == tf.uint8):
         raise KitError(
-            f"the augmenter needs float images in 0..255, got {images.dtype.name}", "cast with tf.cast(images, tf.float32)"
+            f"the augmenter needs uint8 or float images in 0..255, got {images.dtype.name}",
+            "cast with tf.cast(images, tf.float32)",
         )
     if not labels.dtype.is_floating or labels.shape.rank != 2:
         raise KitError(
@@ -124,6 +127,42 @@ def _check_batch(images: Any, labels: Any, num_classes: int) -> None:
             f"the augmenter was built for {num_classes} classes but the labels have {labels.shape[-1]} columns",
             "pass the manifest's num_classes to build_online_augmenter",
         )
+
+
+def _jitter_draws(batch: Any, strength: float, seed: int) -> tuple[Any, Any, Any]:
+    """Per-image jitter parameters for a batch: brightness delta [B], contrast factor [B], colour matrix [B, 3, 3]."""
+    import tensorflow as tf
+
+    r = _jitter_ranges(strength)
+
+    def uniform(name: str, offset: int) -> Any:
+        low, high = r[name]
+        return tf.random.uniform([batch], low, high, seed=seed + offset)
+
+    brightness, contrast, u = uniform("brightness", 0), uniform("contrast", 1), uniform("saturation", 2)
+    sign = tf.where(tf.random.uniform([batch], seed=seed + 3) < 0.5, -1.0, 1.0)
+    return brightness, contrast, _color_matrix_tf(u / (1.0 - u), sign * uniform("hue", 4) * 0.5)
+
+
+def _jitter_apply(x: Any, brightness: Any, contrast: Any, matrix: Any, *, xla: bool) -> Any:
+    """Apply :func:`_jitter_draws`' parameters to float images in 0..255 (result clipped to 0..255).
+
+    Brightness is an additive step, contrast scales around the per-channel mean, and saturation + hue are
+    one 3x3 colour matrix per image. Under XLA the matrix is a broadcast multiply-add over the channel
+    axis, which fuses with the steps around it; without XLA a batched einsum is the fast form.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    x = tf.clip_by_value(x + brightness[:, None, None, None] * 255.0, 0.0, 255.0)
+    # The mean over a [B, H*W, 3] view: XLA's CPU reduction over two spatial axes is ~2x slower.
+    mean = tf.reduce_mean(tf.reshape(x, [shape[0], shape[1] * shape[2], shape[3]]), axis=1)[:, None, None, :]
+    x = tf.clip_by_value((x - mean) * contrast[:, None, None, None] + mean, 0.0, 255.0)
+    if xla:
+        x = tf.reduce_sum(x[..., None, :] * matrix[:, None, None, :, :], axis=-1)
+    else:
+        x = tf.einsum("bhwc,bdc->bhwd", x, matrix)
+    return tf.clip_by_value(x, 0.0, 255.0)
 
 
 def _fast_color_jitter(images: Any, strength: float, seed: int) -> Any:
@@ -141,21 +180,7 @@ def _fast_color_jitter(images: Any, strength: float, seed: int) -> Any:
     """
     import tensorflow as tf
 
-    r = _jitter_ranges(strength)
-    batch = tf.shape(images)[0]
-
-    def uniform(name: str, offset: int, shape: tuple[int, ...] = ()) -> Any:
-        low, high = r[name]
-        return tf.random.uniform([batch, *shape], low, high, seed=seed + offset)
-
-    x = tf.clip_by_value(images + uniform("brightness", 0, (1, 1, 1)) * 255.0, 0.0, 255.0)
-    mean = tf.reduce_mean(x, axis=(1, 2), keepdims=True)
-    x = tf.clip_by_value((x - mean) * uniform("contrast", 1, (1, 1, 1)) + mean, 0.0, 255.0)
-    u = uniform("saturation", 2)
-    sign = tf.where(tf.random.uniform([batch], seed=seed + 3) < 0.5, -1.0, 1.0)
-    matrix = _color_matrix_tf(u / (1.0 - u), sign * uniform("hue", 4) * 0.5)  # [B, 3, 3]
-    x = tf.einsum("bhwc,bdc->bhwd", x, matrix)
-    return tf.clip_by_value(x, 0.0, 255.0)
+    return _jitter_apply(images, *_jitter_draws(tf.shape(images)[0], strength, seed), xla=False)
 
 
 # RGB <-> YIQ (NTSC); Y is luma, (I, Q) the chroma plane that saturation scales and hue rotates.
@@ -185,18 +210,22 @@ def _color_matrix_tf(saturation: Any, hue_shift: Any) -> Any:
 
 
 class OnlineAugmenter:
-    """Callable ``(images, labels) -> (images, labels)`` on batches; see :func:`build_online_augmenter`."""
+    """Callable ``(images, labels) -> (images, labels)`` on batches; see :func:`build_online_augmenter`.
+
+    Keras core (``library=keras``): the layers draw, one XLA kernel (:meth:`_kernel`) does the pixel work.
+    keras-cv: its layers one after the other, kit's jitter, and CutMix on source-tagged images.
+    """
 
     def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
         _check_config(cfg)
         self.cfg = cfg
         self.num_classes = int(num_classes)
         self.library = cfg.library
-        self.stages: list[Callable[[Any], Any]] = []
         self.names: list[str] = []
-        self.cutmix = None
-        # The last stage clips to 0..255 itself (the jitter does), so __call__ need not clip again.
-        self.clipped = cfg.color_jitter > 0
+        self.stages: list[Any] = []  # run one after the other before the kernel (keras-cv: all of them)
+        self.flip: Any = None  # Keras core: the RandomFlip whose draws the kernel applies
+        self.cutmix: Any = None
+        self.jitter_seed: int | None = None
         if cfg.flip == "none" and cfg.rotation == 0 and cfg.color_jitter == 0 and cfg.cutmix == 0:
             return  # identity: do not even import the layer libraries
         if cfg.library == "keras_cv":
@@ -212,13 +241,21 @@ class OnlineAugmenter:
         # dtype float32 explicitly: a mixed-precision global policy must not turn pixels into float16.
         if cfg.flip != "none":
             flip = layers.RandomFlip(mode=FLIP_MODES[cfg.flip], seed=seed, dtype="float32")
-            self._add("flip", self._fast_flip(flip, cfg.flip) if cfg.library == "keras" else flip)
+            self.names.append("flip")
+            if cfg.library == "keras_cv":
+                self.stages.append(flip)
+            elif cfg.rotation > 0:
+                self.stages.append(self._flip_stage(flip, cfg.flip))  # flips come before the rotation
+            else:
+                self.flip = flip
         if cfg.rotation > 0:
-            self._add("rotation", layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1, dtype="float32"))
+            self.names.append("rotation")
+            self.stages.append(layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1, dtype="float32"))
         if cfg.color_jitter > 0:
             # Our vectorised jitter for both libraries: same parameter ranges as the RandomColorJitter
             # layers, ~5x faster (measurements and reasoning in _fast_color_jitter).
-            self._add("color_jitter", functools.partial(_fast_color_jitter, strength=cfg.color_jitter, seed=seed + 2))
+            self.names.append("color_jitter")
+            self.jitter_seed = seed + 2
         if cfg.cutmix > 0:
             alpha = float(cfg.cutmix_alpha)
             if cfg.library == "keras_cv":
@@ -227,15 +264,33 @@ class OnlineAugmenter:
                 # factor=(a, a) pins Beta(a, a) as in the paper; a single float would draw a ~ U(0, a) first.
                 self.cutmix = layers.CutMix(factor=(alpha, alpha), seed=seed + 3, dtype="float32")
             self.names.append(f"cutmix(p={cfg.cutmix}, alpha={alpha})")
+        if cfg.library == "keras":
+            import tensorflow as tf
+
+            self.kernel = tf.function(self._kernel, jit_compile=bool(cfg.jit_compile), reduce_retracing=True)
+
+    def __repr__(self) -> str:
+        return f"OnlineAugmenter({self.library}: {', '.join(self.names) or 'identity'})"
+
+    def __call__(self, images: Any, labels: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        _check_batch(images, labels, self.num_classes)
+        images = tf.convert_to_tensor(images)
+        if not self.names:
+            return tf.cast(images, tf.float32), labels
+        labels = tf.cast(labels, tf.float32)
+        if self.library == "keras":
+            return self._call_keras(images, labels)
+        return self._call_layers(images, labels)
+
+    # ---- Keras core: the layers' draws, one fused kernel -------------------------------------------------
 
     @staticmethod
-    def _fast_flip(layer: Any, mode: str) -> Callable[[Any], Any]:
-        """``keras.layers.RandomFlip`` with its own random draw, applied with a row ``Select`` (bit-identical).
-
-        The layer flips image b where its ``flips[b]`` holds, through ``tf.where`` with a [B, 1, 1, 1]
-        condition, which TF broadcasts element by element (twice as slow as flipping). ``Select`` with a
-        rank-1 condition picks whole images instead. Mode "both" uses one draw for both axes, as the layer.
-        """
+    def _flip_stage(layer: Any, mode: str) -> Callable[[Any], Any]:
+        """``keras.layers.RandomFlip`` with its own draw, applied with a row ``Select`` (bit-identical), for
+        when a rotation must follow the flips outside the kernel. The layer's own ``tf.where`` with a
+        [B, 1, 1, 1] condition broadcasts element by element (twice as slow as flipping)."""
 
         def flip(images: Any) -> Any:
             import tensorflow as tf
@@ -249,9 +304,83 @@ class OnlineAugmenter:
 
         return flip
 
-    def _add(self, name: str, stage: Any) -> None:
-        self.names.append(name)
-        self.stages.append(stage)
+    def _call_keras(self, images: Any, labels: Any) -> tuple[Any, Any]:
+        import tensorflow as tf
+
+        if self.stages:  # flips + rotation (interpolating) run as layers first
+            images = tf.cast(images, tf.float32)
+            for stage in self.stages:
+                images = self._apply(stage, images)
+        batch = tf.shape(images)[0]
+        flips = jitter = paste = None
+        if self.flip is not None:
+            flips = tf.reshape(self.flip.get_random_transformation(images, training=True)["flips"], [-1])
+        if self.jitter_seed is not None:
+            jitter = _jitter_draws(batch, self.cfg.color_jitter, self.jitter_seed)
+        if self.cutmix is not None:
+            paste, labels = self._cutmix_draws(images, labels)
+        mixed = self.kernel(images, flips, jitter, paste)
+        return tf.ensure_shape(mixed, images.shape), labels
+
+    def _cutmix_draws(self, images: Any, labels: Any) -> tuple[tuple[Any, Any, Any], Any]:
+        """``keras.layers.CutMix``'s random box and permutation, as box rows [B, H] and columns [B, W] (0/1)
+        plus the permutation, and the labels mixed by the true pasted area.
+
+        The same calls in the same order as ``CutMix.get_random_transformation`` (so the same numbers), minus
+        its [B, H, W, C] boolean mask: the box is the outer product of its rows and columns, which the kernel
+        builds where it pastes. With ``cutmix < 1`` a batch draws whether to mix at all.
+        """
+        import tensorflow as tf
+
+        layer = self.cutmix
+        shape = layer.backend.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        seed = layer._get_seed_generator(layer.backend._backend)
+        ratio = tf.sqrt(1.0 - layer._generate_mix_weight(batch, seed))
+        x0, x1 = layer._compute_crop_bounds(batch, width, ratio, seed)
+        y0, y1 = layer._compute_crop_bounds(batch, height, ratio, seed)
+        perm = tf.cast(layer.backend.random.shuffle(layer.backend.numpy.arange(0, batch, dtype="int32"), seed=seed), tf.int32)
+
+        def inside(start: Any, end: Any, length: Any) -> Any:
+            grid = tf.range(length, dtype=tf.float32)[None, :]
+            return tf.cast((grid >= start[:, None]) & (grid < end[:, None]), tf.float32)
+
+        rows, cols = inside(y0, y1, height), inside(x0, x1, width)
+        own = tf.range(batch)
+        moved = tf.not_equal(perm, own)  # a box "pasted" from the image itself changes nothing
+        weight = tf.cast(moved, tf.float32)
+        if self.cfg.cutmix < 1.0:
+            weight *= tf.cast(tf.random.uniform([], seed=int(self.cfg.seed) + 4) < self.cfg.cutmix, tf.float32)
+        area = tf.reduce_mean(rows, axis=1) * tf.reduce_mean(cols, axis=1) * weight
+        labels = (1.0 - area[:, None]) * labels + area[:, None] * tf.gather(labels, tf.where(moved, perm, own))
+        return (rows * weight[:, None], cols, perm), labels
+
+    def _kernel(self, images: Any, flips: Any, jitter: Any, paste: Any) -> Any:
+        """The pixel work of one batch (compiled by XLA unless ``augment.jit_compile=false``).
+
+        uint8 or float images [B, H, W, 3] -> float32 in 0..255: flips where ``flips[b]``, jitter with the
+        drawn parameters, then ``x * (1 - box) + x[perm] * box`` (exact for a 0/1 box), then a clip (the
+        rotation's interpolation can overshoot 0..255 slightly).
+        """
+        import tensorflow as tf
+
+        x = tf.cast(images, tf.float32)
+        if flips is not None:
+            flipped = x
+            if self.cfg.flip in ("horizontal", "both"):
+                flipped = tf.reverse(flipped, [2])
+            if self.cfg.flip in ("vertical", "both"):
+                flipped = tf.reverse(flipped, [1])
+            x = tf.where(flips[:, None, None, None], flipped, x)
+        if jitter is not None:
+            x = _jitter_apply(x, *jitter, xla=bool(self.cfg.jit_compile))
+        if paste is not None:
+            rows, cols, perm = paste
+            box = rows[:, :, None, None] * cols[:, None, :, None]
+            x = x * (1.0 - box) + tf.gather(x, perm) * box
+        return tf.clip_by_value(x, 0.0, 255.0)
+
+    # ---- keras-cv: layers one after the other --------------------------------------------------------
 
     def _apply(self, stage: Any, images: Any) -> Any:
         if not hasattr(stage, "get_config"):
@@ -260,58 +389,23 @@ class OnlineAugmenter:
             return stage(images)  # keras-cv layers always augment and take no `training` argument
         return stage(images, training=True)
 
-    def __repr__(self) -> str:
-        return f"OnlineAugmenter({self.library}: {', '.join(self.names) or 'identity'})"
-
-    def __call__(self, images: Any, labels: Any) -> tuple[Any, Any]:
+    def _call_layers(self, images: Any, labels: Any) -> tuple[Any, Any]:
         import tensorflow as tf
 
-        _check_batch(images, labels, self.num_classes)
-        if not self.names:
-            return images, labels
         images = tf.cast(images, tf.float32)
-        labels = tf.cast(labels, tf.float32)
         for stage in self.stages:
             images = self._apply(stage, images)
-        if not self.clipped:  # rotation interpolation can overshoot slightly; models expect 0..255
+        if self.jitter_seed is not None:
+            images = _fast_color_jitter(images, self.cfg.color_jitter, self.jitter_seed)  # clips to 0..255
+        else:  # rotation interpolation can overshoot slightly; models expect 0..255
             images = tf.clip_by_value(images, 0.0, 255.0)
         if self.cutmix is not None:
             if self.cfg.cutmix >= 1.0:
-                images, labels = self._cutmix(images, labels)
+                images, labels = self._cutmix_tagged(images, labels)
             else:
                 apply = tf.random.uniform([], seed=int(self.cfg.seed) + 4) < self.cfg.cutmix
-                images, labels = tf.cond(apply, lambda: self._cutmix(images, labels), lambda: (images, labels))
+                images, labels = tf.cond(apply, lambda: self._cutmix_tagged(images, labels), lambda: (images, labels))
         return images, labels
-
-    def _cutmix(self, images: Any, labels: Any) -> tuple[Any, Any]:
-        """The library's CutMix, with labels mixed by the true pasted area."""
-        if self.library == "keras":
-            return self._cutmix_keras(images, labels)
-        return self._cutmix_tagged(images, labels)
-
-    def _cutmix_keras(self, images: Any, labels: Any) -> tuple[Any, Any]:
-        """keras.layers.CutMix's own random box and permutation, pasted and counted exactly.
-
-        Equal, bit for bit, to running the layer (``where(mask, images[perm], images)``) and reading the
-        sources back as :meth:`_cutmix_tagged` does. The layer's mask is one axis-aligned box per image, so
-        it is the outer product of its rows and columns; as a 0/1 float ``paste`` the mix
-        ``x * (1 - paste) + x[perm] * paste`` is exact (x * 1 + y * 0 == x for finite pixels).
-        """
-        import tensorflow as tf
-
-        transformation = self.cutmix.get_random_transformation(images, training=True)
-        perm = tf.cast(transformation["permutation_order"], tf.int32)
-        mask = transformation["batch_masks"][..., 0]  # [B, H, W] bool, the box (repeated over channels)
-        rows = tf.cast(tf.reduce_any(mask, axis=2), tf.float32)  # [B, H]
-        cols = tf.cast(tf.reduce_any(mask, axis=1), tf.float32)  # [B, W]
-        paste = rows[:, :, None, None] * cols[:, None, :, None]  # [B, H, W, 1]
-        mixed = images * (1.0 - paste) + tf.gather(images, perm) * paste
-        own = tf.range(tf.shape(images)[0])
-        moved = tf.not_equal(perm, own)  # a box "pasted" from the image itself changes nothing
-        area = tf.reduce_mean(paste[..., 0], axis=(1, 2)) * tf.cast(moved, tf.float32)
-        area = area[:, None]
-        labels = (1.0 - area) * labels + area * tf.gather(labels, tf.where(moved, perm, own))
-        return tf.ensure_shape(mixed, images.shape), labels
 
     def _cutmix_tagged(self, images: Any, labels: Any) -> tuple[Any, Any]:
         """The library's CutMix on images plus a source-index channel; labels from the true pasted area."""
@@ -338,10 +432,11 @@ class OnlineAugmenter:
 def build_online_augmenter(cfg: AugmentConfig, num_classes: int) -> Callable[[Any, Any], tuple[Any, Any]]:
     """A graph-safe ``(images, labels) -> (images, labels)`` for ``tf.data`` on batches.
 
-    ``images``: float32 [B, H, W, 3] in 0..255; ``labels``: float32 one-hot or soft [B, num_classes].
+    ``images``: uint8 or float32 [B, H, W, 3] in 0..255 (the result is float32); ``labels``: float32 one-hot
+    or soft [B, num_classes].
     Applies, in order: random flips (``cfg.flip``), rotation (``cfg.rotation``, reflect fill), color jitter
     (``cfg.color_jitter`` strength), then CutMix on the whole batch with probability ``cfg.cutmix``, mixing
-    labels by the pasted area. Pixels stay in 0..255. With everything off it returns its inputs unchanged.
+    labels by the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
     Raises :class:`KitError` at trace time for integer or unbatched labels or unbatched images.
     """
     return OnlineAugmenter(cfg, num_classes)

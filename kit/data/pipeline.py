@@ -192,9 +192,10 @@ def make_dataset(
 
     def finish(images: tf.Tensor, labels: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, ...]:
         """uint8 batch -> float32 0..255, online augmentation, targets in the model's shape."""
-        images = tf.cast(images, tf.float32)
         if augmenter is not None:
-            images, labels = augmenter(images, labels)
+            images, labels = augmenter(images, labels)  # takes uint8: its kernel fuses the cast with the rest
+        else:
+            images = tf.cast(images, tf.float32)
         targets = labels[:, 1:2] if binary else labels
         return (images, targets, ids) if with_ids else (images, targets)
 

@@ -44,7 +44,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +74,35 @@ REQUIRED_COLUMNS = ("id", "path", "label", "split")
 # ---------------------------------------------------------------------------------------------- plan
 
 
+class ShardRows(Sequence):
+    """The rows (id, path, label, fold) of one shard, made into Python objects only when used.
+
+    The plan holds, per split, the index's columns (compact: pandas keeps strings in Arrow buffers) and the
+    shard's row positions; a list of 100k (id, path, label, fold) tuples for the whole plan cost the build's
+    parent ~30 MB more at 100k images. Pickled (to a worker) it becomes a plain list of its rows.
+    """
+
+    def __init__(self, columns: tuple[Any, Any, Any, Any], positions: np.ndarray) -> None:
+        self.columns = columns
+        self.positions = positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self.rows()[item]
+
+    def __iter__(self) -> Iterator[tuple[str, str, int, int]]:
+        return iter(self.rows())
+
+    def rows(self) -> list[tuple[str, str, int, int]]:
+        ids, paths, labels, folds = (column.take(self.positions).tolist() for column in self.columns)
+        return list(zip(map(str, ids), map(str, paths), map(int, labels), map(int, folds), strict=True))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return list, (self.rows(),)
+
+
 @dataclasses.dataclass
 class ShardTask:
     """One shard to write: its file name and the rows (id, path, label, fold) that go into it."""
@@ -81,7 +110,7 @@ class ShardTask:
     name: str
     split: str
     index: int
-    rows: list[tuple[str, str, int, int]]
+    rows: Sequence[tuple[str, str, int, int]]
     copies: int  # offline augmented copies appended after the originals (train only)
 
 
@@ -121,13 +150,21 @@ def _check_index(index: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
         raise KitError(f"the index lacks column(s) {', '.join(missing)}", "rebuild it with `kit data`")
     if not classes:
         raise KitError("no class names for the records", "set comp.classes or label the training data")
-    index = index.copy()
+    # Convert only what needs it: a copy of a 100k-row index (its Arrow string buffers) cost ~25 MB.
+    import pandas as pd
+    from pandas.api.types import is_integer_dtype, is_string_dtype
+
+    fixes: dict[str, Any] = {}
     if "fold" not in index.columns:
-        index["fold"] = -1
-    index["id"] = index["id"].astype(str)
-    index["path"] = index["path"].astype(str)
-    index["label"] = index["label"].fillna(-1).astype(int)
-    index["fold"] = index["fold"].fillna(-1).astype(int)
+        fixes["fold"] = -1
+    for name in ("id", "path"):
+        if not is_string_dtype(index[name]):
+            fixes[name] = index[name].astype(str)
+    for name in ("label", "fold"):
+        if name in index.columns and not is_integer_dtype(index[name]):
+            fixes[name] = index[name].fillna(-1).astype(int)
+    if fixes:
+        index = index.assign(**fixes)
     bad_split = sorted(set(index["split"]) - set(SPLITS))
     if bad_split:
         raise KitError(f"unknown split(s) {bad_split} in the index", f"use {', '.join(SPLITS)}")
@@ -135,11 +172,10 @@ def _check_index(index: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     if len(bad_label):
         row = bad_label.iloc[0]
         raise KitError(f"label {row['label']} of id {row['id']} is outside 0..{len(classes) - 1}", "check comp.classes")
-    duplicated = index[index.duplicated(["split", "id"])]
-    if len(duplicated):
-        raise KitError(
-            f"id {duplicated.iloc[0]['id']} appears twice in split {duplicated.iloc[0]['split']}", "ids must be unique"
-        )
+    for split in SPLITS:
+        ids = pd.Index(index.loc[index["split"] == split, "id"])
+        if not ids.is_unique:  # an Index's hash check; DataFrame.duplicated took ~25 MB at 100k rows
+            raise KitError(f"id {ids[ids.duplicated()][0]} appears twice in split {split}", "ids must be unique")
     return index
 
 
@@ -148,15 +184,15 @@ def plan_shards(cfg: Config, index: pd.DataFrame) -> list[ShardTask]:
     tasks: list[ShardTask] = []
     for split in SPLITS:
         part = index[index["split"] == split]
-        rows = list(zip(part["id"], part["path"], part["label"].astype(int), part["fold"].astype(int), strict=True))
-        rows = [(str(i), str(p), int(label), int(fold)) for i, p, label, fold in rows]
+        columns = tuple(part[name].array for name in ("id", "path", "label", "fold"))
+        order = np.arange(len(part))
         if split == "train":
-            order = np.random.default_rng(cfg.data.seed).permutation(len(rows))
-            rows = [rows[i] for i in order]
+            order = np.random.default_rng(cfg.data.seed).permutation(len(part))
         per_shard = examples_per_shard(cfg, split)
         copies = cfg.augment.offline_copies if split == "train" and _offline(cfg) else 0
-        for number, start in enumerate(range(0, len(rows), per_shard)):
-            tasks.append(ShardTask(shard_name(split, number), split, number, rows[start : start + per_shard], copies))
+        for number, start in enumerate(range(0, len(part), per_shard)):
+            rows = ShardRows(columns, order[start : start + per_shard])
+            tasks.append(ShardTask(shard_name(split, number), split, number, rows, copies))
     return tasks
 
 
@@ -261,7 +297,7 @@ def _write_shard(task: ShardTask) -> dict:
 
     try:
         with TFRecordWriter(temp) as writer:
-            for row_id, path, label, fold in task.rows:
+            for row_id, path, label, fold in task.rows:  # a list in a worker, ShardRows in-process
                 try:
                     image, (height, width) = decode_with_size(path, max_side=size)
                     image = resize(image, size)
@@ -306,7 +342,6 @@ def _write_shard(task: ShardTask) -> dict:
             os.fsync(handle.fileno())
         os.replace(temp, final)
         done = {
-            "fingerprint": state["fingerprint"],
             "shard": task.name,
             "split": task.split,
             "total": sum(per_class) + counts["unlabelled"],
@@ -393,15 +428,47 @@ def _disk_full(result: dict, folder: Path) -> KitError:
     )
 
 
-def _run(cfg: Config, tasks: list[ShardTask], settings: dict, folder: Path) -> None:
-    """Write ``tasks`` with a progress bar over images: in-process for one worker, else a spawn pool."""
+class _ShardWriters:
+    """The spawn pool of shard writers (none for one worker), startable early and closed with the build.
+
+    At most ``IN_FLIGHT_PER_WORKER`` shards per worker are handed to the pool at a time: the pool pickles
+    every submitted task into its queue, which for 100k images held an extra copy of the whole plan.
+    """
+
+    def __init__(self, workers: int, settings: dict) -> None:
+        self.workers = workers
+        self.settings = settings
+        self.pool: Any = None
+        self.progress: Any = None
+
+    def start(self) -> None:
+        """Start the worker processes (if not yet); they import numpy and OpenCV while this process goes on."""
+        if self.workers > 1 and self.pool is None:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            self.progress = ctx.Queue()
+            self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.settings, self.progress))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()  # every result has been collected (or the build failed)
+            self.pool.join()
+            self.pool = None
+
+
+IN_FLIGHT_PER_WORKER = 2
+
+
+def _run(cfg: Config, tasks: list[ShardTask], writers: _ShardWriters, folder: Path) -> None:
+    """Write ``tasks`` with a progress bar over images: in-process for one worker, else on the pool."""
+    import queue as queue_mod
+
     from tqdm import tqdm
 
-    workers = _worker_count(cfg, len(tasks))
     warnings = _Warnings()
-    total = sum(len(t.rows) for t in tasks)
     bar = tqdm(
-        total=total,
+        total=sum(len(t.rows) for t in tasks),
         unit="img",
         desc=f"records {cfg.comp.name}/{cfg.model.image_size}",
         file=sys.stderr,
@@ -409,8 +476,8 @@ def _run(cfg: Config, tasks: list[ShardTask], settings: dict, folder: Path) -> N
         dynamic_ncols=True,
     )
     try:
-        if workers == 1:
-            _init_worker(settings, None)
+        if writers.workers == 1:
+            _init_worker(writers.settings, None)
             for task in tasks:
                 result = _write_shard(task)
                 if "error" in result:
@@ -418,29 +485,27 @@ def _run(cfg: Config, tasks: list[ShardTask], settings: dict, folder: Path) -> N
                 bar.update(len(task.rows))
                 warnings.add(result["skipped"], bar)
             return
-        import multiprocessing
-        import queue as queue_mod
-
-        ctx = multiprocessing.get_context("spawn")
-        progress = ctx.Queue()
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings, progress)) as pool:
-            pending = [pool.apply_async(_write_shard, (task,)) for task in tasks]
-            while pending:
-                with contextlib.suppress(queue_mod.Empty):
-                    bar.update(progress.get(timeout=0.1))
-                for job in [job for job in pending if job.ready()]:
-                    pending.remove(job)
-                    result = job.get()  # re-raises a worker's unexpected exception here
-                    if "error" in result:
-                        pool.terminate()
-                        raise _disk_full(result, folder)
-                    warnings.add(result["skipped"], bar)
-            while True:  # the last progress messages
-                try:
-                    bar.update(progress.get(timeout=0.05))
-                except queue_mod.Empty:
-                    break
+        writers.start()
+        waiting = list(reversed(tasks))
+        pending: list[Any] = []
+        while waiting or pending:
+            while waiting and len(pending) < IN_FLIGHT_PER_WORKER * writers.workers:
+                pending.append(writers.pool.apply_async(_write_shard, (waiting.pop(),)))
+            with contextlib.suppress(queue_mod.Empty):
+                bar.update(writers.progress.get(timeout=0.1))
+            for job in [job for job in pending if job.ready()]:
+                pending.remove(job)
+                result = job.get()  # re-raises a worker's unexpected exception here
+                if "error" in result:
+                    raise _disk_full(result, folder)
+                warnings.add(result["skipped"], bar)
+        while True:  # the last progress messages
+            try:
+                bar.update(writers.progress.get(timeout=0.05))
+            except queue_mod.Empty:
+                break
     except BaseException:
+        writers.close()
         _remove_temps(folder)  # a worker killed by terminate() leaves its temp file behind
         raise
     finally:
@@ -511,9 +576,25 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> dict:
                 f"augment.mode=offline needs kit.data.augment.offline_augment ({exc})", "use augment.mode=online"
             ) from None
 
-    with _locked(folder):
-        fp = fingerprint(cfg, index, classes)
+    with _locked(folder), contextlib.ExitStack() as stack:
+        tasks = plan_shards(cfg, index)
+        settings = {
+            "size": cfg.model.image_size,
+            "format": image_format(cfg),
+            "quality": cfg.data.jpeg_quality,
+            "num_classes": len(classes),
+            "out_dir": str(folder),
+            "augment": cfg.augment,
+            "augment_seed": cfg.augment.seed,
+        }
+        writers = _ShardWriters(_worker_count(cfg, len(tasks)), settings)
+        stack.callback(writers.close)
         manifest_path = folder / MANIFEST
+        if not manifest_path.is_file():
+            # Nothing to keep, so there will be shards to write: start the workers now, and their start-up
+            # (~0.3 s each: interpreter, numpy, OpenCV) overlaps the fingerprint's stat of every image.
+            writers.start()
+        fp = fingerprint(cfg, index, classes)
         if manifest_path.is_file():
             with contextlib.suppress(ValueError, OSError):
                 old = read_json(manifest_path)
@@ -544,7 +625,6 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> dict:
                 ) from None
             raise
 
-        tasks = plan_shards(cfg, index)
         todo = [t for t in tasks if not ((folder / t.name).is_file() and (progress / f"{t.name}.json").is_file())]
         planned = {t.name for t in tasks}
         for split in SPLITS:  # shards of an older plan with the same fingerprint cannot exist, but be tidy
@@ -553,18 +633,9 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> dict:
                     shard.unlink()
         if len(todo) < len(tasks):
             print(f"resuming: {len(tasks) - len(todo)} of {len(tasks)} shards already written", file=sys.stderr)
-        settings = {
-            "size": cfg.model.image_size,
-            "format": image_format(cfg),
-            "quality": cfg.data.jpeg_quality,
-            "num_classes": len(classes),
-            "out_dir": str(folder),
-            "fingerprint": fp,
-            "augment": cfg.augment,
-            "augment_seed": cfg.augment.seed,
-        }
         if todo:
-            _run(cfg, todo, settings, folder)
+            _run(cfg, todo, writers, folder)
+        writers.close()
 
         manifest = _manifest(cfg, classes, tasks, folder, fp)
         _fsync_dir(folder)
