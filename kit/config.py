@@ -98,6 +98,7 @@ class AugmentConfig:
     library: str = "keras"  # keras | keras_cv
     flip: str = "horizontal"  # none | horizontal | vertical | both
     rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation(factor)
+    translate: float = 0.0  # whole-pixel shifts up to this fraction of the side, reflected at the border (pad-and-crop)
     color_jitter: float = 0.0  # 0..1 strength of brightness/contrast/saturation/hue jitter
     cutmix: float = 0.0  # probability that a batch (online) or a copy (offline) is CutMixed
     cutmix_alpha: float = 1.0  # Beta(alpha, alpha) for the mixed area

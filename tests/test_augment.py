@@ -158,3 +158,49 @@ def test_online_cutmix_probability_mixes_some_batches_only() -> None:
     dataset = tf.data.Dataset.from_tensors((images.astype(np.float32), labels)).repeat(16).map(augment)
     mixed = [not np.array_equal(y, labels) for _, y in dataset.as_numpy_iterator()]
     assert any(mixed) and not all(mixed)
+
+
+def reflect_shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Numpy reference: shift by whole pixels, mirrored at the border (Keras' fill_mode="reflect")."""
+    h, w = image.shape[:2]
+    rows, cols = np.arange(h) - dy, np.arange(w) - dx
+    rows = np.where(rows < 0, -rows - 1, np.where(rows >= h, 2 * h - rows - 1, rows))
+    cols = np.where(cols < 0, -cols - 1, np.where(cols >= w, 2 * w - cols - 1, cols))
+    return image[rows][:, cols]
+
+
+def find_shift(source: np.ndarray, shifted: np.ndarray, most: int) -> tuple[int, int] | None:
+    for dy in range(-most, most + 1):
+        for dx in range(-most, most + 1):
+            if np.array_equal(reflect_shift(source, dy, dx), shifted):
+                return dy, dx
+    return None
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_online_translate_is_a_whole_pixel_reflected_shift_within_bounds(jit: bool) -> None:
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (12, SIZE, SIZE, 3)).astype(np.uint8)  # distinct pixels: one shift fits
+    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 12)]
+    augment = build_online_augmenter(AugmentConfig(flip="none", translate=0.25, jit_compile=jit, seed=6), 3)
+    out, out_labels = augment(tf.constant(images), tf.constant(labels))
+    shifts = [find_shift(src.astype(np.float32), got, most=4) for src, got in zip(images, out.numpy(), strict=True)]
+    assert None not in shifts  # every image is its source shifted by at most 0.25 x 16 = 4 pixels
+    assert len(set(shifts)) > 3  # and the shifts vary
+    np.testing.assert_array_equal(out_labels.numpy(), labels)
+
+
+def test_offline_translate_is_the_same_shift() -> None:
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (8, SIZE, SIZE, 3)).astype(np.uint8)
+    out, _ = offline_augment(images, np.eye(8, dtype=np.float32), AugmentConfig(flip="none", translate=0.125), seed=1)
+    shifts = [find_shift(src, got, most=2) for src, got in zip(images, out, strict=True)]
+    assert None not in shifts and len(set(shifts)) > 2
+
+
+def test_keras_cv_translate_keeps_shape_and_range() -> None:
+    images = np.random.default_rng(5).uniform(0, 255, (4, SIZE, SIZE, 3)).astype(np.float32)
+    augment = build_online_augmenter(AugmentConfig(library="keras_cv", flip="none", translate=0.2), 2)
+    out, _ = augment(tf.constant(images), tf.constant(np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]))
+    assert out.shape == images.shape and 0.0 <= float(tf.reduce_min(out)) <= float(tf.reduce_max(out)) <= 255.0
+    assert not np.allclose(out.numpy(), images)

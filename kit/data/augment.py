@@ -1,4 +1,4 @@
-"""Image augmentation: flips, rotation, color jitter and CutMix, online (per batch) or offline (baked in).
+"""Image augmentation: flips, rotation, shifts, color jitter and CutMix, online (per batch) or offline (baked in).
 
 Two entry points, one per :attr:`AugmentConfig.mode`:
 
@@ -63,6 +63,10 @@ def _check_config(cfg: AugmentConfig) -> None:
     if not 0.0 <= cfg.rotation <= 1.0:
         raise KitError(
             f"augment.rotation={cfg.rotation} is outside [0, 1]", "give a fraction of a full turn, e.g. augment.rotation=0.05"
+        )
+    if not 0.0 <= cfg.translate <= 0.5:
+        raise KitError(
+            f"augment.translate={cfg.translate} is outside [0, 0.5]", "give a fraction of the side, e.g. augment.translate=0.125"
         )
     if not 0.0 <= cfg.color_jitter < 1.0:
         raise KitError(f"augment.color_jitter={cfg.color_jitter} is outside [0, 1)", "use e.g. augment.color_jitter=0.2")
@@ -183,6 +187,40 @@ def _fast_color_jitter(images: Any, strength: float, seed: int) -> Any:
     return _jitter_apply(images, *_jitter_draws(tf.shape(images)[0], strength, seed), xla=False)
 
 
+def _reflect_index(index: Any, length: Any) -> Any:
+    """Source positions for shifted positions, mirrored at the border like Keras' fill_mode="reflect"
+    (d c b a | a b c d | d c b a); valid for shifts of at most one side."""
+    import tensorflow as tf
+
+    index = tf.where(index < 0, -index - 1, index)
+    return tf.where(index >= length, 2 * length - index - 1, index)
+
+
+def _shift_draws(images: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """Whole-pixel shifts (dy [B], dx [B]), uniform in [-round(fraction * side), round(fraction * side)]."""
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+
+    def draw(length: Any, offset: int) -> Any:
+        most = tf.cast(tf.round(fraction * tf.cast(length, tf.float32)), tf.int32)
+        return tf.random.uniform([shape[0]], -most, most + 1, dtype=tf.int32, seed=seed + offset)
+
+    return draw(shape[1], 0), draw(shape[2], 1)
+
+
+def _shift_apply(x: Any, dy: Any, dx: Any) -> Any:
+    """Shift each image by (dy[b], dx[b]) pixels, reflecting at the border: two batched gathers (rows, then
+    columns), which XLA fuses with the steps around them."""
+    import tensorflow as tf
+
+    shape = tf.shape(x)
+    rows = _reflect_index(tf.range(shape[1])[None, :] - dy[:, None], shape[1])  # [B, H]
+    cols = _reflect_index(tf.range(shape[2])[None, :] - dx[:, None], shape[2])  # [B, W]
+    x = tf.gather(x, rows, axis=1, batch_dims=1)
+    return tf.gather(x, cols, axis=2, batch_dims=1)
+
+
 # RGB <-> YIQ (NTSC); Y is luma, (I, Q) the chroma plane that saturation scales and hue rotates.
 _RGB2YIQ = np.array(
     [[0.299, 0.587, 0.114], [0.59590059, -0.27455667, -0.32134392], [0.21153661, -0.52273617, 0.31119955]], np.float32
@@ -226,7 +264,8 @@ class OnlineAugmenter:
         self.flip: Any = None  # Keras core: the RandomFlip whose draws the kernel applies
         self.cutmix: Any = None
         self.jitter_seed: int | None = None
-        if cfg.flip == "none" and cfg.rotation == 0 and cfg.color_jitter == 0 and cfg.cutmix == 0:
+        self.shift_seed: int | None = None
+        if cfg.flip == "none" and cfg.rotation == 0 and cfg.translate == 0 and cfg.color_jitter == 0 and cfg.cutmix == 0:
             return  # identity: do not even import the layer libraries
         if cfg.library == "keras_cv":
             import keras_cv
@@ -251,6 +290,14 @@ class OnlineAugmenter:
         if cfg.rotation > 0:
             self.names.append("rotation")
             self.stages.append(layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1, dtype="float32"))
+        if cfg.translate > 0:
+            self.names.append("translate")
+            if cfg.library == "keras_cv":
+                self.stages.append(
+                    layers.RandomTranslation(cfg.translate, cfg.translate, fill_mode="reflect", seed=seed + 5, dtype="float32")
+                )
+            else:
+                self.shift_seed = seed + 5
         if cfg.color_jitter > 0:
             # Our vectorised jitter for both libraries: same parameter ranges as the RandomColorJitter
             # layers, ~5x faster (measurements and reasoning in _fast_color_jitter).
@@ -312,14 +359,16 @@ class OnlineAugmenter:
             for stage in self.stages:
                 images = self._apply(stage, images)
         batch = tf.shape(images)[0]
-        flips = jitter = paste = None
+        flips = shifts = jitter = paste = None
         if self.flip is not None:
             flips = tf.reshape(self.flip.get_random_transformation(images, training=True)["flips"], [-1])
+        if self.shift_seed is not None:
+            shifts = _shift_draws(images, self.cfg.translate, self.shift_seed)
         if self.jitter_seed is not None:
             jitter = _jitter_draws(batch, self.cfg.color_jitter, self.jitter_seed)
         if self.cutmix is not None:
             paste, labels = self._cutmix_draws(images, labels)
-        mixed = self.kernel(images, flips, jitter, paste)
+        mixed = self.kernel(images, flips, shifts, jitter, paste)
         return tf.ensure_shape(mixed, images.shape), labels
 
     def _cutmix_draws(self, images: Any, labels: Any) -> tuple[tuple[Any, Any, Any], Any]:
@@ -355,12 +404,12 @@ class OnlineAugmenter:
         labels = (1.0 - area[:, None]) * labels + area[:, None] * tf.gather(labels, tf.where(moved, perm, own))
         return (rows * weight[:, None], cols, perm), labels
 
-    def _kernel(self, images: Any, flips: Any, jitter: Any, paste: Any) -> Any:
+    def _kernel(self, images: Any, flips: Any, shifts: Any, jitter: Any, paste: Any) -> Any:
         """The pixel work of one batch (compiled by XLA unless ``augment.jit_compile=false``).
 
-        uint8 or float images [B, H, W, 3] -> float32 in 0..255: flips where ``flips[b]``, jitter with the
-        drawn parameters, then ``x * (1 - box) + x[perm] * box`` (exact for a 0/1 box), then a clip (the
-        rotation's interpolation can overshoot 0..255 slightly).
+        uint8 or float images [B, H, W, 3] -> float32 in 0..255: flips where ``flips[b]``, whole-pixel
+        shifts, jitter with the drawn parameters, then ``x * (1 - box) + x[perm] * box`` (exact for a 0/1
+        box), then a clip (the rotation's interpolation can overshoot 0..255 slightly).
         """
         import tensorflow as tf
 
@@ -372,6 +421,8 @@ class OnlineAugmenter:
             if self.cfg.flip in ("vertical", "both"):
                 flipped = tf.reverse(flipped, [1])
             x = tf.where(flips[:, None, None, None], flipped, x)
+        if shifts is not None:
+            x = _shift_apply(x, *shifts)
         if jitter is not None:
             x = _jitter_apply(x, *jitter, xla=bool(self.cfg.jit_compile))
         if paste is not None:
@@ -434,7 +485,8 @@ def build_online_augmenter(cfg: AugmentConfig, num_classes: int) -> Callable[[An
 
     ``images``: uint8 or float32 [B, H, W, 3] in 0..255 (the result is float32); ``labels``: float32 one-hot
     or soft [B, num_classes].
-    Applies, in order: random flips (``cfg.flip``), rotation (``cfg.rotation``, reflect fill), color jitter
+    Applies, in order: random flips (``cfg.flip``), rotation (``cfg.rotation``, reflect fill), whole-pixel
+    shifts (``cfg.translate``, reflect fill), color jitter
     (``cfg.color_jitter`` strength), then CutMix on the whole batch with probability ``cfg.cutmix``, mixing
     labels by the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
     Raises :class:`KitError` at trace time for integer or unbatched labels or unbatched images.
@@ -460,9 +512,12 @@ def _jitter_numpy(image: np.ndarray, strength: float, rng: np.random.Generator) 
 
 
 def _augment_one(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Flip, rotate and jitter one uint8 image; every random draw happens whether or not it is used,
+    """Flip, rotate, shift and jitter one uint8 image; every random draw happens whether or not it is used,
     so the stream (and so every other image's augmentation) does not depend on earlier outcomes."""
     flip_h, flip_v, angle = rng.random(), rng.random(), rng.uniform(-1.0, 1.0)
+    h, w = image.shape[:2]
+    most_y, most_x = round(cfg.translate * h), round(cfg.translate * w)
+    shift_y, shift_x = int(rng.integers(-most_y, most_y + 1)), int(rng.integers(-most_x, most_x + 1))
     out = image
     if cfg.flip in ("horizontal", "both") and flip_h < 0.5:
         out = out[:, ::-1]
@@ -471,11 +526,16 @@ def _augment_one(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
     if cfg.rotation > 0:
         import cv2
 
-        h, w = out.shape[:2]
         degrees = angle * cfg.rotation * 360.0  # Keras: factor is a fraction of 2*pi, angle in [-f, f]
         matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), degrees, 1.0)
         # BORDER_REFLECT matches Keras' fill_mode="reflect" (d c b a | a b c d | d c b a).
         out = cv2.warpAffine(np.ascontiguousarray(out), matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    if shift_y or shift_x:  # the online kernel's shift: source row y - dy, mirrored at the border
+        rows = np.arange(h) - shift_y
+        cols = np.arange(w) - shift_x
+        rows = np.where(rows < 0, -rows - 1, np.where(rows >= h, 2 * h - rows - 1, rows))
+        cols = np.where(cols < 0, -cols - 1, np.where(cols >= w, 2 * w - cols - 1, cols))
+        out = out[rows][:, cols]
     if cfg.color_jitter > 0:
         jittered = _jitter_numpy(np.ascontiguousarray(out), cfg.color_jitter, rng)
         out = np.clip(np.rint(jittered), 0, 255).astype(np.uint8)
@@ -496,7 +556,7 @@ def cutmix_box(height: int, width: int, alpha: float, rng: np.random.Generator) 
 def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One augmented copy of a batch, as baked into the records in offline mode.
 
-    Each image is flipped/rotated/jittered; then, with probability ``cfg.cutmix`` per image, a box from
+    Each image is flipped/rotated/shifted/jittered; then, with probability ``cfg.cutmix`` per image, a box from
     another (augmented, unmixed) image of the batch is pasted in and the soft label becomes
     ``(1 - a) * own + a * other`` with ``a`` the exact pasted pixel fraction. Deterministic for ``seed``.
 

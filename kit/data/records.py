@@ -21,8 +21,12 @@
   write whole shards. Workers never import TensorFlow: examples are encoded and framed by
   :mod:`kit.data.tfrecord` (byte-identical to ``tf.io.TFRecordWriter``), because importing TensorFlow cost
   each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, P1); a worker now starts in well under a
-  second. With one worker everything runs in this process. One build per records folder at a time (an
-  ``flock`` on the folder guards it).
+  second, and a fresh build starts them before fingerprinting so that their start-up overlaps it. With one
+  worker everything runs in this process. One build per records folder at a time (an ``flock`` on the
+  folder guards it).
+- **Memory** does not grow with the number of images beyond the index table the caller holds: shard rows
+  are made into Python objects only when the shard is handed to a worker (:class:`ShardRows`), at most
+  ``IN_FLIGHT_PER_WORKER`` shards per worker wait in the pool's queue, and the index is not copied.
 - **Image format**: ``data.image_format`` resolved by :func:`kit.data.schema.resolve_image_format` (``auto``
   = raw pixels up to 128 px, PNG above); the manifest and fingerprint hold the resolved format.
 
