@@ -28,8 +28,8 @@ flips, ``CutMix``'s box and permutation) or from kit's jitter draws, all tiny [B
 pixel work -- uint8 -> float, flip, brightness, contrast, the saturation/hue colour matrix, the CutMix
 paste and the final clip -- is one ``tf.function(jit_compile=True)`` kernel: XLA fuses it into about
 three passes over the batch where the ops one by one made over fifteen (each a full read and write of
-[B, H, W, 3] floats). Measured at 64 px, batch 64, 2 cores in tf.data: flip + jitter + CutMix went from
-~5.7 ms to ~2 ms a batch (BENCHMARKS.md, P2). Flips and pastes are selects and exact 0/1 blends, so the
+[B, H, W, 3] floats). Measured at 64 px, batch 64, in tf.data on 2 cores that a training run shared: flip +
+jitter + CutMix went from 11.3 ms to 4.7 ms a batch (BENCHMARKS.md P2 predates it). Flips and pastes are selects and exact 0/1 blends, so the
 result equals the layers bit for bit (tests/test_augment_fast.py); ``augment.jit_compile=false`` runs the
 same maths as plain TF ops for platforms without XLA on the CPU.
 """
@@ -431,7 +431,7 @@ class OnlineAugmenter:
             x = x * (1.0 - box) + tf.gather(x, perm) * box
         return tf.clip_by_value(x, 0.0, 255.0)
 
-    # ---- keras-cv: layers one after the other --------------------------------------------------------
+    # ---- layers one after the other (keras-cv; rotation on either) --------------------------------------------------------
 
     def _apply(self, stage: Any, images: Any) -> Any:
         if not hasattr(stage, "get_config"):
