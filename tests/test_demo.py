@@ -1,4 +1,4 @@
-"""The README's first command, `kit demo`, end to end through the CLI (3 epochs instead of 30)."""
+"""The README's first command, `kit demo`, end to end through the CLI (3 epochs instead of the preset's 40)."""
 
 import subprocess
 import sys
