@@ -239,3 +239,25 @@ def test_metrics_names() -> None:
     assert [m.name for m in build_metrics(True, 2)] == ["accuracy", "f1_score", "auc", "precision", "recall"]
     assert [m.name for m in build_metrics(False, 5)] == ["accuracy", "f1_score"]
     assert monitor_mode("val_loss") == "min" and monitor_mode("val_f1_score") == "max"
+
+
+def test_best_checkpoint_breaks_a_saturated_metric_tie_by_val_loss(tmp_path: Path) -> None:
+    import keras
+
+    from kit.train.schedules import BestCheckpoint, Tracker
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    tracker = Tracker("val_accuracy", "max")
+    callback = BestCheckpoint(tmp_path / "best.keras", tracker, phase=1)
+    callback.set_model(model)
+    epochs = [(0.9, 0.5), (1.0, 0.4), (1.0, 0.45), (1.0, 0.2), (0.95, 0.1), (1.0, 0.2)]
+    saved_at = []
+    for epoch, (accuracy, loss) in enumerate(epochs):
+        before = (tmp_path / "best.keras").stat().st_ino if (tmp_path / "best.keras").exists() else None
+        callback.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_loss": loss})
+        if (tmp_path / "best.keras").stat().st_ino != before:  # each save renames a new file over it
+            saved_at.append(epoch)
+    # 1.0 first at epoch 1; epoch 3 ties it with a lower loss; a lower accuracy (4) or an equal loss (5) does not win.
+    assert saved_at == [0, 1, 3]
+    assert (tracker.best, tracker.best_epoch, tracker.best_loss) == (1.0, 3, 0.2)
+    assert tracker.to_json()["best_loss"] == 0.2

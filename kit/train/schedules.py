@@ -172,6 +172,7 @@ class Tracker:
     best: float | None = None
     best_epoch: int | None = None
     best_phase: int | None = None
+    best_loss: float | None = None  # val_loss at the best epoch: breaks ties of a saturated metric
     best_weights: list[np.ndarray] | None = field(default=None, repr=False)  # in memory only
 
     def to_json(self) -> dict[str, Any]:
@@ -181,6 +182,7 @@ class Tracker:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "best_phase": self.best_phase,
+            "best_loss": self.best_loss,
         }
 
 
@@ -235,8 +237,19 @@ class BestCheckpoint(keras.callbacks.Callback):
                 )
                 self._warned = True
             return
-        if is_better(value, self.tracker.best, self.tracker.mode):
+        loss = scalar_logs(logs).get("val_loss")
+        # A tie counts when val_loss is lower: a small val set saturates (accuracy 1.0 early, at a high learning
+        # rate), and without this the first epoch to get there stays the best however far training goes on.
+        tie_better = (
+            value == self.tracker.best
+            and self.tracker.monitor != "val_loss"
+            and loss is not None
+            and self.tracker.best_loss is not None
+            and loss < self.tracker.best_loss
+        )
+        if is_better(value, self.tracker.best, self.tracker.mode) or tie_better:
             self.tracker.best, self.tracker.best_epoch, self.tracker.best_phase = value, epoch, self.phase
+            self.tracker.best_loss = loss
             self.tracker.best_weights = self.model.get_weights()
             save_model_atomic(self.model, self.path)
 

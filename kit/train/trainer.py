@@ -179,6 +179,7 @@ def fit_phases(
     if state is not None:
         saved = state["tracker"]
         tracker.best, tracker.best_epoch, tracker.best_phase = saved["best"], saved["best_epoch"], saved["best_phase"]
+        tracker.best_loss = saved.get("best_loss")  # absent in checkpoints from before tie-breaking
         # Rows past the checkpoint belong to an epoch the kill interrupted; it runs again.
         history = [row for row in read_history(run_dir / "history.csv") if row["epoch"] < state["next_epoch"]]
         if chief:
