@@ -432,12 +432,8 @@ def section_p1(ctx: Context) -> dict:
         # The mean time of each side; memory from the build with the highest peak.
         loop_seconds = float(np.mean(loops))
         build = max(builds, key=lambda b: b["tree_peak_rss_sampled"] or b["tree_peak_rss_bound"])
-        build = {
-            **build,
-            "seconds": float(np.mean([b["seconds"] for b in builds])),
-            "round_seconds": [b["seconds"] for b in builds],
-        }
-        build["loop_round_seconds"] = loops
+        seconds = [b["seconds"] for b in builds]
+        build = {**build, "seconds": float(np.mean(seconds)), "round_seconds": seconds, "loop_round_seconds": loops}
         loop_rate = _rate(n, loop_seconds)
         build_rate = _rate(n, build["seconds"])
         ratio = build_rate / (n_cores * loop_rate) if loop_rate else 0.0
@@ -590,6 +586,8 @@ def _pipe_data(ctx: Context) -> tuple[Path, Any]:
 
 
 def _batches(dataset: Any) -> Iterator[int]:
+    """Batch sizes from a tf.data dataset or a Keras directory iterator; closing it stops a tf.data iterator's
+    background work and leaves the (synchronous, endless) directory iterator as it is."""
     for images, _ in dataset:
         yield int(images.shape[0])
 
@@ -637,7 +635,7 @@ def _keras_layers_dataset(folder: Path, num_classes: int) -> Any:
     return dataset.repeat().map(augment, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def _generator_batches(folder: Path) -> Iterator[int]:
+def _generator_flow(folder: Path) -> Any:
     """The original solution's way: ImageDataGenerator.flow_from_directory with what it has of the augmentations.
 
     Gone from the ``keras`` namespace in Keras 3 but still at ``tf.keras.preprocessing.image`` (the legacy
@@ -654,9 +652,7 @@ def _generator_batches(folder: Path) -> Iterator[int]:
     flow = generator.flow_from_directory(
         str(folder), target_size=(PIPE_SIZE, PIPE_SIZE), batch_size=BATCH, class_mode="categorical", shuffle=True, seed=1
     )
-    while True:
-        images, _ = next(flow)
-        yield int(images.shape[0])
+    return flow
 
 
 def _time_batches(batches: Iterator[int], skip: int, count: int) -> tuple[int, float]:
@@ -666,22 +662,6 @@ def _time_batches(batches: Iterator[int], skip: int, count: int) -> tuple[int, f
     for _ in range(count):
         images += next(batches)
     return images, time.perf_counter() - start
-
-
-class _Reused:
-    """ImageDataGenerator's iterator, kept across rounds: it is synchronous, so it does no work between them."""
-
-    def __init__(self, batches: Iterator[int]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[int]:
-        return self
-
-    def __next__(self) -> int:
-        return next(self.batches)
-
-    def close(self) -> None:
-        pass
 
 
 def compare_pipelines(ctx: Context, open_kit: Callable[[], Any], open_other: Callable[[], Any], other_name: str) -> dict:
@@ -740,10 +720,7 @@ def _pipe_section(ctx: Context, key: str) -> dict:
     folder, cfg = _pipe_data(ctx)
     if key == "P2":
         other_name, goal, title = "ImageDataGenerator", 5.0, "P2: kit input pipeline vs ImageDataGenerator.flow_from_directory"
-        reused = _Reused(_generator_batches(folder))
-
-        def open_other() -> Any:
-            return reused
+        baseline = _generator_flow(folder)
     else:
         other_name, goal, title = (
             "image_dataset_from_directory",
@@ -751,13 +728,9 @@ def _pipe_section(ctx: Context, key: str) -> dict:
             "P3: kit input pipeline vs image_dataset_from_directory + Keras layers",
         )
         baseline = _keras_layers_dataset(folder, PIPE_CLASSES)
-
-        def open_other() -> Any:
-            return _batches(baseline)
-
     log(f"{key}: kit vs {other_name}, {ctx.sizes.pipe_rounds} rounds of {ctx.sizes.pipe_batches} batches of {BATCH}")
     kit_dataset = _kit_dataset(cfg)
-    result = compare_pipelines(ctx, lambda: _batches(kit_dataset), open_other, other_name)
+    result = compare_pipelines(ctx, lambda: _batches(kit_dataset), lambda: _batches(baseline), other_name)
     if key == "P2":
         result["kit_breakdown"] = kit_breakdown(ctx, cfg)
     ratio = result["ratio"]
@@ -1092,15 +1065,19 @@ def score_test_split(cfg: Any, run_dir: Path) -> dict[str, Any]:
     model = load_model(run_dir)
     dataset = make_dataset(cfg, "test", training=False, batch_size=256)  # records order: labels line up
     labels = np.concatenate([np.asarray(targets).argmax(axis=1) for _, targets in dataset])
-    tta = list(cfg.predict.tta)
-    scores: dict[str, Any] = {"test_examples": int(len(labels)), "tta": tta}
-    for key, views in (("test_accuracy", tta), ("test_accuracy_no_tta", [])):
-        if key == "test_accuracy_no_tta" and not tta:
-            scores[key] = scores["test_accuracy"]
-            continue
+
+    def accuracy(views: list[str]) -> float:
         _, probs = predict_probabilities(model, dataset, views, progress=False)
-        scores[key] = float((probs.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
-    return scores
+        return float((probs.argmax(axis=1) == labels).mean()) if len(labels) else 0.0
+
+    tta = list(cfg.predict.tta)
+    with_tta = accuracy(tta)
+    return {
+        "test_examples": int(len(labels)),
+        "tta": tta,
+        "test_accuracy": with_tta,
+        "test_accuracy_no_tta": accuracy([]) if tta else with_tta,
+    }
 
 
 def _acc_row(model_name: str, goal: float, raw: dict, quick: bool) -> dict:
@@ -1183,7 +1160,7 @@ def section_acc(ctx: Context) -> dict:
         earlier_raw = by_model.get(model_name, (None, {}, None))[1]
         if ctx.acc_rescore:
             # Score the recorded run again (a change to scoring, e.g. the preset's TTA, needs no retraining).
-            if not Path(earlier_raw.get("run_dir", "/nonexistent")).is_dir():
+            if not (earlier_raw.get("run_dir") and Path(earlier_raw["run_dir"]).is_dir()):
                 log(f"ACC {model_name}: no recorded run to rescore; skipped")
                 continue
             raw_model = {**earlier_raw, **score_test_split(cfg, Path(earlier_raw["run_dir"]))}

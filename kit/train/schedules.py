@@ -228,7 +228,8 @@ class BestCheckpoint(keras.callbacks.Callback):
         self._warned = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = scalar_logs(logs).get(self.tracker.monitor)
+        scalars = scalar_logs(logs)
+        value = scalars.get(self.tracker.monitor)
         if value is None:
             if not self._warned:
                 print(
@@ -237,16 +238,10 @@ class BestCheckpoint(keras.callbacks.Callback):
                 )
                 self._warned = True
             return
-        loss = scalar_logs(logs).get("val_loss")
+        loss = scalars.get("val_loss")
         # A tie counts when val_loss is lower: a small val set saturates (accuracy 1.0 early, at a high learning
         # rate), and without this the first epoch to get there stays the best however far training goes on.
-        tie_better = (
-            value == self.tracker.best
-            and self.tracker.monitor != "val_loss"
-            and loss is not None
-            and self.tracker.best_loss is not None
-            and loss < self.tracker.best_loss
-        )
+        tie_better = value == self.tracker.best and None not in (loss, self.tracker.best_loss) and loss < self.tracker.best_loss
         if is_better(value, self.tracker.best, self.tracker.mode) or tie_better:
             self.tracker.best, self.tracker.best_epoch, self.tracker.best_phase = value, epoch, self.phase
             self.tracker.best_loss = loss
