@@ -1,4 +1,4 @@
-"""The README's first command, `kit demo`, end to end through the CLI (3 epochs instead of the preset's 40)."""
+"""The README's first command, `kit demo`, end to end through the CLI (6 epochs instead of the preset's 40)."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
         f"data.root={tmp_path / 'raw'}",
         f"data.records_root={tmp_path / 'records'}",
         f"run.root={tmp_path / 'runs'}",
-        "train.epochs=3",
+        "train.epochs=6",
         "train.verbose=2",
     ]
     result = subprocess.run(
@@ -21,7 +21,8 @@ def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
     out = result.stdout
     assert "6/6 score on the hidden test labels" in out
     accuracy = float(out.split("accuracy = ")[1].split()[0])
-    assert accuracy > 0.6  # 3 epochs of ResNet20 on 10 digit classes: far above chance (0.1)
+    # Far above chance (0.1); at 3 epochs the SGD preset (0.05, one warm-up epoch) scored 0.55-0.65, too close.
+    assert accuracy > 0.6  # 6 epochs of ResNet20 on 10 digit classes
 
     (run_dir,) = (tmp_path / "runs" / "demo" / "resnet20").iterdir()
     for name in ("config.yaml", "history.csv", "best.keras", "metrics.json", "submission.csv", "done"):
@@ -32,7 +33,7 @@ def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
     sample = pd.read_csv(tmp_path / "raw" / "sample_submission.csv", dtype=str)
     assert list(submission.columns) == list(sample.columns)
     assert submission["id"].tolist() == sample["id"].tolist()
-    assert len(pd.read_csv(run_dir / "history.csv")) == 3
+    assert len(pd.read_csv(run_dir / "history.csv")) == 6
 
     # The score printed is the one the hidden labels give.
     solution = pd.read_csv(tmp_path / "raw" / "solution.csv", dtype=str).merge(submission, on="id")
