@@ -95,6 +95,18 @@ def test_palette_png_from_raw_bytes(tmp_path):
     assert image_info(tmp_path / "p.png")["channels"] == 3
 
 
+def test_rgb_png_colour_key_is_composited_over_white(tmp_path):
+    """An 8-bit RGB PNG decodes straight to RGB, unless a tRNS colour key makes some pixels transparent."""
+    rows = [bytes([0, 10, 20, 30, 40, 50, 60]), bytes([0, 70, 80, 90, 10, 20, 30])]  # filter 0, then RGB
+    head = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+    body = _png_chunk(b"IDAT", zlib.compress(b"".join(rows))) + _png_chunk(b"IEND", b"")
+    (tmp_path / "rgb.png").write_bytes(head + body)
+    (tmp_path / "keyed.png").write_bytes(head + _png_chunk(b"tRNS", struct.pack(">HHH", 10, 20, 30)) + body)
+    np.testing.assert_array_equal(decode(tmp_path / "rgb.png"), [[[10, 20, 30], [40, 50, 60]], [[70, 80, 90], [10, 20, 30]]])
+    white = [255, 255, 255]
+    np.testing.assert_array_equal(decode(tmp_path / "keyed.png"), [[white, [40, 50, 60]], [[70, 80, 90], white]])
+
+
 def test_sixteen_bit_png_is_scaled_not_truncated(tmp_path):
     values = np.array([[0, 65535, 257 * 128], [65534, 32767, 128]], np.uint16)
     write_png(tmp_path / "g16.png", values)

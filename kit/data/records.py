@@ -490,24 +490,31 @@ def _run(cfg: Config, tasks: list[ShardTask], writers: _ShardWriters, folder: Pa
                 warnings.add(result["skipped"], bar)
             return
         writers.start()
-        waiting = list(reversed(tasks))
-        pending: list[Any] = []
-        while waiting or pending:
-            while waiting and len(pending) < IN_FLIGHT_PER_WORKER * writers.workers:
-                pending.append(writers.pool.apply_async(_write_shard, (waiting.pop(),)))
-            with contextlib.suppress(queue_mod.Empty):
-                bar.update(writers.progress.get(timeout=0.1))
-            for job in [job for job in pending if job.ready()]:
-                pending.remove(job)
-                result = job.get()  # re-raises a worker's unexpected exception here
-                if "error" in result:
-                    raise _disk_full(result, folder)
-                warnings.add(result["skipped"], bar)
-        while True:  # the last progress messages
+        # Finished shards come back through the pool's callbacks into ``finished``, so the loop wakes the
+        # moment one is done (polling job.ready() between progress reads cost up to 0.15 s at the end of
+        # every build: ~10% of a 10k-image build; BENCHMARKS.md, P1).
+        finished: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
+        waiting, running = list(reversed(tasks)), 0
+        while waiting or running:
+            while waiting and running < IN_FLIGHT_PER_WORKER * writers.workers:
+                writers.pool.apply_async(_write_shard, (waiting.pop(),), callback=finished.put, error_callback=finished.put)
+                running += 1
             try:
-                bar.update(writers.progress.get(timeout=0.05))
+                result = finished.get(timeout=0.2)
             except queue_mod.Empty:
-                break
+                result = None
+            with contextlib.suppress(queue_mod.Empty):
+                while True:
+                    bar.update(writers.progress.get_nowait())
+            if result is None:
+                continue
+            running -= 1
+            if isinstance(result, BaseException):
+                raise result  # a worker's unexpected exception, with its remote traceback as the cause
+            if "error" in result:
+                raise _disk_full(result, folder)
+            warnings.add(result["skipped"], bar)
+        bar.update(bar.total - bar.n)  # progress messages still in flight: every shard is written
     except BaseException:
         writers.close()
         _remove_temps(folder)  # a worker killed by terminate() leaves its temp file behind

@@ -76,12 +76,12 @@ def serialize(example: Example) -> bytes:
     return tfrecord.example(
         {
             "image": tfrecord.bytes_feature([example.image]),
-            "label": tfrecord.int64_feature([example.label]),
+            "label": tfrecord.int64_scalar_feature(example.label),
             "soft_label": tfrecord.float_feature(np.asarray(example.soft_label, np.float32)),
             "id": tfrecord.bytes_feature([example.id.encode("utf-8")]),
-            "height": tfrecord.int64_feature([example.height]),
-            "width": tfrecord.int64_feature([example.width]),
-            "fold": tfrecord.int64_feature([example.fold]),
+            "height": tfrecord.int64_scalar_feature(example.height),
+            "width": tfrecord.int64_scalar_feature(example.width),
+            "fold": tfrecord.int64_scalar_feature(example.fold),
         }
     )
 

@@ -34,6 +34,7 @@ with ``masked_crc(c) = ((c >> 15) | (c << 17)) + 0xa282ead8 (mod 2**32)`` on the
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,10 +53,17 @@ _crc32c: Callable[[bytes], int] | None = None  # google_crc32c.value, imported o
 # ---------------------------------------------------------------------------------------------- protobuf
 
 
+_SMALL = [bytes((value,)) for value in range(0x80)]  # one-byte varints, prebuilt: most lengths and labels
+# Tags of the length-delimited fields below (field number << 3 | wire type 2), each a single byte.
+_TAG_1, _TAG_2, _TAG_3 = b"\x0a", b"\x12", b"\x1a"
+
+
 def _varint(value: int) -> bytes:
     """Base-128 varint of an unsigned value (protobuf wire type 0)."""
     if value < 0x80:  # ids' lengths, labels, sizes: nearly always one byte
-        return bytes((value,))
+        return _SMALL[value]
+    if value < 0x4000:  # an encoded image's or a soft label's length
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -64,26 +72,37 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2): tag, length, payload."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+def _field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field (wire type 2): its one-byte ``tag``, the length, the payload.
+
+    The records workers call this ~20 times per image, so it takes a prebuilt tag and inlines the
+    one-byte length (BENCHMARKS.md, P1: serialising an example went from ~29 to ~6 µs).
+    """
+    length = len(payload)
+    return tag + (_SMALL[length] if length < 0x80 else _varint(length)) + payload
 
 
 def bytes_feature(values: Sequence[bytes]) -> bytes:
     """A serialized ``Feature`` holding a ``BytesList``."""
-    return _field(1, b"".join(_field(1, bytes(value)) for value in values))
+    return _field(_TAG_1, b"".join([_field(_TAG_1, bytes(value)) for value in values]))
 
 
 def float_feature(values: Iterable[float] | np.ndarray) -> bytes:
     """A serialized ``Feature`` holding a packed ``FloatList`` (float32, little-endian as on the wire)."""
     packed = np.asarray(values, dtype="<f4").ravel().tobytes()
-    return _field(2, _field(1, packed) if packed else b"")  # an empty packed field is omitted, as protobuf does
+    return _field(_TAG_2, _field(_TAG_1, packed) if packed else b"")  # an empty packed field is omitted, as protobuf does
 
 
 def int64_feature(values: Iterable[int]) -> bytes:
     """A serialized ``Feature`` holding a packed ``Int64List``; negatives are 64-bit two's complement."""
-    packed = b"".join(_varint(int(value) & _U64) for value in values)
-    return _field(3, _field(1, packed) if packed else b"")
+    packed = b"".join([_varint(int(value) & _U64) for value in values])
+    return _field(_TAG_3, _field(_TAG_1, packed) if packed else b"")
+
+
+@functools.lru_cache(maxsize=4096)
+def int64_scalar_feature(value: int) -> bytes:
+    """``int64_feature([value])``, cached: labels, sizes and folds repeat across a build's records."""
+    return int64_feature((value,))
 
 
 def _upb_order(key: bytes) -> tuple[int, ...]:
@@ -97,15 +116,22 @@ def _upb_order(key: bytes) -> tuple[int, ...]:
     return (*key, 256)
 
 
+@functools.lru_cache(maxsize=64)
+def _entry_heads(keys: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
+    """``(key, its encoded map-entry key field)`` in deterministic order; cached, as every record of a
+    build has the same keys."""
+    encoded = sorted(((key, key.encode("utf-8")) for key in keys), key=lambda pair: _upb_order(pair[1]))
+    return tuple((key, _field(_TAG_1, raw)) for key, raw in encoded)
+
+
 def example(features: Mapping[str, bytes]) -> bytes:
     """A serialized ``tf.train.Example`` from ``{name: serialized Feature}`` (see the *_feature helpers).
 
     Entries go in the order ``SerializeToString(deterministic=True)`` of the upb runtime writes them (see
     the module docstring).
     """
-    entries = sorted(((key.encode("utf-8"), value) for key, value in features.items()), key=lambda e: _upb_order(e[0]))
-    body = b"".join(_field(1, _field(1, key) + _field(2, value)) for key, value in entries)
-    return _field(1, body)
+    entries = [_field(_TAG_1, head + _field(_TAG_2, features[key])) for key, head in _entry_heads(tuple(features))]
+    return _field(_TAG_1, b"".join(entries))
 
 
 # ---------------------------------------------------------------------------------------------- TFRecord framing
