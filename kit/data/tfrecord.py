@@ -76,7 +76,7 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2): its one-byte ``tag``, the length, the payload.
 
     The records workers call this ~20 times per image, so it takes a prebuilt tag and inlines the
-    one-byte length (BENCHMARKS.md, P1: serialising an example went from ~29 to ~6 µs).
+    one-byte length (BENCHMARKS.md, P1: serialising an example went from ~29 to ~7 µs).
     """
     length = len(payload)
     return tag + (_SMALL[length] if length < 0x80 else _varint(length)) + payload
