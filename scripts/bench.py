@@ -601,6 +601,7 @@ def _p1_png(path: Path, runs: list[dict], n_cores: int) -> str:
     if all(r.get("parallel_loop_rate") for r in runs):
         parallel = [r["parallel_loop_rate"] for r in runs]
         left.plot(ns, parallel, marker="o", linestyle=":", label=f"{n_cores} loop processes at once")
+    left.set_ylim(bottom=0)  # from zero, so the gap between the lines reads at its true size
     left.set_xlabel("images")
     left.set_ylabel("images/s")
     left.legend(fontsize=8)
