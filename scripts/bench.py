@@ -36,7 +36,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,7 +256,7 @@ def write_comp_yaml(path: Path, name: str, data_root: Path, classes: list[str], 
 # ---------------------------------------------------------------------------------------------- P1
 
 
-def opencv_loop(paths: list[Path], size: int) -> float:
+def opencv_loop(paths: Sequence[str | Path], size: int) -> float:
     """Seconds for one process on one core to do what the records writer does per image, minus the writing.
 
     The plainest OpenCV code for it: cv2.imread (the fastest way OpenCV reads a file: no Python bytes, no
@@ -280,7 +280,7 @@ def opencv_loop(paths: list[Path], size: int) -> float:
 
 
 def _loop_slice(job: tuple[list[str], int]) -> float:
-    return opencv_loop([Path(p) for p in job[0]], job[1])
+    return opencv_loop(*job)
 
 
 def parallel_loops(pool: Any, paths: list[Path], size: int, processes: int) -> float:
@@ -424,6 +424,30 @@ def run_build_process(spec: dict, log_path: Path) -> dict:
     return result
 
 
+def _p1_rounds(ctx: Context, spec: dict, paths: list[Path], loop_pool: Any, n_cores: int) -> tuple[list, list, list]:
+    """P1's timed rounds for one N: (loop seconds, parallel-loops seconds, build results), in ABBA order."""
+    n = spec["n"]
+    loops: list[float] = []
+    parallel: list[float] = []
+    builds: list[dict] = []
+    log(f"P1 N={n}: reading the {n:,} files once, so that every timed pass finds them in the page cache")
+    for path in paths:
+        path.read_bytes()
+    for number in range(ctx.sizes.p1_rounds):
+        steps = ["loop", "parallel", "build"]
+        for step in steps if number % 2 == 0 else steps[::-1]:  # ABBA: drift hits every side alike
+            if step == "loop":
+                log(f"P1 N={n}: single-process OpenCV loop")
+                loops.append(opencv_loop(paths, spec["size"]))
+            elif step == "parallel":
+                log(f"P1 N={n}: {n_cores} OpenCV loop processes at once")
+                parallel.append(parallel_loops(loop_pool, paths, spec["size"], n_cores))
+            else:
+                log(f"P1 N={n}: records build (subprocess, RSS of the process tree sampled every 50 ms)")
+                builds.append(run_build_process(spec, ctx.work / "p1" / f"build-{n}.log"))
+    return loops, parallel, builds
+
+
 def section_p1(ctx: Context) -> dict:
     sizes, size, num_classes = ctx.sizes.p1_sizes, 32, 100
     source = ctx.work / "p1" / "images"
@@ -443,24 +467,7 @@ def section_p1(ctx: Context) -> dict:
                 "records_root": str(ctx.work / "p1" / "records"),
                 "shard_mb": ctx.sizes.p1_shard_mb,
             }
-            loops: list[float] = []
-            parallel: list[float] = []
-            builds: list[dict] = []
-            log(f"P1 N={n}: reading the {n:,} files once, so that every timed pass finds them in the page cache")
-            for path in paths[:n]:
-                path.read_bytes()
-            for number in range(ctx.sizes.p1_rounds):
-                steps = ["loop", "parallel", "build"]
-                for step in steps if number % 2 == 0 else steps[::-1]:  # ABBA: drift hits every side alike
-                    if step == "loop":
-                        log(f"P1 N={n}: single-process OpenCV loop")
-                        loops.append(opencv_loop(paths[:n], size))
-                    elif step == "parallel":
-                        log(f"P1 N={n}: {n_cores} OpenCV loop processes at once")
-                        parallel.append(parallel_loops(loop_pool, paths[:n], size, n_cores))
-                    else:
-                        log(f"P1 N={n}: records build (subprocess, RSS of the process tree sampled every 50 ms)")
-                        builds.append(run_build_process(spec, ctx.work / "p1" / f"build-{n}.log"))
+            loops, parallel, builds = _p1_rounds(ctx, spec, paths[:n], loop_pool, n_cores)
             # The mean time of each side; memory from the build with the highest peak.
             loop_seconds = float(np.mean(loops))
             build = max(builds, key=lambda b: b["tree_peak_rss_sampled"] or b["tree_peak_rss_bound"])

@@ -135,7 +135,7 @@ def _header(fh: BinaryIO, fmt: str) -> dict:
         if fmt == "png" and head[12:16] == b"IHDR":
             width, height, depth, color = struct.unpack(">IIBB", head[16:26])
             channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(color)
-            return {"width": width, "height": height, "channels": channels, "bit_depth": depth}
+            return {"width": width, "height": height, "channels": channels, "bit_depth": depth, "png_color_type": color}
         if fmt == "gif":
             width, height = struct.unpack("<HH", head[6:10])
             return {"width": width, "height": height, "channels": 3, "bit_depth": 8}
@@ -281,13 +281,13 @@ def _reduction(height: int, width: int, max_side: int | None) -> int:
     return 1
 
 
-def _plain_rgb_png(data: bytes) -> bool:
+def _plain_rgb_png(data: bytes, header: dict) -> bool:
     """An 8-bit RGB PNG (colour type 2) without a tRNS colour key: OpenCV can decode it straight to RGB.
 
     Saves the BGR->RGB pass of the general path (:func:`_to_rgb`); a tRNS key would make some pixels
     transparent, which only the general path composites.
     """
-    if data[12:16] != b"IHDR" or data[24:26] != b"\x08\x02":  # bit depth 8, colour type 2
+    if header.get("bit_depth") != 8 or header.get("png_color_type") != 2:
         return False
     first_image_data = data.find(b"IDAT")  # tRNS, when present, comes before the image data
     return data.find(b"tRNS", 33, first_image_data if first_image_data > 0 else len(data)) < 0
@@ -316,7 +316,7 @@ def decode_with_size(path: str | os.PathLike, max_side: int | None = None) -> tu
         raise ImageError("truncated JPEG (no end-of-image marker)")
 
     buffer = np.frombuffer(data, np.uint8)
-    rgb_direct = fmt == "jpeg" or (fmt == "png" and _plain_rgb_png(data))
+    rgb_direct = fmt == "jpeg" or (fmt == "png" and _plain_rgb_png(data, header))
     try:
         if fmt == "jpeg":
             flags = {
