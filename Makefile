@@ -81,6 +81,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check kit tests scripts
 	$(BIN)/ruff format --check kit tests scripts
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m scripts.bench $(if $(QUICK),--quick) $(ARGS)
