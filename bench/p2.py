@@ -58,11 +58,11 @@ def section_p2(ctx: Context) -> dict:
     return pipe_section(
         ctx,
         "P2",
-        "P2: kit input pipeline vs ImageDataGenerator.flow_from_directory",
-        "ImageDataGenerator",
-        5.0,
-        _generator_flow,
-        "ImageDataGenerator is gone from the `keras` namespace in Keras 3.15 but still reachable as "
+        title="P2: kit input pipeline vs ImageDataGenerator.flow_from_directory",
+        other_name="ImageDataGenerator",
+        goal=5.0,
+        open_baseline=_generator_flow,
+        baseline_note="ImageDataGenerator is gone from the `keras` namespace in Keras 3.15 but still reachable as "
         "tf.keras.preprocessing.image.ImageDataGenerator (keras.src.legacy); verified in this run. It gets "
         f"horizontal_flip, brightness_range=({1 - PIPE_JITTER:g}, {1 + PIPE_JITTER:g}) and channel_shift_range as a "
         "stand-in for hue; it has no contrast/saturation/hue jitter and no CutMix, so it does less work than kit.",

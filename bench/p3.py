@@ -51,10 +51,10 @@ def section_p3(ctx: Context) -> dict:
     return pipe_section(
         ctx,
         "P3",
-        "P3: kit input pipeline vs image_dataset_from_directory + Keras layers",
-        "image_dataset_from_directory",
-        2.0,
-        lambda folder: _keras_layers_dataset(folder, PIPE_CLASSES),
-        "Baseline: keras.utils.image_dataset_from_directory -> map(RandomFlip, RandomColorJitter with kit's "
+        title="P3: kit input pipeline vs image_dataset_from_directory + Keras layers",
+        other_name="image_dataset_from_directory",
+        goal=2.0,
+        open_baseline=lambda folder: _keras_layers_dataset(folder, PIPE_CLASSES),
+        baseline_note="Baseline: keras.utils.image_dataset_from_directory -> map(RandomFlip, RandomColorJitter with kit's "
         "ranges, CutMix on images and labels), num_parallel_calls=AUTOTUNE, prefetch(AUTOTUNE).",
     )
