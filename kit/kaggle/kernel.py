@@ -35,7 +35,7 @@ BUILD_ROOT = Path("build")  # relative to the working directory, like data/ and 
 WHEEL_DATASET = "kit-wheel"
 WEIGHTS_DATASET = "kit-weights"
 CODE_FILE = "kit_kernel.py"
-INPUT = "/kaggle/input"  # where Kaggle mounts a kernel's competition and datasets (read-only)
+INPUT_ROOT = "/kaggle/input"  # where Kaggle mounts a kernel's competition and datasets (read-only)
 WORKING = "/kaggle/working"
 NAMED_WEIGHTS = ("", "none", "imagenet")  # model.weights values that are not a file to publish
 
@@ -63,9 +63,9 @@ def _weights(cfg: Config, user: str) -> tuple[str | None, str]:
     weights = cfg.model.weights
     if weights in NAMED_WEIGHTS:
         return None, weights
-    if weights.startswith(f"{INPUT}/"):
+    if weights.startswith(f"{INPUT_ROOT}/"):
         return f"{user}/{Path(weights).parts[3]}", weights  # /kaggle/input/<dataset>/...
-    return f"{user}/{WEIGHTS_DATASET}", f"{INPUT}/{WEIGHTS_DATASET}/{Path(weights).name}"
+    return f"{user}/{WEIGHTS_DATASET}", f"{INPUT_ROOT}/{WEIGHTS_DATASET}/{Path(weights).name}"
 
 
 def metadata(cfg: Config, user: str) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     values: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[assignment]
-    values["data"]["root"] = f"{INPUT}/{input_name(cfg)}"  # the script passes the real mount on the command line
+    values["data"]["root"] = f"{INPUT_ROOT}/{input_name(cfg)}"  # the script passes the real mount on the command line
     values["data"]["records_root"] = f"{WORKING}/records"
     values["run"]["root"] = f"{WORKING}/runs"
     values["model"]["weights"] = _weights(cfg, user)[1]
