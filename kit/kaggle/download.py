@@ -116,8 +116,9 @@ def download(cfg: Config) -> Path:
     partial = root / PARTIAL_DIR
     partial.mkdir(parents=True, exist_ok=True)
     say(f"downloading {source} {slug} to {root}")
-    fetch = client.competition_download_files if source == "competition" else client.dataset_download_files
-    call("download", fetch, slug, path=str(partial), quiet=False, slug=slug, kind=source)
+    kind = "competition" if source == "competition" else "dataset"
+    fetch = client.competition_download_files if kind == "competition" else client.dataset_download_files
+    call("download", fetch, slug, path=str(partial), quiet=False, slug=slug, kind=kind)
     archive = partial / f"{slug_name(slug)}.zip"
     if not archive.is_file():
         found = sorted(partial.glob("*.zip"))
