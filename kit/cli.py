@@ -71,9 +71,10 @@ def list_presets() -> None:
 def data(settings: list[str] = Settings) -> None:
     """Download the competition from Kaggle (cached), unzip it safely, index and check it."""
     cfg = _config(settings)
-    from kit.data import kaggle, sources
+    from kit.data import sources
+    from kit.kaggle.download import download
 
-    kaggle.download(cfg)
+    download(cfg)
     index = sources.write_index(cfg)
     _say(f"indexed {len(index)} images of {cfg.comp.name}: {index.groupby('split').size().to_dict()}")
 
@@ -148,9 +149,9 @@ def submit(
 ) -> None:
     """Validate submission.csv, upload it to Kaggle and wait for the public score."""
     cfg = _config(settings)
-    from kit.data import kaggle
+    from kit.kaggle import submit as submit_mod
 
-    kaggle.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run)
+    submit_mod.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run)
 
 
 @app.command()
@@ -188,7 +189,7 @@ def demo(settings: list[str] = Settings) -> None:
 @kernel_app.command("build")
 def kernel_build(settings: list[str] = Settings) -> None:
     """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.build(_config(settings))
 
@@ -196,7 +197,7 @@ def kernel_build(settings: list[str] = Settings) -> None:
 @kernel_app.command("dataset")
 def kernel_dataset(settings: list[str] = Settings) -> None:
     """Publish (or version) the kit wheel as a Kaggle dataset that kernels install from."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.publish_dataset(_config(settings))
 
@@ -204,7 +205,7 @@ def kernel_dataset(settings: list[str] = Settings) -> None:
 @kernel_app.command("push")
 def kernel_push(settings: list[str] = Settings) -> None:
     """Build and push the kernel with the Kaggle API."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.push(_config(settings))
 
@@ -212,7 +213,7 @@ def kernel_push(settings: list[str] = Settings) -> None:
 @kernel_app.command("status")
 def kernel_status(settings: list[str] = Settings) -> None:
     """Report the pushed kernel's status."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.status(_config(settings))
 
