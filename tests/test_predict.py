@@ -10,8 +10,10 @@ import pytest
 from run_fixtures import make_config, make_model, make_run, random_images, write_sample_submission, write_split
 
 from kit.errors import KitError
+from kit.inference import predict_probabilities
 from kit.io import write_json
-from kit.predict import expand_runs, predict, predict_probabilities, validate_submission
+from kit.predict import predict, validate_submission
+from kit.runs import expand_runs
 
 N_TEST = 10
 

@@ -24,7 +24,6 @@ run root must be a shared file system (or gs://).
 from __future__ import annotations
 
 import dataclasses
-import platform
 import shutil
 import sys
 import tempfile
@@ -33,17 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kit.errors import KitError
-from kit.io import URLPath, as_path, atomic_write, put_file, read_json, write_json
+from kit.io import URLPath, as_path, atomic_write, put_file, write_json
+from kit.runs import DONE, find_resumable, new_run_dir, read_state, versions
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
     from kit.config import Config
-
-DONE = "done"
-STATE = "checkpoint/state.json"
 
 
 @dataclass(frozen=True)
@@ -117,19 +113,6 @@ def _best_weights(model: keras.Model, tracker: Any, best_path: Path) -> list | N
 
         return keras.models.load_model(str(best_path), compile=False).get_weights()
     return None
-
-
-def read_state(run_dir: Path) -> dict | None:
-    """The resume point of ``run_dir`` (``checkpoint/state.json``), or None before the first epoch ended."""
-    path = as_path(run_dir) / STATE
-    if not path.is_file():
-        return None
-    state = read_json(path)
-    if not (path.parent / state["weights"]).is_file():
-        raise KitError(
-            f"{path} names {state['weights']}, which is missing", f"delete {path.parent} to restart that run from scratch"
-        )
-    return state
 
 
 def fit_phases(
@@ -289,88 +272,6 @@ def _plot(history: list[dict[str, Any]], out_dir: Path) -> None:
             put_file(plots.learning_curves(pd.DataFrame(history), Path(folder) / target.name, title=title), target)
         return
     plots.learning_curves(pd.DataFrame(history), target, title=title)
-
-
-# --- run directories -----------------------------------------------------------------------------------
-
-
-def runs_of(cfg: Config) -> Path | URLPath:
-    """``<run.root>/<comp>/<model>``: where this comp/model's runs live (a gs:// root stays a URL)."""
-    return as_path(cfg.run.root) / cfg.comp.name / cfg.model.name
-
-
-def _run_dir_of(base: Path, fold: int | None) -> Path:
-    return base / f"fold{fold}" if fold is not None else base
-
-
-def _started(path: Path) -> bool:
-    return (path / "config.yaml").is_file()
-
-
-def _newest(paths: list[Path]) -> Path | None:
-    return max(paths, key=lambda p: (p.stat().st_mtime, p.name), default=None)
-
-
-def find_resumable(cfg: Config, fold: int | None = None) -> Path | None:
-    """The newest started, unfinished run of comp/model (for ``fold``), or None."""
-    root = runs_of(cfg)
-    if cfg.run.id:
-        candidates = [_run_dir_of(root / cfg.run.id, fold)]
-    else:
-        candidates = [_run_dir_of(d, fold) for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
-    # A k-fold parent (kfold.json, see kit.train.kfold) is resumed by the k-fold driver, never as one run.
-    return _newest([c for c in candidates if _started(c) and not (c / DONE).is_file() and not (c / "kfold.json").is_file()])
-
-
-def latest_run(cfg: Config) -> Path:
-    """The newest finished run of comp/model (a k-fold parent once all its folds and its CV are done)."""
-    root = runs_of(cfg)
-    finished = [d for d in root.iterdir() if d.is_dir() and (d / DONE).is_file()] if root.is_dir() else []
-    newest = _newest(finished)
-    if newest is None:
-        raise KitError(
-            f"no finished run of {cfg.comp.name}/{cfg.model.name} in {root}",
-            f"run `kit train comp={cfg.comp.name} model={cfg.model.name}` first",
-        )
-    return newest
-
-
-def new_run_dir(cfg: Config, fold: int | None = None) -> Path:
-    """``<runs>/<run.id or timestamp>[/fold<k>]``; an existing run is never reused without --resume."""
-    root = runs_of(cfg)
-    if cfg.run.id:
-        run_dir = _run_dir_of(root / cfg.run.id, fold)
-        if _started(run_dir):
-            finished = (run_dir / DONE).is_file()
-            raise KitError(
-                f"run {run_dir} already exists{' and is finished' if finished else ''}",
-                "pick another run.id" + ("" if finished else ", or add --resume to continue it"),
-            )
-        return run_dir
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_id, n = stamp, 1
-    while (root / run_id).exists():  # two runs started in the same second
-        n += 1
-        run_id = f"{stamp}-{n}"
-    # Folds of one k-fold run share a parent only through run.id: the k-fold driver sets it once.
-    return _run_dir_of(root / run_id, fold)
-
-
-def versions() -> dict[str, str]:
-    """Library versions recorded in ``versions.json``."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    import kit
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "kit": getattr(kit, "__version__", "unknown"),
-    }
 
 
 # --- the entry point -------------------------------------------------------------------------------------
