@@ -101,7 +101,8 @@ def score_test_split(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Accuracy of the run's best.keras on the labelled test split of the records, as ``kit predict`` scores it
     (the preset's ``predict.tta``) and without test-time augmentation."""
     from kit.data.pipeline import make_dataset
-    from kit.predict import load_model, predict_probabilities
+    from kit.inference import predict_probabilities
+    from kit.runs import load_model
 
     model = load_model(run_dir)
     dataset = make_dataset(cfg, "test", training=False, batch_size=256)  # records order: labels line up
