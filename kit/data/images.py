@@ -57,7 +57,7 @@ class ImageError(Exception):
 
 
 @contextlib.contextmanager
-def file_errors() -> Iterator[None]:
+def _file_errors() -> Iterator[None]:
     """OS errors of reading an image file as ImageError reasons (the skip list shows them)."""
     try:
         yield
@@ -79,7 +79,7 @@ def image_info(path: str | os.PathLike) -> dict:
     i.e. swapped for EXIF orientations 5-8. Raises :class:`ImageError` if the file cannot be opened.
     """
     path = Path(path)
-    with file_errors():
+    with _file_errors():
         size = path.stat().st_size
         with open(path, "rb") as fh:
             fmt = sniff(fh.read(SNIFF_BYTES))
@@ -101,7 +101,7 @@ def image_info(path: str | os.PathLike) -> dict:
 
 
 def _read_bytes(path: str | os.PathLike) -> bytes:
-    with file_errors(), open(path, "rb") as handle:  # not Path.read_bytes: its path parsing cost ~15 µs an image
+    with _file_errors(), open(path, "rb") as handle:  # not Path.read_bytes: its path parsing cost ~15 µs an image
         data = handle.read()
     if not data:
         raise ImageError("empty file (0 bytes)")
@@ -331,7 +331,7 @@ def file_facts(path: str | os.PathLike, with_hash: bool = True) -> dict[str, Any
     facts: dict[str, Any] = {"file_size": np.nan, "format": "unknown", "width": np.nan, "height": np.nan, "channels": np.nan}
     facts.update(jpeg_quality=np.nan, sha1="", phash=None, error="")
     try:
-        with file_errors(), open(path, "rb") as handle:
+        with _file_errors(), open(path, "rb") as handle:
             data = handle.read()
     except ImageError as exc:
         facts["error"] = f"unreadable: {exc.reason}"
