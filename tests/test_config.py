@@ -135,3 +135,13 @@ def test_config_imports_no_kit_module_but_errors_and_io():
     code = "import sys, kit.config; print(' '.join(m for m in sys.modules if m.startswith('kit.')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert set(result.stdout.split()) <= {"kit.config", "kit.errors", "kit.io"}
+
+
+def test_a_search_space_choice_is_checked_against_its_setting_before_any_trial():
+    from kit.train.search_space import apply_values, parse_space
+
+    with pytest.raises(KitError) as info:
+        parse_space({"augment.flip": {"type": "choice", "values": ["none", "sideways"]}})
+    assert "unknown value for augment.flip 'sideways' (fix: use one of:" in info.value.one_line()
+    (dim,) = parse_space({"augment.flip": {"type": "choice", "values": ["none", "both"]}})
+    assert apply_values(Config(), {dim.name: "both"}).augment.flip == "both"
