@@ -19,7 +19,6 @@ import typer  # noqa: E402
 
 from kit.config import Config, presets, to_yaml  # noqa: E402
 from kit.errors import EXIT_USER_ERROR, KitError  # noqa: E402
-from kit.models.registry import MODELS  # noqa: E402
 from kit.settings import load_settings  # noqa: E402
 
 SETTINGS_HELP = "Settings as key=value, e.g. comp=cifake model=cnn train.epochs=3 (see `kit config`)."
@@ -62,6 +61,8 @@ def config(settings: list[str] = Settings) -> None:
 @app.command("list")
 def list_presets() -> None:
     """List the competition and model presets."""
+    from kit.models.registry import MODELS
+
     typer.echo("competitions: " + ", ".join(presets("competitions")))
     for name, entry in MODELS.items():
         typer.echo(f"model {name:9s} {'pretrained' if entry.pretrained else 'scratch   '}  {entry.description}")
