@@ -10,8 +10,9 @@ Merge order (later wins)::
       <- key=value overrides from the command line
 
 A competition or model YAML is a partial top-level config, so a model file may also set
-``train:`` or ``augment:`` values. OmegaConf checks every key and type against the dataclasses;
-we turn its errors into one-line :class:`~kit.errors.KitError` messages with the nearest valid keys.
+``train:`` or ``augment:`` values. OmegaConf checks every key, type and choice against the dataclasses;
+we turn its errors into one-line :class:`~kit.errors.KitError` messages with the nearest valid keys or values.
+Declaration only: the checks that need the model registry or the search space are in :mod:`kit.settings`.
 """
 
 from __future__ import annotations
@@ -350,8 +351,7 @@ def load_config(overrides: list[str] | None = None, comp: str = "demo", model: s
 
 
 def validate(cfg: Config) -> None:
-    """Check the ranges and combinations that the types alone cannot express (the choices are Enum fields,
-    checked on every merge; the model name and tuner.space are checked by kit.settings, which knows them)."""
+    """Check the ranges and combinations that the types cannot express (choices are Enum fields, checked on merge)."""
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise KitError(f"data.val_fraction={cfg.data.val_fraction} is outside [0, 1)", "use e.g. data.val_fraction=0.2")
     if cfg.train.batch_size < 1:
