@@ -17,8 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer  # noqa: E402
 
-from kit.config import Config, load_config, presets, to_yaml  # noqa: E402
+from kit.config import Config, presets, to_yaml  # noqa: E402
 from kit.errors import EXIT_USER_ERROR, KitError  # noqa: E402
+from kit.settings import load_settings  # noqa: E402
 
 SETTINGS_HELP = "Settings as key=value, e.g. comp=cifake model=cnn train.epochs=3 (see `kit config`)."
 
@@ -37,9 +38,9 @@ Settings = typer.Argument(None, help=SETTINGS_HELP, show_default=False)
 
 
 def _config(settings: list[str] | None, tensorflow: bool = False) -> Config:
-    """The resolved config; with ``tensorflow=True`` also load TensorFlow quietly (after the config
+    """The resolved, checked settings; with ``tensorflow=True`` also load TensorFlow quietly (after the
     checks, so a typo is reported at once rather than after TensorFlow's start-up)."""
-    cfg = load_config(list(settings or []))
+    cfg = load_settings(list(settings or []))
     if tensorflow:
         from kit.quiet import import_tensorflow
 
