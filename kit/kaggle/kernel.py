@@ -105,7 +105,7 @@ def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
     """The resolved config with data, records and runs moved to the kernel's folders."""
     from omegaconf import OmegaConf
 
-    values: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[assignment]
+    values: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[assignment]
     values["data"]["root"] = f"{INPUT_ROOT}/{input_name(cfg)}"  # the script passes the real mount on the command line
     values["data"]["records_root"] = f"{WORKING}/records"
     values["run"]["root"] = f"{WORKING}/runs"

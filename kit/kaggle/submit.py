@@ -76,9 +76,11 @@ def submit(cfg: Config, file: Path | None = None, dry_run: bool = False) -> floa
     path = Path(file) if file else latest_submission(cfg)
     if not path.is_file():
         raise KitError(f"submission file {path} does not exist", "run kit predict first, or pass --file <submission.csv>")
-    from kit.predict import validate_submission
+    from kit.data.sources import reference_ids
+    from kit.inference import class_names
+    from kit.submission import validate_submission
 
-    validate_submission(cfg, path)
+    validate_submission(cfg, path, reference_ids(cfg), class_names(cfg))
     message = submission_message(cfg, path)
     size = path.stat().st_size
     if dry_run:
