@@ -143,12 +143,12 @@ class OnlineAugmenter:
         shape = tf.shape(images)
         batch, height, width = shape[0], shape[1], shape[2]
         seed_flips, seed_shifts, seed_jitter, seed_cutmix = draws.split(seed, 4)
-        flips = [draws.coin_flips(s, batch) for s in draws.split(seed_flips, 2)[: len(self.flip_axes)]]
-        if self.layers:  # flips come before the rotation, which runs as a layer outside the kernel
-            tf_ops = ops.tensorflow_ops()
+        # (axis, [B] booleans) per flipped axis: "both" flips each axis on its own draw.
+        flips = [(axis, draws.coin_flips(s, batch)) for axis, s in zip(self.flip_axes, draws.split(seed_flips, 2), strict=False)]
+        if self.layers:  # a rotation (a layer, outside the kernel) must come after the flips: flip first
             images = tf.cast(images, tf.float32)
-            for axis, flipped in zip(self.flip_axes, flips, strict=True):
-                images = ops.flip(images, flipped, axis, tf_ops)
+            for axis, flipped in flips:
+                images = ops.flip(images, flipped, axis, ops.tensorflow_ops())
             flips = []
             for layer in self.layers:
                 images = layer(images, training=True)
@@ -162,10 +162,10 @@ class OnlineAugmenter:
         mixed = self.kernel(images, flips, shifts, jitter, paste)
         return tf.ensure_shape(mixed, images.shape), labels
 
-    def _kernel(self, images: Any, flips: list[Any], shifts: Any, jitter: Any, paste: Any) -> Any:
+    def _kernel(self, images: Any, flips: list[tuple[int, Any]], shifts: Any, jitter: Any, paste: Any) -> Any:
         """The pixel work of one batch (compiled by XLA unless ``augment.jit_compile=false``).
 
-        uint8 or float images [B, H, W, 3] -> float32 in 0..255: flips along the configured axes where drawn,
+        uint8 or float images [B, H, W, 3] -> float32 in 0..255: each image flipped along each axis where drawn,
         whole-pixel shifts, jitter with the drawn parameters, the CutMix paste (an exact 0/1 blend), then a
         clip (the rotation's interpolation can overshoot 0..255 slightly).
         """
@@ -173,7 +173,7 @@ class OnlineAugmenter:
 
         tf_ops = ops.tensorflow_ops()
         x = tf.cast(images, tf.float32)
-        for axis, flipped in zip(self.flip_axes, flips, strict=False):  # no flips here when a rotation followed them
+        for axis, flipped in flips:
             x = ops.flip(x, flipped, axis, tf_ops)
         if shifts is not None:
             x = ops.shift(x, *shifts, tf_ops)
