@@ -60,16 +60,21 @@ def test_shifts_stay_within_the_fraction_and_vary() -> None:
 def test_jitter_draws_fall_in_the_documented_ranges() -> None:
     strength = 0.4
     ranges = ops.jitter_ranges(strength)
-    keys = tf.random.experimental.stateless_split(seed(5), 4)
     brightness, contrast, matrix = draws.jitter(seed(5), 512, strength)
     brightness, contrast = brightness.numpy(), contrast.numpy()
     assert ranges["brightness"][0] <= brightness.min() < brightness.max() <= ranges["brightness"][1]
     assert ranges["contrast"][0] <= contrast.min() < contrast.max() <= ranges["contrast"][1]
     assert brightness.min() < -0.3 and brightness.max() > 0.3  # it covers the range, not a corner of it
-    # The matrix is the colour matrix of the saturation and signed hue drawn with the third and fourth seeds.
-    u = draws.uniform(keys[2], [512], *ranges["saturation"])
-    hue = draws.uniform(keys[3], [512], -ranges["hue"][1], ranges["hue"][1])
-    np.testing.assert_allclose(matrix.numpy(), ops.color_matrix(u, hue, TF).numpy(), atol=1e-6)
+    # Each matrix is a colour matrix of a saturation and a signed hue in their ranges: find them back.
+    grid_u = np.linspace(*ranges["saturation"], 201)
+    grid_hue = np.linspace(-ranges["hue"][1], ranges["hue"][1], 201)
+    candidates = ops.color_matrix(np.repeat(grid_u, 201), np.tile(grid_hue, 201), ops.NUMPY)  # [201 * 201, 3, 3]
+    hues = []
+    for m in matrix.numpy()[:64]:
+        best = int(np.argmin(np.abs(candidates - m).sum(axis=(1, 2))))
+        assert np.abs(candidates[best] - m).max() < 0.01
+        hues.append(grid_hue[best % 201])
+    assert min(hues) < 0 < max(hues)  # both signs of hue
     assert matrix.shape == (512, 3, 3)
 
 

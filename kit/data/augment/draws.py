@@ -47,23 +47,21 @@ def shifts(seed: Any, batch: Any, height: Any, width: Any, fraction: float) -> t
 
 def jitter(seed: Any, batch: Any, strength: float) -> tuple[Any, Any, Any]:
     """Per-image jitter for a batch: brightness delta [B], contrast factor [B], colour matrix [B, 3, 3], drawn
-    uniformly in :func:`ops.jitter_ranges` (the hue's sign with equal odds)."""
+    uniformly in :func:`ops.jitter_ranges` (the hue's sign with equal odds, so uniform in [-most, most])."""
     ranges = ops.jitter_ranges(strength)
-    seeds = split(seed, 4)
-    brightness = uniform(seeds[0], [batch], *ranges["brightness"])
-    contrast = uniform(seeds[1], [batch], *ranges["contrast"])
-    saturation_u = uniform(seeds[2], [batch], *ranges["saturation"])
-    hue_most = ranges["hue"][1]
-    hue = uniform(seeds[3], [batch], -hue_most, hue_most)
+    ranges["hue"] = (-ranges["hue"][1], ranges["hue"][1])
+    names = ("brightness", "contrast", "saturation", "hue")
+    low = tf.constant([ranges[name][0] for name in names])[:, None]
+    high = tf.constant([ranges[name][1] for name in names])[:, None]
+    # One [4, B] draw: one random op a batch instead of four.
+    brightness, contrast, saturation_u, hue = tf.unstack(low + (high - low) * uniform(seed, [4, batch], 0.0, 1.0))
     return brightness, contrast, ops.color_matrix(saturation_u, hue, ops.tensorflow_ops())
 
 
 def beta(seed: Any, shape: Any, alpha: float) -> Any:
     """Beta(alpha, alpha) samples as g1 / (g1 + g2) of two independent Gamma(alpha) draws (0 where both
     gammas underflow to 0, which a tiny alpha can do)."""
-    seed_1, seed_2 = split(seed, 2)
-    g1 = tf.random.stateless_gamma(shape, seed_1, alpha=alpha)
-    g2 = tf.random.stateless_gamma(shape, seed_2, alpha=alpha)
+    g1, g2 = tf.unstack(tf.random.stateless_gamma(tf.concat([[2], shape], 0), seed, alpha=alpha))
     return tf.math.divide_no_nan(g1, g1 + g2)
 
 

@@ -21,8 +21,8 @@ import numpy as np
 @dataclass(frozen=True)
 class ArrayOps:
     """The array functions the pixel maths uses. numpy and TensorFlow spell these differently; every other
-    function used here (``cos``, ``sin``, ``stack``, ``einsum``, ``ones_like``, ``zeros_like``, ``shape``,
-    ``reshape``) has the same name and signature in both, and comes from ``module``."""
+    function used here (``cos``, ``sin``, ``sqrt``, ``einsum``, ``shape``, ``reshape``) has the same name and
+    signature in both, and comes from ``module``."""
 
     module: Any
     where: Callable[..., Any]
@@ -129,6 +129,13 @@ def jitter_ranges(strength: float) -> dict[str, tuple[float, float]]:
     }
 
 
+# The colour matrix is YIQ_TO_RGB @ [[1, 0, 0], [0, c, -s], [0, s, c]] @ RGB_TO_YIQ: the luma part stays, the
+# chroma plane is scaled by c and turned by s. Written out, it is LUMA + c * CHROMA + s * TURN.
+LUMA = np.outer(YIQ_TO_RGB[:, 0], RGB_TO_YIQ[0])
+CHROMA = np.outer(YIQ_TO_RGB[:, 1], RGB_TO_YIQ[1]) + np.outer(YIQ_TO_RGB[:, 2], RGB_TO_YIQ[2])
+TURN = np.outer(YIQ_TO_RGB[:, 2], RGB_TO_YIQ[1]) - np.outer(YIQ_TO_RGB[:, 1], RGB_TO_YIQ[2])
+
+
 def color_matrix(saturation_u: Any, hue: Any, ops: ArrayOps) -> Any:
     """[B] draws -> [B, 3, 3] RGB->RGB matrices scaling chroma by u/(1-u) and rotating hue by ``hue`` half-turns.
 
@@ -137,12 +144,10 @@ def color_matrix(saturation_u: Any, hue: Any, ops: ArrayOps) -> Any:
     HSV hue shift). Grey pixels (no chroma) are fixed points of both.
     """
     xp = ops.module
-    scale = saturation_u / (1.0 - saturation_u)
-    angle = math.pi * hue
-    c, s = scale * xp.cos(angle), scale * xp.sin(angle)
-    one, zero = xp.ones_like(c), xp.zeros_like(c)
-    middle = xp.stack([xp.stack([one, zero, zero], -1), xp.stack([zero, c, -s], -1), xp.stack([zero, s, c], -1)], -2)
-    return xp.einsum("ij,bjk,kl->bil", YIQ_TO_RGB, ops.cast(middle, "float32"), RGB_TO_YIQ)
+    scale = ops.cast(saturation_u / (1.0 - saturation_u), "float32")
+    angle = math.pi * ops.cast(hue, "float32")
+    c, s = (scale * xp.cos(angle))[:, None, None], (scale * xp.sin(angle))[:, None, None]
+    return c * CHROMA + s * TURN + LUMA
 
 
 def jitter(x: Any, brightness: Any, contrast: Any, matrix: Any, ops: ArrayOps, *, fused: bool = False) -> Any:
