@@ -20,9 +20,8 @@ if TYPE_CHECKING:
 
 
 def _augment_one(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Flip, rotate, shift and jitter one uint8 image; the flip, angle and shift draws happen whether or not
-    they are used, so the stream (and so every other image's augmentation) does not depend on the config's
-    other settings."""
+    """Flip, rotate, shift and jitter one uint8 image; every random draw happens whether or not it is used,
+    so the stream (and so every other image's augmentation) does not depend on earlier outcomes."""
     flip_h, flip_v, angle = rng.random() < 0.5, rng.random() < 0.5, rng.uniform(-1.0, 1.0)
     h, w = image.shape[:2]
     most_y, most_x = round(cfg.translate * h), round(cfg.translate * w)
