@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from kit.config import AugmentConfig
-from kit.data.augment import _color_matrix_np, _color_matrix_tf, build_online_augmenter, offline_augment
+from kit.data.augment import build_online_augmenter, offline_augment, ops
 from kit.errors import KitError
 
 SIZE = 16
@@ -91,19 +91,28 @@ def test_online_rejects_wrong_inputs(images_shape: tuple, labels: np.ndarray, ma
 
 def test_config_errors_are_kit_errors() -> None:
     with pytest.raises(KitError, match="cutmix_alpha"):
-        build_online_augmenter(AugmentConfig(cutmix=0.5, cutmix_alpha=2.0), 2)
-    with pytest.raises(KitError, match="augment.flip"):
-        build_online_augmenter(AugmentConfig(flip="diagonal"), 2)
+        build_online_augmenter(AugmentConfig(cutmix=0.5, cutmix_alpha=0.0), 2)
+    with pytest.raises(KitError, match="augment.translate"):
+        offline_augment(np.zeros((1, SIZE, SIZE, 3), np.uint8), np.ones((1, 1), np.float32), AugmentConfig(translate=0.7), 0)
+
+
+def test_keras_cutmix_takes_any_positive_alpha() -> None:
+    """kit draws Beta(alpha, alpha) itself (two gammas), so alpha > 1 works on Keras core as on keras-cv."""
+    images, labels = constant_batch(8)
+    augment = build_online_augmenter(AugmentConfig(flip="none", cutmix=1.0, cutmix_alpha=4.0, seed=2), 8)
+    _, out_labels = augment(tf.constant(images), tf.constant(labels))
+    np.testing.assert_allclose(out_labels.numpy().sum(axis=1), 1.0, atol=1e-6)
+    assert not np.array_equal(out_labels.numpy(), labels)
 
 
 def test_color_matrix_tf_matches_numpy_and_neutral_is_identity() -> None:
-    np.testing.assert_allclose(_color_matrix_np(1.0, 0.0), np.eye(3), atol=1e-5)
-    sat, hue = np.array([0.6, 1.4], np.float32), np.array([-0.03, 0.05], np.float32)
-    batched = _color_matrix_tf(tf.constant(sat), tf.constant(hue)).numpy()
-    for k in range(2):
-        np.testing.assert_allclose(batched[k], _color_matrix_np(float(sat[k]), float(hue[k])), atol=1e-5)
+    neutral = ops.color_matrix(np.array([0.5]), np.array([0.0]), ops.NUMPY)[0]  # u = 0.5: saturation x1, no hue
+    np.testing.assert_allclose(neutral, np.eye(3), atol=1e-5)
+    u, hue = np.array([0.375, 0.583], np.float32), np.array([-0.06, 0.1], np.float32)
+    batched = ops.color_matrix(tf.constant(u), tf.constant(hue), ops.tensorflow_ops()).numpy()
+    np.testing.assert_allclose(batched, ops.color_matrix(u, hue, ops.NUMPY), atol=1e-5)
     grey = np.full(3, 100.0, np.float32)  # chroma-free pixels are unchanged by saturation and hue
-    np.testing.assert_allclose(_color_matrix_np(1.7, 0.1) @ grey, grey, atol=1e-3)
+    np.testing.assert_allclose(ops.color_matrix(np.array([0.63]), np.array([0.2]), ops.NUMPY)[0] @ grey, grey, atol=1e-3)
 
 
 def test_offline_cutmix_labels_equal_pasted_fraction_exactly() -> None:
@@ -161,12 +170,10 @@ def test_online_cutmix_probability_mixes_some_batches_only() -> None:
 
 
 def reflect_shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Numpy reference: shift by whole pixels, mirrored at the border (Keras' fill_mode="reflect")."""
+    """Independent reference: shift by whole pixels, mirrored at the border (Keras' fill_mode="reflect")."""
     h, w = image.shape[:2]
-    rows, cols = np.arange(h) - dy, np.arange(w) - dx
-    rows = np.where(rows < 0, -rows - 1, np.where(rows >= h, 2 * h - rows - 1, rows))
-    cols = np.where(cols < 0, -cols - 1, np.where(cols >= w, 2 * w - cols - 1, cols))
-    return image[rows][:, cols]
+    padded = np.pad(image, ((h, h), (w, w), (0, 0)), mode="symmetric")  # d c b a | a b c d | d c b a
+    return padded[h - dy : 2 * h - dy, w - dx : 2 * w - dx]
 
 
 def find_shift(source: np.ndarray, shifted: np.ndarray, most: int) -> tuple[int, int] | None:

@@ -1,10 +1,6 @@
-"""The online augmenter's fused Keras path equals the Keras layers bit for bit (kit.data.augment).
-
-The XLA kernel applies ``keras.layers.RandomFlip``'s own random draw and pastes the box of
-``keras.layers.CutMix``'s own draws with an exact 0/1 blend, counting labels from it. Each is run against
-the slow reference (the layer itself; the layer on images plus a source-index channel) with fresh layers of
-the same seed, so both draw the same random numbers. The kernel with and without XLA does the same maths.
-"""
+"""The online augmenter's fused Keras-core path (kit.data.augment.online): flips only along the allowed axes,
+the same seed gives the same batches, the CutMix paste is one rectangle whose pixel fraction is the label
+weight, and the kernel with and without XLA does the same maths."""
 
 from __future__ import annotations
 
@@ -13,7 +9,13 @@ import pytest
 import tensorflow as tf
 
 from kit.config import AugmentConfig
-from kit.data.augment import FLIP_MODES, build_online_augmenter
+from kit.data.augment import build_online_augmenter
+
+ALLOWED_FLIPS = {
+    "horizontal": [(), (1,)],  # axes of one [H, W, C] image
+    "vertical": [(), (0,)],
+    "both": [(), (1,), (0,), (0, 1)],
+}
 
 
 def batch(n: int = 12, size: int = 16, classes: int = 5) -> tuple[tf.Tensor, tf.Tensor]:
@@ -23,42 +25,63 @@ def batch(n: int = 12, size: int = 16, classes: int = 5) -> tuple[tf.Tensor, tf.
     return tf.constant(images), tf.constant(labels)
 
 
+@pytest.mark.parametrize("jit", [True, False])
 @pytest.mark.parametrize("mode", ["horizontal", "vertical", "both"])
-def test_fast_flip_equals_the_layer(mode: str) -> None:
-    import keras
-
+def test_flips_only_along_the_allowed_axes(mode: str, jit: bool) -> None:
     images, labels = batch()
-    augment = build_online_augmenter(AugmentConfig(flip=mode, seed=9), 5)
-    layer = keras.layers.RandomFlip(mode=FLIP_MODES[mode], seed=9, dtype="float32")
-    fast = tf.function(lambda x, y: augment(x, y)[0])
-    slow = tf.function(lambda x: layer(x, training=True))
-    flipped = 0
-    for _ in range(4):  # successive draws of the same seed stream
-        ours, theirs = fast(images, labels).numpy(), slow(images).numpy()
-        np.testing.assert_array_equal(ours, theirs)
-        flipped += int(not np.array_equal(ours, images.numpy()))
-    assert flipped  # it does flip
+    augment = tf.function(build_online_augmenter(AugmentConfig(flip=mode, jit_compile=jit, seed=9), 5))
+    seen = set()
+    for _ in range(4):  # successive batches of the same seed stream
+        out = augment(images, labels)[0].numpy()
+        for source, got in zip(images.numpy(), out, strict=True):
+            matches = [axes for axes in ALLOWED_FLIPS[mode] if np.array_equal(np.flip(source, axes) if axes else source, got)]
+            assert matches, "an image came out as something other than an allowed flip of itself"
+            seen.add(matches[0])
+    assert seen == set(ALLOWED_FLIPS[mode])  # every allowed outcome happens, "both" flips each axis on its own draw
 
 
-@pytest.mark.parametrize("alpha", [1.0, 0.3])
-def test_keras_cutmix_equals_the_tagged_layer_run(alpha: float) -> None:
+def test_same_seed_same_batches_other_seed_other_batches() -> None:
     images, labels = batch()
-    cfg = AugmentConfig(flip="none", cutmix=1.0, cutmix_alpha=alpha, seed=4)
-    fast_aug, slow_aug = build_online_augmenter(cfg, 5), build_online_augmenter(cfg, 5)
-    fast = tf.function(fast_aug)
-    slow = tf.function(slow_aug._cutmix_tagged)  # the layer itself on images + a source-index channel
+
+    def run(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        cfg = AugmentConfig(flip="both", translate=0.2, color_jitter=0.3, cutmix=1.0, seed=seed)
+        dataset = tf.data.Dataset.from_tensors((images, labels)).repeat(3).map(build_online_augmenter(cfg, 5))
+        return list(dataset.as_numpy_iterator())
+
+    first, again, other = run(4), run(4), run(5)
+    for (x1, y1), (x2, y2) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(first[0][0], first[1][0])  # successive batches draw anew
+    assert not np.array_equal(first[0][0], other[0][0])
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.3, 3.0])
+def test_keras_cutmix_pastes_one_rectangle_weighted_by_its_pixels(alpha: float) -> None:
+    n, size = 10, 16
+    images = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None] * 20.0, (n, size, size, 3))
+    labels = np.eye(n, dtype=np.float32)
+    augment = build_online_augmenter(AugmentConfig(flip="none", cutmix=1.0, cutmix_alpha=alpha, seed=1), n)
     mixed = 0
-    for _ in range(4):
-        (ours, our_labels), (theirs, their_labels) = fast(images, labels), slow(images, labels)
-        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
-        np.testing.assert_array_equal(our_labels.numpy(), their_labels.numpy())
-        mixed += int(not np.array_equal(our_labels.numpy(), labels.numpy()))
+    for _ in range(3):
+        out, out_labels = (t.numpy() for t in augment(tf.constant(images), tf.constant(labels)))
+        for i in range(n):
+            pasted = out[i, :, :, 0] != images[i, 0, 0, 0]
+            if pasted.any():
+                rows, cols = np.flatnonzero(pasted.any(axis=1)), np.flatnonzero(pasted.any(axis=0))
+                assert pasted[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()  # one filled rectangle
+                partner = int(round(out[i][pasted][0, 0] / 20.0))
+                assert partner != i and np.all(out[i][pasted] == images[partner, 0, 0])
+                mixed += 1
+            fraction = pasted.mean()
+            np.testing.assert_allclose(out_labels[i, i], 1.0 - fraction, atol=1e-6)
+            np.testing.assert_allclose(out_labels[i].sum(), 1.0, atol=1e-6)
     assert mixed
 
 
 def test_xla_kernel_matches_plain_ops_and_takes_uint8() -> None:
     images, labels = batch(n=16)
-    cfg = AugmentConfig(flip="horizontal", color_jitter=0.3, cutmix=1.0, seed=8)
+    cfg = AugmentConfig(flip="horizontal", translate=0.1, color_jitter=0.3, cutmix=1.0, seed=8)
     runs = {}
     for name, jit, pixels in [("xla", True, images), ("plain", False, images), ("uint8", True, tf.cast(images, tf.uint8))]:
         augment = build_online_augmenter(AugmentConfig(**{**cfg.__dict__, "jit_compile": jit}), 5)

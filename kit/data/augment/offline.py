@@ -1,0 +1,107 @@
+"""Offline augmentation: one augmented copy of a numpy batch, as the records writer bakes it in.
+
+numpy (+ OpenCV for a rotation) and :mod:`kit.data.augment.ops`, the same pixel maths as the online
+augmenter; nothing here imports TensorFlow, since the records workers never do. The draws come from one
+``np.random.Generator`` seeded per call, so a rebuilt shard is byte-identical.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kit.data.augment import ops
+from kit.data.augment.checks import check_config, choice
+from kit.errors import KitError
+
+if TYPE_CHECKING:
+    from kit.config import AugmentConfig
+
+
+def _augment_one(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Flip, rotate, shift and jitter one uint8 image; every random draw happens whether or not it is used,
+    so the stream (and so every other image's augmentation) does not depend on earlier outcomes."""
+    flip_h, flip_v, angle = rng.random() < 0.5, rng.random() < 0.5, rng.uniform(-1.0, 1.0)
+    h, w = image.shape[:2]
+    most_y, most_x = round(cfg.translate * h), round(cfg.translate * w)
+    shift_y, shift_x = int(rng.integers(-most_y, most_y + 1)), int(rng.integers(-most_x, most_x + 1))
+    out = image[None]  # a batch of one: the ops work on [B, H, W, C]
+    flip = choice(cfg.flip)
+    if flip in ("horizontal", "both"):
+        out = ops.flip(out, np.array([flip_h]), 2, ops.NUMPY)
+    if flip in ("vertical", "both"):
+        out = ops.flip(out, np.array([flip_v]), 1, ops.NUMPY)
+    if cfg.rotation > 0:
+        import cv2
+
+        degrees = angle * cfg.rotation * 360.0  # Keras: factor is a fraction of 2*pi, angle in [-f, f]
+        matrix = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), degrees, 1.0)
+        # BORDER_REFLECT matches Keras' fill_mode="reflect" (d c b a | a b c d | d c b a).
+        image = np.ascontiguousarray(out[0])
+        out = cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)[None]
+    if shift_y or shift_x:
+        out = ops.shift(out, np.array([shift_y]), np.array([shift_x]), ops.NUMPY)
+    if cfg.color_jitter > 0:
+        ranges = ops.jitter_ranges(cfg.color_jitter)
+        brightness = rng.uniform(*ranges["brightness"], 1).astype(np.float32)
+        contrast = rng.uniform(*ranges["contrast"], 1).astype(np.float32)
+        saturation_u, hue = rng.uniform(*ranges["saturation"], 1), rng.uniform(-ranges["hue"][1], ranges["hue"][1], 1)
+        matrix = ops.color_matrix(saturation_u, hue, ops.NUMPY)
+        jittered = ops.jitter(out.astype(np.float32), brightness, contrast, matrix, ops.NUMPY)
+        out = np.clip(np.rint(jittered), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(out[0])
+
+
+def _cutmix(
+    base: np.ndarray, soft_labels: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """With probability ``cfg.cutmix`` per image, the box :func:`ops.cutmix_box` (lam ~ Beta(alpha, alpha),
+    a uniform centre, clipped at the border) pasted from another image of the batch, never itself; labels
+    mixed by the pasted pixel fraction, as online."""
+    n, h, w = base.shape[:3]
+    mixes = rng.random(n) < cfg.cutmix
+    partner = rng.integers(0, n - 1, n)
+    partner += partner >= np.arange(n)  # another image, never itself
+    lam = rng.beta(cfg.cutmix_alpha, cfg.cutmix_alpha, n)
+    center_y, center_x = rng.integers(0, h, n), rng.integers(0, w, n)
+    box = ops.cutmix_box(lam, center_y, center_x, h, w, ops.NUMPY)
+    rows, cols = ops.box_masks(box, h, w, ops.NUMPY)
+    rows *= mixes[:, None]
+    area = rows.mean(axis=1) * cols.mean(axis=1)
+    images = ops.paste(base.astype(np.float32), partner, rows, cols, ops.NUMPY).astype(np.uint8)  # a 0/1 blend: exact
+    return images, ops.mix_labels(soft_labels, partner, area, ops.NUMPY).astype(np.float32)
+
+
+def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One augmented copy of a batch, as baked into the records in offline mode.
+
+    Each image is flipped/rotated/shifted/jittered; then, with probability ``cfg.cutmix`` per image, a box from
+    another (augmented, unmixed) image of the batch is pasted in and the soft label becomes
+    ``(1 - a) * own + a * other`` with ``a`` the exact pasted pixel fraction. Deterministic for ``seed``.
+
+    Args:
+        images: uint8 [N, H, W, 3].
+        soft_labels: float [N, C], one-hot or soft, rows summing to 1.
+    Returns:
+        (uint8 [N, H, W, 3], float32 [N, C]).
+    """
+    check_config(cfg)
+    images = np.asarray(images)
+    soft_labels = np.asarray(soft_labels)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise KitError(
+            f"offline_augment needs uint8 images [N, H, W, 3], got {images.dtype} {images.shape}", "pass decoded RGB images"
+        )
+    if soft_labels.ndim != 2 or soft_labels.shape[0] != images.shape[0] or not np.issubdtype(soft_labels.dtype, np.floating):
+        raise KitError(
+            f"offline_augment needs float soft labels [{images.shape[0]}, C], got {soft_labels.dtype} {soft_labels.shape}",
+            "one-hot encode the class indices, e.g. np.eye(C, dtype=np.float32)[labels]",
+        )
+    rng = np.random.default_rng(seed)
+    n = images.shape[0]
+    base = np.stack([_augment_one(image, cfg, rng) for image in images]) if n else images.copy()
+    labels = soft_labels.astype(np.float32, copy=True)
+    if cfg.cutmix > 0 and n > 1:
+        return _cutmix(base, labels, cfg, rng)
+    return base, labels
