@@ -13,10 +13,11 @@ def section_jitter(ctx: Context) -> dict:
     import keras
     import tensorflow as tf
 
-    from kit.data.augment import _fast_color_jitter, _jitter_ranges
+    from kit.data.augment import draws, ops
 
     s, strength, batch = ctx.sizes, PIPE_JITTER, 32
-    ranges = _jitter_ranges(strength)
+    ranges = ops.jitter_ranges(strength)
+    tf_ops, seed = ops.tensorflow_ops(), tf.constant([5, 0], tf.int64)
     layer = keras.layers.RandomColorJitter(
         value_range=(0, 255),
         brightness_factor=ranges["brightness"],
@@ -28,7 +29,7 @@ def section_jitter(ctx: Context) -> dict:
     images = tf.random.uniform([batch, s.jitter_size, s.jitter_size, 3], 0.0, 255.0, seed=1)
     candidates = {
         "keras.layers.RandomColorJitter": tf.function(lambda x: layer(x, training=True)),
-        "kit _fast_color_jitter": tf.function(lambda x: _fast_color_jitter(x, strength, 5)),
+        "kit ops.jitter": tf.function(lambda x: ops.jitter(x, *draws.jitter(seed, tf.shape(x)[0], strength), tf_ops)),
     }
     for fn in candidates.values():  # trace and warm up
         for _ in range(2):
@@ -43,7 +44,7 @@ def section_jitter(ctx: Context) -> dict:
             seconds[name] += time.perf_counter() - start
     total = s.jitter_rounds * s.jitter_batches * batch
     rates = {name: images_per_second(total, sec) for name, sec in seconds.items()}
-    keras_rate, kit_rate = rates["keras.layers.RandomColorJitter"], rates["kit _fast_color_jitter"]
+    keras_rate, kit_rate = rates["keras.layers.RandomColorJitter"], rates["kit ops.jitter"]
     ratio = kit_rate / keras_rate if keras_rate else 0.0
     log(f"JITTER: keras {keras_rate:.0f} img/s, kit {kit_rate:.0f} img/s ({ratio:.1f}x)")
     title = f"Color jitter at {s.jitter_size}x{s.jitter_size}, batch {batch}"
@@ -57,7 +58,7 @@ def section_jitter(ctx: Context) -> dict:
         "plots": [bar_png(ctx.results / "jitter.png", {"Keras layer": keras_rate, "kit": kit_rate}, title)],
         "notes": [
             f"Both in a tf.function on the same random float batch in 0..255, strength {strength} with the same parameter "
-            "ranges (kit.data.augment._jitter_ranges); alternating rounds. The issue sets no goal here: this shows why "
+            "ranges (kit.data.augment.ops.jitter_ranges); alternating rounds. The issue sets no goal here: this shows why "
             "kit's online augmenter uses its own jitter (brightness/contrast as affine steps, saturation + hue as one "
             "YIQ colour matrix) instead of the layer, which bounds a 224 px pipeline on 2 cores.",
         ],

@@ -15,9 +15,9 @@ def _keras_layers_dataset(folder: Path, num_classes: int) -> Any:
     import keras
     import tensorflow as tf
 
-    from kit.data.augment import _jitter_ranges
+    from kit.data.augment.ops import jitter_ranges
 
-    ranges = _jitter_ranges(PIPE_JITTER)
+    ranges = jitter_ranges(PIPE_JITTER)
     flip = keras.layers.RandomFlip("horizontal", seed=1)
     jitter = keras.layers.RandomColorJitter(
         value_range=(0, 255),
