@@ -79,12 +79,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check kit tests scripts
-	$(BIN)/ruff format --check kit tests scripts
+	$(BIN)/ruff check kit tests bench
+	$(BIN)/ruff format --check kit tests bench
 	$(BIN)/lint-imports
 
 bench: $(STAMP)
-	$(BIN)/python -m scripts.bench $(if $(QUICK),--quick) $(ARGS)
+	$(BIN)/python -m bench $(if $(QUICK),--quick) $(ARGS)
 
 docker-build:
 	docker build -f docker/Dockerfile.gpu -t $(IMAGE) .

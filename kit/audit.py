@@ -13,17 +13,13 @@ What it checks, and why it matters on Kaggle:
   images from training images (a distribution shift the leaderboard will see and validation will not).
 
 Only file headers and bytes are read for the metadata; images are decoded (reduced, in grayscale) only
-for the perceptual hash, on a sample when the data set is large. Output, under
-``<run.root>/<comp>/audit/``: ``audit.md`` with the plots beside it, and ``audit.json``.
-
-The pHash is the DCT hash of Zauner, "Implementation and Benchmarking of Perceptual Image Hash
-Functions" (2010): grayscale 32x32, 2-D DCT, the 8x8 lowest frequencies thresholded at their median.
-The JPEG quality estimate inverts libjpeg's scaling of the standard luminance table (ITU T.81, K.1).
+for the perceptual hash, on a sample when the data set is large. The per-file facts (header, JPEG quality,
+SHA-1, pHash) come from :func:`kit.data.images.file_facts`. Output, under ``<run.root>/<comp>/audit/``:
+``audit.md`` with the plots beside it, and ``audit.json``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -39,145 +35,7 @@ from kit.io import atomic_write, write_json
 if TYPE_CHECKING:
     from kit.config import Config
 
-# ITU T.81 Annex K.1 luminance quantisation table, natural (row-major) order
-STD_LUMINANCE = np.array(
-    [
-        [16, 11, 10, 16, 24, 40, 51, 61],
-        [12, 12, 14, 19, 26, 58, 60, 55],
-        [14, 13, 16, 24, 40, 57, 69, 56],
-        [14, 17, 22, 29, 51, 87, 80, 62],
-        [18, 22, 37, 56, 68, 109, 103, 77],
-        [24, 35, 55, 64, 81, 104, 113, 92],
-        [49, 64, 78, 87, 103, 121, 120, 101],
-        [72, 92, 95, 98, 112, 100, 103, 99],
-    ]
-).ravel()
-# natural index of the k-th coefficient in zigzag order (the order DQT segments store them in)
-ZIGZAG = np.array(
-    [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
-     35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31,
-     39, 46, 53, 60, 61, 54, 47, 55, 62, 63]
-)  # fmt: skip
-
-
-def _libjpeg_tables() -> np.ndarray:
-    """The luminance table libjpeg writes for each quality 1..100 (zigzag order), shape (100, 64)."""
-    quality = np.arange(1, 101)
-    scale = np.where(quality < 50, 5000 // quality, 200 - 2 * quality)
-    tables = (STD_LUMINANCE[ZIGZAG][None, :] * scale[:, None] + 50) // 100
-    return np.clip(tables, 1, 255)
-
-
-_TABLES = _libjpeg_tables()
 FEATURES = ["width", "height", "aspect", "file_size", "channels", "jpeg_quality"]
-
-
-# ------------------------------------------------------------------------------------ per-file facts
-
-
-def jpeg_tables(data: bytes) -> dict[int, np.ndarray]:
-    """The quantisation tables (zigzag order) from the DQT segments of a JPEG, by table id."""
-    tables: dict[int, np.ndarray] = {}
-    if data[:2] != b"\xff\xd8":
-        return tables
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:  # not at a marker: resynchronise
-            i += 1
-            continue
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            i += 2
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan / end of image: the tables come before
-            break
-        length = int.from_bytes(data[i + 2 : i + 4], "big")
-        if marker == 0xDB:
-            segment, j = data[i + 4 : i + 2 + length], 0
-            while j < len(segment):
-                precision, table_id = segment[j] >> 4, segment[j] & 0x0F
-                size = 128 if precision else 64
-                values = np.frombuffer(segment[j + 1 : j + 1 + size], dtype=">u2" if precision else np.uint8)
-                if len(values) == 64:
-                    tables[table_id] = values.astype(np.int64)
-                j += 1 + size
-        i += 2 + length
-    return tables
-
-
-def jpeg_quality(data: bytes) -> int | None:
-    """Estimated JPEG quality 1..100: the libjpeg quality whose luminance table is closest (L1) to table 0.
-
-    Exact for files written by libjpeg (OpenCV, Pillow, most cameras' software); an estimate for encoders
-    with their own tables. None for non-JPEGs.
-    """
-    tables = jpeg_tables(data)
-    if not tables:
-        return None
-    table = tables.get(0, next(iter(tables.values())))
-    return int(np.abs(_TABLES - table[None, :]).sum(axis=1).argmin() + 1)
-
-
-def phash(gray: np.ndarray) -> int:
-    """64-bit DCT perceptual hash of a grayscale image."""
-    import cv2
-
-    small = cv2.resize(gray.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
-    low = cv2.dct(small)[:8, :8].ravel()
-    bits = low > np.median(low[1:])  # DC excluded from the median: it only carries brightness
-    return int(np.packbits(bits).view(">u8")[0])
-
-
-def _gray_for_hash(data: bytes, width: int, height: int) -> np.ndarray | None:
-    """Decode grayscale, reduced by libjpeg's DCT scaling when the image is large (fast for big JPEGs)."""
-    import cv2
-
-    flag = cv2.IMREAD_GRAYSCALE
-    side = min(width, height) if width and height else 0
-    for factor, reduced in (
-        (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
-        (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-        (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
-    ):
-        if side // factor >= 64:
-            flag = reduced
-            break
-    return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-
-
-def inspect_file(path: str, with_hash: bool = True) -> dict[str, Any]:
-    """Header facts, SHA-1 and (optionally) pHash of one image file; ``error`` says why a file is unreadable."""
-    from kit.data.images import ImageError, image_info
-
-    facts: dict[str, Any] = {"file_size": np.nan, "format": "unknown", "width": np.nan, "height": np.nan, "channels": np.nan}
-    facts.update(jpeg_quality=np.nan, sha1="", phash=None, error="")
-    try:
-        info = image_info(path)  # the header only: one place knows image formats (kit.data.images)
-        data = Path(path).read_bytes()
-    except (ImageError, OSError) as exc:
-        facts["error"] = f"unreadable: {getattr(exc, 'reason', None) or getattr(exc, 'strerror', None) or exc}"
-        return facts
-    facts["file_size"] = len(data)
-    facts["sha1"] = hashlib.sha1(data).hexdigest()
-    facts["format"] = info["format"]
-    if info["width"] is None or info["height"] is None:
-        facts["error"] = "bad header"
-        return facts
-    facts["width"], facts["height"] = info["width"], info["height"]
-    facts["channels"] = np.nan if info["channels"] is None else info["channels"]
-    if facts["format"] == "jpeg":
-        quality = jpeg_quality(data)
-        facts["jpeg_quality"] = np.nan if quality is None else quality
-    if with_hash:
-        gray = _gray_for_hash(data, int(facts["width"]), int(facts["height"]))
-        if gray is None or gray.size == 0:
-            facts["error"] = "cannot be decoded"
-        else:
-            facts["phash"] = phash(gray)
-    return facts
 
 
 # ------------------------------------------------------------------------------------------ duplicates
@@ -344,6 +202,7 @@ def audit(cfg: Config) -> dict:
     """Audit the competition's images (no training); write audit.md, audit.json and plots; return the summary."""
     from tqdm.auto import tqdm
 
+    from kit.data.images import file_facts
     from kit.data.sources import load_index
 
     settings = cfg.audit
@@ -358,7 +217,7 @@ def audit(cfg: Config) -> dict:
     workers = settings.workers or min(16, os.cpu_count() or 1)
     paths = index["path"].astype(str).tolist()
     with ThreadPoolExecutor(max_workers=workers) as pool:  # I/O, hashlib and cv2 release the GIL
-        facts = list(tqdm(pool.map(inspect_file, paths, hash_rows.tolist()), total=len(paths), desc="audit", unit="img"))
+        facts = list(tqdm(pool.map(file_facts, paths, hash_rows.tolist()), total=len(paths), desc="audit", unit="img"))
     meta = pd.concat([index, pd.DataFrame(facts)], axis=1)
     meta["aspect"] = meta["width"] / meta["height"]
     names = [str(c) for c in classes]

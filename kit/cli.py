@@ -17,8 +17,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer  # noqa: E402
 
-from kit.config import Config, load_config, presets, to_yaml  # noqa: E402
+from kit.config import Config, presets, to_yaml  # noqa: E402
 from kit.errors import EXIT_USER_ERROR, KitError  # noqa: E402
+from kit.settings import load_settings  # noqa: E402
 
 SETTINGS_HELP = "Settings as key=value, e.g. comp=cifake model=cnn train.epochs=3 (see `kit config`)."
 
@@ -37,9 +38,9 @@ Settings = typer.Argument(None, help=SETTINGS_HELP, show_default=False)
 
 
 def _config(settings: list[str] | None, tensorflow: bool = False) -> Config:
-    """The resolved config; with ``tensorflow=True`` also load TensorFlow quietly (after the config
+    """The resolved, checked settings; with ``tensorflow=True`` also load TensorFlow quietly (after the
     checks, so a typo is reported at once rather than after TensorFlow's start-up)."""
-    cfg = load_config(list(settings or []))
+    cfg = load_settings(list(settings or []))
     if tensorflow:
         from kit.quiet import import_tensorflow
 
@@ -71,9 +72,10 @@ def list_presets() -> None:
 def data(settings: list[str] = Settings) -> None:
     """Download the competition from Kaggle (cached), unzip it safely, index and check it."""
     cfg = _config(settings)
-    from kit.data import kaggle, sources
+    from kit.data import sources
+    from kit.kaggle.download import download
 
-    kaggle.download(cfg)
+    download(cfg)
     index = sources.write_index(cfg)
     _say(f"indexed {len(index)} images of {cfg.comp.name}: {index.groupby('split').size().to_dict()}")
 
@@ -148,9 +150,9 @@ def submit(
 ) -> None:
     """Validate submission.csv, upload it to Kaggle and wait for the public score."""
     cfg = _config(settings)
-    from kit.data import kaggle
+    from kit.kaggle import submit as submit_mod
 
-    kaggle.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run)
+    submit_mod.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run)
 
 
 @app.command()
@@ -188,7 +190,7 @@ def demo(settings: list[str] = Settings) -> None:
 @kernel_app.command("build")
 def kernel_build(settings: list[str] = Settings) -> None:
     """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.build(_config(settings))
 
@@ -196,7 +198,7 @@ def kernel_build(settings: list[str] = Settings) -> None:
 @kernel_app.command("dataset")
 def kernel_dataset(settings: list[str] = Settings) -> None:
     """Publish (or version) the kit wheel as a Kaggle dataset that kernels install from."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.publish_dataset(_config(settings))
 
@@ -204,7 +206,7 @@ def kernel_dataset(settings: list[str] = Settings) -> None:
 @kernel_app.command("push")
 def kernel_push(settings: list[str] = Settings) -> None:
     """Build and push the kernel with the Kaggle API."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.push(_config(settings))
 
@@ -212,7 +214,7 @@ def kernel_push(settings: list[str] = Settings) -> None:
 @kernel_app.command("status")
 def kernel_status(settings: list[str] = Settings) -> None:
     """Report the pushed kernel's status."""
-    from kit import kernel
+    from kit.kaggle import kernel
 
     kernel.status(_config(settings))
 

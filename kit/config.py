@@ -10,26 +10,43 @@ Merge order (later wins)::
       <- key=value overrides from the command line
 
 A competition or model YAML is a partial top-level config, so a model file may also set
-``train:`` or ``augment:`` values. OmegaConf checks every key and type against the dataclasses;
-we turn its errors into one-line :class:`~kit.errors.KitError` messages with the nearest valid keys.
+``train:`` or ``augment:`` values. OmegaConf checks every key, type and choice against the dataclasses;
+we turn its errors into one-line :class:`~kit.errors.KitError` messages with the nearest valid keys or values.
+Declaration only: the checks that need the model registry or the search space are in :mod:`kit.settings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, EnumNode, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from kit.errors import KitError, nearest, unknown_choice
-from kit.io import URLPath, as_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIRS = [PROJECT_ROOT / "configs", Path(__file__).resolve().parent / "configs"]
+
+# The settings with a fixed set of values. OmegaConf checks Enum fields on every merge (presets, hparams, command
+# line, a run's config.yaml). Each member is named as its value, so it equals, hashes, prints and saves as that
+# text: ``cfg.augment.mode == "online"`` and lookups by name keep working, and config.yaml reads ``mode: online``.
+Source = StrEnum("Source", "competition dataset local")
+Metric = StrEnum("Metric", "accuracy f1 macro_f1")
+LabelFormat = StrEnum("LabelFormat", "index name probability")
+ImageFormat = StrEnum("ImageFormat", "auto raw png jpeg")  # auto: raw pixels up to 128 px, else png
+AugmentMode = StrEnum("AugmentMode", "online offline none")
+AugmentLibrary = StrEnum("AugmentLibrary", "keras keras_cv")
+Flip = StrEnum("Flip", "none horizontal vertical both")
+Optimizer = StrEnum("Optimizer", "adam adamw sgd")
+LrSchedule = StrEnum("LrSchedule", "constant plateau cosine cosine_restarts")
+MixedPrecision = StrEnum("MixedPrecision", "auto off float16 bfloat16")
+DistributionStrategy = StrEnum("DistributionStrategy", "auto cpu gpu mirrored multiworker tpu")
+TunerKind = StrEnum("TunerKind", "hyperband random bayesian")
 
 
 @dataclass
@@ -49,21 +66,21 @@ class TableConfig:
 class SubmissionConfig:
     id_column: str = "id"
     label_column: str = "label"
-    label_format: str = "index"  # index | name | probability
+    label_format: LabelFormat = LabelFormat.index
 
 
 @dataclass
 class CompetitionConfig:
     name: str = "demo"
     slug: str = ""  # Kaggle competition slug or dataset "owner/name"
-    source: str = "competition"  # competition | dataset | local
+    source: Source = Source.competition
     train: TableConfig = field(default_factory=TableConfig)
     val: TableConfig = field(default_factory=TableConfig)  # optional separate validation set
     test: TableConfig = field(default_factory=TableConfig)
     sample_submission: str = ""  # relative to data.root; the reference for validating a submission
     solution: str = ""  # hidden test labels (demo only), CSV with submission columns
     classes: list[str] = field(default_factory=list)  # names in label-index order; empty: inferred
-    metric: str = "accuracy"  # accuracy | f1 | macro_f1
+    metric: Metric = Metric.accuracy
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     image_sizes: dict[str, int] = field(default_factory=dict)  # per model name, overrides model.image_size
 
@@ -88,15 +105,15 @@ class DataConfig:
     folds: int = 0  # >1: stratified k-fold column in the index
     shard_mb: float = 100  # target TFRecord shard size in MB (fractions allowed, e.g. for tests)
     workers: int = 0  # 0: all cores
-    image_format: str = "auto"  # auto (raw up to 128 px, else png) | raw | png | jpeg: how records store images
+    image_format: ImageFormat = ImageFormat.auto  # how records store images
     jpeg_quality: int = 95
 
 
 @dataclass
 class AugmentConfig:
-    mode: str = "online"  # online | offline | none
-    library: str = "keras"  # keras | keras_cv
-    flip: str = "horizontal"  # none | horizontal | vertical | both
+    mode: AugmentMode = AugmentMode.online
+    library: AugmentLibrary = AugmentLibrary.keras
+    flip: Flip = Flip.horizontal
     rotation: float = 0.0  # fraction of a full turn, as keras.layers.RandomRotation(factor)
     translate: float = 0.0  # whole-pixel shifts up to this fraction of the side, reflected at the border (pad-and-crop)
     color_jitter: float = 0.0  # 0..1 strength of brightness/contrast/saturation/hue jitter
@@ -119,17 +136,17 @@ class TrainConfig:
     batch_size: int = 64  # per replica; global = batch_size x replicas
     epochs: int = 20  # phase 1 (the only phase for scratch models)
     learning_rate: float = 1e-3
-    optimizer: str = "adam"  # adam | adamw | sgd
+    optimizer: Optimizer = Optimizer.adam
     weight_decay: float = 0.0
-    schedule: str = "plateau"  # constant | plateau | cosine | cosine_restarts
+    schedule: LrSchedule = LrSchedule.plateau
     first_decay_steps: int = 1000  # cosine_restarts
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     early_stopping_patience: int = 5
-    monitor: str = "auto"  # auto: val_f1_score for binary problems, val_accuracy otherwise
+    monitor: str = "auto"  # auto: kit.train.metrics.monitored_metric (val_f1_score for binary or F1 competitions)
     steps_per_epoch: int = 0  # 0: one pass over the training records
-    mixed_precision: str = "auto"  # auto | off | float16 | bfloat16
-    strategy: str = "auto"  # auto | cpu | gpu | mirrored | multiworker | tpu
+    mixed_precision: MixedPrecision = MixedPrecision.auto
+    strategy: DistributionStrategy = DistributionStrategy.auto
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
     seed: int = 42
     verbose: int = 1
@@ -159,7 +176,7 @@ class KaggleConfig:
 
 @dataclass
 class TunerConfig:
-    kind: str = "hyperband"  # hyperband | random | bayesian
+    kind: TunerKind = TunerKind.hyperband
     max_trials: int = 10
     max_epochs: int = 10
     executions_per_trial: int = 1
@@ -192,39 +209,9 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
-    def num_classes(self) -> int:
-        return len(self.comp.classes)
-
-    @property
     def binary(self) -> bool:
         return len(self.comp.classes) == 2
 
-    @property
-    def records_dir(self) -> Path | URLPath:
-        # as_path keeps a gs:// (TPU) root intact; Path would collapse it to gs:/
-        return as_path(self.data.records_root) / self.comp.name / str(self.model.image_size)
-
-    @property
-    def monitor(self) -> str:
-        if self.train.monitor != "auto":
-            return self.train.monitor
-        return "val_f1_score" if self.binary or self.comp.metric in ("f1", "macro_f1") else "val_accuracy"
-
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "comp.source": ("competition", "dataset", "local"),
-    "comp.metric": ("accuracy", "f1", "macro_f1"),
-    "comp.submission.label_format": ("index", "name", "probability"),
-    "data.image_format": ("auto", "raw", "png", "jpeg"),
-    "augment.mode": ("online", "offline", "none"),
-    "augment.library": ("keras", "keras_cv"),
-    "augment.flip": ("none", "horizontal", "vertical", "both"),
-    "train.optimizer": ("adam", "adamw", "sgd"),
-    "train.schedule": ("constant", "plateau", "cosine", "cosine_restarts"),
-    "train.mixed_precision": ("auto", "off", "float16", "bfloat16"),
-    "train.strategy": ("auto", "cpu", "gpu", "mirrored", "multiworker", "tpu"),
-    "tuner.kind": ("hyperband", "random", "bayesian"),
-}
 
 # Short forms on the command line: ``strategy=tpu`` means ``train.strategy=tpu``.
 ALIASES = {
@@ -291,14 +278,12 @@ def _merge(base: DictConfig, update: Any, origin: str) -> DictConfig:
         return OmegaConf.merge(base, update)
     except (ConfigKeyError, ConfigAttributeError) as exc:
         key = str(exc.full_key or exc.key or "")
-        raise KitError(
-            f"{origin}: unknown setting '{key}'",
-            f"did you mean {' or '.join(nearest(key, all_keys()))}?",
-        ) from None
+        raise KitError(f"{origin}: unknown setting '{key}'", f"did you mean {' or '.join(nearest(key, all_keys()))}?") from None
     except ValidationError as exc:
-        raise KitError(
-            f"{origin}: setting '{exc.full_key}': {exc.msg.splitlines()[0]}", "give a value of the right type"
-        ) from None
+        if isinstance(exc.child_node, EnumNode) and isinstance(exc.value, (str, int, float)):  # a scalar, not a list or null
+            raise unknown_choice(f"value for {exc.full_key}", str(exc.value), exc.child_node.enum_type) from None
+        reason = exc.msg.splitlines()[0]
+        raise KitError(f"{origin}: setting '{exc.full_key}': {reason}", "give a value of the right type") from None
     except OmegaConfBaseException as exc:
         raise KitError(f"{origin}: {str(exc).splitlines()[0]}", "check the setting's spelling and type") from None
 
@@ -338,11 +323,9 @@ def load_config(overrides: list[str] | None = None, comp: str = "demo", model: s
     comp_path = _preset_path("competitions", comp)
     cfg = _merge(cfg, _read_yaml(comp_path), str(comp_path))
     model_path = _preset_path("models", model)
-    model_yaml = _read_yaml(model_path)
-    cfg = _merge(cfg, model_yaml, str(model_path))
-    model_name = cfg.model.name
-    if model_name in cfg.comp.image_sizes:
-        cfg.model.image_size = int(cfg.comp.image_sizes[model_name])
+    cfg = _merge(cfg, _read_yaml(model_path), str(model_path))
+    if cfg.model.name in cfg.comp.image_sizes:
+        cfg.model.image_size = int(cfg.comp.image_sizes[cfg.model.name])
     if "hparams" in selectors:
         hparams_path = Path(selectors["hparams"])
         if not hparams_path.is_file():
@@ -368,36 +351,22 @@ def load_config(overrides: list[str] | None = None, comp: str = "demo", model: s
 
 
 def validate(cfg: Config) -> None:
-    """Check choices and combinations that the types alone cannot express."""
-    for dotted, choices in CHOICES.items():
-        value = OmegaConf.select(OmegaConf.structured(cfg), dotted)
-        if value not in choices:
-            raise unknown_choice(f"value for {dotted}", str(value), choices)
-    from kit.models.registry import MODELS  # late import: the registry imports config for types
-
-    if cfg.model.name not in MODELS:
-        raise unknown_choice("model", cfg.model.name, MODELS)
+    """Check the ranges and combinations that the types cannot express (choices are Enum fields, checked on merge)."""
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise KitError(f"data.val_fraction={cfg.data.val_fraction} is outside [0, 1)", "use e.g. data.val_fraction=0.2")
     if cfg.train.batch_size < 1:
         raise KitError(f"train.batch_size={cfg.train.batch_size} must be positive", "use e.g. train.batch_size=64")
     if cfg.model.image_size < 8:
         raise KitError(f"model.image_size={cfg.model.image_size} is too small", "use at least 8 pixels")
-    if cfg.tuner.space:
-        from kit.train.search_space import parse_space  # late import: search_space imports this module
-
-        parse_space(cfg.tuner.space, origin=f"tuner.space of model {cfg.model.name}")
     threshold = cfg.predict.threshold
-    if threshold != "auto":
-        try:
-            ok = 0.0 <= float(threshold) <= 1.0
-        except ValueError:
-            ok = False
-        if not ok:
-            raise KitError(
-                f"predict.threshold={threshold} is neither auto nor a number in [0, 1]",
-                "use threshold=auto or e.g. threshold=0.5",
-            )
+    try:
+        ok = threshold == "auto" or 0.0 <= float(threshold) <= 1.0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise KitError(
+            f"predict.threshold={threshold} is neither auto nor a number in [0, 1]", "use threshold=auto or e.g. threshold=0.5"
+        )
     if cfg.train.strategy == "tpu":
         # Checked here too, not only once the TPU is connected (kit.train.strategy.check_tpu_batch): the global
         # batch is batch_size x replicas, so it divides by 8 x replicas exactly when batch_size divides by 8.
@@ -421,5 +390,10 @@ def to_yaml(cfg: Config) -> str:
 
 def from_yaml(path: Path) -> Config:
     """Load a config saved by :func:`to_yaml` (e.g. a run's ``config.yaml``)."""
-    cfg = _merge(OmegaConf.structured(Config), _read_yaml(Path(path)), str(path))
-    return OmegaConf.to_object(cfg)
+    return with_settings(Config(), _read_yaml(Path(path)), str(path))
+
+
+def with_settings(cfg: Config, settings: dict[str, Any], origin: str) -> Config:
+    """A copy of ``cfg`` with a partial config (nested mapping) merged in, every key, type and choice checked;
+    a mistake is a one-line KitError starting with ``origin``."""
+    return OmegaConf.to_object(_merge(OmegaConf.structured(cfg), settings, origin))

@@ -23,7 +23,9 @@ import pandas as pd
 
 from kit import plots
 from kit.errors import KitError
+from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs, true_labels
 from kit.io import write_json
+from kit.runs import latest_run, load_model, run_config, run_fold, write_threshold
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -137,11 +139,9 @@ class _WorstErrors:
         self.true: list[np.ndarray] = []
 
     def __call__(self, images: np.ndarray, targets: np.ndarray | None, probs: np.ndarray) -> None:
-        from kit.predict import _true_labels, to_class_probs
-
         if targets is None:
             raise KitError("the val dataset yields no targets", "evaluate needs labelled val records (kit records)")
-        truth = _true_labels(targets)
+        truth = true_labels(targets)
         self.true.append(truth)
         cp = to_class_probs(probs)
         pred = cp.argmax(axis=1)  # at 0.5 for binary; the grid is about the model, not the threshold
@@ -178,28 +178,13 @@ def _learning_curves(run_dir: Path, plot_dir: Path) -> Path | None:
 
 def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     """Evaluate ``run_dir`` (default: the newest run) on val; write metrics.json, threshold.json, plots/."""
-    from kit.predict import batches_in_split, class_names, load_model, predict_probabilities, run_config, run_fold, to_class_probs
-
-    if run_dir is None:
-        from kit.train.trainer import latest_run
-
-        run_dir = latest_run(cfg)
-    run_dir = Path(run_dir)
-    if not (run_dir / "best.keras").is_file():
-        raise KitError(f"{run_dir / 'best.keras'} does not exist", "train first (kit train) or pass run=<a run directory>")
+    run_dir = Path(latest_run(cfg) if run_dir is None else run_dir)
+    model = load_model(run_dir)  # a run without best.keras fails here, before anything is read
     run_cfg = run_config(cfg, run_dir)
-    model = load_model(run_dir)
     fold = run_fold(run_dir)
-
-    from kit.data.pipeline import make_dataset
-
-    kwargs: dict[str, Any] = {"training": False, "batch_size": run_cfg.predict.batch_size, "with_ids": True}
-    if fold is not None:
-        kwargs["fold"] = fold
-    dataset = make_dataset(run_cfg, "val", **kwargs)
     worst = _WorstErrors(WORST_IMAGES)
-    total = batches_in_split(run_cfg, "val") if fold is None else None  # fold sizes are not in the manifest
-    _, probs = predict_probabilities(model, dataset, (), total=total, on_batch=worst)
+    dataset = split_dataset(run_cfg, "val", fold)
+    _, probs = predict_probabilities(model, dataset, (), total=batches_in_split(run_cfg, "val", fold), on_batch=worst)
     y_true = np.concatenate(worst.true)
     class_probs = to_class_probs(probs)
     n = class_probs.shape[1]
@@ -214,9 +199,7 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
         threshold, best_f1 = best_f1_threshold(y_true, class_probs[:, 1])
         at_best = classification_metrics(y_true, class_probs, classes, threshold)
         result["best_threshold"] = {k: at_best[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")}
-        write_json(
-            run_dir / "threshold.json", {"threshold": threshold, "f1": best_f1, "split": "val", "examples": int(len(y_true))}
-        )
+        write_threshold(run_dir, threshold, best_f1, "val", int(len(y_true)))
         labels = (class_probs[:, 1] >= threshold).astype(int)
     else:
         result.update(classification_metrics(y_true, class_probs, classes))

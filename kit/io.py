@@ -20,7 +20,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+
+from kit.errors import KitError, nearest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The process umask, read once (reading it means setting it, which is not thread-safe to repeat).
 _UMASK = os.umask(0o022)
@@ -276,3 +281,72 @@ def local_copy(path: str | os.PathLike) -> Iterator[Path]:
         local = Path(folder) / name
         _gfile().copy(str(path), str(local), overwrite=True)
         yield local
+
+
+# ----------------------------------------------------------------------------------------------------
+# CSV tables: read as text with one-line errors, written atomically
+# ----------------------------------------------------------------------------------------------------
+
+
+def read_csv(path: str | os.PathLike, fix: str = "re-download the file or fix it by hand") -> pd.DataFrame:
+    """Read a CSV as text columns (ids keep leading zeros), with one-line errors for broken files.
+
+    UTF-8 with or without a byte-order mark is accepted (``utf-8-sig`` decodes both; plain ``utf-8``
+    would leave the mark glued to the first column name). Column names are stripped of spaces.
+    """
+    from io import StringIO
+
+    import pandas as pd  # here, not at the top: the CLI imports this module at start-up
+
+    path = Path(path)
+    if not path.is_file():
+        raise KitError(f"{path}: CSV file not found", fix)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise KitError(
+            f"{path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > fixed.csv",
+        ) from None
+    if not text.strip():
+        raise KitError(f"{path}: the CSV file is empty", fix)
+    try:
+        frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.ParserError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        fix_fields = "every row needs as many comma-separated fields as the header"
+        raise KitError(f"{path}: not a valid CSV ({detail})", fix_fields) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.shape[1] == 1:
+        header = frame.columns[0]
+        for sep, word in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sep in header:
+                raise KitError(
+                    f"{path} line 1: read as one column '{header}': the file looks {word}-separated",
+                    "save it comma-separated (e.g. pandas: pd.read_csv(f, sep=...).to_csv(f, index=False))",
+                )
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, source: str, wanted: dict[str, str]) -> None:
+    """A one-line error naming the nearest column when one is missing.
+
+    ``wanted`` maps a setting name (e.g. comp.train.label_column) to the column it names; an empty
+    column name is not wanted.
+    """
+    for setting, column in wanted.items():
+        if column and column not in frame.columns:
+            near = nearest(column, frame.columns, n=1)
+            raise KitError(
+                f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})",
+                f"set {setting}={near[0]}" if near else f"set {setting} to one of the columns",
+            )
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path | URLPath:
+    """Write ``frame`` (without its index) atomically; local paths and URLs alike."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    return as_path(path)

@@ -1,224 +1,46 @@
-"""Test-set prediction: test-time augmentation, ensembles of runs, the threshold, a validated submission.
+"""``kit predict``: the test split through one run or an ensemble, the threshold, a validated submission.
 
 The path of one ``kit predict``::
 
-    run dirs (a run with fold*/ sub-runs counts as all its folds)
-      -> per run: best.keras on the test records, mean over the original + each TTA view
+    run dirs (a run with fold*/ sub-runs counts as all its folds: kit.runs.expand_runs)
+      -> per run: best.keras on the test records, mean over the original + each TTA view (kit.inference)
       -> mean over runs (aligned by id)          -> binary: prob >= threshold, else argmax
       -> rows in the sample submission's order   -> validate_submission -> submission.csv + probabilities.csv
 
-Every model takes raw 0..255 pixels and does its own preprocessing, so a TTA view is just a flipped or
-rotated copy of the batch. ``validate_submission`` is also what ``kit submit`` runs before uploading.
+``validate_submission`` is also what ``kit submit`` runs before uploading.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import importlib
-import re
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from kit.errors import KitError, unknown_choice
-from kit.io import as_path, atomic_path, local_copy, read_json
+from kit.data.sources import reference_ids
+from kit.errors import KitError
+from kit.evaluate import score
+from kit.inference import (
+    batches_in_split,
+    check_tta,
+    class_names,
+    labels_from_probs,
+    predict_labelled,
+    predict_probabilities,
+    split_dataset,
+    to_class_probs,
+)
+from kit.io import as_path, write_csv
+from kit.runs import expand_runs, latest_run, load_model, read_threshold, run_config, run_fold, threshold_runs
+from kit.submission import submission_frame, validate_submission
 
 if TYPE_CHECKING:
-    import keras
-    import tensorflow as tf
-
     from kit.config import Config
 
-# Test-time views of a batch (B, H, W, C); images are square, so the rotations keep the shape.
-TTA_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "flip": lambda x: x[:, :, ::-1],
-    "hflip": lambda x: x[:, :, ::-1],
-    "vflip": lambda x: x[:, ::-1],
-    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
-    "rot180": lambda x: x[:, ::-1, ::-1],
-    "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
-    "transpose": lambda x: np.swapaxes(x, 1, 2),
-}
-THRESHOLD_FILE = "threshold.json"
 PROBABILITIES_FILE = "probabilities.csv"
-_FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$")
-
-
-def check_tta(names: Sequence[str]) -> list[str]:
-    """The TTA names, checked (a typo fails before any model is loaded)."""
-    names = [str(n).strip().lower() for n in names if str(n).strip() and str(n).strip().lower() != "none"]
-    for name in names:
-        if name not in TTA_TRANSFORMS:
-            raise unknown_choice("TTA transform", name, TTA_TRANSFORMS)
-    return names
-
-
-# ---------------------------------------------------------------------------------------------- runs
-
-
-def expand_runs(run_dirs: Sequence[Path]) -> list[Path]:
-    """Run directories holding a ``best.keras``; a k-fold parent expands to its ``fold*`` sub-runs."""
-    runs: list[Path] = []
-    for run_dir in run_dirs:
-        run_dir = as_path(run_dir)  # gs:// run dirs stay URLs
-        folds = sorted(
-            (d for d in run_dir.glob("fold*") if d.is_dir() and _FOLD_DIR.match(d.name) and (d / "best.keras").is_file()),
-            key=lambda d: int(_FOLD_DIR.match(d.name).group(1)),
-        )
-        if (run_dir / "best.keras").is_file():
-            runs.append(run_dir)
-        runs.extend(folds)
-        if not (run_dir / "best.keras").is_file() and not folds:
-            why = "does not exist" if not run_dir.exists() else "has no best.keras (nor fold*/best.keras)"
-            raise KitError(f"run directory {run_dir} {why}", "train first (kit train) or pass run=<a run directory>")
-    return runs
-
-
-def run_fold(run_dir: Path) -> int | None:
-    """The fold number of a k-fold sub-run (``.../fold3``), else None."""
-    match = _FOLD_DIR.match(Path(run_dir).name)
-    return int(match.group(1)) if match else None
-
-
-def run_config(cfg: Config, run_dir: Path) -> Config:
-    """``cfg`` with the model (architecture, image size) and folds the run was trained with.
-
-    Everything else (data paths, predict settings) stays from the current command line, so an
-    ensemble of models with different image sizes reads each its own records.
-    """
-    from kit.config import from_yaml
-
-    for candidate in (as_path(run_dir) / "config.yaml", as_path(run_dir).parent / "config.yaml"):
-        if candidate.is_file():
-            with local_copy(candidate) as local:  # from_yaml reads local files
-                saved = from_yaml(local)
-            data = dataclasses.replace(cfg.data, folds=saved.data.folds)
-            comp = cfg.comp if cfg.comp.classes else dataclasses.replace(cfg.comp, classes=list(saved.comp.classes))
-            return dataclasses.replace(cfg, model=saved.model, data=data, comp=comp)
-    return cfg
-
-
-def load_model(run_dir: Path) -> keras.Model:
-    """Load ``best.keras`` without compiling (metrics and optimizer are not needed to predict)."""
-    import keras
-
-    _register_custom_objects()
-    path = as_path(run_dir) / "best.keras"
-    if not path.is_file():
-        raise KitError(f"{path} does not exist", "train first (kit train) or pass run=<a run directory>")
-    return keras.models.load_model(str(path), compile=False)
-
-
-def _register_custom_objects() -> None:
-    """Import the model modules so any custom layer they register is known to the loader."""
-    try:
-        from kit.models.registry import MODELS
-    except ImportError:
-        return
-    for entry in MODELS.values():
-        # a model module that cannot be imported cannot have made this run
-        with contextlib.suppress(ImportError):
-            importlib.import_module(entry.builder.split(":")[0])
-
-
-# ---------------------------------------------------------------------------------------- prediction
-
-
-def _unpack(element: Any) -> tuple[Any, Any, Any]:
-    """(images, targets or None, ids or None) from the elements make_dataset yields."""
-    if not isinstance(element, tuple | list):
-        return element, None, None
-    if len(element) >= 3:
-        return element[0], element[1], element[2]
-    if len(element) == 2:
-        second = element[1]
-        if getattr(second, "dtype", None) is not None and "string" in str(second.dtype):
-            return element[0], None, second
-        return element[0], second, None
-    return element[0], None, None
-
-
-def predict_probabilities(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    tta: Sequence[str] = (),
-    *,
-    total: int | None = None,
-    progress: bool = True,
-    on_batch: Callable[[np.ndarray, np.ndarray | None, np.ndarray], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over ``dataset``; return ``(ids, probs)`` with probs shaped like the model output.
-
-    With TTA the probabilities are the mean over the original batch and each transformed view.
-    ``on_batch(images, targets, probs)`` sees every batch (evaluate uses it to keep the worst errors
-    without holding the whole split in memory). ``total`` is the number of batches, for the bar.
-    """
-    from tqdm.auto import tqdm
-
-    views = [TTA_TRANSFORMS[name] for name in check_tta(tta)]
-    all_ids: list[np.ndarray] = []
-    all_probs: list[np.ndarray] = []
-    counter = 0
-    for element in tqdm(dataset, total=total, disable=not progress, unit="batch", desc="predict", leave=False):
-        images, targets, ids = _unpack(element)
-        batch = np.asarray(images, dtype=np.float32)
-        probs = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
-        for view in views:
-            probs += np.asarray(model.predict_on_batch(np.ascontiguousarray(view(batch))), dtype=np.float64)
-        probs /= 1 + len(views)
-        if ids is None:  # no ids in the dataset: number the examples
-            ids = np.arange(counter, counter + len(batch)).astype(str)
-        else:
-            ids = np.array([i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in np.asarray(ids).reshape(-1)])
-        counter += len(batch)
-        if on_batch is not None:
-            on_batch(batch, None if targets is None else np.asarray(targets), probs)
-        all_ids.append(ids)
-        all_probs.append(probs)
-    if not all_probs:
-        raise KitError("the dataset to predict is empty", "check that the records hold this split (kit records)")
-    return np.concatenate(all_ids), np.concatenate(all_probs).astype(np.float32)
-
-
-def to_class_probs(probs: np.ndarray) -> np.ndarray:
-    """(N, C) class probabilities; a single sigmoid column becomes [1 - p, p]."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim == 1:
-        probs = probs[:, None]
-    if probs.shape[1] == 1:
-        return np.concatenate([1.0 - probs, probs], axis=1)
-    return probs
-
-
-def labels_from_probs(class_probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Binary: class 1 when p >= threshold; otherwise the argmax."""
-    if class_probs.shape[1] == 2:
-        return (class_probs[:, 1] >= threshold).astype(np.int64)
-    return class_probs.argmax(axis=1).astype(np.int64)
-
-
-def batches_in_split(cfg: Config, split: str) -> int | None:
-    """Batches in one split of the records (for the progress bar), if the manifest says."""
-    try:
-        from kit.data.records import read_manifest
-
-        total = int(read_manifest(cfg.records_dir)["counts"][split]["total"])
-    except (ImportError, KitError, KeyError, TypeError, ValueError, OSError):
-        return None
-    return -(-total // cfg.predict.batch_size)
-
-
-def _split_dataset(cfg: Config, split: str, fold: int | None = None) -> tf.data.Dataset:
-    from kit.data.pipeline import make_dataset
-
-    kwargs: dict[str, Any] = {"training": False, "batch_size": cfg.predict.batch_size, "with_ids": True}
-    if fold is not None:
-        kwargs["fold"] = fold
-    return make_dataset(cfg, split, **kwargs)
 
 
 def _align(ids: np.ndarray, probs: np.ndarray, reference: np.ndarray, run_dir: Path) -> np.ndarray:
@@ -235,19 +57,6 @@ def _align(ids: np.ndarray, probs: np.ndarray, reference: np.ndarray, run_dir: P
     return frame.loc[reference].to_numpy()
 
 
-# ----------------------------------------------------------------------------------- threshold & ids
-
-
-def read_threshold(run_dir: Path) -> float:
-    """The F1-best threshold ``kit evaluate`` saved for a run."""
-    path = as_path(run_dir) / THRESHOLD_FILE
-    if not path.is_file():
-        raise KitError(
-            f"threshold=auto but {path} does not exist", f"run `kit evaluate run={run_dir}` first, or set threshold=0.5"
-        )
-    return float(read_json(path)["threshold"])
-
-
 def resolve_threshold(cfg: Config, runs: Sequence[Path]) -> float:
     """``predict.threshold`` as a number; ``auto``: the runs' saved thresholds (their mean for an ensemble)."""
     if str(cfg.predict.threshold).strip().lower() != "auto":
@@ -255,202 +64,9 @@ def resolve_threshold(cfg: Config, runs: Sequence[Path]) -> float:
     return float(np.mean([read_threshold(run) for run in runs]))
 
 
-def threshold_runs(run_dirs: Sequence[Path]) -> list[Path]:
-    """Where ``threshold=auto`` looks: a run dir's own threshold.json (a k-fold parent's is the F1-best over
-    its out-of-fold predictions, see kit.train.kfold), else those of the runs it expands to."""
-    sources: list[Path] = []
-    for run_dir in run_dirs:
-        run_dir = as_path(run_dir)
-        sources.extend([run_dir] if (run_dir / THRESHOLD_FILE).is_file() else expand_runs([run_dir]))
-    return sources
-
-
-def class_names(cfg: Config) -> list[str]:
-    """Class names in label-index order: the config, else the records' manifest, else the index."""
-    if cfg.comp.classes:
-        return [str(c) for c in cfg.comp.classes]
-    try:
-        from kit.data.records import read_manifest
-
-        classes = read_manifest(cfg.records_dir).get("classes")
-        if classes:
-            return [str(c) for c in classes]
-    except (ImportError, KitError, OSError):
-        pass
-    try:
-        from kit.data.sources import load_index
-
-        return [str(c) for c in load_index(cfg)[1]]
-    except ImportError:
-        return []
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    # strings everywhere: ids such as "007" keep their zeros; only empty cells count as missing
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-
-
-def sample_submission_path(cfg: Config) -> Path | None:
-    if not cfg.comp.sample_submission:
-        return None
-    path = Path(cfg.data.root) / cfg.comp.sample_submission
-    return path if path.is_file() else None
-
-
-def reference_ids(cfg: Config) -> tuple[list[str] | None, str]:
-    """The ids a submission must have, in order: the sample submission's, else the test index's."""
-    sample = sample_submission_path(cfg)
-    if sample is not None:
-        frame = _read_csv(sample)
-        column = cfg.comp.submission.id_column if cfg.comp.submission.id_column in frame.columns else frame.columns[0]
-        return frame[column].astype(str).tolist(), str(sample)
-    try:
-        from kit.data.sources import load_index
-    except ImportError:
-        return None, ""
-    index, _ = load_index(cfg)
-    return index.loc[index["split"] == "test", "id"].astype(str).tolist(), "the test index"
-
-
-def expected_columns(cfg: Config) -> list[str]:
-    sample = sample_submission_path(cfg)
-    if sample is not None:
-        return list(_read_csv(sample).columns)
-    return [cfg.comp.submission.id_column, cfg.comp.submission.label_column]
-
-
-# ---------------------------------------------------------------------------------------- validation
-
-
-def validate_submission(cfg: Config, frame_or_path: pd.DataFrame | str | Path) -> pd.DataFrame:
-    """Check a submission against the competition; return it with the columns in the expected order.
-
-    Columns as the sample submission (or the submission config), no empty cell, no duplicate id, exactly
-    the expected ids, and labels valid for ``comp.submission.label_format``. Any failure is one KitError
-    naming the file, the row and the fix.
-    """
-    if isinstance(frame_or_path, pd.DataFrame):
-        name, frame = "submission", frame_or_path.copy()
-    else:
-        path = Path(frame_or_path)
-        name = str(path)
-        if not path.is_file():
-            raise KitError(f"submission file {path} does not exist", "run kit predict first, or pass --file <submission.csv>")
-        try:
-            frame = _read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise KitError(
-                f"{name}: not a readable CSV ({str(exc).splitlines()[0]})", "write it with a header row and comma separators"
-            ) from None
-
-    sub = cfg.comp.submission
-    columns = expected_columns(cfg)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise KitError(
-            f"{name}: missing column '{missing[0]}' (has {list(frame.columns)}, expected {columns})",
-            f"write the columns {', '.join(columns)} as in the sample submission",
-        )
-    extra = [c for c in frame.columns if c not in columns]
-    if extra:
-        raise KitError(f"{name}: unexpected column '{extra[0]}' (expected exactly {columns})", f"drop the column '{extra[0]}'")
-    frame = frame[columns]
-    id_col = sub.id_column if sub.id_column in columns else columns[0]
-    label_col = sub.label_column if sub.label_column in columns else columns[-1]
-
-    empty = frame.isna().to_numpy()
-    if empty.any():
-        row, col = (int(v) for v in np.argwhere(empty)[0])
-        raise KitError(
-            f"{name}: row {row + 1} (line {row + 2}) has no value in column '{columns[col]}' ({int(empty.sum())} empty cells)",
-            "fill every cell; predict every test image",
-        )
-    ids = frame[id_col].astype(str)
-    duplicated = ids.duplicated(keep=False)
-    if duplicated.any():
-        rows = np.flatnonzero(duplicated.to_numpy())
-        first = ids.iloc[rows[0]]
-        same = np.flatnonzero((ids == first).to_numpy())
-        raise KitError(
-            f"{name}: id '{first}' appears {len(same)} times (rows {', '.join(str(r + 1) for r in same[:5])}); "
-            f"{int(ids.duplicated().sum())} duplicate rows in all",
-            "keep one row per id",
-        )
-    reference, source = reference_ids(cfg)
-    if reference is not None:
-        have, want = set(ids), set(reference)
-        if have != want:
-            lacking = [i for i in reference if i not in have]
-            surplus = [i for i in ids if i not in want]
-            parts = []
-            if lacking:
-                parts.append(f"{len(lacking)} ids of {source} are missing (e.g. '{lacking[0]}')")
-            if surplus:
-                row = int(np.flatnonzero((ids == surplus[0]).to_numpy())[0])
-                parts.append(f"{len(surplus)} ids are not in {source} (e.g. '{surplus[0]}' at row {row + 1})")
-            raise KitError(
-                f"{name}: {'; '.join(parts)} ({len(ids)} rows, {len(reference)} expected)",
-                f"write exactly one row for each id of {source}",
-            )
-    _check_labels(cfg, frame[label_col], name, label_col)
-    return frame
-
-
-def _check_labels(cfg: Config, labels: pd.Series, name: str, column: str) -> None:
-    fmt = cfg.comp.submission.label_format
-
-    def fail(bad: np.ndarray, what: str, fix: str) -> None:
-        row = int(np.flatnonzero(bad)[0])
-        raise KitError(
-            f"{name}: row {row + 1} (line {row + 2}) has {column}='{labels.iloc[row]}': {what} ({int(bad.sum())} such rows)", fix
-        )
-
-    if fmt == "name":
-        classes = class_names(cfg)
-        if classes:
-            bad = ~labels.astype(str).isin(classes).to_numpy()
-            if bad.any():
-                fail(
-                    bad,
-                    f"not a class name ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})",
-                    "write class names",
-                )
-        return
-    numbers = pd.to_numeric(labels, errors="coerce").to_numpy(dtype=float)
-    if fmt == "probability":
-        bad = ~((numbers >= 0.0) & (numbers <= 1.0))  # NaN from non-numbers fails too
-        if bad.any():
-            fail(bad, "not a probability in [0, 1]", "write the probability of the positive class")
-        return
-    classes = class_names(cfg)
-    upper = len(classes) if classes else np.inf
-    bad = ~((numbers >= 0) & (numbers < upper) & (np.floor(numbers) == numbers))
-    if bad.any():
-        what = f"not a class index in 0..{len(classes) - 1}" if classes else "not a class index"
-        fail(bad, what, "write integer class indices")
 
 
 # --------------------------------------------------------------------------------------- kit predict
-
-
-def _format_labels(cfg: Config, class_probs: np.ndarray, threshold: float, classes: list[str]) -> list:
-    fmt = cfg.comp.submission.label_format
-    if fmt == "probability":
-        if class_probs.shape[1] != 2:
-            raise KitError(
-                f"label_format=probability needs a binary competition, this one has {class_probs.shape[1]} classes",
-                "set comp.submission.label_format=index or name",
-            )
-        return [float(p) for p in class_probs[:, 1]]
-    labels = labels_from_probs(class_probs, threshold)
-    if fmt == "name":
-        if len(classes) != class_probs.shape[1]:
-            raise KitError(
-                f"label_format=name needs {class_probs.shape[1]} class names, found {len(classes)}",
-                "set comp.classes in the competition YAML (names in label-index order)",
-            )
-        return [classes[i] for i in labels]
-    return [int(i) for i in labels]
 
 
 def _output_path(cfg: Config, first_run: Path) -> Path:
@@ -460,18 +76,10 @@ def _output_path(cfg: Config, first_run: Path) -> Path:
     return as_path(first_run) / output
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
 def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     """Predict the test split with one run or an ensemble and write a validated submission; return its path."""
     tta = check_tta(cfg.predict.tta)
     if not run_dirs:
-        from kit.train.trainer import latest_run
-
         run_dirs = [latest_run(cfg)]
     runs = expand_runs(run_dirs)
     if cfg.binary:
@@ -486,7 +94,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         print(f"[{i + 1}/{len(runs)}] {run} ({run_cfg.model.name} {run_cfg.model.image_size}px, tta={tta or 'none'})")
         model = load_model(run)
         run_ids, probs = predict_probabilities(
-            model, _split_dataset(run_cfg, "test"), tta, total=batches_in_split(run_cfg, "test")
+            model, split_dataset(run_cfg, "test"), tta, total=batches_in_split(run_cfg, "test")
         )
         if ids is None:
             ids, total = run_ids, probs.astype(np.float64)
@@ -494,15 +102,10 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
             total += _align(run_ids, probs, ids, run)
         if val_runs:
             try:
-                targets: list[np.ndarray] = []
-                v_ids, v_probs = predict_probabilities(
-                    model,
-                    _split_dataset(run_cfg, "val"),
-                    tta,
-                    total=batches_in_split(run_cfg, "val"),
-                    on_batch=lambda _x, t, _p, keep=targets: keep.append(t),
+                v_ids, v_probs, v_true = predict_labelled(
+                    model, split_dataset(run_cfg, "val"), tta, total=batches_in_split(run_cfg, "val")
                 )
-                val_results.append((run, v_ids, _true_labels(np.concatenate(targets)), v_probs))
+                val_results.append((run, v_ids, v_true, v_probs))
             except KitError as exc:
                 print(f"no ensemble validation score: {exc.one_line()}")
                 val_runs = False
@@ -516,14 +119,15 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         _report_ensemble(cfg, val_results, threshold)
 
     classes = class_names(cfg)
-    frame = _submission_frame(cfg, ids, class_probs, threshold, classes)
-    frame = validate_submission(cfg, frame)
+    reference = reference_ids(cfg)
+    frame = submission_frame(cfg, ids, class_probs, reference, classes, functools.partial(labels_from_probs, threshold=threshold))
+    frame = validate_submission(cfg, frame, reference, classes)
     out = _output_path(cfg, as_path(run_dirs[0]))
-    _write_csv(frame, out)
+    write_csv(frame, out)
     names = classes if len(classes) == class_probs.shape[1] else [str(c) for c in range(class_probs.shape[1])]
     probs_frame = pd.DataFrame(class_probs, columns=names)
     probs_frame.insert(0, cfg.comp.submission.id_column, ids)
-    _write_csv(probs_frame, out.parent / PROBABILITIES_FILE)
+    write_csv(probs_frame, out.parent / PROBABILITIES_FILE)
     print(f"submission: {out} ({len(frame)} rows{f', threshold {threshold:.4f}' if class_probs.shape[1] == 2 else ''})")
     return out
 
@@ -540,8 +144,6 @@ def _free_memory() -> None:
 
 def _report_ensemble(cfg: Config, results: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]], threshold: float) -> float:
     """Print each run's and the ensemble's validation score (runs that share one val split)."""
-    from kit.evaluate import score
-
     _, ref_ids, truth, _ = results[0]
     summed = np.zeros_like(to_class_probs(results[0][3]))
     for run, v_ids, v_true, v_probs in results:
@@ -554,34 +156,3 @@ def _report_ensemble(cfg: Config, results: list[tuple[Path, np.ndarray, np.ndarr
     return ensemble
 
 
-def _true_labels(targets: np.ndarray) -> np.ndarray:
-    """Class indices from pipeline targets: (B, 1) probability of class 1, or (B, C) one-hot/soft."""
-    targets = np.asarray(targets)
-    if targets.ndim == 1 or targets.shape[1] == 1:
-        return (targets.reshape(-1) >= 0.5).astype(np.int64)
-    return targets.argmax(axis=1).astype(np.int64)
-
-
-def _submission_frame(
-    cfg: Config, ids: np.ndarray, class_probs: np.ndarray, threshold: float, classes: list[str]
-) -> pd.DataFrame:
-    """Rows in the reference order; examples the records skipped (unreadable images) get the mean prediction."""
-    sub = cfg.comp.submission
-    reference, source = reference_ids(cfg)
-    by_id = pd.DataFrame(class_probs, index=pd.Index(ids.astype(str)))
-    by_id = by_id[~by_id.index.duplicated()]
-    if reference is not None:
-        lacking = [i for i in reference if i not in by_id.index]
-        if lacking:
-            print(
-                f"warning: {len(lacking)} ids of {source} have no prediction (e.g. '{lacking[0]}', probably unreadable "
-                "images skipped by kit records): they get the mean test prediction"
-            )
-        by_id = by_id.reindex(reference)
-        by_id = by_id.fillna(pd.Series(class_probs.mean(axis=0), index=by_id.columns))
-    labels = _format_labels(cfg, by_id.to_numpy(), threshold, classes)
-    frame = pd.DataFrame({sub.id_column: by_id.index.astype(str), sub.label_column: labels})
-    columns = expected_columns(cfg)
-    if set(columns) == set(frame.columns):
-        frame = frame[columns]
-    return frame

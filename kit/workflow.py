@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from kit.config import Config, load_config
+from kit.config import Config
 from kit.errors import KitError
+from kit.settings import load_settings
 
 DEMO_GOAL = 0.97
 
@@ -49,7 +50,7 @@ def demo(settings: list[str]) -> float:
     from kit.quiet import import_tensorflow
     from kit.train import trainer
 
-    cfg = load_config(["comp=demo", *settings])
+    cfg = load_settings(["comp=demo", *settings])
     import_tensorflow()
     started = time.perf_counter()
 

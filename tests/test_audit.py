@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.audit import audit, jpeg_quality, near_pairs, phash
+from kit.audit import audit, near_pairs
 from kit.config import Config
+from kit.data.image_headers import jpeg_quality
+from kit.data.images import phash
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

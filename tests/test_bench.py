@@ -1,4 +1,4 @@
-"""The benchmark script works end to end: quick P1 on a tiny size, results JSON, plot and report (< 30 s)."""
+"""`python -m bench` works end to end: quick P1 on a tiny size, results JSON, plot and report (< 30 s)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_quick_p1_tiny_writes_results_and_report(tmp_path: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "scripts.bench",
+        "bench",
         "--quick",
         "--only",
         "P1",

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kit.data import images
-from kit.data.images import ImageError, decode, encode, image_info, resize
+from kit.data import image_headers, images
+from kit.data.image_headers import jpeg_quality, jpeg_tables
+from kit.data.images import ImageError, decode, encode, file_facts, image_info, resize
 
 PIL = pytest.importorskip("PIL.Image")  # tests only: Pillow writes what OpenCV cannot (palette, CMYK, EXIF)
 
@@ -271,3 +272,67 @@ def test_image_info_is_cheap_and_complete(tmp_path):
     assert (info["format"], info["width"], info["height"], info["channels"]) == ("jpeg", 9, 3, 1)
     (tmp_path / "t.jpg").write_text("hello")
     assert image_info(tmp_path / "t.jpg")["format"] == "unknown"
+
+
+def test_webp_extended_header_size(tmp_path):
+    """VP8X (extended WebP, e.g. with EXIF): the canvas height follows the width in the first 32 bytes."""
+    image = PIL.fromarray(np.zeros((37, 53, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x010F] = "camera"
+    image.save(tmp_path / "x.webp", exif=exif.tobytes())
+    assert (tmp_path / "x.webp").read_bytes()[12:16] == b"VP8X"
+    info = image_info(tmp_path / "x.webp")
+    assert (info["format"], info["width"], info["height"]) == ("webp", 53, 37)
+    assert decode(tmp_path / "x.webp").shape == (37, 53, 3)
+
+
+def _segments(jpeg: bytes) -> list[bytes]:
+    """A JPEG's header segments (marker + length + payload) up to the start of scan, and the rest."""
+    out, i = [], 2
+    while jpeg[i + 1] != 0xDA:
+        length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
+        out.append(jpeg[i : i + 2 + length])
+        i += 2 + length
+    return [*out, jpeg[i:]]
+
+
+def test_one_jpeg_walker_gives_size_orientation_and_tables_wherever_they_are():
+    data = _jpeg_bytes(48)
+    segments = _segments(data)
+    tables = [s for s in segments if s[1] == 0xDB]
+    frame = [s for s in segments if s[1] == 0xC0]
+    others = [s for s in segments[:-1] if s[1] not in (0xDB, 0xC0)]
+    assert tables and len(frame) == 1
+    # Tables after the frame header are still before the scan, where decoders accept them.
+    late = b"\xff\xd8" + b"".join(others + frame + tables) + segments[-1]
+    assert cv2.imdecode(np.frombuffer(late, np.uint8), cv2.IMREAD_COLOR).shape == (48, 48, 3)
+    expected = jpeg_tables(data)
+    assert set(expected) == {0, 1}
+    found = jpeg_tables(late)
+    assert set(found) == set(expected) and all(np.array_equal(found[k], expected[k]) for k in expected)
+    assert jpeg_quality(late) == jpeg_quality(data) == 95  # OpenCV's default quality
+    header = image_headers.read_header(io.BytesIO(late), "jpeg")
+    assert (header["width"], header["height"], header["channels"], header["orientation"]) == (48, 48, 3, 1)
+    assert "quantisation" not in header  # the hot path stops at the frame header
+
+
+def test_file_facts_for_the_audit(tmp_path):
+    stored = np.zeros((8, 16, 3), np.uint8)
+    image = PIL.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=70)
+    facts = file_facts(tmp_path / "r.jpg")
+    assert (facts["format"], facts["width"], facts["height"], facts["channels"]) == ("jpeg", 8, 16, 3)  # as displayed
+    assert facts["jpeg_quality"] == 70 and facts["error"] == ""
+    assert facts["file_size"] == (tmp_path / "r.jpg").stat().st_size and len(facts["sha1"]) == 40
+    assert isinstance(facts["phash"], int)
+    assert file_facts(tmp_path / "r.jpg", with_hash=False)["phash"] is None
+    write_png(tmp_path / "a.png", np.zeros((5, 7, 4), np.uint8))
+    png = file_facts(tmp_path / "a.png")
+    assert (png["format"], png["width"], png["height"], png["channels"]) == ("png", 7, 5, 4)
+    assert np.isnan(png["jpeg_quality"])
+    assert file_facts(tmp_path / "nope.png")["error"] == "unreadable: file not found"
+    (tmp_path / "t.jpg").write_text("hello")
+    text = file_facts(tmp_path / "t.jpg")
+    assert (text["format"], text["error"], text["file_size"]) == ("unknown", "bad header", 5)

@@ -84,8 +84,9 @@ def test_fit_phases_writes_its_run_dir_on_a_url() -> None:
     import tensorflow as tf
     from train_helpers import config, datasets, tiny_scratch
 
+    from kit.runs import read_state
     from kit.train.schedules import read_history
-    from kit.train.trainer import fit_phases, read_state
+    from kit.train.trainer import fit_phases
 
     run_dir = _ram("run")
     cfg = config(run_dir, epochs=2)

@@ -1,4 +1,4 @@
-"""kit.data.kaggle against a fake Kaggle server, with the real ``kaggle`` client doing the HTTP."""
+"""kit.kaggle (client, download, submit) against a fake Kaggle server, with the real ``kaggle`` client doing the HTTP."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 from fake_kaggle import KEY, TOKEN, USERNAME, make_evil_zip, make_zip, write_comp_yaml  # tests/ is on sys.path (rootdir conftest)
 
 from kit.config import PROJECT_ROOT, load_config
-from kit.data import kaggle
 from kit.errors import KitError
+from kit.kaggle.client import MAX_TRIES, username
+from kit.kaggle.download import MARKER, PARTIAL_DIR, download
+from kit.kaggle.submit import submit
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
 
@@ -41,12 +43,12 @@ def _error_lines(stderr: str) -> list[str]:
 def test_download_unzips_indexes_and_caches(fake_kaggle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the index goes to data/index/<comp>/ relative to the working dir
     cfg = _cfg(tmp_path)
-    root = kaggle.download(cfg)
+    root = download(cfg)
     assert (root / "train.csv").is_file() and (root / "sample_submission.csv").is_file()
     assert sorted(p.name for p in (root / "train").iterdir())[:2] == ["tr0.png", "tr1.png"]
-    marker = json.loads((root / kaggle.MARKER).read_text())
+    marker = json.loads((root / MARKER).read_text())
     assert marker["slug"] == "fake-comp" and marker["files"] == 12
-    assert not (root / kaggle.PARTIAL_DIR).exists()
+    assert not (root / PARTIAL_DIR).exists()
     assert [r.body for r in fake_kaggle.calls("DownloadDataFiles")] == [{"competitionName": "fake-comp"}]
     assert fake_kaggle.calls("DownloadDataFiles")[0].auth.startswith("Basic ")  # KAGGLE_USERNAME/KAGGLE_KEY
 
@@ -59,14 +61,14 @@ def test_download_unzips_indexes_and_caches(fake_kaggle, tmp_path, monkeypatch):
         assert set(index["split"]) >= {"train", "test"} and len(index) == 9
 
     before = len(fake_kaggle.requests)
-    assert kaggle.download(cfg) == root
+    assert download(cfg) == root
     assert len(fake_kaggle.requests) == before  # cached: no request at all
 
 
 def test_dataset_download(fake_kaggle, tmp_path):
     fake_kaggle.datasets["someone/fake-data"] = make_zip({"train/REAL/a.png": b"x", "train/FAKE/b.png": b"y"})
     cfg = _cfg(tmp_path, slug="someone/fake-data", source="dataset")
-    root = kaggle.download(cfg)
+    root = download(cfg)
     assert (root / "train" / "REAL" / "a.png").read_bytes() == b"x"
     body = fake_kaggle.calls("DownloadDataset")[0].body
     assert body["ownerSlug"] == "someone" and body["datasetSlug"] == "fake-data"
@@ -74,14 +76,14 @@ def test_dataset_download(fake_kaggle, tmp_path):
 
 def test_local_source_makes_no_request(fake_kaggle, tmp_path, capsys):
     cfg = _cfg(tmp_path, source="local")
-    assert kaggle.download(cfg) == Path(cfg.data.root)
+    assert download(cfg) == Path(cfg.data.root)
     assert fake_kaggle.requests == []
     assert "nothing to download" in capsys.readouterr().err
 
 
 def test_retries_then_succeeds(fake_kaggle, tmp_path):
     fake_kaggle.fail("DownloadDataFiles", 503, times=2)
-    kaggle.download(_cfg(tmp_path))
+    download(_cfg(tmp_path))
     assert len(fake_kaggle.calls("DownloadDataFiles")) == 3
 
 
@@ -89,22 +91,22 @@ def test_retries_then_succeeds(fake_kaggle, tmp_path):
 def test_retries_are_bounded(fake_kaggle, tmp_path, status):
     fake_kaggle.fail("DownloadDataFiles", status)
     with pytest.raises(KitError) as info:
-        kaggle.download(_cfg(tmp_path))
-    assert len(fake_kaggle.calls("DownloadDataFiles")) == kaggle.MAX_TRIES
-    assert f"after {kaggle.MAX_TRIES} tries" in info.value.one_line()
-    assert not (tmp_path / "raw" / kaggle.MARKER).exists()
+        download(_cfg(tmp_path))
+    assert len(fake_kaggle.calls("DownloadDataFiles")) == MAX_TRIES
+    assert f"after {MAX_TRIES} tries" in info.value.one_line()
+    assert not (tmp_path / "raw" / MARKER).exists()
 
 
 @pytest.mark.parametrize("kind,entry", [("parent", "../evil.txt"), ("absolute", "/tmp/kit-abs-evil.txt"), ("symlink", "link")])
 def test_zip_slip_is_refused(fake_kaggle, tmp_path, kind, entry):
     fake_kaggle.competitions["fake-comp"] = make_evil_zip(kind)
     with pytest.raises(KitError) as info:
-        kaggle.download(_cfg(tmp_path))
+        download(_cfg(tmp_path))
     assert entry in info.value.one_line() and "refused" in info.value.one_line()
     root = tmp_path / "raw"
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/kit-abs-evil.txt").exists()
     assert not (root / "train.csv").exists() and not (root / "link").exists()  # nothing written at all
-    assert not (root / kaggle.MARKER).exists()
+    assert not (root / MARKER).exists()
 
 
 def test_corrupt_zip_is_removed_and_a_rerun_recovers(fake_kaggle, tmp_path):
@@ -115,13 +117,13 @@ def test_corrupt_zip_is_removed_and_a_rerun_recovers(fake_kaggle, tmp_path):
     fake_kaggle.competitions["fake-comp"] = bytes(broken)
     cfg = _cfg(tmp_path)
     with pytest.raises(KitError, match="corrupt"):
-        kaggle.download(cfg)
+        download(cfg)
     root = Path(cfg.data.root)
-    assert list((root / kaggle.PARTIAL_DIR).glob("*.zip")) == [] and not (root / kaggle.MARKER).exists()
+    assert list((root / PARTIAL_DIR).glob("*.zip")) == [] and not (root / MARKER).exists()
 
     fake_kaggle.competitions["fake-comp"] = good
-    kaggle.download(cfg)
-    assert (root / kaggle.MARKER).is_file() and (root / "test.csv").is_file()
+    download(cfg)
+    assert (root / MARKER).is_file() and (root / "test.csv").is_file()
 
 
 # ----------------------------------------------------------------------------- credentials
@@ -133,21 +135,21 @@ def test_world_readable_kaggle_json_warns_and_key_never_printed(fake_kaggle, tmp
     path = fake_kaggle.home / ".kaggle" / "kaggle.json"
     path.write_text(json.dumps({"username": USERNAME, "key": KEY}))
     path.chmod(0o644)
-    kaggle.download(_cfg(tmp_path))
+    download(_cfg(tmp_path))
     out = capsys.readouterr()
     assert "readable by other users" in out.err and f"chmod 600 {path}" in out.err
     assert KEY not in out.out + out.err
-    assert kaggle.username() == USERNAME
+    assert username() == USERNAME
 
 
 def test_access_token(fake_kaggle, tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
     monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)
-    kaggle.download(_cfg(tmp_path))
+    download(_cfg(tmp_path))
     assert fake_kaggle.calls("IntrospectToken")
     assert fake_kaggle.calls("DownloadDataFiles")[0].auth == f"Bearer {TOKEN}"
-    assert kaggle.username() == USERNAME
+    assert username() == USERNAME
 
 
 def test_no_credentials_is_one_line_and_no_client_help(fake_kaggle, tmp_path, monkeypatch):
@@ -168,7 +170,7 @@ def test_bad_kaggle_json(fake_kaggle, tmp_path, monkeypatch):
     path.write_text("{not json")
     path.chmod(0o600)
     with pytest.raises(KitError, match="not valid JSON"):
-        kaggle.download(_cfg(tmp_path))
+        download(_cfg(tmp_path))
 
 
 # ----------------------------------------------------------------------------- CLI errors
@@ -191,7 +193,7 @@ def test_cli_download_errors(fake_kaggle, tmp_path, status, message, expected):
     lines = _error_lines(result.stderr)
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr and KEY not in result.stdout + result.stderr
-    tries = kaggle.MAX_TRIES if status >= 429 else 1
+    tries = MAX_TRIES if status >= 429 else 1
     assert len(fake_kaggle.calls("DownloadDataFiles")) == tries
 
 
@@ -209,9 +211,9 @@ def _run_with_submission(cfg, root: Path) -> Path:
 
 def test_submit_uploads_exact_bytes_and_reads_the_score(fake_kaggle, tmp_path, capsys):
     cfg = _cfg(tmp_path)
-    root = kaggle.download(cfg)
+    root = download(cfg)
     path = _run_with_submission(cfg, root)
-    score = kaggle.submit(cfg, None, dry_run=False)
+    score = submit(cfg, None, dry_run=False)
     assert score == pytest.approx(0.87654)
     assert list(fake_kaggle.uploads.values()) == [path.read_bytes()]
     (create,) = fake_kaggle.calls("CreateSubmission")
@@ -223,10 +225,10 @@ def test_submit_uploads_exact_bytes_and_reads_the_score(fake_kaggle, tmp_path, c
 
 def test_submit_dry_run_uploads_nothing(fake_kaggle, tmp_path, capsys):
     cfg = _cfg(tmp_path, "kaggle.message=hello")
-    root = kaggle.download(cfg)
+    root = download(cfg)
     path = _run_with_submission(cfg, root)
     before = len(fake_kaggle.requests)
-    assert kaggle.submit(cfg, path, dry_run=True) is None
+    assert submit(cfg, path, dry_run=True) is None
     assert len(fake_kaggle.requests) == before
     out = capsys.readouterr().out
     assert "would submit" in out and "'hello'" in out and KEY not in out
@@ -234,26 +236,26 @@ def test_submit_dry_run_uploads_nothing(fake_kaggle, tmp_path, capsys):
 
 def test_submit_validates_before_upload(fake_kaggle, tmp_path):
     cfg = _cfg(tmp_path)
-    kaggle.download(cfg)
+    download(cfg)
     bad = tmp_path / "bad.csv"
     bad.write_text("wrong,columns\n1,2\n")
     with pytest.raises(KitError):
-        kaggle.submit(cfg, bad, dry_run=False)
+        submit(cfg, bad, dry_run=False)
     assert fake_kaggle.calls("StartSubmissionUpload") == []
 
 
 def test_submit_poll_timeout_returns_none(fake_kaggle, tmp_path):
     fake_kaggle.pending_polls = 10_000
     cfg = _cfg(tmp_path, "kaggle.poll_timeout=0")
-    path = _run_with_submission(cfg, kaggle.download(cfg))
-    assert kaggle.submit(cfg, path) is None
+    path = _run_with_submission(cfg, download(cfg))
+    assert submit(cfg, path) is None
     assert len(fake_kaggle.calls("ListSubmissions")) == 1
 
 
 @pytest.mark.parametrize("status", [400, 429])
 def test_cli_daily_limit(fake_kaggle, tmp_path, status):
     cfg = _cfg(tmp_path)
-    path = _run_with_submission(cfg, kaggle.download(cfg))
+    path = _run_with_submission(cfg, download(cfg))
     fake_kaggle.fail(
         "CreateSubmission", status, "Submission not allowed: Your team has used its daily Submission allowance (5) today"
     )

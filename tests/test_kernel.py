@@ -1,4 +1,4 @@
-"""kit.kernel: the bundle, the wheel dataset and push/status against the fake Kaggle server."""
+"""kit.kaggle.kernel: the bundle, the wheel dataset and push/status against the fake Kaggle server."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from fake_kaggle import KEY, USERNAME, write_comp_yaml
 
-from kit import kernel
 from kit.config import PROJECT_ROOT, load_config
 from kit.errors import KitError
+from kit.kaggle import kernel
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
 
@@ -108,11 +108,11 @@ def test_publish_dataset_creates_then_versions(fake_kaggle, workdir):
     (create,) = fake_kaggle.dataset_versions
     assert create["method"] == "CreateDataset" and create["slug"] == "kit-wheel" and create["ownerSlug"] == USERNAME
     wheels = [zipfile.ZipFile(io.BytesIO(data)).namelist() for data in fake_kaggle.uploads.values()]
-    (names,) = [n for n in wheels if "kit/kernel.py" in n]
-    assert "kit/data/kaggle.py" in names
+    (names,) = [n for n in wheels if "kit/kaggle/kernel.py" in n]
+    assert {"kit/kaggle/client.py", "kit/kaggle/download.py", "kit/kaggle/submit.py"} <= set(names)
     assert not any("fake_kaggle" in n or n.startswith("tests/") for n in names)
     # the dependencies a Kaggle image may lack travel beside kit's wheel, for kernels without internet
-    packages = {name.split("/")[0] for n in wheels if "kit/kernel.py" not in n for name in n}
+    packages = {name.split("/")[0] for n in wheels if "kit/kaggle/kernel.py" not in n for name in n}
     assert {"omegaconf", "typer"} <= packages
 
     kernel.publish_dataset(cfg)

@@ -79,7 +79,7 @@ def kfold_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path, p
 
 
 def test_parent_layout_and_one_run_id(kfold_run) -> None:
-    from kit.train.trainer import latest_run, runs_of
+    from kit.runs import latest_run, runs_of
 
     cfg, parent, _ = kfold_run
     assert parent.parent == runs_of(cfg) and [d.name for d in runs_of(cfg).iterdir()] == [parent.name]
@@ -104,8 +104,8 @@ def test_every_training_example_is_out_of_fold_once(kfold_run) -> None:
 
 def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
     from kit.evaluate import best_f1_threshold, score
+    from kit.inference import labels_from_probs
     from kit.io import read_json
-    from kit.predict import labels_from_probs
 
     cfg, parent, _ = kfold_run
     oof = pd.read_csv(parent / "oof.csv", dtype={"id": str})
@@ -125,8 +125,10 @@ def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
 
 def test_predict_on_the_parent_averages_the_folds(kfold_run) -> None:
     from kit.data.pipeline import make_dataset
+    from kit.inference import predict_probabilities
     from kit.io import read_json
-    from kit.predict import load_model, predict, predict_probabilities
+    from kit.predict import predict
+    from kit.runs import load_model
 
     cfg, parent, _ = kfold_run
     out = predict(cfg, [])  # latest_run -> the parent -> its folds; threshold=auto -> the parent's threshold.json

@@ -1,4 +1,4 @@
-"""kit.predict: TTA, ensembles, thresholds, submission order and validation (tiny records and models)."""
+"""kit.predict: TTA, ensembles, thresholds, submission order (tiny records and models); validation: test_submission.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 from run_fixtures import make_config, make_model, make_run, random_images, write_sample_submission, write_split
 
 from kit.errors import KitError
+from kit.inference import predict_probabilities
 from kit.io import write_json
-from kit.predict import expand_runs, predict, predict_probabilities, validate_submission
+from kit.predict import predict
+from kit.runs import expand_runs
 
 N_TEST = 10
 
@@ -111,78 +113,3 @@ def test_multiclass_names_and_kfold_expansion(tmp_path):
 def test_missing_run_is_a_kit_error(tmp_path):
     with pytest.raises(KitError, match="does not exist"):
         expand_runs([tmp_path / "nope"])
-
-
-# ------------------------------------------------------------------------------------ validate_submission
-
-
-@pytest.fixture()
-def sample(tmp_path: Path):
-    cfg = make_config(tmp_path, ["neg", "pos"])
-    ids = [f"t{i}" for i in range(6)]
-    write_sample_submission(cfg, ids)
-    good = pd.DataFrame({"id": ids, "label": [0, 1, 0, 1, 1, 0]})
-    return cfg, good, tmp_path / "sub.csv"
-
-
-def _fails(cfg, frame: pd.DataFrame, path: Path, *words: str) -> str:
-    frame.to_csv(path, index=False)
-    with pytest.raises(KitError) as info:
-        validate_submission(cfg, path)
-    message = info.value.one_line()
-    assert str(path) in message
-    for word in words:
-        assert word in message, message
-    return message
-
-
-def test_a_good_submission_passes(sample):
-    cfg, good, path = sample
-    good.to_csv(path, index=False)
-    assert validate_submission(cfg, path)["id"].tolist() == good["id"].tolist()
-    assert len(validate_submission(cfg, good)) == 6
-
-
-def test_missing_column(sample):
-    cfg, good, path = sample
-    _fails(cfg, good.rename(columns={"label": "target"}), path, "missing column 'label'")
-
-
-def test_empty_cell(sample):
-    cfg, good, path = sample
-    bad = good.astype(object)
-    bad.loc[3, "label"] = None
-    _fails(cfg, bad, path, "row 4", "'label'")
-
-
-def test_duplicate_id(sample):
-    cfg, good, path = sample
-    bad = good.copy()
-    bad.loc[4, "id"] = "t1"
-    _fails(cfg, bad, path, "'t1'", "rows 2, 5")
-
-
-def test_missing_and_extra_ids(sample):
-    cfg, good, path = sample
-    _fails(cfg, good.iloc[:5], path, "1 ids", "'t5'", "5 rows, 6 expected")
-    bad = good.copy()
-    bad.loc[2, "id"] = "zz"
-    _fails(cfg, bad, path, "'t2'", "'zz' at row 3")
-
-
-def test_label_out_of_range(sample):
-    cfg, good, path = sample
-    bad = good.copy()
-    bad.loc[5, "label"] = 2
-    _fails(cfg, bad, path, "row 6", "class index in 0..1")
-
-
-def test_probability_and_name_formats(sample):
-    cfg, good, path = sample
-    cfg.comp.submission.label_format = "probability"
-    bad = good.astype({"label": float})
-    bad.loc[0, "label"] = 1.5
-    _fails(cfg, bad, path, "row 1", "probability")
-    cfg.comp.submission.label_format = "name"
-    bad = good.assign(label=["neg", "pos", "neg", "cat", "pos", "neg"])
-    _fails(cfg, bad, path, "row 4", "'cat'")

@@ -200,6 +200,7 @@ def test_full_disk_while_training_is_one_line_and_keeps_the_previous_best(small_
     import keras
 
     from kit.data import records
+    from kit.runs import DONE
     from kit.train import trainer
 
     rows = []
@@ -242,5 +243,5 @@ def test_full_disk_while_training_is_one_line_and_keeps_the_previous_best(small_
 
     filler.unlink()  # space again: rerunning with --resume completes the run (in-process: no second TF start-up)
     assert trainer.train(load_config([*settings, "run.id=second"]), resume=True) == second
-    assert (second / trainer.DONE).is_file()
+    assert (second / DONE).is_file()
     keras.models.load_model(second / "best.keras", compile=False)

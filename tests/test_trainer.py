@@ -164,7 +164,8 @@ def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
     import keras
 
     from kit.config import load_config
-    from kit.train.trainer import find_resumable, latest_run, train
+    from kit.runs import find_resumable, latest_run
+    from kit.train.trainer import train
 
     overrides = [
         "model=cnn",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kit.io import atomic_write
+from kit.io import atomic_write, write_csv
 
 MARKER = ".kit-demo-complete"  # written last: its presence means every other file is complete
 
@@ -62,12 +62,9 @@ def make_demo_competition(root: Path, size: int = 32, test_fraction: float = 0.2
             grey = cv2.resize(images[i], (size, size), interpolation=cv2.INTER_CUBIC)  # uint8: saturates, no overshoot
             cv2.imwrite(str(root / split / f"{ids[i]}.png"), np.repeat(grey[:, :, None], 3, axis=2))
 
-    def write_csv(name: str, frame: pd.DataFrame) -> None:
-        atomic_write(root / name, frame.to_csv(index=False))
-
-    write_csv("train.csv", pd.DataFrame({"id": ids[train_pos], "label": labels[train_pos]}))
-    write_csv("test.csv", pd.DataFrame({"id": ids[test_pos]}))
-    write_csv("sample_submission.csv", pd.DataFrame({"id": ids[test_pos], "label": 0}))
-    write_csv("solution.csv", pd.DataFrame({"id": ids[test_pos], "label": labels[test_pos]}))
+    write_csv(pd.DataFrame({"id": ids[train_pos], "label": labels[train_pos]}), root / "train.csv")
+    write_csv(pd.DataFrame({"id": ids[test_pos]}), root / "test.csv")
+    write_csv(pd.DataFrame({"id": ids[test_pos], "label": 0}), root / "sample_submission.csv")
+    write_csv(pd.DataFrame({"id": ids[test_pos], "label": labels[test_pos]}), root / "solution.csv")
     atomic_write(marker, params)
     return root

@@ -1,4 +1,10 @@
-"""Robust image decoding with OpenCV: whatever a competition ships becomes uint8 RGB (H, W, 3).
+"""Image files: facts (:func:`image_info`, :func:`file_facts`, pHash) and decoding with OpenCV to uint8 RGB (H, W, 3).
+
+Header parsing (format, size, channels, bit depth, EXIF orientation, JPEG quantisation and quality) is
+in :mod:`kit.data.image_headers`; this module reads files, decodes, resizes, encodes and hashes them.
+
+The pHash is the DCT hash of Zauner, "Implementation and Benchmarking of Perceptual Image Hash
+Functions" (2010): grayscale 32x32, 2-D DCT, the 8x8 lowest frequencies thresholded at their median.
 
 Kaggle image sets are messy: grayscale and palette PNGs next to RGBA screenshots, 16-bit scans,
 CMYK JPEGs from print workflows, phone photos that are stored sideways with an EXIF orientation tag,
@@ -21,23 +27,25 @@ Choices made here (and why):
   transparent pixels is undefined and often black, which would invent dark borders a model could learn).
 - Memory: images above :data:`MAX_PIXELS` are refused with a reason; a JPEG much larger than needed
   (``max_side`` hint) is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, so a 12000x12000 JPEG
-  never materialises at full size.
+  never materialises at full size. Sizes, formats and EXIF orientation come from the header facts of
+  :mod:`kit.data.image_headers`, read before any pixel is decoded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
-import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import numpy as np
 
+from kit.data.image_headers import SNIFF_BYTES, displayed_size, quality_from_tables, read_header, sniff
+
 MAX_PIXELS = 64_000_000  # refuse full decodes above this (8000x8000); ~200 MB as RGB uint8 per worker
-_SNIFF = 32  # bytes needed to tell formats apart and read PNG/GIF/BMP/WEBP sizes
 
 
 class ImageError(Exception):
@@ -46,151 +54,6 @@ class ImageError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-# ---------------------------------------------------------------------------------------------- header
-
-
-def _sniff(head: bytes) -> str:
-    """The format from the magic bytes ('' when unknown)."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return ""
-
-
-def _exif_orientation(app1: bytes) -> int:
-    """The EXIF orientation (1..8) from an APP1 payload; 1 when absent or unreadable."""
-    if not app1.startswith(b"Exif\x00\x00") or len(app1) < 14:
-        return 1
-    tiff = app1[6:]
-    endian = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if endian is None:
-        return 1
-    try:
-        (ifd,) = struct.unpack(endian + "I", tiff[4:8])
-        (count,) = struct.unpack(endian + "H", tiff[ifd : ifd + 2])
-        for i in range(count):
-            entry = tiff[ifd + 2 + 12 * i : ifd + 14 + 12 * i]
-            tag, _type, _n = struct.unpack(endian + "HHI", entry[:8])
-            if tag == 0x0112:
-                (value,) = struct.unpack(endian + "H", entry[8:10])
-                return value if 1 <= value <= 8 else 1
-    except struct.error:
-        return 1
-    return 1
-
-
-def _jpeg_header(fh: BinaryIO) -> dict:
-    """Walk the JPEG segments up to the first SOF (seeking past big APP segments, so it stays cheap)."""
-    info: dict = {"orientation": 1}
-    fh.seek(2)
-    while True:
-        byte = fh.read(1)
-        while byte and byte != b"\xff":  # tolerate padding between segments
-            byte = fh.read(1)
-        while byte == b"\xff":
-            byte = fh.read(1)
-        if not byte:
-            return info
-        marker = byte[0]
-        if marker in (0x01, *range(0xD0, 0xD9)):  # standalone markers without a length
-            continue
-        length_bytes = fh.read(2)
-        if len(length_bytes) < 2:
-            return info
-        (length,) = struct.unpack(">H", length_bytes)
-        if marker == 0xE1 and "exif" not in info:
-            payload = fh.read(length - 2)
-            info["exif"] = True
-            info["orientation"] = _exif_orientation(payload)
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            data = fh.read(6)
-            if len(data) == 6:
-                precision, height, width, components = struct.unpack(">BHHB", data)
-                info.update(width=width, height=height, channels=components, bit_depth=precision)
-            return info
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any SOF: give up
-            return info
-        fh.seek(length - 2, os.SEEK_CUR)
-
-
-def _header(fh: BinaryIO, fmt: str) -> dict:
-    """Width, height, channels and bit depth from the file header, without decoding pixels."""
-    fh.seek(0)
-    head = fh.read(_SNIFF)
-    try:
-        if fmt == "jpeg":
-            return _jpeg_header(fh)
-        if fmt == "png" and head[12:16] == b"IHDR":
-            width, height, depth, color = struct.unpack(">IIBB", head[16:26])
-            channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(color)
-            return {"width": width, "height": height, "channels": channels, "bit_depth": depth, "png_color_type": color}
-        if fmt == "gif":
-            width, height = struct.unpack("<HH", head[6:10])
-            return {"width": width, "height": height, "channels": 3, "bit_depth": 8}
-        if fmt == "bmp":
-            width, height = struct.unpack("<ii", head[18:26])
-            (bpp,) = struct.unpack("<H", head[28:30])
-            return {"width": abs(width), "height": abs(height), "channels": 4 if bpp == 32 else 3, "bit_depth": 8}
-        if fmt == "webp":
-            chunk = head[12:16]
-            if chunk == b"VP8X":
-                width = int.from_bytes(head[24:27], "little") + 1
-                height = int.from_bytes(fh.read(3), "little") + 1
-                return {"width": width, "height": height, "bit_depth": 8}
-            if chunk == b"VP8L":
-                (bits,) = struct.unpack("<I", head[21:25])
-                return {"width": (bits & 0x3FFF) + 1, "height": ((bits >> 14) & 0x3FFF) + 1, "bit_depth": 8}
-            if chunk == b"VP8 ":
-                width, height = struct.unpack("<HH", head[26:30])
-                return {"width": width & 0x3FFF, "height": height & 0x3FFF, "channels": 3, "bit_depth": 8}
-    except struct.error:
-        return {}
-    return {}
-
-
-def image_info(path: str | os.PathLike) -> dict:
-    """Cheap facts about an image file from its header only (for the data audit).
-
-    Returns ``{"path", "format", "bytes", "width", "height", "channels", "bit_depth", "orientation"}``;
-    values that the header does not give cheaply are None. ``width``/``height`` are as displayed,
-    i.e. swapped for EXIF orientations 5-8. Raises :class:`ImageError` if the file cannot be opened.
-    """
-    path = Path(path)
-    with _file_errors():
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(_SNIFF)
-            fmt = _sniff(head)
-            header = _header(fh, fmt) if fmt else {}
-    orientation = header.get("orientation", 1)
-    width, height = header.get("width"), header.get("height")
-    if orientation >= 5:
-        width, height = height, width
-    return {
-        "path": str(path),
-        "format": fmt or "unknown",
-        "bytes": size,
-        "width": width,
-        "height": height,
-        "channels": header.get("channels"),
-        "bit_depth": header.get("bit_depth"),
-        "orientation": orientation,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- decode
 
 
 @contextlib.contextmanager
@@ -206,6 +69,35 @@ def _file_errors() -> Iterator[None]:
         raise ImageError("is a directory, not an image file") from None
     except OSError as exc:
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+
+
+def image_info(path: str | os.PathLike) -> dict:
+    """Cheap facts about an image file from its header only.
+
+    Returns ``{"path", "format", "bytes", "width", "height", "channels", "bit_depth", "orientation"}``;
+    values that the header does not give cheaply are None. ``width``/``height`` are as displayed,
+    i.e. swapped for EXIF orientations 5-8. Raises :class:`ImageError` if the file cannot be opened.
+    """
+    path = Path(path)
+    with _file_errors():
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fmt = sniff(fh.read(SNIFF_BYTES))
+            header = read_header(fh, fmt) if fmt else {}
+    height, width = displayed_size(header)
+    return {
+        "path": str(path),
+        "format": fmt or "unknown",
+        "bytes": size,
+        "width": width,
+        "height": height,
+        "channels": header.get("channels"),
+        "bit_depth": header.get("bit_depth"),
+        "orientation": header.get("orientation", 1),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- decode
 
 
 def _read_bytes(path: str | os.PathLike) -> bytes:
@@ -302,13 +194,11 @@ def decode_with_size(path: str | os.PathLike, max_side: int | None = None) -> tu
     import cv2
 
     data = _read_bytes(path)
-    fmt = _sniff(data[:_SNIFF])
+    fmt = sniff(data[:SNIFF_BYTES])
     if not fmt and _looks_like_text(data):
         raise ImageError("not an image (text file)")
-    header = _header(io.BytesIO(data), fmt) if fmt else {}
-    height, width = header.get("height"), header.get("width")
-    if header.get("orientation", 1) >= 5:
-        height, width = width, height
+    header = read_header(io.BytesIO(data), fmt) if fmt else {}
+    height, width = displayed_size(header)
     factor = _reduction(height or 0, width or 0, max_side) if fmt == "jpeg" else 1
     if height and width and (height // factor) * (width // factor) > MAX_PIXELS:
         raise ImageError(f"image too large ({width}x{height} > {MAX_PIXELS} pixels)")
@@ -397,3 +287,73 @@ def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.shape} image as {fmt}")
     return buffer.tobytes()
+
+
+# ---------------------------------------------------------------------------------------------- perceptual hash
+
+
+def phash(gray: np.ndarray) -> int:
+    """64-bit DCT perceptual hash of a grayscale image."""
+    import cv2
+
+    small = cv2.resize(gray.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
+    low = cv2.dct(small)[:8, :8].ravel()
+    bits = low > np.median(low[1:])  # DC excluded from the median: it only carries brightness
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def gray_for_hash(data: bytes, width: int, height: int) -> np.ndarray | None:
+    """Decode grayscale, reduced by libjpeg's DCT scaling when the image is large (fast for big JPEGs)."""
+    import cv2
+
+    flag = cv2.IMREAD_GRAYSCALE
+    side = min(width, height) if width and height else 0
+    for factor, reduced in (
+        (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
+        (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+        (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
+    ):
+        if side // factor >= 64:
+            flag = reduced
+            break
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+
+
+# ---------------------------------------------------------------------------------------------- one file, all facts
+
+
+def file_facts(path: str | os.PathLike, with_hash: bool = True) -> dict[str, Any]:
+    """Header facts, JPEG quality, SHA-1 and (optionally) pHash of one image file, for the data audit.
+
+    Missing numbers are NaN (the audit's tables); ``error`` says why a file is unreadable, '' when it is not.
+    The file is read once: the header is parsed from the same bytes that are hashed.
+    """
+    facts: dict[str, Any] = {"file_size": np.nan, "format": "unknown", "width": np.nan, "height": np.nan, "channels": np.nan}
+    facts.update(jpeg_quality=np.nan, sha1="", phash=None, error="")
+    try:
+        with _file_errors(), open(path, "rb") as handle:
+            data = handle.read()
+    except ImageError as exc:
+        facts["error"] = f"unreadable: {exc.reason}"
+        return facts
+    fmt = sniff(data[:SNIFF_BYTES])
+    header = read_header(io.BytesIO(data), fmt, quantisation=True) if fmt else {}
+    facts["file_size"] = len(data)
+    facts["sha1"] = hashlib.sha1(data).hexdigest()
+    facts["format"] = fmt or "unknown"
+    height, width = displayed_size(header)
+    if width is None or height is None:
+        facts["error"] = "bad header"
+        return facts
+    facts["width"], facts["height"] = width, height
+    facts["channels"] = np.nan if header.get("channels") is None else header["channels"]
+    quality = quality_from_tables(header.get("quantisation", {}))
+    if quality is not None:
+        facts["jpeg_quality"] = quality
+    if with_hash:
+        gray = gray_for_hash(data, int(width), int(height))
+        if gray is None or gray.size == 0:
+            facts["error"] = "cannot be decoded"
+        else:
+            facts["phash"] = phash(gray)
+    return facts

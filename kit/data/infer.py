@@ -23,9 +23,11 @@ from typing import Any
 
 import yaml
 
+from kit.data.tables import IMAGE_EXTENSIONS, default_classes, integer_labels, is_image
 from kit.errors import KitError
+from kit.io import atomic_write, read_csv
+from kit.submission import guess_label_format
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 LABEL_NAMES = ("label", "labels", "class", "class_name", "classname", "target", "category", "y", "species", "breed")
 PATH_HINTS = ("path", "file", "filename", "file_name", "filepath", "file_path", "image", "image_path", "img", "image_name")
 SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"), "test": ("test", "testing")}
@@ -35,10 +37,6 @@ MAX_DIRS = 200  # folders searched for the images of an id column
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "competition"
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
 def _id_like(column: str) -> bool:
@@ -183,47 +181,32 @@ def _csv_table(
     return table
 
 
-def _label_format(values: list[str]) -> str:
-    """How the sample submission writes labels: integers (index), numbers in [0, 1] (probability), names."""
-    values = [v for v in values if v != ""]
-    if all(re.fullmatch(r"-?\d+", v) for v in values):
-        return "index"
-    try:
-        numbers = [float(v) for v in values]
-    except ValueError:
-        return "name"
-    return "probability" if all(0.0 <= x <= 1.0 for x in numbers) else "name"
-
-
 def _classes_from_labels(labels: list[str]) -> tuple[list[str], str]:
-    unique = sorted(set(labels))
-    if unique and all(re.fullmatch(r"\d+(\.0*)?", v) for v in unique):
-        top = max(int(v.split(".")[0]) for v in unique)
-        return [str(i) for i in range(top + 1)], "integer labels: give the classes names here, in index order"
-    return unique, "the sorted label names; their order fixes the class indices"
+    """The classes as the index will make them without ``comp.classes``, and a note on where they come from."""
+    import pandas as pd
 
-
-def _class_dirs(folder: Path) -> list[str]:
-    """Sub-folders of ``folder`` that hold images (one level down): the classes of a folder layout."""
-    out = []
-    try:
-        with os.scandir(folder) as entries:
-            subs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
-    except OSError:
-        return []
-    for sub in subs:
-        with os.scandir(folder / sub) as entries:
-            if any(e.is_file() and _is_image(e.name) for e in entries):
-                out.append(sub)
-    return out
+    unique = pd.Series(sorted(set(labels)), dtype=object)
+    if len(unique) and integer_labels(unique) is not None:
+        return default_classes(unique), "integer labels: give the classes names here, in index order"
+    return default_classes(unique), "the sorted label names; their order fixes the class indices"
 
 
 def _has_images(folder: Path) -> bool:
     try:
         with os.scandir(folder) as entries:
-            return any(e.is_file() and _is_image(e.name) for e in entries)
+            return any(e.is_file() and is_image(e.name) for e in entries)
     except OSError:
         return False
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    """Sub-folders of ``folder`` that hold images (one level down): the classes of a folder layout."""
+    try:
+        with os.scandir(folder) as entries:
+            subs = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return []
+    return [sub for sub in subs if _has_images(folder / sub)]
 
 
 def _descend(folder: Path) -> Path:
@@ -241,8 +224,6 @@ def _descend(folder: Path) -> Path:
 
 def _infer(folder: Path, name: str | None) -> tuple[dict, dict[str, str]]:
     """The config mapping and a comment per key (``comp.train`` -> "13000 rows ...")."""
-    from kit.data.sources import read_csv
-
     folder = Path(folder)
     if not folder.is_dir():
         raise KitError(f"{folder}: folder not found", "give the folder of a downloaded competition, e.g. data/raw/<comp>")
@@ -340,7 +321,7 @@ def _infer(folder: Path, name: str | None) -> tuple[dict, dict[str, str]]:
     notes["comp.metric"] = f"a guess ({len(classes)} classes): check the competition's evaluation page (accuracy | f1 | macro_f1)"
 
     if sample is not None:
-        label_format = _label_format(sample[sub_label].astype(str).str.strip().tolist()) if sub_label else "index"
+        label_format = guess_label_format(sample[sub_label].astype(str).str.strip().tolist()) if sub_label else "index"
         comp["submission"] = {"id_column": sub_id, "label_column": sub_label or "label", "label_format": label_format}
         extra = f" ({sample.shape[1]} columns: kit writes only one label column)" if sample.shape[1] > 2 else ""
         notes["comp.submission"] = f"from {sample_path.name}{extra}; check label_format (index | name | probability)"
@@ -396,7 +377,6 @@ def write_competition_yaml(folder: Path, name: str | None = None, output: Path |
     """
     from kit.config import PROJECT_ROOT, load_config
     from kit.data.sources import read_index
-    from kit.io import atomic_write
 
     folder = Path(folder)
     config, notes = _infer(folder, name)

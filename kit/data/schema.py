@@ -18,8 +18,9 @@ codec at all: the input pipeline turns a whole batch into pixels with one ``tf.i
 decoding per image bounded it (BENCHMARKS.md, P2/P3). It costs disk (12 KB per 64 px image, 49 KB at 128 px,
 433 KB at 380 px), hence ``auto`` = raw up to :data:`RAW_MAX_SIZE` px and PNG above.
 
-:func:`serialize` encodes without TensorFlow (:mod:`kit.data.tfrecord`), byte-identical to
-``tf.train.Example.SerializeToString(deterministic=True)``, so the records workers never import it.
+:func:`serialize` encodes with the protobuf runtime and the message classes of :mod:`kit.data.tfrecord`,
+without TensorFlow, byte-identical to ``tf.train.Example.SerializeToString(deterministic=True)``, so the
+records workers never import it.
 """
 
 from __future__ import annotations
@@ -73,17 +74,16 @@ def serialize(example: Example) -> bytes:
     Deterministic (map entries in protobuf's deterministic order): resumed builds must produce
     byte-identical shards.
     """
-    return tfrecord.example(
-        {
-            "image": tfrecord.bytes_feature([example.image]),
-            "label": tfrecord.int64_scalar_feature(example.label),
-            "soft_label": tfrecord.float_feature(np.asarray(example.soft_label, np.float32)),
-            "id": tfrecord.bytes_feature([example.id.encode("utf-8")]),
-            "height": tfrecord.int64_scalar_feature(example.height),
-            "width": tfrecord.int64_scalar_feature(example.width),
-            "fold": tfrecord.int64_scalar_feature(example.fold),
-        }
-    )
+    message = tfrecord.example_proto().Example()
+    feature = message.features.feature
+    feature["image"].bytes_list.value.append(example.image)
+    feature["label"].int64_list.value.append(int(example.label))
+    feature["soft_label"].float_list.value.extend(np.asarray(example.soft_label, np.float32).ravel().tolist())
+    feature["id"].bytes_list.value.append(example.id.encode("utf-8"))
+    feature["height"].int64_list.value.append(int(example.height))
+    feature["width"].int64_list.value.append(int(example.width))
+    feature["fold"].int64_list.value.append(int(example.fold))
+    return message.SerializeToString(deterministic=True)
 
 
 def feature_spec(num_classes: int) -> dict:

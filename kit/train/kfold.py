@@ -28,7 +28,10 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError
+from kit.evaluate import score
+from kit.inference import labels_from_probs, predict_labelled, split_dataset, to_class_probs
 from kit.io import atomic_path, atomic_write, local_copy, read_json, write_json
+from kit.runs import find_parent, load_model, read_parent, run_config, start_parent
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,7 +40,6 @@ if TYPE_CHECKING:
     from kit.data.manifest import Manifest
     from kit.io import URLPath
 
-KFOLD = "kfold.json"  # also named in trainer.find_resumable, which leaves k-fold parents to this module
 OOF = "oof.csv"
 CV = "cv.json"
 KEY_COLUMNS = ("id", "fold", "label")
@@ -86,34 +88,19 @@ def check_record_folds(cfg: Config, manifest: Manifest) -> dict[int, int]:
 # --- the parent run ---------------------------------------------------------------------------------------
 
 
-def find_parent(cfg: Config) -> Path | URLPath | None:
-    """The newest started, unfinished k-fold parent of comp/model (``run.id`` when set), or None."""
-    from kit.train.trainer import DONE, runs_of
-
-    root = runs_of(cfg)
-    listed = [d for d in root.iterdir() if d.is_dir()] if not cfg.run.id and root.is_dir() else []
-    candidates = [root / cfg.run.id] if cfg.run.id else listed
-    unfinished = [c for c in candidates if (c / KFOLD).is_file() and not (c / DONE).is_file()]
-    return max(unfinished, key=lambda p: (p.stat().st_mtime, p.name), default=None)
-
-
 def _start_parent(cfg: Config, manifest: dict) -> Path | URLPath:
-    from kit.config import to_yaml
-    from kit.train.trainer import new_run_dir, versions
-
-    parent = new_run_dir(cfg)  # refuses an existing run.id
-    parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(parent / "config.yaml", to_yaml(cfg))
-    write_json(parent / "versions.json", versions())
-    write_json(
-        parent / KFOLD,
-        {"folds": int(cfg.data.folds), "records_dir": str(cfg.records_dir), "records_fingerprint": manifest.get("fingerprint")},
-    )
-    return parent
+    """A new parent run marked with the folds and the records they are cut from (what a resume checks)."""
+    marker = {
+        "folds": int(cfg.data.folds),
+        "records_dir": str(cfg.records_dir),
+        "records_fingerprint": manifest.get("fingerprint"),
+    }
+    return start_parent(cfg, marker)
 
 
 def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: dict) -> None:
-    saved = read_json(parent / KFOLD)
+    """A parent resumes only with the folds and records it was started with."""
+    saved = read_parent(parent)
     if int(saved["folds"]) != int(cfg.data.folds):
         raise KitError(
             f"{parent} was started with data.folds={saved['folds']}, not {cfg.data.folds}",
@@ -138,9 +125,6 @@ def probability_columns(classes: list[str]) -> list[str]:
 def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str]) -> pd.DataFrame:
     """Fold ``fold``'s val examples predicted by its ``best.keras``; cached in ``fold<k>/oof.csv`` so a resume
     does not load the model again."""
-    from kit.data.pipeline import make_dataset
-    from kit.predict import _true_labels, load_model, predict_probabilities, run_config, to_class_probs
-
     columns = probability_columns(classes)
     cached = fold_dir / OOF
     if cached.is_file():
@@ -150,14 +134,9 @@ def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str
             return frame
     run_cfg = run_config(cfg, fold_dir)  # the model and image size this fold was trained with
     model = load_model(fold_dir)
-    dataset = make_dataset(run_cfg, "val", training=False, batch_size=run_cfg.predict.batch_size, with_ids=True, fold=fold)
-    targets: list[np.ndarray] = []
-    ids, probs = predict_probabilities(
-        model, dataset, (), progress=False, on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets)
-    )
-    class_probs = to_class_probs(probs)
-    frame = pd.DataFrame(class_probs, columns=columns)
-    frame.insert(0, "label", _true_labels(np.concatenate(targets)))
+    ids, probs, y_true = predict_labelled(model, split_dataset(run_cfg, "val", fold), progress=False)
+    frame = pd.DataFrame(to_class_probs(probs), columns=columns)
+    frame.insert(0, "label", y_true)
     frame.insert(0, "fold", fold)
     frame.insert(0, "id", ids.astype(str))
     with atomic_path(cached, suffix=".csv") as tmp:
@@ -167,9 +146,6 @@ def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str
 
 def score_frame(cfg: Config, frame: pd.DataFrame, classes: list[str], threshold: float = 0.5) -> float:
     """The competition metric of OOF rows (binary: class 1 when p >= threshold; else argmax)."""
-    from kit.evaluate import score
-    from kit.predict import labels_from_probs
-
     class_probs = frame[probability_columns(classes)].to_numpy(dtype=np.float64)
     return score(cfg, frame["label"].to_numpy(), labels_from_probs(class_probs, threshold), class_probs)
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from kit.config import Config, Metric
+
 if TYPE_CHECKING:
     import keras
+
+F1_METRICS = (Metric.f1, Metric.macro_f1)  # competition metrics that training follows with f1_score
 
 
 def build_metrics(binary: bool, num_classes: int) -> list[keras.metrics.Metric]:
@@ -45,6 +49,24 @@ def build_loss(binary: bool, label_smoothing: float = 0.0) -> keras.losses.Loss:
     if binary:
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing, name="binary_crossentropy")
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing, name="categorical_crossentropy")
+
+
+def monitored_metric(cfg: Config, binary: bool, has_val: bool) -> str:
+    """The one rule for what training (checkpoint, early stopping, plateau) and the tuner's ``auto`` objective
+    follow: ``train.monitor`` when set, else ``val_f1_score`` for binary problems and F1 competitions and
+    ``val_accuracy`` otherwise; without a validation split, the same metric on the training data.
+
+    ``binary`` comes from the caller (the records' classes or the model's output), not from ``cfg.comp.classes``,
+    which may be empty until the records are read.
+    """
+    if cfg.train.monitor != "auto":
+        monitor = cfg.train.monitor
+    else:
+        monitor = "val_f1_score" if binary or cfg.comp.metric in F1_METRICS else "val_accuracy"
+    if not has_val and monitor.startswith("val_"):
+        print(f"no validation split: monitoring the training metric {monitor[4:]} instead of {monitor}")
+        monitor = monitor[4:]
+    return monitor
 
 
 def monitor_mode(monitor: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from kit.config import Config, all_keys
+from kit.config import Config, all_keys, with_settings
 from kit.errors import KitError, nearest
 
 TYPES = ("int", "float", "choice", "bool")
@@ -82,8 +82,11 @@ def parse_space(space: dict[str, Any], origin: str = "tuner.space") -> list[Dime
                 raise KitError(f"{where}: unknown sampling '{sampling}'", f"use one of {', '.join(SAMPLINGS)}")
             if sampling != "linear" and low <= 0:
                 raise KitError(f"{where}: log sampling needs min > 0", "raise min above zero or use sampling: linear")
-        if kind == "choice" and (not isinstance(spec.get("values"), list) or not spec["values"]):
-            raise KitError(f"{where}: type choice needs a non-empty list of values", "e.g. {type: choice, values: [64, 128]}")
+        if kind == "choice":
+            if not isinstance(spec.get("values"), list) or not spec["values"]:
+                raise KitError(f"{where}: type choice needs a non-empty list of values", "e.g. {type: choice, values: [64, 128]}")
+            for value in spec["values"]:  # each value must be valid for its setting (type, Enum choice) before trials run
+                with_settings(Config(), nested({name: value}), where)
         dims.append(Dimension(name, kind, dict(spec)))
     return dims
 
@@ -97,5 +100,4 @@ def nested(values: dict[str, Any]) -> dict[str, Any]:
 
 def apply_values(cfg: Config, values: dict[str, Any]) -> Config:
     """A copy of ``cfg`` with the trial's values set at their dotted keys."""
-    merged = OmegaConf.merge(OmegaConf.structured(cfg), OmegaConf.create(nested(values)))
-    return OmegaConf.to_object(merged)
+    return with_settings(cfg, nested(values), "trial values")

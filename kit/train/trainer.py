@@ -9,7 +9,7 @@ The recipe (keras-io "Image classification via fine-tuning with EfficientNet"; K
    ``fine_tune.learning_rate``.
 
 Epochs are numbered globally across phases. ``best.keras`` is the best epoch of the whole run by
-``cfg.monitor`` (what predict loads); ``history.csv`` has a ``phase`` column. After every epoch
+:func:`kit.train.metrics.monitored_metric` (what predict loads); ``history.csv`` has a ``phase`` column. After every epoch
 ``checkpoint/`` holds model + optimizer weights and ``state.json`` (phase, next epoch, best so far,
 early-stopping/plateau counters): ``train(cfg, resume=True)`` continues the newest unfinished run of the
 comp/model from there and ends with the same number of epochs an uninterrupted run would have.
@@ -23,7 +23,6 @@ run root must be a shared file system (or gs://).
 
 from __future__ import annotations
 
-import platform
 import shutil
 import sys
 import tempfile
@@ -32,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kit.errors import KitError
-from kit.io import URLPath, as_path, atomic_write, put_file, read_json, write_json
+from kit.io import URLPath, as_path, atomic_write, put_file, write_json
+from kit.runs import DONE, find_resumable, new_run_dir, read_state, versions
 
 if TYPE_CHECKING:
     import keras
@@ -41,9 +40,6 @@ if TYPE_CHECKING:
 
     from kit.config import Config
     from kit.data.manifest import Manifest
-
-DONE = "done"
-STATE = "checkpoint/state.json"
 
 
 @dataclass(frozen=True)
@@ -65,21 +61,6 @@ def plan_phases(cfg: Config, model: keras.Model) -> list[Phase]:
         what = f"top {unfreeze} backbone layers unfrozen" if unfreeze >= 0 else "whole backbone unfrozen"
         phases.append(Phase(2, cfg.train.fine_tune.epochs, cfg.train.fine_tune.learning_rate, what + ", BatchNorm frozen"))
     return phases
-
-
-def resolve_monitor(cfg: Config, binary: bool, has_val: bool) -> str:
-    """``cfg.monitor`` (val_f1_score for binary/F1 competitions, else val_accuracy); the training metric
-    when there is no validation split."""
-    if cfg.train.monitor != "auto":
-        monitor = cfg.train.monitor
-    elif cfg.comp.classes:
-        monitor = cfg.monitor
-    else:  # fit_phases called directly (tests, tuner) before the classes are known: ask the model
-        monitor = "val_f1_score" if binary or cfg.comp.metric in ("f1", "macro_f1") else "val_accuracy"
-    if not has_val and monitor.startswith("val_"):
-        print(f"no validation split: monitoring the training metric {monitor[4:]} instead of {monitor}")
-        monitor = monitor[4:]
-    return monitor
 
 
 def _set_phase(model: keras.Model, phase: Phase, cfg: Config) -> None:
@@ -119,19 +100,6 @@ def _best_weights(model: keras.Model, tracker: Any, best_path: Path) -> list | N
     return None
 
 
-def read_state(run_dir: Path) -> dict | None:
-    """The resume point of ``run_dir`` (``checkpoint/state.json``), or None before the first epoch ended."""
-    path = as_path(run_dir) / STATE
-    if not path.is_file():
-        return None
-    state = read_json(path)
-    if not (path.parent / state["weights"]).is_file():
-        raise KitError(
-            f"{path} names {state['weights']}, which is missing", f"delete {path.parent} to restart that run from scratch"
-        )
-    return state
-
-
 def fit_phases(
     cfg: Config,
     model: keras.Model,
@@ -154,7 +122,7 @@ def fit_phases(
     import tensorflow as tf
 
     from kit.train import multiworker
-    from kit.train.metrics import monitor_mode
+    from kit.train.metrics import monitor_mode, monitored_metric
     from kit.train.schedules import Tracker, build_callbacks, read_history, write_history
     from kit.train.strategy import is_chief
 
@@ -167,7 +135,7 @@ def fit_phases(
         raise ValueError("multi-worker training needs validation_steps")
     units = int(model.output_shape[-1])
     binary, num_classes = units == 1, max(2, units)
-    monitor = resolve_monitor(cfg, binary, val_ds is not None)
+    monitor = monitored_metric(cfg, binary, val_ds is not None)
     tracker = Tracker(monitor, monitor_mode(monitor))
     phases = plan_phases(cfg, model)
     verbose = cfg.train.verbose if chief else 0
@@ -289,88 +257,6 @@ def _plot(history: list[dict[str, Any]], out_dir: Path) -> None:
             put_file(plots.learning_curves(pd.DataFrame(history), Path(folder) / target.name, title=title), target)
         return
     plots.learning_curves(pd.DataFrame(history), target, title=title)
-
-
-# --- run directories -----------------------------------------------------------------------------------
-
-
-def runs_of(cfg: Config) -> Path | URLPath:
-    """``<run.root>/<comp>/<model>``: where this comp/model's runs live (a gs:// root stays a URL)."""
-    return as_path(cfg.run.root) / cfg.comp.name / cfg.model.name
-
-
-def _run_dir_of(base: Path, fold: int | None) -> Path:
-    return base / f"fold{fold}" if fold is not None else base
-
-
-def _started(path: Path) -> bool:
-    return (path / "config.yaml").is_file()
-
-
-def _newest(paths: list[Path]) -> Path | None:
-    return max(paths, key=lambda p: (p.stat().st_mtime, p.name), default=None)
-
-
-def find_resumable(cfg: Config, fold: int | None = None) -> Path | None:
-    """The newest started, unfinished run of comp/model (for ``fold``), or None."""
-    root = runs_of(cfg)
-    if cfg.run.id:
-        candidates = [_run_dir_of(root / cfg.run.id, fold)]
-    else:
-        candidates = [_run_dir_of(d, fold) for d in root.iterdir() if d.is_dir()] if root.is_dir() else []
-    # A k-fold parent (kfold.json, see kit.train.kfold) is resumed by the k-fold driver, never as one run.
-    return _newest([c for c in candidates if _started(c) and not (c / DONE).is_file() and not (c / "kfold.json").is_file()])
-
-
-def latest_run(cfg: Config) -> Path:
-    """The newest finished run of comp/model (a k-fold parent once all its folds and its CV are done)."""
-    root = runs_of(cfg)
-    finished = [d for d in root.iterdir() if d.is_dir() and (d / DONE).is_file()] if root.is_dir() else []
-    newest = _newest(finished)
-    if newest is None:
-        raise KitError(
-            f"no finished run of {cfg.comp.name}/{cfg.model.name} in {root}",
-            f"run `kit train comp={cfg.comp.name} model={cfg.model.name}` first",
-        )
-    return newest
-
-
-def new_run_dir(cfg: Config, fold: int | None = None) -> Path:
-    """``<runs>/<run.id or timestamp>[/fold<k>]``; an existing run is never reused without --resume."""
-    root = runs_of(cfg)
-    if cfg.run.id:
-        run_dir = _run_dir_of(root / cfg.run.id, fold)
-        if _started(run_dir):
-            finished = (run_dir / DONE).is_file()
-            raise KitError(
-                f"run {run_dir} already exists{' and is finished' if finished else ''}",
-                "pick another run.id" + ("" if finished else ", or add --resume to continue it"),
-            )
-        return run_dir
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_id, n = stamp, 1
-    while (root / run_id).exists():  # two runs started in the same second
-        n += 1
-        run_id = f"{stamp}-{n}"
-    # Folds of one k-fold run share a parent only through run.id: the k-fold driver sets it once.
-    return _run_dir_of(root / run_id, fold)
-
-
-def versions() -> dict[str, str]:
-    """Library versions recorded in ``versions.json``."""
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    import kit
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "kit": getattr(kit, "__version__", "unknown"),
-    }
 
 
 # --- the entry point -------------------------------------------------------------------------------------

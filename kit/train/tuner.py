@@ -38,8 +38,11 @@ def tune_dir(cfg: Config) -> Path:
 
 def objective_of(cfg: Config) -> tuple[str, str]:
     """(metric name, direction): ``tuner.objective`` or the training monitor (val_f1_score / val_accuracy)."""
-    name = cfg.monitor if cfg.tuner.objective == "auto" else cfg.tuner.objective
-    return name, ("min" if name.endswith("loss") else "max")
+    from kit.train.metrics import monitor_mode, monitored_metric
+
+    binary = len(cfg.comp.classes) == 2  # tune() sets the classes from the records first
+    name = monitored_metric(cfg, binary, has_val=True) if cfg.tuner.objective == "auto" else cfg.tuner.objective
+    return name, monitor_mode(name)
 
 
 def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_epoch: int) -> kt.HyperModel:

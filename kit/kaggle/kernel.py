@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kit.data import kaggle
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
+from kit.kaggle.client import WEB, api, call, dataset_url, git_commit, say, slug_name, username
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -35,7 +35,9 @@ BUILD_ROOT = Path("build")  # relative to the working directory, like data/ and 
 WHEEL_DATASET = "kit-wheel"
 WEIGHTS_DATASET = "kit-weights"
 CODE_FILE = "kit_kernel.py"
+INPUT_ROOT = "/kaggle/input"  # where Kaggle mounts a kernel's competition and datasets (read-only)
 WORKING = "/kaggle/working"
+NAMED_WEIGHTS = ("", "none", "imagenet")  # model.weights values that are not a file to publish
 
 
 def _slugify(text: str) -> str:
@@ -53,17 +55,17 @@ def kernel_ref(cfg: Config, user: str) -> str:
 
 def input_name(cfg: Config) -> str:
     """The folder name under /kaggle/input where the competition or dataset is attached."""
-    return cfg.comp.slug.split("/")[-1]
+    return slug_name(cfg.comp.slug)
 
 
 def _weights(cfg: Config, user: str) -> tuple[str | None, str]:
     """(dataset to attach or None, the weights setting inside the kernel)."""
     weights = cfg.model.weights
-    if weights in ("", "none", "imagenet"):
+    if weights in NAMED_WEIGHTS:
         return None, weights
-    if weights.startswith("/kaggle/input/"):
-        return f"{user}/{Path(weights).parts[3]}", weights
-    return f"{user}/{WEIGHTS_DATASET}", f"/kaggle/input/{WEIGHTS_DATASET}/{Path(weights).name}"
+    if weights.startswith(f"{INPUT_ROOT}/"):
+        return f"{user}/{Path(weights).parts[3]}", weights  # /kaggle/input/<dataset>/...
+    return f"{user}/{WEIGHTS_DATASET}", f"{INPUT_ROOT}/{WEIGHTS_DATASET}/{Path(weights).name}"
 
 
 def metadata(cfg: Config, user: str) -> dict[str, Any]:
@@ -103,8 +105,8 @@ def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
     """The resolved config with data, records and runs moved to the kernel's folders."""
     from omegaconf import OmegaConf
 
-    values: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[assignment]
-    values["data"]["root"] = f"/kaggle/input/{input_name(cfg)}"  # the script passes the real mount on the command line
+    values: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[assignment]
+    values["data"]["root"] = f"{INPUT_ROOT}/{input_name(cfg)}"  # the script passes the real mount on the command line
     values["data"]["records_root"] = f"{WORKING}/records"
     values["run"]["root"] = f"{WORKING}/runs"
     values["model"]["weights"] = _weights(cfg, user)[1]
@@ -130,7 +132,7 @@ MODEL = __MODEL__
 WEIGHTS = __WEIGHTS__
 INTERNET = __INTERNET__
 CONFIG_YAML = __CONFIG__
-WORKING = "/kaggle/working"
+WORKING = __WORKING__
 
 
 def find_input(name):
@@ -149,7 +151,7 @@ def run(*args):
     subprocess.run(args, check=True)
 
 
-wheels = sorted(glob.glob(os.path.join(find_input("kit-wheel"), "**", "*.whl"), recursive=True))
+wheels = sorted(glob.glob(os.path.join(find_input(__WHEEL_DATASET__), "**", "*.whl"), recursive=True))
 if not wheels:
     sys.exit("kit: no wheel in the kit-wheel dataset; run `kit kernel dataset` on your machine")
 if INTERNET:
@@ -195,7 +197,9 @@ else:
 
 def script(cfg: Config, user: str) -> str:
     """The kernel's Python script (values inserted as JSON literals, so quoting is never an issue)."""
-    values = {
+    values = {  # kit's own constants first: a user's value is never scanned for their placeholders
+        "__WORKING__": WORKING,
+        "__WHEEL_DATASET__": WHEEL_DATASET,
         "__COMP__": cfg.comp.name,
         "__INPUT__": input_name(cfg),
         "__MODEL__": cfg.model.name,
@@ -210,17 +214,17 @@ def script(cfg: Config, user: str) -> str:
 
 def build(cfg: Config, user: str | None = None) -> Path:
     """Write ``build/kernel/<comp>/`` with kernel-metadata.json and kit_kernel.py; return the folder."""
-    user = user or kaggle.username()
+    user = user or username()
     folder = BUILD_ROOT / "kernel" / cfg.comp.name
     meta = metadata(cfg, user)
     if cfg.model.weights == "imagenet" and not cfg.kaggle.kernel_internet:
-        kaggle._say(
+        say(
             "warning: weights=imagenet needs internet in the kernel; publish the weights file "
             "(weights=<path> + kit kernel dataset) or set kaggle.kernel_internet=true"
         )
     write_json(folder / "kernel-metadata.json", meta)
     atomic_write(folder / CODE_FILE, script(cfg, user))
-    kaggle._say(f"kernel bundle {meta['id']} written to {folder}")
+    say(f"kernel bundle {meta['id']} written to {folder}")
     return folder
 
 
@@ -253,7 +257,7 @@ def build_wheel(out_dir: Path) -> Path:
 
 def _dataset_exists(client: Any, ref: str) -> bool:
     try:
-        kaggle.call("dataset status", client.dataset_status, ref, slug=ref, kind="dataset")
+        call("dataset status", client.dataset_status, ref, slug=ref, kind="dataset")
     except KitError as exc:
         if "404" in exc.message:
             return False
@@ -264,7 +268,7 @@ def _dataset_exists(client: Any, ref: str) -> bool:
 def _publish_folder(client: Any, folder: Path, ref: str, title: str, notes: str) -> None:
     write_json(folder / "dataset-metadata.json", {"id": ref, "title": title, "licenses": [{"name": "apache-2.0"}]})
     if _dataset_exists(client, ref):
-        response = kaggle.call(
+        response = call(
             "dataset version",
             client.dataset_create_version,
             str(folder),
@@ -275,13 +279,13 @@ def _publish_folder(client: Any, folder: Path, ref: str, title: str, notes: str)
             kind="dataset",
         )
     else:
-        response = kaggle.call(
+        response = call(
             "dataset create", client.dataset_create_new, str(folder), public=False, quiet=False, slug=ref, kind="dataset"
         )
     error = getattr(response, "error", None)
     if error:
         raise KitError(f"Kaggle refused dataset {ref}: {error}", "fix what the message names, then rerun kit kernel dataset")
-    kaggle._say(f"published dataset {ref}: https://www.kaggle.com/datasets/{ref}")
+    say(f"published dataset {ref}: {dataset_url(ref)}")
 
 
 # kit's dependencies that Kaggle's Python image may lack; they travel in the wheel dataset so a kernel
@@ -303,28 +307,26 @@ def _add_dependency_wheels(folder: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
-        kaggle._say(
-            f"warning: could not add {', '.join(pins)} to the wheel dataset ({reason}); kernels without internet need them"
-        )
+        say(f"warning: could not add {', '.join(pins)} to the wheel dataset ({reason}); kernels without internet need them")
 
 
 def publish_dataset(cfg: Config) -> list[str]:
     """Build the kit wheel and create or version ``<user>/kit-wheel`` (and ``kit-weights`` for a weights file)."""
     import kit
 
-    client = kaggle.api()
-    user = kaggle.username(client)
+    client = api()
+    user = username(client)
     folder = BUILD_ROOT / "wheel"
     wheel = build_wheel(folder)
     _add_dependency_wheels(folder)
-    commit = kaggle._git_commit()
+    commit = git_commit()
     notes = f"kit {kit.__version__}" + (f" git {commit}" if commit else "")
     published = [f"{user}/{WHEEL_DATASET}"]
     _publish_folder(client, folder, published[0], "kit wheel", notes)
-    kaggle._say(f"wheel {wheel.name} is in {published[0]}")
+    say(f"wheel {wheel.name} is in {published[0]}")
 
     weights = Path(cfg.model.weights)
-    if cfg.model.weights not in ("", "none", "imagenet") and not cfg.model.weights.startswith("/kaggle/"):
+    if cfg.model.weights not in NAMED_WEIGHTS and not cfg.model.weights.startswith("/kaggle/"):
         if not weights.is_file():
             raise KitError(f"weights file {weights} does not exist", "give model.weights as an existing .weights.h5 path")
         target = BUILD_ROOT / "weights"
@@ -341,11 +343,11 @@ def publish_dataset(cfg: Config) -> list[str]:
 
 def push(cfg: Config) -> str:
     """Build the bundle and push it (a new kernel version that runs on Kaggle); returns its URL."""
-    client = kaggle.api()
-    user = kaggle.username(client)
+    client = api()
+    user = username(client)
     folder = build(cfg, user)
     ref = kernel_ref(cfg, user)
-    response = kaggle.call("kernel push", client.kernels_push, str(folder), slug=ref, kind="kernel")
+    response = call("kernel push", client.kernels_push, str(folder), slug=ref, kind="kernel")
     if getattr(response, "error", None):
         raise KitError(f"Kaggle refused kernel {ref}: {response.error}", "fix what the message names, then rerun kit kernel push")
     invalid = [
@@ -357,7 +359,7 @@ def push(cfg: Config) -> str:
             f"kernel {ref} refers to sources Kaggle does not know: {', '.join(invalid)}",
             "run kit kernel dataset to publish the kit wheel, and accept the competition rules",
         )
-    url = getattr(response, "url", "") or f"https://www.kaggle.com/code/{ref}"
+    url = getattr(response, "url", "") or f"{WEB}/code/{ref}"
     version = getattr(response, "version_number", None)
     print(f"pushed {ref}" + (f" version {version}" if version else "") + f": {url}")
     return url
@@ -365,12 +367,12 @@ def push(cfg: Config) -> str:
 
 def status(cfg: Config) -> str:
     """Print and return the kernel's status (queued, running, complete, error, ...)."""
-    client = kaggle.api()
-    ref = kernel_ref(cfg, kaggle.username(client))
-    response = kaggle.call("kernel status", client.kernels_status, ref, slug=ref, kind="kernel")
+    client = api()
+    ref = kernel_ref(cfg, username(client))
+    response = call("kernel status", client.kernels_status, ref, slug=ref, kind="kernel")
     state = getattr(response.status, "name", str(response.status)).lower()
     failure = getattr(response, "failure_message", None)
     print(f"{ref}: {state}" + (f" ({failure})" if failure else ""))
     if state == "complete":
-        kaggle._say(f"outputs: kaggle kernels output {ref} -p <folder>")
+        say(f"outputs: kaggle kernels output {ref} -p <folder>")
     return state

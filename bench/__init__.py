@@ -1,0 +1,31 @@
+"""``make bench``: speed ratios and public-data accuracy of kit, written to bench/results/ and BENCHMARKS.md.
+
+Run as ``python -m bench [--quick] [--only P1,P2,...]`` from the repository root. One module per section:
+
+- **P1** (:mod:`bench.p1`, its records build in :mod:`bench.p1_build`) records build images/s over ``cores x``
+  a single-process OpenCV loop doing the same decode + resize + encode on the same files (goal >= 0.8), and the
+  peak RSS of the whole process tree of a build (spawn pool included) at several N (goal < 1.5 GiB, flat as N grows).
+- **P2** (:mod:`bench.p2`) kit's training input pipeline (records + flip + color jitter + CutMix, batch 64) over the
+  ``ImageDataGenerator.flow_from_directory`` way (goal >= 5x).
+- **P3** (:mod:`bench.p3`) the same over ``keras.utils.image_dataset_from_directory`` + the Keras augmentation
+  layers (goal >= 2x). What P2 and P3 share is in :mod:`bench.pipelines`.
+- **P4** (:mod:`bench.p4`) ``kit train`` images/s over a bare ``model.fit`` on in-memory tensors, ResNet20 at 32 px
+  (goal >= 0.95).
+- **JITTER** (:mod:`bench.jitter`) keras.layers.RandomColorJitter against kit's vectorised jitter at 224 px,
+  batch 32 (information).
+- **ACC** (:mod:`bench.acc`) Fashion-MNIST test accuracy of ResNet20 / CNN / LSTM trained with kit's defaults.
+
+Why ratios: the 2 CPU cores this runs on are shared, so absolute images/s drift by tens of percent from one
+minute to the next. Each speed figure is kit against its baseline measured side by side, in alternating
+rounds, in the same run on the same files, so most of that drift cancels.
+
+Results: one JSON per section under ``bench/results/`` (``bench/results/quick/`` with ``--quick``, which never
+touches the full results), PNGs beside them, and BENCHMARKS.md rendered from every JSON present, full results
+first and quick ones clearly labelled (:mod:`bench.report`). Work files (generated images, records, runs) go to
+``bench/work/``. :mod:`bench.common` holds what several sections share: sizes, machine info, synthetic images,
+competition YAMLs and the epoch clock.
+
+Module top levels import the standard library and numpy only, as the single script did: P1 times and measures
+processes that import them (``python -m bench --p1-child`` runs each records build; its loop pool's workers import
+:mod:`bench.p1`), so heavier imports there would add to the start-up and memory P1 reports.
+"""

@@ -1,0 +1,109 @@
+"""``python -m bench``: run the chosen sections, write each one's results JSON and render BENCHMARKS.md after each.
+
+``--help`` lists the flags; ``--p1-child`` (internal) runs one records build for P1 in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.acc import section_acc
+from bench.common import DOC, FULL, QUICK, RESULTS, ROOT, SECTIONS, WORK, Context, log, machine_info
+from bench.jitter import section_jitter
+from bench.p1 import section_p1
+from bench.p1_build import p1_child
+from bench.p2 import section_p2
+from bench.p3 import section_p3
+from bench.p4 import section_p4
+from bench.report import render_doc, write_result
+
+RUNNERS: dict[str, Callable[[Context], dict]] = {
+    "P1": section_p1,
+    "P2": section_p2,
+    "P3": section_p3,
+    "P4": section_p4,
+    "JITTER": section_jitter,
+    "ACC": section_acc,
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="kit benchmarks -> bench/results/ and BENCHMARKS.md")
+    parser.add_argument("--quick", action="store_true", help="smoke run with tiny sizes; results go to bench/results/quick/")
+    parser.add_argument("--only", default="", help=f"comma-separated sections among {','.join(SECTIONS)} (default: all)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (quick results go to <it>/quick)")
+    parser.add_argument("--work", type=Path, default=WORK, help="work folder (generated images, records, runs)")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown report to write")
+    parser.add_argument("--acc-models", default="", help="ACC: comma-separated models to train (default: resnet20,cnn,lstm)")
+    parser.add_argument("--acc-rescore", action="store_true", help="ACC: score the recorded runs again, no training")
+    parser.add_argument("--p1-sizes", default="", help="override P1's image counts, e.g. 200,400 (tests)")
+    parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.p1_child:
+        p1_child(json.loads(args.p1_child))
+        return 0
+    sys.path.insert(0, str(ROOT))  # kit importable when run from elsewhere (it is installed editable anyway)
+    wanted = [s.strip().upper() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown:
+        print(f"error: unknown section(s) {', '.join(unknown)}; choose among {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    sizes = QUICK if args.quick else FULL
+    if args.p1_sizes:
+        sizes = dataclasses.replace(sizes, p1_sizes=tuple(int(n) for n in args.p1_sizes.split(",")))
+    results = args.results / "quick" if args.quick else args.results
+    results.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    ctx = Context(args.quick, sizes, results, args.work, "python -m bench " + " ".join(argv), machine_info())
+    ctx.acc_models = tuple(m.strip() for m in args.acc_models.split(",") if m.strip())
+    ctx.acc_rescore = args.acc_rescore
+    log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
+    log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
+    failed = []
+    for key in wanted:
+        log(f"== {key} ==")
+        started, start = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
+        try:
+            result = RUNNERS[key](ctx)
+        except Exception as exc:  # one broken section must not lose the others' results
+            traceback.print_exc()
+            result = {"title": key, "rows": [], "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            failed.append(key)
+        result.update(
+            section=key,
+            quick=args.quick,
+            started=started,
+            seconds=time.perf_counter() - start,
+            machine=ctx.machine,
+            command=ctx.command,
+        )
+        path = write_result(ctx, key, result)
+        render_doc(args.results, args.doc)
+        log(f"{key} done in {result['seconds']:.0f} s -> {path}")
+        for r in result["rows"]:
+            verdict = {True: "PASS", False: "FAIL", None: ""}[r.get("pass")]
+            ratio = "" if r.get("ratio") is None else f" ratio {r['ratio']:.2f}"
+            log(f"  {r['figure']}: {r['value']}{ratio} {('goal ' + r['goal']) if r.get('goal') else ''} {verdict}".rstrip())
+    log(f"report: {args.doc}")
+    if failed:
+        log(f"failed sections: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Predicting with a trained model: test-time augmentation, probabilities over a split, labels from them.
+
+Every model takes raw 0..255 pixels and does its own preprocessing, so a TTA view is just a flipped or
+rotated copy of the batch. ``kit predict``, ``kit evaluate`` and the k-fold driver all predict through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kit.data.pipeline import make_dataset
+from kit.data.records import read_manifest
+from kit.data.sources import load_index
+from kit.errors import KitError, unknown_choice
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+    from kit.config import Config
+
+# Test-time views of a batch (B, H, W, C); images are square, so the rotations keep the shape.
+TTA_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "flip": lambda x: x[:, :, ::-1],
+    "hflip": lambda x: x[:, :, ::-1],
+    "vflip": lambda x: x[:, ::-1],
+    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
+    "rot180": lambda x: x[:, ::-1, ::-1],
+    "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
+    "transpose": lambda x: np.swapaxes(x, 1, 2),
+}
+
+
+def check_tta(names: Sequence[str]) -> list[str]:
+    """The TTA names, checked (a typo fails before any model is loaded)."""
+    names = [str(n).strip().lower() for n in names if str(n).strip() and str(n).strip().lower() != "none"]
+    for name in names:
+        if name not in TTA_TRANSFORMS:
+            raise unknown_choice("TTA transform", name, TTA_TRANSFORMS)
+    return names
+
+
+# --- the data ---------------------------------------------------------------------------------------------
+
+
+def split_dataset(cfg: Config, split: str, fold: int | None = None) -> tf.data.Dataset:
+    """``split`` of the records in prediction batches, with ids; ``fold=k``: fold k's val examples (k-fold runs)."""
+    kwargs: dict[str, Any] = {"training": False, "batch_size": cfg.predict.batch_size, "with_ids": True}
+    if fold is not None:
+        kwargs["fold"] = fold
+    return make_dataset(cfg, split, **kwargs)
+
+
+def batches_in_split(cfg: Config, split: str, fold: int | None = None) -> int | None:
+    """Batches in one split of the records (for the progress bar), if the manifest says (it has no fold sizes)."""
+    if fold is not None:
+        return None
+    try:
+        total = int(read_manifest(cfg.records_dir)["counts"][split]["total"])
+    except (KitError, KeyError, TypeError, ValueError, OSError):
+        return None
+    return -(-total // cfg.predict.batch_size)
+
+
+def class_names(cfg: Config) -> list[str]:
+    """Class names in label-index order: the config, else the records' manifest, else the index."""
+    if cfg.comp.classes:
+        return [str(c) for c in cfg.comp.classes]
+    try:
+        classes = read_manifest(cfg.records_dir).get("classes")
+        if classes:
+            return [str(c) for c in classes]
+    except (KitError, OSError):
+        pass
+    return [str(c) for c in load_index(cfg)[1]]
+
+
+# --- probabilities ----------------------------------------------------------------------------------------
+
+
+def _unpack(element: Any) -> tuple[Any, Any, Any]:
+    """(images, targets or None, ids or None) from the elements make_dataset yields."""
+    if not isinstance(element, tuple | list):
+        return element, None, None
+    if len(element) >= 3:
+        return element[0], element[1], element[2]
+    if len(element) == 2:
+        second = element[1]
+        if getattr(second, "dtype", None) is not None and "string" in str(second.dtype):
+            return element[0], None, second
+        return element[0], second, None
+    return element[0], None, None
+
+
+def predict_probabilities(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    tta: Sequence[str] = (),
+    *,
+    total: int | None = None,
+    progress: bool = True,
+    on_batch: Callable[[np.ndarray, np.ndarray | None, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over ``dataset``; return ``(ids, probs)`` with probs shaped like the model output.
+
+    With TTA the probabilities are the mean over the original batch and each transformed view.
+    ``on_batch(images, targets, probs)`` sees every batch (evaluate uses it to keep the worst errors
+    without holding the whole split in memory). ``total`` is the number of batches, for the bar.
+    """
+    from tqdm.auto import tqdm
+
+    views = [TTA_TRANSFORMS[name] for name in check_tta(tta)]
+    all_ids: list[np.ndarray] = []
+    all_probs: list[np.ndarray] = []
+    counter = 0
+    for element in tqdm(dataset, total=total, disable=not progress, unit="batch", desc="predict", leave=False):
+        images, targets, ids = _unpack(element)
+        batch = np.asarray(images, dtype=np.float32)
+        probs = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
+        for view in views:
+            probs += np.asarray(model.predict_on_batch(np.ascontiguousarray(view(batch))), dtype=np.float64)
+        probs /= 1 + len(views)
+        if ids is None:  # no ids in the dataset: number the examples
+            ids = np.arange(counter, counter + len(batch)).astype(str)
+        else:
+            ids = np.array([i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in np.asarray(ids).reshape(-1)])
+        counter += len(batch)
+        if on_batch is not None:
+            on_batch(batch, None if targets is None else np.asarray(targets), probs)
+        all_ids.append(ids)
+        all_probs.append(probs)
+    if not all_probs:
+        raise KitError("the dataset to predict is empty", "check that the records hold this split (kit records)")
+    return np.concatenate(all_ids), np.concatenate(all_probs).astype(np.float32)
+
+
+def predict_labelled(
+    model: keras.Model, dataset: tf.data.Dataset, tta: Sequence[str] = (), *, total: int | None = None, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``predict_probabilities`` over a labelled split, plus its true class indices: ``(ids, probs, y_true)``."""
+    targets: list[np.ndarray] = []
+    ids, probs = predict_probabilities(
+        model,
+        dataset,
+        tta,
+        total=total,
+        progress=progress,
+        on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets),
+    )
+    return ids, probs, true_labels(np.concatenate(targets))
+
+
+# --- labels -----------------------------------------------------------------------------------------------
+
+
+def to_class_probs(probs: np.ndarray) -> np.ndarray:
+    """(N, C) class probabilities; a single sigmoid column becomes [1 - p, p]."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim == 1:
+        probs = probs[:, None]
+    if probs.shape[1] == 1:
+        return np.concatenate([1.0 - probs, probs], axis=1)
+    return probs
+
+
+def labels_from_probs(class_probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Binary: class 1 when p >= threshold; otherwise the argmax."""
+    if class_probs.shape[1] == 2:
+        return (class_probs[:, 1] >= threshold).astype(np.int64)
+    return class_probs.argmax(axis=1).astype(np.int64)
+
+
+def true_labels(targets: np.ndarray) -> np.ndarray:
+    """Class indices from pipeline targets: (B, 1) probability of class 1, or (B, C) one-hot/soft."""
+    targets = np.asarray(targets)
+    if targets.ndim == 1 or targets.shape[1] == 1:
+        return (targets.reshape(-1) >= 0.5).astype(np.int64)
+    return targets.argmax(axis=1).astype(np.int64)

@@ -1,0 +1,127 @@
+"""Submit to a Kaggle competition: find and validate the file, name the run in the message, upload, wait for the score."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kit.errors import KitError
+from kit.io import read_json
+from kit.kaggle.client import LIMIT_WORDS, api, call, competition_url, credential_source, daily_limit_error, git_commit, say
+
+if TYPE_CHECKING:
+    from kaggle.api.kaggle_api_extended import KaggleApi
+
+    from kit.config import Config
+
+
+def _poll_interval() -> float:
+    """Seconds between two looks at the submission list; KIT_KAGGLE_POLL makes tests fast."""
+    return float(os.environ.get("KIT_KAGGLE_POLL", "10.0"))
+
+
+def latest_submission(cfg: Config) -> Path:
+    """The newest ``<run.root>/<comp>/*/*/<predict.output>``."""
+    base = Path(cfg.run.root) / cfg.comp.name
+    found = [p for p in base.glob(f"*/*/{Path(cfg.predict.output).name}") if p.is_file()]
+    if not found:
+        raise KitError(
+            f"no submission found under {base}/<model>/<run>/", "run kit predict first, or pass --file <submission.csv>"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+def _cv_score(run_dir: Path, metric: str) -> str:
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return ""
+    try:
+        metrics = read_json(path)
+    except (ValueError, OSError):
+        return ""
+    names = [metric, "f1_score" if "f1" in metric else metric, "val_" + metric, "accuracy", "f1_score"]
+    for scope in (metrics, *(v for v in metrics.values() if isinstance(v, dict))) if isinstance(metrics, dict) else ():
+        for name in names:
+            if isinstance(scope.get(name), (int, float)):
+                return f"cv {name}={scope[name]:.4f}"
+    return ""
+
+
+def submission_message(cfg: Config, path: Path) -> str:
+    """cfg.kaggle.message, or one naming the run: model, run id, CV score, git commit."""
+    if cfg.kaggle.message:
+        return cfg.kaggle.message
+    run_dir = path.parent
+    parts = ["kit"]
+    runs_root = Path(cfg.run.root) / cfg.comp.name
+    if run_dir.parent.parent.resolve() == runs_root.resolve():
+        parts.append(f"{run_dir.parent.name} run {run_dir.name}")
+    else:
+        parts.append(cfg.model.name)
+    commit = git_commit()
+    parts.extend(p for p in (_cv_score(run_dir, cfg.comp.metric), f"git {commit}" if commit else "") if p)
+    return " ".join(parts)[:250]
+
+
+def submit(cfg: Config, file: Path | None = None, dry_run: bool = False) -> float | None:
+    """Validate and upload a submission, then wait (cfg.kaggle.poll_timeout) for its public score."""
+    slug = cfg.comp.slug
+    if cfg.comp.source != "competition" or not slug:
+        raise KitError(
+            f"{cfg.comp.name} is not a Kaggle competition (source {cfg.comp.source}): nothing to submit to",
+            "score it with kit evaluate",
+        )
+    path = Path(file) if file else latest_submission(cfg)
+    if not path.is_file():
+        raise KitError(f"submission file {path} does not exist", "run kit predict first, or pass --file <submission.csv>")
+    from kit.data.sources import reference_ids
+    from kit.inference import class_names
+    from kit.submission import validate_submission
+
+    validate_submission(cfg, path, reference_ids(cfg), class_names(cfg))
+    message = submission_message(cfg, path)
+    size = path.stat().st_size
+    if dry_run:
+        who = credential_source() or "no credentials found (a real submit would fail)"
+        print(f"dry run: would submit {path} ({size} bytes) to {slug} with message '{message}' using {who}")
+        return None
+
+    client = api()
+    say(f"submitting {path} ({size} bytes) to {slug}: {message}")
+    response = call("submit", client.competition_submit, str(path), message, slug, quiet=True, slug=slug, kind="competition")
+    text = getattr(response, "message", "") or ""
+    if text == getattr(client, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", None):
+        raise KitError(f"upload of {path} to {slug} failed", "rerun kit submit")
+    if LIMIT_WORDS.search(text) and not getattr(response, "ref", 0):
+        raise daily_limit_error(slug, text)
+    return _wait_for_score(cfg, client, getattr(response, "ref", 0) or 0, message)
+
+
+def _wait_for_score(cfg: Config, client: KaggleApi, ref: int, message: str) -> float | None:
+    slug = cfg.comp.slug
+    url = f"{competition_url(slug)}/submissions"
+    deadline = time.monotonic() + max(0, cfg.kaggle.poll_timeout)
+    status = "PENDING"
+    while True:
+        submissions = call("list submissions", client.competition_submissions, slug, slug=slug, kind="competition") or []
+        mine = next((s for s in submissions if s is not None and (s.ref == ref if ref else s.description == message)), None)
+        if mine is not None:
+            status = getattr(mine.status, "name", str(mine.status))
+            if status == "COMPLETE":
+                score = mine.public_score
+                print(f"public score for {slug}: {score}")
+                try:
+                    return float(score) if score not in (None, "") else None
+                except ValueError:
+                    return None
+            if status == "ERROR":
+                raise KitError(
+                    f"Kaggle could not score the submission to {slug}: {mine.error_description or 'no reason given'}",
+                    "check the file against the sample submission, then resubmit",
+                )
+        if time.monotonic() >= deadline:
+            say(f"submission to {slug} is still {status.lower()} after {cfg.kaggle.poll_timeout}s; see {url}")
+            return None
+        time.sleep(min(_poll_interval(), max(0.0, deadline - time.monotonic())))
