@@ -70,11 +70,11 @@ def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_
                 freeze_backbone(model)
             # keras-tuner builds inside the distribution strategy's scope already.
             compile_phase(model, trial_cfg, phase, tf.distribute.get_strategy(), binary, num_classes)
-            model._kit_cfg = trial_cfg  # the fit below needs the trial's schedule settings
             return model
 
         def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
-            trial_cfg: Config = model._kit_cfg
+            # The values build() declared, read back from the trial's hyperparameters (not stored on the model).
+            trial_cfg = apply_values(cfg, {d.name: hp.get(d.name) for d in dims})
             epochs = int(kwargs.get("epochs", cfg.tuner.max_epochs))
             callbacks = list(kwargs.pop("callbacks", []))
             callbacks.append(
