@@ -39,6 +39,20 @@ def is_url(path: str | os.PathLike) -> bool:
     return bool(_URL.match(str(path)))
 
 
+def join(directory: str | os.PathLike, name: str) -> str:
+    """``directory/name`` for a local folder or a URL (the one place kit joins a ``gs://`` path to a name).
+
+    A URL that went through ``pathlib.Path`` lost one slash (``gs:/bucket``); the join puts it back.
+    """
+    text = os.fspath(directory)
+    collapsed = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):/(?!/)", text)
+    if collapsed and len(collapsed.group(1)) > 1:  # "C:/..." on Windows is a drive, not a collapsed URL
+        text = f"{collapsed.group(1)}://{text[collapsed.end() :]}"
+    if is_url(text):
+        return text.rstrip("/") + "/" + name
+    return os.path.join(text, name)
+
+
 def _gfile() -> Any:
     import tensorflow as tf  # only for URL paths: local file handling never pays TensorFlow's import
 

@@ -16,8 +16,9 @@ import pytest
 from disk import small_tmpfs
 
 from kit.config import load_config
-from kit.data import records
+from kit.data import records, shards
 from kit.data.images import decode, resize
+from kit.data.manifest import FoldCount, Manifest, read_manifest, records_dir
 from kit.data.schema import MANIFEST
 from kit.errors import KitError
 
@@ -101,8 +102,8 @@ def canonical(path: Path) -> list[bytes]:
     ]
 
 
-def all_examples(folder: Path, manifest: dict) -> dict[str, dict]:
-    return {e["id"]: e for split in ("train", "val", "test") for e in read_examples(records.shard_paths(folder, manifest, split))}
+def all_examples(manifest: Manifest) -> dict[str, dict]:
+    return {e["id"]: e for split in ("train", "val", "test") for e in read_examples(manifest.shard_paths(split))}
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -113,33 +114,38 @@ def test_round_trip_counts_skips_and_shards_with_a_process_pool(tmp_path, capsys
     index = make_index(tmp_path / "src")
     cfg = make_config(tmp_path / "records", "data.workers=2", "data.shard_mb=0.0025")  # 2 examples (~1 kB) per shard
     manifest = records.build_records(cfg, index, CLASSES)
-    folder = cfg.records_dir
+    folder = records_dir(cfg)
     assert folder == tmp_path / "records" / "demo" / "16"
-    assert records.read_manifest(folder) == manifest
+    assert read_manifest(folder) == manifest and manifest.records_dir == folder
     assert leftovers(folder) == []  # no temp files, no progress folder
 
     good = index[~index["id"].str.startswith("bad-")]
     for split in ("train", "val", "test"):
         part = good[good["split"] == split]
-        counts = manifest["counts"][split]
-        assert counts["total"] == len(part)
+        counts = manifest.counts[split]
+        assert counts.total == len(part)
         if split == "test":
-            assert counts["unlabelled"] == len(part) and sum(counts["per_class"].values()) == 0
+            assert counts.unlabelled == len(part) and sum(counts.per_class.values()) == 0
         else:
-            assert counts["per_class"] == {c: int((part["label"] == i).sum()) for i, c in enumerate(CLASSES)}
+            assert counts.per_class == {c: int((part["label"] == i).sum()) for i, c in enumerate(CLASSES)}
+        folds = part["fold"].value_counts()
+        assert counts.per_fold == {int(k): FoldCount(int(n), int(n)) for k, n in folds.items()}  # no offline copies
         bad_rows = {"train": 2, "val": 1, "test": 1}[split]  # bad rows take slots in the plan
-        assert len(manifest["shards"][split]) == -(-(len(part) + bad_rows) // 2)
-    assert manifest["shards"]["train"][0] == "train-00000.tfrecord"
-    reasons = {s["id"]: s["reason"] for s in manifest["skipped"]}
+        assert len(manifest.shards[split]) == -(-(len(part) + bad_rows) // 2)
+    assert manifest.shards["train"][0] == "train-00000.tfrecord"
+    train = good[good["split"] == "train"]
+    assert manifest.folds == 2 and manifest.count("train", 0) == int((train["fold"] != 0).sum())
+    assert manifest.count("val", 1) == int((train["fold"] == 1).sum())
+    reasons = {s["id"]: s["reason"] for s in manifest.skipped}
     assert set(reasons) == {"bad-cut", "bad-missing", "bad-text", "bad-empty"}
     assert "truncated JPEG" in reasons["bad-cut"] and "not found" in reasons["bad-missing"]
     assert "text" in reasons["bad-text"] and "empty" in reasons["bad-empty"]
-    assert (manifest["num_classes"], manifest["classes"], manifest["image_size"]) == (3, CLASSES, 16)
-    assert manifest["image_format"] == "png" and manifest["augment"] == {"mode": "none"}
+    assert (manifest.num_classes, manifest.classes, manifest.image_size) == (3, tuple(CLASSES), 16)
+    assert manifest.image_format == "png" and manifest.augment == {"mode": "none"}
     err = capsys.readouterr().err
     assert err.count("warning: skipping") == 4 and "bad-cut" in err
 
-    examples = all_examples(folder, manifest)
+    examples = all_examples(manifest)
     assert set(examples) == set(good["id"])
     for row in good.itertuples():
         example = examples[row.id]
@@ -157,7 +163,7 @@ def test_rerun_is_a_no_op_and_a_change_rebuilds(tmp_path, capsys):
     index = make_index(tmp_path / "src", n_train=8, n_val=2, n_test=2, bad=False)
     cfg = make_config(tmp_path / "records", "data.shard_mb=0.0025")
     first = records.build_records(cfg, index, CLASSES)
-    folder = cfg.records_dir
+    folder = records_dir(cfg)
     stamps = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     capsys.readouterr()
     assert records.build_records(cfg, index, CLASSES) == first
@@ -166,7 +172,7 @@ def test_rerun_is_a_no_op_and_a_change_rebuilds(tmp_path, capsys):
 
     bigger = make_config(tmp_path / "records", "data.shard_mb=1")  # one shard per split now
     second = records.build_records(bigger, index, CLASSES)
-    assert second["fingerprint"] != first["fingerprint"]
+    assert second.fingerprint != first.fingerprint
     assert sorted(p.name for p in folder.glob("*.tfrecord")) == [
         "test-00000.tfrecord",
         "train-00000.tfrecord",
@@ -177,8 +183,8 @@ def test_rerun_is_a_no_op_and_a_change_rebuilds(tmp_path, capsys):
     cv2.imwrite(str(path), np.zeros((9, 9, 3), np.uint8))
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
     third = records.build_records(bigger, index, CLASSES)
-    assert third["fingerprint"] != second["fingerprint"]
-    assert all_examples(folder, third)[index.loc[0, "id"]]["height"] == 9
+    assert third.fingerprint != second.fingerprint
+    assert all_examples(third)[index.loc[0, "id"]]["height"] == 9
 
 
 def _build_script(records_root: Path, index_csv: Path, extra: list[str]) -> str:
@@ -222,9 +228,9 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
     resumed = records.build_records(make_config(killed_root, *extra), index, CLASSES)
     clean_cfg = make_config(tmp_path / "clean", *extra)
     clean = records.build_records(clean_cfg, index, CLASSES)
-    assert resumed == clean
+    assert resumed.to_json() == clean.to_json()  # the same manifest.json, in another folder
     assert leftovers(folder) == []
-    clean_folder = clean_cfg.records_dir
+    clean_folder = records_dir(clean_cfg)
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in clean_folder.iterdir())
     for shard in folder.glob("*.tfrecord"):
         assert canonical(shard) == canonical(clean_folder / shard.name), shard.name
@@ -244,16 +250,16 @@ def test_disk_full_keeps_finished_shards_and_resumes(tmp_path, small_disk):
     with pytest.raises(KitError, match="disk full while writing") as err:
         records.build_records(cfg, index, CLASSES)
     assert "data.records_root" in err.value.hint
-    folder = cfg.records_dir
+    folder = records_dir(cfg)
     assert not list(folder.glob(".*.partial")) and not (folder / MANIFEST).exists()
-    done = {p.name.removesuffix(".json") for p in (folder / records.PROGRESS_DIR).glob("*.tfrecord.json")}
+    done = {p.name.removesuffix(".json") for p in (folder / shards.PROGRESS_DIR).glob("*.tfrecord.json")}
     assert done and done <= {p.name for p in folder.glob("*.tfrecord")}
 
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
     resumed = records.build_records(cfg, index, CLASSES)
-    assert resumed["counts"]["train"]["total"] == 60
+    assert resumed.counts["train"].total == 60
     clean = records.build_records(make_config(tmp_path / "clean", *extra), index, CLASSES)
-    assert resumed == clean
+    assert resumed.to_json() == clean.to_json()  # the same manifest.json, in another folder
 
 
 def test_offline_augmentation_appends_copies_to_train_shards(tmp_path):
@@ -263,11 +269,13 @@ def test_offline_augmentation_appends_copies_to_train_shards(tmp_path):
     index = make_index(tmp_path / "src", n_train=8, n_val=2, n_test=2, bad=False)
     cfg = make_config(tmp_path / "records", "augment.mode=offline", "augment.offline_copies=2", "augment.cutmix=1.0")
     manifest = records.build_records(cfg, index, CLASSES)
-    train = manifest["counts"]["train"]
-    assert (train["originals"], train["augmented"], train["total"]) == (8, 16, 24)
-    assert sum(train["per_class"].values()) == 24
-    assert manifest["counts"]["val"]["total"] == 2 and manifest["augment"]["mode"] == "offline"
-    examples = read_examples(records.shard_paths(cfg.records_dir, manifest, "train"))
+    train = manifest.counts["train"]
+    assert (train.originals, train.augmented, train.total) == (8, 16, 24)
+    assert sum(train.per_class.values()) == 24
+    assert train.per_fold == {0: FoldCount(12, 4), 1: FoldCount(12, 4)}  # copies keep their original's fold
+    assert manifest.count("train", 0) == 12 and manifest.count("val", 0) == 4  # validation skips the copies
+    assert manifest.counts["val"].total == 2 and manifest.augment["mode"] == "offline"
+    examples = read_examples(manifest.shard_paths("train"))
     ids = [e["id"] for e in examples]
     assert ids[:8] == [i for i in ids if "#" not in i]  # originals first, then the copies
     copies = [e for e in examples if "#aug" in e["id"]]
@@ -279,8 +287,8 @@ def test_offline_augmentation_appends_copies_to_train_shards(tmp_path):
     # deterministic: a rebuild elsewhere gives the same examples
     again = make_config(tmp_path / "again", "augment.mode=offline", "augment.offline_copies=2", "augment.cutmix=1.0")
     records.build_records(again, index, CLASSES)
-    for shard in cfg.records_dir.glob("train-*.tfrecord"):
-        assert canonical(shard) == canonical(again.records_dir / shard.name)
+    for shard in records_dir(cfg).glob("train-*.tfrecord"):
+        assert canonical(shard) == canonical(records_dir(again) / shard.name)
 
 
 def test_jpeg_format_and_large_source(tmp_path):
@@ -290,15 +298,15 @@ def test_jpeg_format_and_large_source(tmp_path):
     index = pd.DataFrame([{"id": "big", "path": str(folder / "big.jpg"), "label": 1, "split": "train", "fold": -1}])
     cfg = make_config(tmp_path / "records", "data.image_format=jpeg", "data.jpeg_quality=90")
     manifest = records.build_records(cfg, index, CLASSES)
-    (example,) = read_examples(records.shard_paths(cfg.records_dir, manifest, "train"))
+    (example,) = read_examples(manifest.shard_paths("train"))
     assert example["image"][:3] == b"\xff\xd8\xff"
     assert (example["height"], example["width"]) == (600, 900)  # the original size, though decoded at 1/8
-    assert manifest["image_format"] == "jpeg"
+    assert manifest.image_format == "jpeg"
 
 
 def test_errors_name_the_fix(tmp_path):
     with pytest.raises(KitError, match="no records") as err:
-        records.read_manifest(tmp_path / "records" / "demo" / "16")
+        read_manifest(tmp_path / "records" / "demo" / "16")
     assert "kit records comp=demo" in err.value.hint
     cfg = make_config(tmp_path / "records")
     index = pd.DataFrame([{"id": "a", "path": "a.png", "label": 5, "split": "train", "fold": -1}])
@@ -307,4 +315,13 @@ def test_errors_name_the_fix(tmp_path):
     with pytest.raises(KitError, match="lacks column"):
         records.build_records(cfg, index.drop(columns=["split"]), CLASSES)
     with pytest.raises(KitError, match="unknown split"):
-        records.shard_paths(tmp_path, {"shards": {}}, "holdout")
+        Manifest.from_json({"classes": CLASSES, "image_size": 16}, tmp_path).shard_paths("holdout")
+
+
+def test_shard_rows_index_one_row_without_building_the_others(monkeypatch):
+    index = pd.DataFrame({"id": ["a", "b", "c"], "path": ["pa", "pb", "pc"], "label": [0, 1, 2], "split": "val", "fold": -1})
+    (task,) = shards.plan_shards(make_config(Path("unused")), index)
+    expected = [("a", "pa", 0, -1), ("b", "pb", 1, -1), ("c", "pc", 2, -1)]
+    assert list(task.rows) == expected and task.rows[1:] == expected[1:]
+    monkeypatch.setattr(shards.ShardRows, "rows", lambda self: pytest.fail("built every row for one index"))
+    assert [task.rows[i] for i in (0, 1, -1)] == [expected[0], expected[1], expected[2]]

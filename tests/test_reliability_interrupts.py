@@ -24,7 +24,7 @@ from disk import small_tmpfs
 from fake_kaggle import demo_files, make_zip, write_comp_yaml
 
 from kit.config import load_config
-from kit.data import kaggle
+from kit.kaggle import download as kaggle  # the module: download(), MARKER, PARTIAL_DIR
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
 

@@ -208,6 +208,28 @@ def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
         train(load_config([*overrides, "run.id=fixed"]))
 
 
+def test_one_session_setup_from_the_records_handed_down(tmp_path: Path) -> None:
+    from kit.config import load_config
+    from kit.data.manifest import read_manifest, records_dir
+    from kit.data.schema import MANIFEST
+    from kit.train.session import start_session
+
+    overrides = ["comp.name=tiny", "comp.classes=[]", f"data.records_root={tmp_path / 'records'}", f"model.image_size={SIZE}"]
+    cfg = load_config([*overrides, "train.batch_size=10", "train.strategy=cpu"])
+    _write_records(records_dir(cfg), n_train=48, n_val=16)
+    manifest = read_manifest(records_dir(cfg))
+    (records_dir(cfg) / MANIFEST).unlink()  # handed down: the session never reads it again
+    session = start_session(cfg, manifest=manifest)
+    assert session.manifest is manifest and session.cfg.comp.classes == ["human", "ai"] and session.binary
+    assert (session.global_batch, session.replicas, session.precision, session.device) == (10, 1, "float32", "cpu")
+    assert (session.steps_per_epoch, session.val_examples, session.validation_steps) == (5, 16, 2)  # ceil(48/10), ceil(16/10)
+    assert session.describe()["global_batch"] == 10 and "global batch 10 (10 x 1 replicas)" in session.summary()
+    train_ds, val_ds = session.datasets()
+    assert val_ds is not None and sum(1 for _ in val_ds) == 2
+    with pytest.raises(KitError, match="no records"):
+        start_session(cfg)
+
+
 # --- schedules and optimizers (pure) ----------------------------------------------------------------------
 
 

@@ -26,14 +26,12 @@ for TPU strategies), otherwise XLA recompiles for, or fails on, the last partial
 
 from __future__ import annotations
 
-import json
 import math
 from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kit.data import schema
-from kit.data.records import read_manifest
+from kit.data.manifest import Manifest, source_split
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -46,30 +44,15 @@ SHUFFLE_BUFFER = 4096  # serialized records: ~50 MB of 64 px raw records, ~200 M
 MAX_CYCLE = 4  # shards read at once while training
 
 
-def _join(directory: str | Path, name: str) -> str:
-    """Join without pathlib, which turns ``gs://bucket`` into ``gs:/bucket``."""
-    directory = str(directory)
-    if directory.startswith("gs:/") and not directory.startswith("gs://"):
-        directory = "gs://" + directory[len("gs:/") :]
-    return directory.rstrip("/") + "/" + name
-
-
-def _source_split(split: str, fold: int | None) -> str:
-    """With folds, both "train" and "val" come from the train shards."""
-    if split not in schema.SPLITS:
-        raise KitError(f"unknown split '{split}'", f"use one of: {', '.join(schema.SPLITS)}")
-    if fold is not None and split == "test":
-        raise KitError("fold= applies to the train and val splits only", "drop fold= for the test split")
-    return "train" if fold is not None else split
-
-
-def _shard_paths(manifest: dict, records_dir: str | Path, split: str) -> list[str]:
-    names = manifest.get("shards", {}).get(split, [])
-    if not names:
+def require_shards(manifest: Manifest, split: str) -> list[str]:
+    """The shards of ``split``; a KitError when the records have none (a dataset needs at least one)."""
+    paths = manifest.shard_paths(split)
+    if not paths:
         raise KitError(
-            f"no {split} records in {records_dir}", "run `kit records comp=.. model=..` (does the competition have this split?)"
+            f"no {split} records in {manifest.records_dir}",
+            "run `kit records comp=.. model=..` (does the competition have this split?)",
         )
-    return [_join(records_dir, name) for name in names]
+    return paths
 
 
 def _fold_filter(split: str, fold: int) -> Any:
@@ -90,37 +73,27 @@ def _fold_filter(split: str, fold: int) -> Any:
 
 @lru_cache(maxsize=32)
 def _count_fold(paths: tuple[str, ...], split: str, fold: int) -> int:
-    """Examples of one fold, counted by scanning ids and folds (the manifest only counts whole splits)."""
+    """Examples of one fold, counted by scanning ids and folds (for manifests written before per-fold counts)."""
     import tensorflow as tf
 
     dataset = tf.data.TFRecordDataset(list(paths)).filter(_fold_filter(split, fold))
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1).numpy())
 
 
-def count_examples(manifest: dict, split: str, fold: int | None = None, *, records_dir: str | Path | None = None) -> int:
-    """Examples in ``split`` (one epoch). With ``fold``, counts fold != k (train) or == k (val, originals
-    only) by scanning the train shards once (cached), which needs ``records_dir`` (or
-    ``manifest["records_dir"]``)."""
-    source = _source_split(split, fold)
-    if fold is None:
-        return int(manifest.get("counts", {}).get(split, {}).get("total", 0))
-    records_dir = records_dir if records_dir is not None else manifest.get("records_dir")
-    if records_dir is None:
-        raise ValueError("count_examples(..., fold=k) needs records_dir= to scan the shards")
-    return _count_fold(tuple(_shard_paths(manifest, records_dir, source)), split, int(fold))
+def count_examples(manifest: Manifest, split: str, fold: int | None = None) -> int:
+    """Examples in ``split`` (one epoch). With ``fold``: fold != k (train) or == k (val, originals only),
+    from the manifest's per-fold counts, or by scanning the train shards once (cached) for an older manifest."""
+    count = manifest.count(split, fold)
+    if count is not None:
+        return count
+    return _count_fold(tuple(require_shards(manifest, "train")), split, int(fold))
 
 
 def steps_per_epoch(
-    manifest: dict,
-    split: str,
-    global_batch: int,
-    *,
-    fold: int | None = None,
-    drop_remainder: bool = False,
-    records_dir: str | Path | None = None,
+    manifest: Manifest, split: str, global_batch: int, *, fold: int | None = None, drop_remainder: bool = False
 ) -> int:
     """Batches in one pass over ``split`` with ``global_batch`` examples each (batch x replicas)."""
-    count = count_examples(manifest, split, fold, records_dir=records_dir)
+    count = count_examples(manifest, split, fold)
     steps = count // global_batch if drop_remainder else math.ceil(count / global_batch)
     if steps < 1:
         raise KitError(
@@ -136,7 +109,7 @@ def make_dataset(
     *,
     training: bool,
     batch_size: int,
-    manifest: dict | None = None,
+    manifest: Manifest,
     fold: int | None = None,
     with_ids: bool = False,
     drop_remainder: bool = False,
@@ -153,18 +126,13 @@ def make_dataset(
 
     from kit.data.augment import build_online_augmenter
 
-    records_dir = cfg.records_dir
-    if manifest is None:
-        manifest = read_manifest(records_dir)
-    source = _source_split(split, fold)
+    source = source_split(split, fold)
     if fold is not None:
-        folds = int(manifest.get("folds", cfg.data.folds) or 0)
+        folds = manifest.folds if manifest.folds is not None else int(cfg.data.folds or 0)
         if folds > 1 and not 0 <= fold < folds:
             raise KitError(f"fold={fold} is outside 0..{folds - 1}", f"pick a fold below data.folds={folds}")
-    paths = _shard_paths(manifest, records_dir, source)
-    num_classes = int(manifest["num_classes"])
-    image_size = int(manifest["image_size"])
-    binary = num_classes == 2
+    paths = require_shards(manifest, source)
+    num_classes, image_size, binary = manifest.num_classes, manifest.image_size, manifest.binary
     autotune = tf.data.AUTOTUNE
 
     files = tf.data.Dataset.from_tensor_slices(paths)
@@ -183,7 +151,7 @@ def make_dataset(
     if fold is not None:
         records = records.filter(_fold_filter(split, int(fold)))  # before shuffling and decoding: cheap
     if training:
-        total = max(1, int(manifest.get("counts", {}).get(source, {}).get("total", SHUFFLE_BUFFER)))
+        total = manifest.count(source) or SHUFFLE_BUFFER  # the split's size: a smaller split needs no bigger buffer
         records = records.shuffle(min(total, SHUFFLE_BUFFER), seed=cfg.train.seed, reshuffle_each_iteration=True)
     if repeat:
         records = records.repeat()  # before batching, so batches run across epoch boundaries
@@ -199,7 +167,7 @@ def make_dataset(
         targets = labels[:, 1:2] if binary else labels
         return (images, targets, ids) if with_ids else (images, targets)
 
-    image_format = str(manifest.get("image_format", "png"))  # manifests before raw existed were png or jpeg
+    image_format = manifest.image_format
 
     def parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
         parsed = schema.parse_batch(serialized, num_classes, image_size, image_format)

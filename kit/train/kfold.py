@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from kit.config import Config
+    from kit.data.manifest import Manifest
     from kit.io import URLPath
 
 OOF = "oof.csv"
@@ -47,17 +48,20 @@ KEY_COLUMNS = ("id", "fold", "label")
 # --- the records ------------------------------------------------------------------------------------------
 
 
-def record_folds(cfg: Config, manifest: dict) -> dict[int, int]:
-    """Examples per ``fold`` value in the train records (the manifest does not say, so the shards are scanned;
-    only the small ``fold`` feature is parsed, never an image)."""
+def record_folds(manifest: Manifest) -> dict[int, int]:
+    """Examples per ``fold`` value in the train records: the manifest's per-fold counts, or for a manifest
+    written before them a scan of the shards that parses only the small ``fold`` feature, never an image."""
+    counts = manifest.fold_counts()
+    if counts is not None:
+        return counts
     import tensorflow as tf
 
     from kit.data import schema
-    from kit.data.pipeline import _shard_paths
+    from kit.data.pipeline import require_shards
 
     spec = {"fold": schema.feature_spec(1)["fold"]}
     dataset = (
-        tf.data.TFRecordDataset(_shard_paths(manifest, cfg.records_dir, "train"))
+        tf.data.TFRecordDataset(require_shards(manifest, "train"))
         .batch(8192)
         .map(lambda serialized: tf.io.parse_example(serialized, spec)["fold"], num_parallel_calls=tf.data.AUTOTUNE)
     )
@@ -66,20 +70,17 @@ def record_folds(cfg: Config, manifest: dict) -> dict[int, int]:
     return {int(k): int(n) for k, n in zip(found, counts, strict=True)}
 
 
-def check_record_folds(cfg: Config, manifest: dict) -> dict[int, int]:
+def check_record_folds(cfg: Config, manifest: Manifest) -> dict[int, int]:
     """The records must hold folds 0..data.folds-1 (built by ``kit records ... folds=N``); examples per fold."""
     folds = int(cfg.data.folds)
     rebuild = f"rerun `kit records comp={cfg.comp.name} model={cfg.model.name} folds={folds}`"
-    declared = manifest.get("folds")
-    if declared is not None and int(declared) != folds:
-        raise KitError(f"the records in {cfg.records_dir} were built with data.folds={declared}, not {folds}", rebuild)
-    counts = record_folds(cfg, manifest)
+    counts = record_folds(manifest)
     found = sorted(k for k in counts if k >= 0)
     if not found:
-        raise KitError(f"the records in {cfg.records_dir} were built without folds (data.folds={folds} asked)", rebuild)
+        raise KitError(f"the records in {manifest.records_dir} were built without folds (data.folds={folds} asked)", rebuild)
     if found != list(range(folds)):
         raise KitError(
-            f"the records in {cfg.records_dir} hold folds {found}, not the {folds} folds of data.folds={folds}", rebuild
+            f"the records in {manifest.records_dir} hold folds {found}, not the {folds} folds of data.folds={folds}", rebuild
         )
     return counts
 
@@ -157,9 +158,9 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
     binary problems) and ``done`` there; return the parent (the CLI's ``kit train folds=N``)."""
     import keras
 
-    from kit.data.records import read_manifest
     from kit.evaluate import best_f1_threshold
     from kit.train import trainer
+    from kit.train.session import open_records
     from kit.train.strategy import tf_config_tasks
 
     folds = int(cfg.data.folds)
@@ -168,11 +169,9 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
     if cfg.train.strategy == "multiworker" or tf_config_tasks() > 1:
         # Every worker would write the parent's files; the driver runs folds one after another on one machine.
         raise KitError("k-fold training runs on one machine (one strategy per fold)", "unset TF_CONFIG or train one fold per job")
-    manifest = read_manifest(cfg.records_dir)
+    cfg, manifest = open_records(cfg)  # read once: every fold's training gets it handed down
     counts = check_record_folds(cfg, manifest)
-    classes = [str(c) for c in manifest["classes"]]
-    # The records decide the classes, as in trainer.train (the OOF columns and the metric need them).
-    cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))
+    classes = list(manifest.classes)
 
     parent = find_parent(cfg) if resume else None
     if resume and parent is None:
@@ -195,7 +194,7 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
             how = "finished earlier, skipped"
         else:
             resuming = (fold_dir / "config.yaml").is_file()  # started before a kill: continue its checkpoint
-            trainer.train(fold_cfg, resume=resuming, fold=k)
+            trainer.train(fold_cfg, resume=resuming, fold=k, manifest=manifest)
             how = "resumed" if resuming else "trained"
         frame = fold_oof(fold_cfg, fold_dir, k, classes)
         keras.backend.clear_session()  # the next fold builds its model from a clean graph

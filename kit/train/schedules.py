@@ -26,7 +26,7 @@ import io
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,14 +176,8 @@ class Tracker:
     best_weights: list[np.ndarray] | None = field(default=None, repr=False)  # in memory only
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "best": self.best,
-            "best_epoch": self.best_epoch,
-            "best_phase": self.best_phase,
-            "best_loss": self.best_loss,
-        }
+        """Every field but the weights, in declaration order (what state.json and metrics.json hold)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_weights"}
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike, weights_only: bool = False) -> Path | URLPath:

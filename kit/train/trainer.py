@@ -9,7 +9,7 @@ The recipe (keras-io "Image classification via fine-tuning with EfficientNet"; K
    ``fine_tune.learning_rate``.
 
 Epochs are numbered globally across phases. ``best.keras`` is the best epoch of the whole run by
-``cfg.monitor`` (what predict loads); ``history.csv`` has a ``phase`` column. After every epoch
+:func:`kit.train.metrics.monitored_metric` (what predict loads); ``history.csv`` has a ``phase`` column. After every epoch
 ``checkpoint/`` holds model + optimizer weights and ``state.json`` (phase, next epoch, best so far,
 early-stopping/plateau counters): ``train(cfg, resume=True)`` continues the newest unfinished run of the
 comp/model from there and ends with the same number of epochs an uninterrupted run would have.
@@ -23,7 +23,6 @@ run root must be a shared file system (or gs://).
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import sys
 import tempfile
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from kit.config import Config
+    from kit.data.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -61,21 +61,6 @@ def plan_phases(cfg: Config, model: keras.Model) -> list[Phase]:
         what = f"top {unfreeze} backbone layers unfrozen" if unfreeze >= 0 else "whole backbone unfrozen"
         phases.append(Phase(2, cfg.train.fine_tune.epochs, cfg.train.fine_tune.learning_rate, what + ", BatchNorm frozen"))
     return phases
-
-
-def resolve_monitor(cfg: Config, binary: bool, has_val: bool) -> str:
-    """``cfg.monitor`` (val_f1_score for binary/F1 competitions, else val_accuracy); the training metric
-    when there is no validation split."""
-    if cfg.train.monitor != "auto":
-        monitor = cfg.train.monitor
-    elif cfg.comp.classes:
-        monitor = cfg.monitor
-    else:  # fit_phases called directly (tests, tuner) before the classes are known: ask the model
-        monitor = "val_f1_score" if binary or cfg.comp.metric in ("f1", "macro_f1") else "val_accuracy"
-    if not has_val and monitor.startswith("val_"):
-        print(f"no validation split: monitoring the training metric {monitor[4:]} instead of {monitor}")
-        monitor = monitor[4:]
-    return monitor
 
 
 def _set_phase(model: keras.Model, phase: Phase, cfg: Config) -> None:
@@ -137,7 +122,7 @@ def fit_phases(
     import tensorflow as tf
 
     from kit.train import multiworker
-    from kit.train.metrics import monitor_mode
+    from kit.train.metrics import monitor_mode, monitored_metric
     from kit.train.schedules import Tracker, build_callbacks, read_history, write_history
     from kit.train.strategy import is_chief
 
@@ -150,7 +135,7 @@ def fit_phases(
         raise ValueError("multi-worker training needs validation_steps")
     units = int(model.output_shape[-1])
     binary, num_classes = units == 1, max(2, units)
-    monitor = resolve_monitor(cfg, binary, val_ds is not None)
+    monitor = monitored_metric(cfg, binary, val_ds is not None)
     tracker = Tracker(monitor, monitor_mode(monitor))
     phases = plan_phases(cfg, model)
     verbose = cfg.train.verbose if chief else 0
@@ -277,78 +262,48 @@ def _plot(history: list[dict[str, Any]], out_dir: Path) -> None:
 # --- the entry point -------------------------------------------------------------------------------------
 
 
-def train(cfg: Config, resume: bool = False, fold: int | None = None) -> Path:
-    """Train ``cfg.model`` on ``cfg.comp``'s records; returns the run directory (the CLI's ``kit train``)."""
+def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifest: Manifest | None = None) -> Path:
+    """Train ``cfg.model`` on ``cfg.comp``'s records; returns the run directory (the CLI's ``kit train``).
+
+    ``manifest``: the records' manifest when the caller has read it already (k-fold reads it once for every fold).
+    """
     from kit.config import to_yaml
-    from kit.data.pipeline import count_examples, make_dataset, steps_per_epoch
-    from kit.data.records import read_manifest
     from kit.models.registry import build_model
-    from kit.train.strategy import (
-        check_tpu_batch,
-        choose_precision,
-        choose_strategy,
-        describe,
-        device_type,
-        global_batch_size,
-        is_chief,
-        set_precision,
-    )
+    from kit.train.session import start_session
+    from kit.train.strategy import is_chief
 
-    manifest = read_manifest(cfg.records_dir)
-    classes = [str(c) for c in manifest["classes"]]
-    # The records decide the classes (cfg.comp.classes may be empty), and so binary/num_classes/monitor.
-    cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))
-
-    strategy, description = choose_strategy(cfg)
-    device = device_type(strategy)
-    replicas = int(strategy.num_replicas_in_sync)
-    is_tpu = device == "tpu"
-    global_batch = global_batch_size(cfg, replicas)
-    if is_tpu:
-        check_tpu_batch(global_batch, replicas)
-    precision = choose_precision(cfg, device)
-    print(
-        f"strategy: {description}; global batch {global_batch} ({cfg.train.batch_size} x {replicas} replicas); "
-        f"precision {precision}"
-    )
+    session = start_session(cfg, fold, manifest)
+    cfg = session.cfg
+    print(session.summary())
 
     run_dir = find_resumable(cfg, fold) if resume else None
     if resume and run_dir is None:
         print(f"nothing to resume for {cfg.comp.name}/{cfg.model.name}: starting a new run")
     resuming = run_dir is not None
     run_dir = run_dir or new_run_dir(cfg, fold)
-    chief = is_chief(strategy)
+    chief = is_chief(session.strategy)
     if chief:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.yaml", to_yaml(cfg))
         write_json(run_dir / "versions.json", versions())
-        write_json(
-            run_dir / "strategy.json", {**describe(strategy, precision), "global_batch": global_batch, "description": description}
-        )
+        write_json(run_dir / "strategy.json", session.describe())
     print(f"run directory: {run_dir}{' (resumed)' if resuming else ''}")
 
-    records = {"records_dir": cfg.records_dir}
-    steps = cfg.train.steps_per_epoch or steps_per_epoch(
-        manifest, "train", global_batch, fold=fold, drop_remainder=is_tpu, **records
-    )
-    has_val = "val" in manifest.get("shards", {}) or fold is not None
-    val_count = count_examples(manifest, "val", fold, **records) if has_val else 0
-    # An exact step count: multi-worker evaluation needs one (every worker runs the same steps), and with
-    # it Keras does not probe the end of a TFRecord set of unknown length ("ran out of data").
-    validation_steps = (val_count // global_batch if is_tpu else -(-val_count // global_batch)) or None
-
-    previous_policy = set_precision(precision)
-    try:
-        common = {"batch_size": global_batch, "manifest": manifest, "fold": fold, "drop_remainder": is_tpu}
-        train_ds = make_dataset(cfg, "train", training=True, repeat=True, **common)
-        val_ds = make_dataset(cfg, "val", training=False, **common) if val_count else None
-        with strategy.scope():
-            model = build_model(cfg.model, len(classes))
+    with session.precision_policy():
+        train_ds, val_ds = session.datasets()
+        with session.strategy.scope():
+            model = build_model(cfg.model, len(session.classes))
         fit_phases(
-            cfg, model, train_ds, val_ds, run_dir, steps, strategy=strategy, validation_steps=validation_steps, resume=resuming
+            cfg,
+            model,
+            train_ds,
+            val_ds,
+            run_dir,
+            session.steps_per_epoch,
+            strategy=session.strategy,
+            validation_steps=session.validation_steps,
+            resume=resuming,
         )
-    finally:
-        set_precision(previous_policy)
     if chief:
         atomic_write(run_dir / DONE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
     return run_dir

@@ -15,7 +15,6 @@ search resumes without repeating finished trials), ``best_hparams.yaml`` (a part
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +38,11 @@ def tune_dir(cfg: Config) -> Path:
 
 def objective_of(cfg: Config) -> tuple[str, str]:
     """(metric name, direction): ``tuner.objective`` or the training monitor (val_f1_score / val_accuracy)."""
-    name = cfg.monitor if cfg.tuner.objective == "auto" else cfg.tuner.objective
-    return name, ("min" if name.endswith("loss") else "max")
+    from kit.train.metrics import monitor_mode, monitored_metric
+
+    binary = len(cfg.comp.classes) == 2  # tune() sets the classes from the records first
+    name = monitored_metric(cfg, binary, has_val=True) if cfg.tuner.objective == "auto" else cfg.tuner.objective
+    return name, monitor_mode(name)
 
 
 def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_epoch: int) -> kt.HyperModel:
@@ -68,11 +70,11 @@ def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_
                 freeze_backbone(model)
             # keras-tuner builds inside the distribution strategy's scope already.
             compile_phase(model, trial_cfg, phase, tf.distribute.get_strategy(), binary, num_classes)
-            model._kit_cfg = trial_cfg  # the fit below needs the trial's schedule settings
             return model
 
         def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
-            trial_cfg: Config = model._kit_cfg
+            # The values build() declared, read back from the trial's hyperparameters (not stored on the model).
+            trial_cfg = apply_values(cfg, {d.name: hp.get(d.name) for d in dims})
             epochs = int(kwargs.get("epochs", cfg.tuner.max_epochs))
             callbacks = list(kwargs.pop("callbacks", []))
             callbacks.append(
@@ -157,51 +159,40 @@ def _write_outputs(cfg: Config, tuner: kt.Tuner, out_dir: Path, dims: list[Dimen
 
 def tune(cfg: Config) -> Path:
     """Run (or resume) the search for ``cfg.model``; returns the folder holding ``best_hparams.yaml``."""
-    from kit.data.pipeline import count_examples, make_dataset, steps_per_epoch
-    from kit.data.records import read_manifest
-    from kit.train.strategy import choose_precision, choose_strategy, device_type, global_batch_size, set_precision
+    from kit.train.session import open_records, start_session
 
     dims = parse_space(cfg.tuner.space, origin=f"tuner.space of model {cfg.model.name}")
-    manifest = read_manifest(cfg.records_dir)
-    classes = [str(c) for c in manifest["classes"]]
-    cfg = dataclasses.replace(cfg, comp=dataclasses.replace(cfg.comp, classes=classes))
+    cfg, manifest = open_records(cfg)
     objective, direction = objective_of(cfg)
-    if not manifest.get("counts", {}).get("val", {}).get("total") and objective.startswith("val_"):
+    if not manifest.count("val") and objective.startswith("val_"):
         raise KitError(
-            f"the records in {cfg.records_dir} have no validation split to score {objective} on",
+            f"the records in {manifest.records_dir} have no validation split to score {objective} on",
             "rebuild them with data.val_fraction=0.2 (kit records), or set tuner.objective to a training metric",
         )
 
-    strategy, description = choose_strategy(cfg)
-    replicas = int(strategy.num_replicas_in_sync)
-    global_batch = global_batch_size(cfg, replicas)
-    steps = cfg.train.steps_per_epoch or steps_per_epoch(manifest, "train", global_batch, records_dir=cfg.records_dir)
-    val_steps = -(-count_examples(manifest, "val", records_dir=cfg.records_dir) // global_batch)
+    session = start_session(cfg, manifest=manifest)
     out_dir = tune_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = (out_dir / SEARCH_DIR / "oracle.json").is_file()
     print(
         f"tuning {cfg.model.name} on {cfg.comp.name} with {cfg.tuner.kind}: {len(dims)} hyperparameters, objective "
-        f"{objective} ({direction}); {description}; state in {out_dir}{' (resuming)' if resumed else ''}",
+        f"{objective} ({direction}); {session.description}; state in {out_dir}{' (resuming)' if resumed else ''}",
         flush=True,
     )
 
-    previous = set_precision(choose_precision(cfg, device_type(strategy)))
-    try:
-        train_ds = make_dataset(cfg, "train", training=True, batch_size=global_batch, manifest=manifest, repeat=True)
-        val_ds = make_dataset(cfg, "val", training=False, batch_size=global_batch, manifest=manifest)
-        tuner = _make_tuner(cfg, _hypermodel(cfg, dims, len(classes), steps), strategy, out_dir)
+    with session.precision_policy():
+        train_ds, val_ds = session.datasets()
+        hypermodel = _hypermodel(cfg, dims, len(session.classes), session.steps_per_epoch)
+        tuner = _make_tuner(cfg, hypermodel, session.strategy, out_dir)
         tuner.search(
             train_ds,
             validation_data=val_ds,
-            validation_steps=val_steps,
-            steps_per_epoch=steps,
+            validation_steps=session.validation_steps,
+            steps_per_epoch=session.steps_per_epoch,
             epochs=cfg.tuner.max_epochs,
             shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle for datasets
             verbose=cfg.train.verbose,
         )
-    finally:
-        set_precision(previous)
     summary = _write_outputs(cfg, tuner, out_dir, dims)
     print(f"best {objective} = {summary['score']} with {summary['best']} ({summary['trials']} trials)")
     print(f"wrote {out_dir / 'best_hparams.yaml'}, {out_dir / 'trials.csv'}, {out_dir / 'plots' / 'tuning.png'}")

@@ -1,0 +1,199 @@
+"""The records manifest, typed: what ``kit records`` wrote, read once per command and handed down.
+
+``<records_dir>/manifest.json`` is written last by :mod:`kit.data.records`; its keys on disk::
+
+    {"version", "comp", "image_size", "classes", "num_classes", "image_format", "jpeg_quality",
+     "counts": {split: {"total", "per_class": {name: n}, "originals", "augmented", "unlabelled",
+                        "per_fold": {fold: {"total", "originals"}}}},
+     "shards": {split: [file names]}, "skipped": [{"id", "path", "reason", "split"}], "augment": {...},
+     "fingerprint"}
+
+``per_fold`` came later: a manifest without it still reads (its fold counts are then ``None`` and
+callers scan the shards, as before). The records folder of a config is :func:`records_dir`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kit.data.schema import MANIFEST, SPLITS
+from kit.errors import KitError
+from kit.io import URLPath, as_path, join, read_json
+
+if TYPE_CHECKING:
+    from kit.config import Config
+
+VERSION = 1
+
+
+def records_dir(cfg: Config) -> Path | URLPath:
+    """``<data.records_root>/<comp>/<model.image_size>``: where the records of ``cfg`` live (a gs:// root stays a URL)."""
+    return as_path(cfg.data.records_root) / cfg.comp.name / str(cfg.model.image_size)
+
+
+def source_split(split: str, fold: int | None) -> str:
+    """The split whose shards hold ``split``: with a fold, both "train" and "val" come from the train shards."""
+    if split not in SPLITS:
+        raise KitError(f"unknown split '{split}'", f"use one of: {', '.join(SPLITS)}")
+    if fold is not None and split == "test":
+        raise KitError("fold= applies to the train and val splits only", "drop fold= for the test split")
+    return "train" if fold is not None else split
+
+
+@dataclass(frozen=True)
+class FoldCount:
+    """Examples of one ``fold`` value in a split's shards."""
+
+    total: int  # offline-augmented copies included: what training on the other folds reads of it
+    originals: int  # without the copies: what validating on this fold reads
+
+
+@dataclass(frozen=True)
+class SplitCounts:
+    """Examples of one split: in all, per class name, originals/augmented/unlabelled, and per fold."""
+
+    total: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    originals: int = 0
+    augmented: int = 0
+    unlabelled: int = 0
+    per_fold: dict[int, FoldCount] | None = None  # None: written before the records counted folds
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> SplitCounts:
+        per_fold = value.get("per_fold")
+        return cls(
+            total=int(value.get("total", 0)),
+            per_class={str(k): int(n) for k, n in value.get("per_class", {}).items()},
+            originals=int(value.get("originals", 0)),
+            augmented=int(value.get("augmented", 0)),
+            unlabelled=int(value.get("unlabelled", 0)),
+            per_fold=None
+            if per_fold is None
+            else {int(k): FoldCount(int(v["total"]), int(v["originals"])) for k, v in per_fold.items()},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "total": self.total,
+            "per_class": dict(self.per_class),
+            "originals": self.originals,
+            "augmented": self.augmented,
+            "unlabelled": self.unlabelled,
+        }
+        if self.per_fold is not None:
+            out["per_fold"] = {str(k): dataclasses.asdict(self.per_fold[k]) for k in sorted(self.per_fold)}
+        return out
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One finished build of records: what it holds and where (``records_dir``, not stored in the file)."""
+
+    version: int
+    comp: str
+    image_size: int
+    classes: tuple[str, ...]
+    num_classes: int
+    image_format: str
+    jpeg_quality: int | None
+    counts: dict[str, SplitCounts]
+    shards: dict[str, tuple[str, ...]]
+    skipped: tuple[dict[str, Any], ...]
+    augment: dict[str, Any]
+    fingerprint: str | None
+    records_dir: Path | URLPath
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any], records_dir: str | os.PathLike) -> Manifest:
+        classes = tuple(str(c) for c in value["classes"])
+        return cls(
+            version=int(value.get("version", VERSION)),
+            comp=str(value.get("comp", "")),
+            image_size=int(value["image_size"]),
+            classes=classes,
+            num_classes=int(value.get("num_classes", len(classes))),
+            image_format=str(value.get("image_format", "png")),  # manifests before raw existed were png or jpeg
+            jpeg_quality=value.get("jpeg_quality"),
+            counts={split: SplitCounts.from_json(c) for split, c in value.get("counts", {}).items()},
+            shards={split: tuple(names) for split, names in value.get("shards", {}).items()},
+            skipped=tuple(value.get("skipped", [])),
+            augment=dict(value.get("augment", {"mode": "none"})),
+            fingerprint=value.get("fingerprint"),
+            records_dir=as_path(records_dir),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """What manifest.json holds (the keys and their order as the records writer has always written them)."""
+        return {
+            "version": self.version,
+            "comp": self.comp,
+            "image_size": self.image_size,
+            "classes": list(self.classes),
+            "num_classes": self.num_classes,
+            "image_format": self.image_format,
+            "jpeg_quality": self.jpeg_quality,
+            "counts": {split: counts.to_json() for split, counts in self.counts.items()},
+            "shards": {split: list(names) for split, names in self.shards.items()},
+            "skipped": list(self.skipped),
+            "augment": dict(self.augment),
+            "fingerprint": self.fingerprint,
+        }
+
+    @property
+    def binary(self) -> bool:
+        return self.num_classes == 2
+
+    def shard_paths(self, split: str) -> list[str]:
+        """Full paths (local or URL) of the shards of ``split``, in plan order; empty when the split has none."""
+        if split not in SPLITS:
+            raise KitError(f"unknown split '{split}'", f"use one of {', '.join(SPLITS)}")
+        return [join(self.records_dir, name) for name in self.shards.get(split, ())]
+
+    def fold_counts(self) -> dict[int, int] | None:
+        """Examples per ``fold`` value in the train shards (-1: rows without a fold); None for an old manifest."""
+        per_fold = self.counts.get("train", SplitCounts()).per_fold
+        return None if per_fold is None else {k: per_fold[k].total for k in sorted(per_fold)}
+
+    @property
+    def folds(self) -> int | None:
+        """How many folds the records were built with (0: none); None when the manifest does not say."""
+        counts = self.fold_counts()
+        if counts is None:
+            return None
+        return max((k + 1 for k in counts if k >= 0), default=0)
+
+    def count(self, split: str, fold: int | None = None) -> int | None:
+        """Examples in one pass over ``split``; with ``fold=k``: train = fold != k, val = fold == k without the
+        offline copies (both from the train shards). None when that needs fold counts this manifest lacks."""
+        source = source_split(split, fold)
+        counts = self.counts.get(source, SplitCounts())
+        if fold is None:
+            return counts.total
+        if counts.per_fold is None:
+            return None
+        own = counts.per_fold.get(int(fold), FoldCount(0, 0))
+        return counts.total - own.total if split == "train" else own.originals
+
+
+def read_manifest(folder: str | os.PathLike) -> Manifest:
+    """The manifest of a finished build (local or a gs:// URL); a KitError naming ``kit records`` when there is none."""
+    folder = as_path(folder)
+    path = folder / MANIFEST
+    command = f"kit records comp={folder.parent.name} model=<model>  (image size {folder.name})"
+    if not path.is_file():
+        raise KitError(f"no records in {folder} (manifest.json missing)", f"run `{command}`")
+    try:
+        value = read_json(path)
+    except (ValueError, OSError) as exc:
+        raise KitError(f"cannot read {path} ({exc})", f"rerun `{command}`") from None
+    if value.get("version") != VERSION:
+        raise KitError(f"{path} was written by another version of kit", f"rerun `{command}`")
+    try:
+        return Manifest.from_json(value, folder)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KitError(f"cannot read {path} (bad or missing entry {exc})", f"rerun `{command}`") from None
