@@ -100,12 +100,14 @@ def ensure_fashion_folders(ctx: Context) -> Path:
 def score_test_split(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """Accuracy of the run's best.keras on the labelled test split of the records, as ``kit predict`` scores it
     (the preset's ``predict.tta``) and without test-time augmentation."""
+    from kit.data.manifest import read_manifest, records_dir
     from kit.data.pipeline import make_dataset
     from kit.inference import predict_probabilities
     from kit.runs import load_model
 
     model = load_model(run_dir)
-    dataset = make_dataset(cfg, "test", training=False, batch_size=256)  # records order: labels line up
+    manifest = read_manifest(records_dir(cfg))
+    dataset = make_dataset(cfg, "test", training=False, batch_size=256, manifest=manifest)  # records order: labels line up
     labels = np.concatenate([np.asarray(targets).argmax(axis=1) for _, targets in dataset])
 
     def accuracy(views: list[str]) -> float:
@@ -211,7 +213,7 @@ def section_acc(ctx: Context) -> dict:
             write_result(ctx, "ACC", assemble())
             continue
         manifest = build_from_config(cfg)
-        train_images = int(manifest["counts"]["train"]["total"])
+        train_images = manifest.counts["train"].total
         log(f"ACC {model_name}: training on {train_images:,} images ({cfg.train.epochs} epochs max, kit defaults otherwise)")
         start = time.perf_counter()
         with clocked_kit_training() as clocks:

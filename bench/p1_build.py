@@ -23,6 +23,7 @@ def p1_child(spec: dict) -> None:
     import pandas as pd
 
     from kit.config import Config
+    from kit.data.manifest import records_dir
     from kit.data.records import build_records
 
     num_classes, n = spec["classes"], spec["n"]
@@ -55,27 +56,27 @@ def p1_child(spec: dict) -> None:
         del table
     index = pd.read_csv(index_csv, dtype={"id": str, "path": str, "split": str}, keep_default_na=False)
     rss_before = _tree_memory_self()
-    shutil.rmtree(cfg.records_dir, ignore_errors=True)  # a fresh build, never the up-to-date no-op
+    shutil.rmtree(records_dir(cfg), ignore_errors=True)  # a fresh build, never the up-to-date no-op
     build_started_at = time.time()
     start = time.perf_counter()
     manifest = build_records(cfg, index, classes)
     seconds = time.perf_counter() - start
-    from kit.data.records import _worker_count, plan_shards
+    from kit.data.shards import plan_shards, worker_count
 
     shards = len(plan_shards(cfg, index))
     result = {
         "n": n,
         "seconds": seconds,
-        "written": manifest["counts"]["train"]["total"],
+        "written": manifest.counts["train"].total,
         "shards": shards,
-        "workers": _worker_count(cfg, shards),
+        "workers": worker_count(cfg, shards),
         # Linux ru_maxrss is KiB; for RUSAGE_CHILDREN it is the largest single (reaped) child, not a sum.
         "self_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "largest_child_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
         "rss_with_index": rss_before,  # this process with imports and the index table loaded, before the build
         "build_started_at": build_started_at,
     }
-    shutil.rmtree(cfg.records_dir, ignore_errors=True)  # 100k images of records are not worth keeping
+    shutil.rmtree(records_dir(cfg), ignore_errors=True)  # 100k images of records are not worth keeping
     print("P1RESULT " + json.dumps(result), flush=True)
 
 

@@ -51,9 +51,10 @@ def batch_sizes(dataset: Any) -> Iterator[int]:
 
 
 def kit_dataset(cfg: Any) -> Any:
+    from kit.data.manifest import read_manifest, records_dir
     from kit.data.pipeline import make_dataset
 
-    return make_dataset(cfg, "train", training=True, batch_size=BATCH, repeat=True)
+    return make_dataset(cfg, "train", training=True, batch_size=BATCH, manifest=read_manifest(records_dir(cfg)), repeat=True)
 
 
 def time_batches(batches: Iterator[int], skip: int, count: int) -> tuple[int, float]:

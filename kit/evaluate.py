@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from kit import plots
+from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError
 from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs, true_labels
 from kit.io import write_json
@@ -182,13 +183,15 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     model = load_model(run_dir)  # a run without best.keras fails here, before anything is read
     run_cfg = run_config(cfg, run_dir)
     fold = run_fold(run_dir)
+    manifest = read_manifest(records_dir(run_cfg))  # once for the command: dataset, progress bar, class names
     worst = _WorstErrors(WORST_IMAGES)
-    dataset = split_dataset(run_cfg, "val", fold)
-    _, probs = predict_probabilities(model, dataset, (), total=batches_in_split(run_cfg, "val", fold), on_batch=worst)
+    dataset = split_dataset(run_cfg, manifest, "val", fold)
+    total = batches_in_split(manifest, "val", run_cfg.predict.batch_size, fold)
+    _, probs = predict_probabilities(model, dataset, (), total=total, on_batch=worst)
     y_true = np.concatenate(worst.true)
     class_probs = to_class_probs(probs)
     n = class_probs.shape[1]
-    classes = class_names(run_cfg)
+    classes = class_names(run_cfg, manifest)
     if len(classes) != n:
         classes = [str(i) for i in range(n)]
 

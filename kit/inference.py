@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kit.data.manifest import read_manifest, records_dir
 from kit.data.pipeline import make_dataset
-from kit.data.records import read_manifest
 from kit.data.sources import load_index
 from kit.errors import KitError, unknown_choice
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from kit.config import Config
+    from kit.data.manifest import Manifest
 
 # Test-time views of a batch (B, H, W, C); images are square, so the rotations keep the shape.
 TTA_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -46,34 +47,29 @@ def check_tta(names: Sequence[str]) -> list[str]:
 # --- the data ---------------------------------------------------------------------------------------------
 
 
-def split_dataset(cfg: Config, split: str, fold: int | None = None) -> tf.data.Dataset:
+def split_dataset(cfg: Config, manifest: Manifest, split: str, fold: int | None = None) -> tf.data.Dataset:
     """``split`` of the records in prediction batches, with ids; ``fold=k``: fold k's val examples (k-fold runs)."""
     kwargs: dict[str, Any] = {"training": False, "batch_size": cfg.predict.batch_size, "with_ids": True}
     if fold is not None:
         kwargs["fold"] = fold
-    return make_dataset(cfg, split, **kwargs)
+    return make_dataset(cfg, split, manifest=manifest, **kwargs)
 
 
-def batches_in_split(cfg: Config, split: str, fold: int | None = None) -> int | None:
-    """Batches in one split of the records (for the progress bar), if the manifest says (it has no fold sizes)."""
-    if fold is not None:
-        return None
-    try:
-        total = int(read_manifest(cfg.records_dir)["counts"][split]["total"])
-    except (KitError, KeyError, TypeError, ValueError, OSError):
-        return None
-    return -(-total // cfg.predict.batch_size)
+def batches_in_split(manifest: Manifest, split: str, batch_size: int, fold: int | None = None) -> int | None:
+    """Batches in one split (or fold) of the records, for the progress bar; None when the manifest does not say."""
+    count = manifest.count(split, fold)
+    return None if count is None else -(-count // batch_size)
 
 
-def class_names(cfg: Config) -> list[str]:
+def class_names(cfg: Config, manifest: Manifest | None = None) -> list[str]:
     """Class names in label-index order: the config, else the records' manifest, else the index."""
     if cfg.comp.classes:
         return [str(c) for c in cfg.comp.classes]
     try:
-        classes = read_manifest(cfg.records_dir).get("classes")
+        classes = (manifest or read_manifest(records_dir(cfg))).classes
         if classes:
-            return [str(c) for c in classes]
-    except (KitError, OSError):
+            return list(classes)
+    except KitError:
         pass
     return [str(c) for c in load_index(cfg)[1]]
 

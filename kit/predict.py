@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from kit.data.manifest import read_manifest, records_dir
 from kit.data.sources import reference_ids
 from kit.errors import KitError
 from kit.evaluate import score
@@ -92,9 +93,11 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     for i, run in enumerate(runs):
         run_cfg = run_config(cfg, run)
         print(f"[{i + 1}/{len(runs)}] {run} ({run_cfg.model.name} {run_cfg.model.image_size}px, tta={tta or 'none'})")
+        manifest = read_manifest(records_dir(run_cfg))  # once per run: an ensemble's image sizes have their own records
+        batch = run_cfg.predict.batch_size
         model = load_model(run)
         run_ids, probs = predict_probabilities(
-            model, split_dataset(run_cfg, "test"), tta, total=batches_in_split(run_cfg, "test")
+            model, split_dataset(run_cfg, manifest, "test"), tta, total=batches_in_split(manifest, "test", batch)
         )
         if ids is None:
             ids, total = run_ids, probs.astype(np.float64)
@@ -103,7 +106,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         if val_runs:
             try:
                 v_ids, v_probs, v_true = predict_labelled(
-                    model, split_dataset(run_cfg, "val"), tta, total=batches_in_split(run_cfg, "val")
+                    model, split_dataset(run_cfg, manifest, "val"), tta, total=batches_in_split(manifest, "val", batch)
                 )
                 val_results.append((run, v_ids, v_true, v_probs))
             except KitError as exc:

@@ -45,6 +45,7 @@ def demo(settings: list[str]) -> float:
     """Make the digits competition, build records, train ResNet20, predict, validate and score."""
     from kit.data import demo as demo_data
     from kit.data import records, sources
+    from kit.data.manifest import records_dir
     from kit.evaluate import evaluate
     from kit.predict import predict
     from kit.quiet import import_tensorflow
@@ -60,12 +61,12 @@ def demo(settings: list[str]) -> float:
     sources.write_index(cfg)
     print(f"   {index.groupby('split').size().to_dict()} images, {len(classes)} classes ({time.perf_counter() - t:.1f} s)")
 
-    t = _stage(f"2/6 records: {cfg.records_dir}")
-    records.build_records(cfg, index, classes)
+    t = _stage(f"2/6 records: {records_dir(cfg)}")
+    manifest = records.build_records(cfg, index, classes)
     print(f"   done ({time.perf_counter() - t:.1f} s)")
 
     t = _stage(f"3/6 train: {cfg.model.name}, {cfg.train.epochs} epochs at most")
-    run_dir = trainer.train(cfg)
+    run_dir = trainer.train(cfg, manifest=manifest)  # the records just written, not read back
     print(f"   done ({time.perf_counter() - t:.1f} s)")
 
     t = _stage("4/6 evaluate: validation metrics and plots")
@@ -83,7 +84,7 @@ def demo(settings: list[str]) -> float:
     print(
         "\nartifacts:\n"
         f"   competition   {cfg.data.root}\n"
-        f"   records       {cfg.records_dir}\n"
+        f"   records       {records_dir(cfg)}\n"
         f"   run           {run_dir}  (config.yaml, history.csv, best.keras, metrics.json, plots/*.png, tensorboard/)\n"
         f"   submission    {submission}\n"
         f"   total time    {time.perf_counter() - started:.0f} s"

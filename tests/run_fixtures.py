@@ -40,7 +40,9 @@ def write_split(cfg: Config, split: str, images: np.ndarray, labels: np.ndarray,
     """One shard of ``split`` plus the manifest entry (merged into an existing manifest)."""
     import tensorflow as tf
 
-    folder = cfg.records_dir
+    from kit.data.manifest import records_dir
+
+    folder = records_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     classes = cfg.comp.classes
     name = f"{split}-00000.tfrecord"
@@ -52,10 +54,8 @@ def write_split(cfg: Config, split: str, images: np.ndarray, labels: np.ndarray,
                 soft[label] = 1.0
             writer.write(serialize(Example(png, int(label), soft, example_id, SIZE, SIZE)))
     path = folder / MANIFEST
-    try:
-        from kit.data.records import VERSION
-    except ImportError:
-        VERSION = 1
+    from kit.data.manifest import VERSION
+
     manifest = (
         read_json(path)
         if path.is_file()

@@ -70,12 +70,13 @@ def test_url_path_behaves_like_pathlib_where_kit_uses_it() -> None:
 
 def test_records_dir_keeps_the_scheme() -> None:
     from kit.config import Config
+    from kit.data.manifest import records_dir
 
     cfg = Config()
     cfg.data.records_root = "gs://bucket/records"
-    assert str(cfg.records_dir) == f"gs://bucket/records/{cfg.comp.name}/{cfg.model.image_size}"
+    assert str(records_dir(cfg)) == f"gs://bucket/records/{cfg.comp.name}/{cfg.model.image_size}"
     cfg.data.records_root = "data/records"
-    assert cfg.records_dir == Path("data/records") / cfg.comp.name / str(cfg.model.image_size)
+    assert records_dir(cfg) == Path("data/records") / cfg.comp.name / str(cfg.model.image_size)
 
 
 def test_fit_phases_writes_its_run_dir_on_a_url() -> None:

@@ -41,9 +41,10 @@ def _write_records(cfg: Config, with_folds: bool = True) -> pd.DataFrame:
     import tensorflow as tf
 
     from kit.data import schema
+    from kit.data.manifest import records_dir
     from kit.io import write_json
 
-    folder = cfg.records_dir
+    folder = records_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
     x, y = data(N_TRAIN, seed=0, size=SIZE)
     labels = y[:, 0].astype(int)
@@ -124,6 +125,7 @@ def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
 
 
 def test_predict_on_the_parent_averages_the_folds(kfold_run) -> None:
+    from kit.data.manifest import read_manifest, records_dir
     from kit.data.pipeline import make_dataset
     from kit.inference import predict_probabilities
     from kit.io import read_json
@@ -135,7 +137,7 @@ def test_predict_on_the_parent_averages_the_folds(kfold_run) -> None:
     assert out == parent / "submission.csv"
     per_fold = []
     for k in range(FOLDS):
-        dataset = make_dataset(cfg, "test", training=False, batch_size=4, with_ids=True)
+        dataset = make_dataset(cfg, "test", training=False, batch_size=4, manifest=read_manifest(records_dir(cfg)), with_ids=True)
         ids, probs = predict_probabilities(load_model(parent / f"fold{k}"), dataset, progress=False)
         per_fold.append(probs[:, 0])
     expected = pd.Series(np.mean(per_fold, axis=0), index=ids)

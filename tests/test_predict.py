@@ -30,9 +30,10 @@ def binary_comp(tmp_path: Path):
 
 
 def _dataset(cfg):
+    from kit.data.manifest import read_manifest, records_dir
     from kit.data.pipeline import make_dataset
 
-    return make_dataset(cfg, "test", training=False, batch_size=4, with_ids=True)
+    return make_dataset(cfg, "test", training=False, batch_size=4, manifest=read_manifest(records_dir(cfg)), with_ids=True)
 
 
 def test_tta_is_the_mean_of_the_flipped_predictions(binary_comp):

@@ -25,6 +25,7 @@ import tensorflow as tf
 from kit.config import Config, load_config
 from kit.data import records, schema, tfrecord
 from kit.data.images import decode, resize
+from kit.data.manifest import read_manifest, records_dir
 from kit.data.pipeline import make_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,9 +173,9 @@ from pathlib import Path
 import pandas as pd
 
 from kit.config import Config
-from kit.data import records
+from kit.data import records, shards
 
-ORIGINAL = records._write_shard
+ORIGINAL = shards._write_shard
 
 
 def probe(task):
@@ -199,7 +200,7 @@ if __name__ == "__main__":
     cfg.data.workers = 2
     cfg.data.shard_mb = 0.002  # a couple of examples per shard: both workers get shards
     index = pd.read_csv(__INDEX__, dtype={"id": str})
-    records._write_shard = probe  # the pool pickles the function by reference: the workers run probe
+    shards._write_shard = probe  # the pool pickles the function by reference: the workers run probe
     os.environ["PROBE_T0"] = repr(time.time())
     records.build_records(cfg, index, __CLASSES__)
     print("PARENT", json.dumps({"pid": os.getpid(), "heavy": sorted(m for m in ("tensorflow", "keras") if m in sys.modules)}))
@@ -239,8 +240,8 @@ def test_records_workers_never_import_tensorflow(tmp_path: Path) -> None:
         assert worker["pid"] != parent["pid"]  # a spawned pool worker, not the in-process path
         assert worker["heavy"] == [], f"a records worker imported {worker['heavy']}"
         print(f"records worker {worker['pid']} got its first shard {worker['started_s']:.2f} s after the build started")
-    manifest = records.read_manifest(tmp_path / "records" / "probe" / "16")
-    assert manifest["image_format"] == "raw" and manifest["counts"]["train"]["total"] == 8
+    manifest = read_manifest(tmp_path / "records" / "probe" / "16")
+    assert manifest.image_format == "raw" and manifest.counts["train"].total == 8
 
 
 # ---------------------------------------------------------------------------------------------- raw format
@@ -266,17 +267,19 @@ def test_raw_records_give_exact_pixels_and_the_same_batches_as_png(tmp_path: Pat
     index = make_index(tmp_path / "src")
     raw_cfg = build(tmp_path, index, "raw")  # auto at 16 px
     png_cfg = build(tmp_path, index, "png", "data.image_format=png")
-    raw_manifest = records.read_manifest(raw_cfg.records_dir)
-    assert raw_manifest["image_format"] == "raw"
-    assert records.read_manifest(png_cfg.records_dir)["image_format"] == "png"
+    raw_manifest = read_manifest(records_dir(raw_cfg))
+    png_manifest = read_manifest(records_dir(png_cfg))
+    assert raw_manifest.image_format == "raw"
+    assert png_manifest.image_format == "png"
     # auto and the format it stands for are the same records: no rebuild.
-    assert build(tmp_path, index, "raw", "data.image_format=raw").records_dir == raw_cfg.records_dir
-    assert records.read_manifest(raw_cfg.records_dir)["fingerprint"] == raw_manifest["fingerprint"]
+    assert records_dir(build(tmp_path, index, "raw", "data.image_format=raw")) == records_dir(raw_cfg)
+    assert read_manifest(records_dir(raw_cfg)).fingerprint == raw_manifest.fingerprint
 
     expected = {row.id: resize(decode(row.path), 16) for row in index.itertuples()}
     for split in ("train", "val", "test"):
-        raw_batches = list(make_dataset(raw_cfg, split, training=False, batch_size=3, with_ids=True).as_numpy_iterator())
-        png_batches = list(make_dataset(png_cfg, split, training=False, batch_size=3, with_ids=True).as_numpy_iterator())
+        raw = make_dataset(raw_cfg, split, training=False, batch_size=3, manifest=raw_manifest, with_ids=True)
+        png = make_dataset(png_cfg, split, training=False, batch_size=3, manifest=png_manifest, with_ids=True)
+        raw_batches, png_batches = list(raw.as_numpy_iterator()), list(png.as_numpy_iterator())
         assert len(raw_batches) == len(png_batches)
         for (raw_images, raw_targets, raw_ids), (png_images, png_targets, png_ids) in zip(raw_batches, png_batches, strict=True):
             assert raw_images.dtype == np.float32 and raw_images.shape[1:] == (16, 16, 3)
@@ -290,7 +293,8 @@ def test_raw_records_give_exact_pixels_and_the_same_batches_as_png(tmp_path: Pat
 def test_raw_batches_keep_a_static_size_with_drop_remainder_and_train_with_augmentation(tmp_path: Path) -> None:
     index = make_index(tmp_path / "src", n=20)
     cfg = build(tmp_path, index, "raw", "augment.flip=both", "augment.color_jitter=0.3", "augment.cutmix=1.0")
-    dataset = make_dataset(cfg, "train", training=True, batch_size=4, drop_remainder=True, repeat=True)
+    manifest = read_manifest(records_dir(cfg))
+    dataset = make_dataset(cfg, "train", training=True, batch_size=4, manifest=manifest, drop_remainder=True, repeat=True)
     assert dataset.element_spec[0].shape.as_list() == [4, 16, 16, 3]  # static: TPU/XLA need it
     images, targets = next(iter(dataset))
     assert images.shape == (4, 16, 16, 3) and targets.shape == (4, 3)

@@ -15,7 +15,7 @@ and scores all out-of-fold (OOF) predictions together with the competition metri
 
 ``--resume`` continues the newest unfinished k-fold parent: finished folds (``fold<k>/done``) are not
 touched, an interrupted fold resumes from its checkpoint, the rest train. ``kit predict`` on the parent
-(or right after, via ``latest_run``) averages the folds' test probabilities (``predict.expand_runs``).
+(or right after, via ``latest_run``) averages the folds' test probabilities (``runs.expand_runs``).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import pandas as pd
 from kit.errors import KitError
 from kit.evaluate import score
 from kit.inference import labels_from_probs, predict_labelled, split_dataset, to_class_probs
-from kit.io import atomic_path, atomic_write, local_copy, read_json, write_json
-from kit.runs import find_parent, load_model, read_parent, run_config, start_parent
+from kit.io import atomic_path, local_copy, read_json, write_json
+from kit.runs import DONE, find_parent, load_model, mark_done, read_parent, run_config, run_dir_of, start_parent, write_threshold
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,17 +88,17 @@ def check_record_folds(cfg: Config, manifest: Manifest) -> dict[int, int]:
 # --- the parent run ---------------------------------------------------------------------------------------
 
 
-def _start_parent(cfg: Config, manifest: dict) -> Path | URLPath:
+def _start_parent(cfg: Config, manifest: Manifest) -> Path | URLPath:
     """A new parent run marked with the folds and the records they are cut from (what a resume checks)."""
     marker = {
         "folds": int(cfg.data.folds),
-        "records_dir": str(cfg.records_dir),
-        "records_fingerprint": manifest.get("fingerprint"),
+        "records_dir": str(manifest.records_dir),
+        "records_fingerprint": manifest.fingerprint,
     }
     return start_parent(cfg, marker)
 
 
-def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: dict) -> None:
+def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: Manifest) -> None:
     """A parent resumes only with the folds and records it was started with."""
     saved = read_parent(parent)
     if int(saved["folds"]) != int(cfg.data.folds):
@@ -106,9 +106,11 @@ def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: dict) -> Non
             f"{parent} was started with data.folds={saved['folds']}, not {cfg.data.folds}",
             f"resume with folds={saved['folds']}, or drop --resume to start a new k-fold run",
         )
-    if saved.get("records_fingerprint") != manifest.get("fingerprint"):
+    if saved.get("records_fingerprint") != manifest.fingerprint:
         # Folds trained on other records would be mixed into one CV score.
-        raise KitError(f"the records in {cfg.records_dir} changed since {parent} started", "drop --resume to start a new run")
+        raise KitError(
+            f"the records in {manifest.records_dir} changed since {parent} started", "drop --resume to start a new run"
+        )
 
 
 # --- out-of-fold predictions ------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ def probability_columns(classes: list[str]) -> list[str]:
     return names
 
 
-def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str]) -> pd.DataFrame:
+def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str], manifest: Manifest) -> pd.DataFrame:
     """Fold ``fold``'s val examples predicted by its ``best.keras``; cached in ``fold<k>/oof.csv`` so a resume
     does not load the model again."""
     columns = probability_columns(classes)
@@ -134,7 +136,7 @@ def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str
             return frame
     run_cfg = run_config(cfg, fold_dir)  # the model and image size this fold was trained with
     model = load_model(fold_dir)
-    ids, probs, y_true = predict_labelled(model, split_dataset(run_cfg, "val", fold), progress=False)
+    ids, probs, y_true = predict_labelled(model, split_dataset(run_cfg, manifest, "val", fold), progress=False)
     frame = pd.DataFrame(to_class_probs(probs), columns=columns)
     frame.insert(0, "label", y_true)
     frame.insert(0, "fold", fold)
@@ -182,21 +184,21 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
     else:
         _check_resumable(cfg, parent, manifest)
         print(f"resuming k-fold run {parent}")
-    # Every fold goes under the parent: trainer.new_run_dir / find_resumable join run.id and fold<k>.
+    # Every fold goes under the parent: runs.new_run_dir / runs.find_resumable join run.id and fold<k>.
     fold_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, id=parent.name))
 
     parts: list[pd.DataFrame] = []
     per_fold: list[dict[str, Any]] = []
     for k in range(folds):
-        fold_dir = parent / f"fold{k}"
+        fold_dir = run_dir_of(parent, k)
         started = time.monotonic()
-        if (fold_dir / trainer.DONE).is_file():
+        if (fold_dir / DONE).is_file():
             how = "finished earlier, skipped"
         else:
             resuming = (fold_dir / "config.yaml").is_file()  # started before a kill: continue its checkpoint
             trainer.train(fold_cfg, resume=resuming, fold=k, manifest=manifest)
             how = "resumed" if resuming else "trained"
-        frame = fold_oof(fold_cfg, fold_dir, k, classes)
+        frame = fold_oof(fold_cfg, fold_dir, k, classes, manifest)
         keras.backend.clear_session()  # the next fold builds its model from a clean graph
         value = score_frame(cfg, frame, classes)
         parts.append(frame)
@@ -231,9 +233,9 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
         threshold, f1 = best_f1_threshold(y_true, positive)
         at_threshold = score_frame(cfg, oof, classes, threshold)
         result["threshold"] = {"value": threshold, "f1": f1, "score": at_threshold}
-        write_json(parent / "threshold.json", {"threshold": threshold, "f1": f1, "split": "oof", "examples": len(oof)})
+        write_threshold(parent, threshold, f1, "oof", len(oof))
         line += f"; {at_threshold:.4f} at the OOF F1-best threshold {threshold:.4f}"
     write_json(parent / CV, result)
-    atomic_write(parent / trainer.DONE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+    mark_done(parent)
     print(f"{line} (folds {result['fold_mean']:.4f} +/- {result['fold_std']:.4f}); {parent}", flush=True)
     return parent

@@ -26,13 +26,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kit.io import URLPath, as_path, atomic_write, put_file, write_json
-from kit.runs import DONE, find_resumable, new_run_dir, read_state, versions
+from kit.io import URLPath, as_path, put_file, write_json
+from kit.runs import find_resumable, mark_done, new_run_dir, read_state, write_run_files
 
 if TYPE_CHECKING:
     import keras
@@ -267,7 +266,6 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
 
     ``manifest``: the records' manifest when the caller has read it already (k-fold reads it once for every fold).
     """
-    from kit.config import to_yaml
     from kit.models.registry import build_model
     from kit.train.session import start_session
     from kit.train.strategy import is_chief
@@ -283,9 +281,7 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     run_dir = run_dir or new_run_dir(cfg, fold)
     chief = is_chief(session.strategy)
     if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", to_yaml(cfg))
-        write_json(run_dir / "versions.json", versions())
+        write_run_files(cfg, run_dir)
         write_json(run_dir / "strategy.json", session.describe())
     print(f"run directory: {run_dir}{' (resumed)' if resuming else ''}")
 
@@ -305,5 +301,5 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
             resume=resuming,
         )
     if chief:
-        atomic_write(run_dir / DONE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
+        mark_done(run_dir)
     return run_dir
