@@ -87,7 +87,7 @@ class URLPath:
         return f"URLPath({self._url!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, URLPath) and other._url == self._url
+        return isinstance(other, URLPath) and str(other) == self._url
 
     def __hash__(self) -> int:
         return hash(self._url)

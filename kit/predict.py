@@ -65,8 +65,6 @@ def resolve_threshold(cfg: Config, runs: Sequence[Path]) -> float:
     return float(np.mean([read_threshold(run) for run in runs]))
 
 
-
-
 # --------------------------------------------------------------------------------------- kit predict
 
 
@@ -157,5 +155,3 @@ def _report_ensemble(cfg: Config, results: list[tuple[Path, np.ndarray, np.ndarr
     ensemble = score(cfg, truth, labels_from_probs(cp, threshold), cp)
     print(f"  val {cfg.comp.metric} {ensemble:.4f}  ensemble of {len(results)} runs")
     return ensemble
-
-

@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "kit"
 MAX_LINES = 400
+# the public API of namedtuples, underscored only so it cannot clash with field names
+NAMEDTUPLE_API = {"_fields", "_replace", "_asdict", "_make", "_field_defaults"}
 
 
 def _modules() -> list[Path]:
@@ -52,7 +54,7 @@ def _private_accesses(source: str, name: str) -> list[str]:
         if not isinstance(node, ast.Attribute):
             continue
         attr = node.attr
-        if not attr.startswith("_") or (attr.startswith("__") and attr.endswith("__")):
+        if not attr.startswith("_") or (attr.startswith("__") and attr.endswith("__")) or attr in NAMEDTUPLE_API:
             continue
         owner = node.value
         if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
