@@ -5,27 +5,18 @@ from __future__ import annotations
 import time
 
 from bench.common import Context, images_per_second, log, row
-from bench.pipelines import PIPE_JITTER
+from bench.pipelines import PIPE_JITTER, keras_color_jitter
 from bench.report import bar_png
 
 
 def section_jitter(ctx: Context) -> dict:
-    import keras
     import tensorflow as tf
 
     from kit.data.augment import draws, ops
 
     s, strength, batch = ctx.sizes, PIPE_JITTER, 32
-    ranges = ops.jitter_ranges(strength)
     tf_ops, seed = ops.tensorflow_ops(), tf.constant([5, 0], tf.int64)
-    layer = keras.layers.RandomColorJitter(
-        value_range=(0, 255),
-        brightness_factor=ranges["brightness"],
-        contrast_factor=strength,
-        saturation_factor=ranges["saturation"],
-        hue_factor=ranges["hue"][1],
-        seed=2,
-    )
+    layer = keras_color_jitter(strength, seed=2)
     images = tf.random.uniform([batch, s.jitter_size, s.jitter_size, 3], 0.0, 255.0, seed=1)
     candidates = {
         "keras.layers.RandomColorJitter": tf.function(lambda x: layer(x, training=True)),

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BATCH, Context
-from bench.pipelines import PIPE_CLASSES, PIPE_JITTER, PIPE_SIZE, pipe_section
+from bench.pipelines import PIPE_CLASSES, PIPE_JITTER, PIPE_SIZE, keras_color_jitter, pipe_section
 
 
 def _keras_layers_dataset(folder: Path, num_classes: int) -> Any:
@@ -15,18 +15,8 @@ def _keras_layers_dataset(folder: Path, num_classes: int) -> Any:
     import keras
     import tensorflow as tf
 
-    from kit.data.augment.ops import jitter_ranges
-
-    ranges = jitter_ranges(PIPE_JITTER)
     flip = keras.layers.RandomFlip("horizontal", seed=1)
-    jitter = keras.layers.RandomColorJitter(
-        value_range=(0, 255),
-        brightness_factor=ranges["brightness"],
-        contrast_factor=PIPE_JITTER,
-        saturation_factor=ranges["saturation"],
-        hue_factor=ranges["hue"][1],
-        seed=2,
-    )
+    jitter = keras_color_jitter(PIPE_JITTER, seed=2)
     cutmix = keras.layers.CutMix(factor=1.0, seed=3)
 
     def augment(images: Any, labels: Any) -> tuple[Any, Any]:

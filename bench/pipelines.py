@@ -14,6 +14,23 @@ from bench.report import bar_png
 PIPE_CLASSES, PIPE_SIZE, PIPE_JITTER = 100, 64, 0.2
 
 
+def keras_color_jitter(strength: float, seed: int) -> Any:
+    """keras.layers.RandomColorJitter with the parameter ranges of kit's own jitter (the fair baseline)."""
+    import keras
+
+    from kit.data.augment.ops import jitter_ranges
+
+    ranges = jitter_ranges(strength)
+    return keras.layers.RandomColorJitter(
+        value_range=(0, 255),
+        brightness_factor=ranges["brightness"],
+        contrast_factor=strength,
+        saturation_factor=ranges["saturation"],
+        hue_factor=ranges["hue"][1],
+        seed=seed,
+    )
+
+
 def pipe_data(ctx: Context) -> tuple[Path, Any]:
     """The 100-class folder of 64 px PNGs, its competition YAML, kit's config and records (all cached)."""
     from kit.config import load_config
