@@ -1,7 +1,38 @@
-"""Shared test set-up: quiet TensorFlow, a private Keras home, small thread pools on 2 cores."""
+"""Shared test set-up: quiet TensorFlow, a private Keras home, small thread pools on 2 cores.
+
+Also the suite's only wall-clock limits. No test may depend on how fast the machine is: a test waits for a child
+to reach a state by watching a file or a line it writes (``wait_until``), never by sleeping a fixed time, and every
+limit below only guards against a real hang. They are generous on purpose; a slower machine or CI multiplies
+them all with KIT_TEST_TIMEOUT_SCALE (e.g. KIT_TEST_TIMEOUT_SCALE=3 make test).
+"""
+
+from __future__ import annotations
 
 import os
+import subprocess
+import time
+from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+TIMEOUT_SCALE = float(os.environ.get("KIT_TEST_TIMEOUT_SCALE", "1"))
+
+TOOL_TIMEOUT_S = 300 * TIMEOUT_SCALE  # an external tool: ruff, lint-imports, hadolint, bash, a CPU-only helper
+COMMAND_TIMEOUT_S = 600 * TIMEOUT_SCALE  # one kit command or helper script in a subprocess (each starts TensorFlow)
+DEMO_TIMEOUT_S = 1800 * TIMEOUT_SCALE  # a whole `kit demo` run: data, records, 6 epochs of training, predict, score
+STATE_TIMEOUT_S = 600 * TIMEOUT_SCALE  # a child reaching a state the test waits for (a file, a line in its log)
+REAP_TIMEOUT_S = 120 * TIMEOUT_SCALE  # a SIGKILLed child exiting and its pipes closing
+SLOW_PATH_BUDGET_S = 60 * TIMEOUT_SCALE  # an in-process step that must not be pathologically slow (quadratic, re-decoding)
+POLL_INTERVAL_S = 0.005  # how often wait_until looks: short, so a child is caught soon after it gets there
+
+
+def wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen | None = None) -> None:
+    """Return as soon as ``ready()`` is true; fail if ``proc`` ends first or STATE_TIMEOUT_S passes (a hang)."""
+    deadline = time.monotonic() + STATE_TIMEOUT_S
+    while not ready():
+        if proc is not None:
+            assert proc.poll() is None, f"the child ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {STATE_TIMEOUT_S:.0f} s (a hang? else raise KIT_TEST_TIMEOUT_SCALE)"
+        time.sleep(POLL_INTERVAL_S)

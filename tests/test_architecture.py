@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import TOOL_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 KIT = ROOT / "kit"
@@ -39,7 +40,7 @@ def test_import_contracts_hold() -> None:
     command = _lint_imports()
     if command is None:
         pytest.fail("lint-imports is not installed: pip install -e '.[dev]'")
-    result = subprocess.run([command, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([command, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 

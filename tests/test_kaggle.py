@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 from fake_kaggle import KEY, TOKEN, USERNAME, make_evil_zip, make_zip, write_comp_yaml  # tests/ is on sys.path (rootdir conftest)
 
 from kit.config import PROJECT_ROOT, load_config
@@ -29,7 +30,7 @@ def _kit(fake_kaggle, tmp_path: Path, *args: str) -> subprocess.CompletedProcess
     """Run the kit CLI in a subprocess with the fake server's environment (set by the fixture)."""
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "kit", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "kit", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import COMMAND_TIMEOUT_S
 from train_helpers import free_ports, python
 
 WORKER_SCRIPT = """
@@ -40,7 +41,7 @@ def test_two_local_workers_train_and_the_chief_writes(tmp_path: Path) -> None:
     outputs = []
     try:
         for proc in procs:
-            outputs.append(proc.communicate(timeout=180)[0])
+            outputs.append(proc.communicate(timeout=COMMAND_TIMEOUT_S)[0])
     finally:
         for proc in procs:
             proc.kill()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 
 from kit.config import ModelConfig
 from kit.errors import KitError
@@ -182,7 +183,9 @@ def test_saves_and_loads_in_a_fresh_python_without_kit(tmp_path: Path) -> None:
         np.testing.assert_allclose(got, np.load({str(tmp_path / "want.npy")!r}), atol=1e-5)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 

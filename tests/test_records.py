@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REAP_TIMEOUT_S, wait_until
 from disk import small_tmpfs
 
 from kit.config import load_config
@@ -211,14 +212,11 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
         [sys.executable, "-c", _build_script(killed_root, index_csv, extra)], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 120
-        while not (folder.is_dir() and any(folder.glob("*.tfrecord"))):
-            assert proc.poll() is None, "the build ended before writing a shard"
-            assert time.monotonic() < deadline
-            time.sleep(0.002)
+        wait_until(lambda: folder.is_dir() and any(folder.glob("*.tfrecord")), "shard written by the build", proc)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.wait()
+        proc.kill()  # a no-op after the SIGKILL; a failed wait must not leave the child running
+        proc.wait(timeout=REAP_TIMEOUT_S)
     assert proc.returncode == -signal.SIGKILL
     assert not (folder / MANIFEST).exists(), "the build finished before the kill; make it slower"
     written = len(list(folder.glob("*.tfrecord")))

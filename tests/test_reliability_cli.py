@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 
 from kit.cli import os_error
 from kit.config import load_config
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 GS = ["data.records_root=gs://bucket/records", "run.root=gs://bucket/runs"]
 
 
-def kit(*args: str, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+def kit(*args: str, cwd: Path | None = None, timeout: float = COMMAND_TIMEOUT_S) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "kit", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=timeout

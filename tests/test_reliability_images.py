@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 
 PIL = pytest.importorskip("PIL.Image")  # tests only: Pillow writes what OpenCV cannot (palette, CMYK, EXIF)
 
@@ -140,7 +141,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "kit", "records", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "kit", "records", *args],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
     )
     folder = records_root / "reli-images" / str(SIZE)
     manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
 from disk import small_tmpfs
 from fake_kaggle import demo_files, make_zip, write_comp_yaml
 
@@ -37,20 +38,19 @@ def _env() -> dict[str, str]:
 
 
 def _kit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "kit", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+    )
 
 
-def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 120) -> None:
+def _kill_when(proc: subprocess.Popen, ready, what: str) -> None:
     """SIGKILL ``proc`` as soon as ``ready()`` is true; fail if it ends first."""
-    deadline = time.monotonic() + timeout
     try:
-        while not ready():
-            assert proc.poll() is None, f"the command ended before {what}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.01)
+        wait_until(ready, what, proc)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.wait()
+        proc.kill()  # a no-op after the SIGKILL; a failed wait must not leave the child running
+        proc.wait(timeout=REAP_TIMEOUT_S)
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -146,9 +146,12 @@ def test_sigkill_during_predict_leaves_no_submission_and_rerun_matches(predict_s
     stop = threading.Event()
 
     def watch() -> None:
-        while not stop.is_set():
+        while True:
+            finished = stop.is_set()  # one last look after the run ended: a busy machine may not have let us look before
             if submission.exists():
                 seen.append(len(pd.read_csv(submission)))
+            if finished:
+                return
             time.sleep(0.005)
 
     watcher = threading.Thread(target=watch)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import COMMAND_TIMEOUT_S
 from fake_kaggle import KEY, USERNAME, write_comp_yaml
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
@@ -24,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _kit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "kit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+    )
 
 
 def test_the_key_is_in_no_output_and_no_file(fake_kaggle, tmp_path: Path) -> None:

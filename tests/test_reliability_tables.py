@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,7 +104,7 @@ def test_broken_table_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=COMMAND_TIMEOUT_S,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -137,6 +138,6 @@ def test_a_good_table_builds(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=COMMAND_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SLOW_PATH_BUDGET_S
 from kaggle_layouts import AI100_CLASSES, make_ai_100, make_ai_vs_human, make_cifake, preset
 
 from kit.data import sources
@@ -316,7 +317,7 @@ def test_write_and_load_index(tmp_path: Path) -> None:
 
 
 def test_many_rows_are_fast(tmp_path: Path) -> None:
-    """20k listed images (empty files: only existence is checked here) index in well under a few seconds."""
+    """20k listed images (empty files: only existence is checked here) index in one pass, with no per-row slow path."""
     folder = tmp_path / "train_data"
     folder.mkdir()
     names = [f"{i:08x}.jpg" for i in range(20_000)]
@@ -328,4 +329,4 @@ def test_many_rows_are_fast(tmp_path: Path) -> None:
     start = time.perf_counter()
     frame, _ = sources.read_index(cfg)
     assert len(frame) == 20_000
-    assert time.perf_counter() - start < 3.0
+    assert time.perf_counter() - start < SLOW_PATH_BUDGET_S  # catches a per-row pass over the table, not machine speed

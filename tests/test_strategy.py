@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 from train_helpers import config, python
 
 from kit.config import Config
@@ -110,7 +111,7 @@ def test_mirrored_over_two_logical_cpus(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     script = MIRRORED_SCRIPT.replace("sys.argv[1]", repr(str(tmp_path))).replace("sys.argv[2]", repr(str(run_dir)))
     proc = python(script)
-    output = proc.communicate(timeout=180)[0]
+    output = proc.communicate(timeout=COMMAND_TIMEOUT_S)[0]
     assert proc.returncode == 0, output
     result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
     assert result["description"] == "mirrored over 2 CPU devices"

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from conftest import COMMAND_TIMEOUT_S
 
 from kit.config import Config, load_config
 from kit.data import records, schema, tfrecord
@@ -230,7 +231,9 @@ def test_records_workers_never_import_tensorflow(tmp_path: Path) -> None:
     probes = tmp_path / "probes"
     probes.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROBE_DIR": str(probes)}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     parent = json.loads(done.stdout.split("PARENT", 1)[1])
     assert parent["heavy"] == []  # the in-process side (plan, fingerprint, manifest) does not need it either

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
 from train_helpers import SIZE, config, datasets, python, tiny_pretrained
 
 from kit.errors import KitError
@@ -74,9 +74,15 @@ import os, sys, tensorflow as tf
 from train_helpers import config, datasets, tiny_pretrained
 from kit.train.trainer import fit_phases
 tf.random.set_seed(0)
-slow = float(os.environ.get("SLOW", "0"))
-def pause(x, y):  # slows each batch so the test can kill it mid-run
-    zero = tf.py_function(lambda: (__import__("time").sleep(slow), 0.0)[1], [], tf.float32)
+hold_at = int(os.environ.get("HOLD_AT_EPOCH", "0"))
+state_path = os.path.join(sys.argv[2], "checkpoint", "state.json")
+def hold():  # once state.json says next_epoch >= HOLD_AT_EPOCH, batches stop coming: the test kills it there, at any speed
+    import json, time
+    while hold_at and os.path.isfile(state_path) and json.load(open(state_path))["next_epoch"] >= hold_at:
+        time.sleep(0.05)
+    return 0.0
+def pause(x, y):
+    zero = tf.py_function(hold, [], tf.float32)
     return x + tf.ensure_shape(zero, []), y
 cfg = config(sys.argv[1], epochs=2, fine_tune={"epochs": 3, "learning_rate": 1e-3}, early_stopping_patience=3, schedule="cosine")
 train_ds, val_ds = datasets(16)
@@ -90,16 +96,12 @@ def test_sigkill_then_resume_has_the_epochs_of_an_uninterrupted_run(tmp_path: Pa
     state_path = run_dir / "checkpoint" / "state.json"
     script = RESUME_SCRIPT.replace("sys.argv[1]", repr(str(tmp_path))).replace("sys.argv[2]", repr(str(run_dir)))
 
-    proc = python(script.replace("sys.argv[3]", "'0'"), env={"SLOW": "0.15"})
+    proc = python(script.replace("sys.argv[3]", "'0'"), env={"HOLD_AT_EPOCH": "3"})
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            # Kill inside phase 2, after its first epoch: the resume must skip phase 1 and continue phase 2.
-            if state_path.is_file() and json.loads(state_path.read_text())["next_epoch"] >= 3:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        output = proc.communicate(timeout=30)[0]
+        # Kill inside phase 2, after its first epoch: the resume must skip phase 1 and continue phase 2.
+        wait_until(lambda: state_path.is_file() and json.loads(state_path.read_text())["next_epoch"] >= 3, "epoch 3", proc)
+        proc.send_signal(signal.SIGKILL)
+        output = proc.communicate(timeout=REAP_TIMEOUT_S)[0]
     finally:
         proc.kill()
     assert proc.returncode == -signal.SIGKILL, output
@@ -107,7 +109,7 @@ def test_sigkill_then_resume_has_the_epochs_of_an_uninterrupted_run(tmp_path: Pa
     assert 3 <= killed_at < 5
 
     proc = python(script.replace("sys.argv[3]", "'1'"))
-    output = proc.communicate(timeout=180)[0]
+    output = proc.communicate(timeout=COMMAND_TIMEOUT_S)[0]
     assert proc.returncode == 0 and "FINISHED" in output, output
     assert f"resuming {run_dir} at epoch {killed_at + 1} (phase 2)" in output
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
 from run_fixtures import make_config, write_split
 
 from kit.config import load_config, to_yaml
@@ -99,13 +99,16 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     script = f"from kit.config import from_yaml; from kit.train.tuner import tune; tune(from_yaml({str(config)!r}))"
     search = tmp_path / "runs" / "tiny" / "cnn" / "tune-random" / "search"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(
-        '"COMPLETED"' in p.read_text() for p in search.glob("trial_*/trial.json") if p.is_file()
-    ):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_until(
+            lambda: any('"COMPLETED"' in p.read_text() for p in search.glob("trial_*/trial.json") if p.is_file()),
+            "finished trial",
+            proc,
+        )
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()  # a no-op after the SIGKILL; a failed wait must not leave the child running
+        proc.wait(timeout=REAP_TIMEOUT_S)
     done_before = {p.parent.name: p.read_text() for p in search.glob("trial_*/trial.json") if '"COMPLETED"' in p.read_text()}
     assert done_before, "no trial finished before the kill"
     from kit.train.tuner import tune
@@ -140,7 +143,7 @@ def test_bad_space_in_a_model_yaml_is_caught_on_load_with_exit_2(tmp_path):
         [sys.executable, "-m", "kit", "tune", f"model={model_yaml}"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=COMMAND_TIMEOUT_S,
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("error:") and "needs min and max" in result.stderr
