@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -92,6 +93,14 @@ def test_a_rerun_keeps_finished_trials(tmp_path):
     pd.testing.assert_frame_equal(again.loc[first.index], first)
 
 
+def _ended_trials(search: Path) -> list[str]:
+    """The trial folders that the search's oracle.json records as ended (it is written in place: may be partial)."""
+    try:
+        return [f"trial_{trial_id}" for trial_id in json.loads((search / "oracle.json").read_text())["end_order"]]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return []
+
+
 def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     cfg = tiny_search(tmp_path, "random", max_trials=3, max_epochs=3)
     config = tmp_path / "tune.yaml"
@@ -100,16 +109,14 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     search = tmp_path / "runs" / "tiny" / "cnn" / "tune-random" / "search"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(
-            lambda: any('"COMPLETED"' in p.read_text() for p in search.glob("trial_*/trial.json") if p.is_file()),
-            "finished trial",
-            proc,
-        )
+        # A trial is finished once oracle.json lists it as ended (keras-tuner writes trial.json just before it).
+        wait_until(lambda: bool(_ended_trials(search)), "finished trial", proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()  # a no-op after the SIGKILL; a failed wait must not leave the child running
         proc.wait(timeout=REAP_TIMEOUT_S)
-    done_before = {p.parent.name: p.read_text() for p in search.glob("trial_*/trial.json") if '"COMPLETED"' in p.read_text()}
+    done_before = {name: (search / name / "trial.json").read_text() for name in _ended_trials(search)}
+    done_before = {name: text for name, text in done_before.items() if '"COMPLETED"' in text}
     assert done_before, "no trial finished before the kill"
     from kit.train.tuner import tune
 
