@@ -31,7 +31,7 @@ MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV IMAGE
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
-.PHONY: help install demo data records train tune evaluate predict submit audit kernel test lint bench \
+.PHONY: help install demo data records train tune evaluate predict submit audit kernel test test-loaded lint bench \
         docker-build docker-train docker-shell clean
 
 help:
@@ -77,6 +77,15 @@ kernel: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests
+
+# `make test` with a CPU hog beside it (stress-ng --cpu 4): the suite must not depend on how fast the machine is.
+# stress-ng is started here and always stopped, whether the tests pass, fail or are interrupted.
+test-loaded: $(STAMP)
+	@command -v stress-ng >/dev/null || { echo "test-loaded needs stress-ng: apt-get install stress-ng" >&2; exit 2; }
+	@stress-ng --cpu 4 --timeout 3h --quiet & hog=$$!; \
+	trap 'kill $$hog 2>/dev/null; wait $$hog 2>/dev/null' EXIT INT TERM; \
+	start=$$(date +%s); $(MAKE) --no-print-directory test; status=$$?; \
+	echo "make test beside stress-ng --cpu 4: exit $$status after $$(( $$(date +%s) - start )) s"; exit $$status
 
 lint: $(STAMP)
 	$(BIN)/ruff check kit tests bench
