@@ -17,12 +17,12 @@ PYTEST_DONT_REWRITE (no asserts here; lets test modules import helpers and load 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import stat
 import struct
 import threading
-import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -33,11 +33,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import STATE_TIMEOUT_S
 
 USERNAME = "kit-tester"
 KEY = "s3cr3t-kaggle-key-0123456789abcdef"
 TOKEN = "KGAT_fake_access_token_0123456789"
-FILE_CHUNK = 16384  # bytes per piece of a slow download (FakeKaggle.file_delay)
 
 
 # ----------------------------------------------------------------------------- archives
@@ -157,7 +157,8 @@ class FakeKaggle:
         self.existing_datasets: set[str] = set()  # owner/name known to GetDatasetStatus
         self.dataset_versions: list[dict[str, Any]] = []  # CreateDataset / CreateDatasetVersion bodies
         self.failures: dict[str, list[Failure]] = {}
-        self.file_delay = 0.0  # >0: archives are streamed in FILE_CHUNK pieces with this many seconds between them
+        self.file_hold_after: int | None = None  # archives stop after this many bytes until file_release is set
+        self.file_release = threading.Event()  # (an interrupted download at any machine speed: no sleep to outrun)
         self._polls = 0
         self.home: Path | None = None  # the test's private HOME (set by the fixture)
         self._lock = threading.Lock()
@@ -190,6 +191,7 @@ class FakeKaggle:
         return self
 
     def stop(self) -> None:
+        self.file_release.set()  # a held download ends instead of waiting out its limit
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -341,11 +343,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
-        if name == "FILE" and fake.file_delay > 0:  # a slow download, to interrupt it half way
-            for start in range(0, len(data), FILE_CHUNK):
-                self.wfile.write(data[start : start + FILE_CHUNK])
-                self.wfile.flush()
-                time.sleep(fake.file_delay)
+        if name == "FILE" and fake.file_hold_after is not None:  # a download held half way, to interrupt it there
+            self.wfile.write(data[: fake.file_hold_after])
+            self.wfile.flush()
+            fake.file_release.wait(STATE_TIMEOUT_S)
+            with contextlib.suppress(OSError):  # the client was killed meanwhile: its socket is gone
+                self.wfile.write(data[fake.file_hold_after :])
             return
         self.wfile.write(data)
 

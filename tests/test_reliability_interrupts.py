@@ -62,10 +62,10 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_sigkill_during_download_then_rerun_equals_a_clean_download(fake_kaggle, tmp_path: Path) -> None:
-    # The client writes in 1 MB pieces: 3 MB of incompressible bytes, streamed slowly, give a partial archive on disk.
+    # The client writes in 1 MB pieces: 3 MB of incompressible bytes, held after 2 MB, give a partial archive on disk.
     files = {**demo_files(), "extra/blob.bin": np.random.default_rng(0).bytes(3_000_000)}
     fake_kaggle.competitions["fake-comp"] = make_zip(files)
-    fake_kaggle.file_delay = 0.01  # x 16 kB pieces: about 2 s
+    fake_kaggle.file_hold_after = 2_000_000
     comp = write_comp_yaml(tmp_path)
     raw = tmp_path / "raw"
     args = ["data", f"comp={comp}", f"data.root={raw}", f"data.records_root={tmp_path / 'rec'}"]
@@ -77,7 +77,8 @@ def test_sigkill_during_download_then_rerun_equals_a_clean_download(fake_kaggle,
     assert not (raw / kaggle.MARKER).exists() and not (raw / "train.csv").exists()  # nothing looks finished
     assert partial.stat().st_size < len(fake_kaggle.competitions["fake-comp"])
 
-    fake_kaggle.file_delay = 0.0
+    fake_kaggle.file_hold_after = None
+    fake_kaggle.file_release.set()
     result = _kit(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (raw / kaggle.MARKER).is_file() and not (raw / kaggle.PARTIAL_DIR).exists()
