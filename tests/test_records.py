@@ -200,6 +200,21 @@ def _build_script(records_root: Path, index_csv: Path, extra: list[str]) -> str:
     )
 
 
+def _build_then_hold_script(records_root: Path, index_csv: Path, extra: list[str]) -> str:
+    """The build of ``_build_script`` that stops after its first shard until it is killed: no race with a fast child."""
+    hold = (
+        "import time\n"
+        "from kit.data import shards\n"
+        "write_shard = shards._write_shard\n"
+        "def write_then_hold(task):\n"
+        "    write_shard(task)\n"
+        "    while True:\n"
+        "        time.sleep(1)\n"
+        "shards._write_shard = write_then_hold  # one worker: shards are written in-process, through this name\n"
+    )
+    return hold + _build_script(records_root, index_csv, extra)
+
+
 def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
     index = make_index(tmp_path / "src", n_train=40, n_val=4, n_test=4, side=(200, 260))  # bigger images: slower
     index_csv = tmp_path / "index.csv"
@@ -209,7 +224,10 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
     folder = killed_root / "demo" / "16"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _build_script(killed_root, index_csv, extra)], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", _build_then_hold_script(killed_root, index_csv, extra)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_until(lambda: folder.is_dir() and any(folder.glob("*.tfrecord")), "shard written by the build", proc)
