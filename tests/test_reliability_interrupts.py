@@ -132,12 +132,35 @@ def predict_setup(tmp_path: Path) -> tuple[list[str], Path]:
     return args, run_dir
 
 
+# `kit ARGS` whose model answers its first batches and then waits to be killed: the kill lands mid-prediction
+# however fast the child runs compared with the test watching it.
+KIT_PREDICT_THEN_HOLD = """
+import runpy, sys, time
+from kit import inference
+predict_probabilities = inference.predict_probabilities
+class HeldModel:
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+    def predict_on_batch(self, batch):
+        self.calls += 1
+        while self.calls > 10:
+            time.sleep(1)
+        return self.model.predict_on_batch(batch)
+inference.predict_probabilities = lambda model, *args, **kwargs: predict_probabilities(HeldModel(model), *args, **kwargs)
+sys.argv = ["kit", *sys.argv[1:]]
+runpy.run_module("kit", run_name="__main__")
+"""
+
+
 def test_sigkill_during_predict_leaves_no_submission_and_rerun_matches(predict_setup, tmp_path: Path) -> None:
     args, run_dir = predict_setup
     submission = run_dir / "submission.csv"
     log = tmp_path / "predict.log"
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, "-m", "kit", *args], cwd=tmp_path, env=_env(), stdout=handle, stderr=handle)
+        command = [sys.executable, "-c", KIT_PREDICT_THEN_HOLD, *args]
+        proc = subprocess.Popen(command, cwd=tmp_path, env=_env(), stdout=handle, stderr=handle)
         _kill_when(proc, lambda: "predict:" in log.read_text(errors="replace"), "prediction started")
     assert not submission.exists(), "predict finished before the kill; make it slower"
     assert not (run_dir / "probabilities.csv").exists()
