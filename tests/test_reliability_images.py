@@ -1,19 +1,26 @@
-"""Reliability, images: one tiny competition holding every odd and broken kind of image file goes through
-``kit records`` on the command line; the build completes, good images are written (upright), bad ones are
-in the manifest's skip list with their reason, and the counts are exact.
+"""Reliability, images: one tiny competition holding every odd, broken and hostile kind of image file goes
+through ``kit records`` on the command line; the build completes, good images are written (upright), bad ones
+are in the manifest's skip list with their reason, and the counts are exact. Hostile ones (issue 16): special
+files (a FIFO, a symlink to /dev/zero, a socket, a folder), a file over the size limit, decompression bombs
+(a 389 kB TIFF of 20000x20000, a PGM over the pixel limit, a format kit has no header parser for); the same
+files through the audit's per-file facts.
 
 Decoding of each kind in isolation is tested in tests/test_images.py; this is the end-to-end contract.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
+import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +31,13 @@ PIL = pytest.importorskip("PIL.Image")  # tests only: Pillow writes what OpenCV 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 16
 HUGE = 12000  # 12000 x 12000: 144 M pixels, 432 MB as RGB if decoded naively
+BOMB = 20000  # the issue's TIFF: 389 kB on disk, 20000 x 20000 (1.2 GB as RGB) decoded
+# The run's limits, lowered so that small files can cross them (the variables are how users raise them)
+BYTES_LIMIT = 8_000_000
+PIXELS_LIMIT = 4_000_000  # above huge.jpg at 1/8 scale (1500 x 1500)
+PGM_SIDE = 2001  # 4.004 M pixels: over PIXELS_LIMIT, under BYTES_LIMIT
+LIMITS_ENV = {"KIT_MAX_IMAGE_BYTES": str(BYTES_LIMIT), "KIT_MAX_IMAGE_PIXELS": str(PIXELS_LIMIT)}
+HANG_TIMEOUT = 300  # generous: only a real hang (an open() of a FIFO) reaches it
 
 COMP_YAML = """\
 comp:
@@ -45,6 +59,48 @@ def _huge_png(side: int) -> bytes:
     idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def _tiff(width: int, height: int, endian: str = "<", long_sizes: bool = True) -> bytes:
+    """A deflate-compressed 8-bit grey TIFF of zeros, its first IFD after the pixel data (as libtiff writes it),
+    made row by row: the issue's 20000 x 20000 bomb is 389 kB and never in memory whole."""
+    packer = zlib.compressobj(9)
+    row = bytes(width)
+    strip = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    short, long_ = (3, "H"), (4, "I")
+    size_kind = long_ if long_sizes else short
+    tags = [  # (tag, (type, format), value): width, height, bits, deflate, black is zero, strip, 1 sample, rows, bytes
+        (256, size_kind, width),
+        (257, size_kind, height),
+        (258, short, 8),
+        (259, short, 8),
+        (262, short, 1),
+        (273, long_, 8),
+        (277, short, 1),
+        (278, long_, height),
+        (279, long_, len(strip)),
+    ]
+    entries = b"".join(
+        struct.pack(endian + "HHI", tag, kind, 1) + struct.pack(endian + fmt, value).ljust(4, b"\x00")
+        for tag, (kind, fmt), value in tags
+    )
+    magic = b"II*\x00" if endian == "<" else b"MM\x00*"
+    ifd = struct.pack(endian + "H", len(tags)) + entries + struct.pack(endian + "I", 0)
+    return magic + struct.pack(endian + "I", 8 + len(strip)) + strip + ifd
+
+
+def _special_file(folder: Path, name: str) -> None:
+    """The special files of issue 16: a FIFO (open() blocks), /dev/zero (never ends), a socket, a folder."""
+    path = folder / name
+    if name.startswith("fifo"):
+        os.mkfifo(path)
+    elif name.startswith("zero"):
+        os.symlink("/dev/zero", path)
+    elif name.startswith("folder"):
+        path.mkdir()
+    else:
+        with contextlib.chdir(folder), socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(name)  # relative: a socket's path is limited to 108 bytes
 
 
 def _jpeg(array: np.ndarray) -> bytes:
@@ -88,7 +144,17 @@ CASES: dict[str, str | None] = {
     "huge.png": "image too large",  # refused from the header: never decoded
     "huge.jpg": None,  # decoded by libjpeg at 1/8 scale: 1500 x 1500
     "unreadable.png": "permission denied",
+    "alpha.webp": None,  # VP8X WebP with alpha: its height was read at the wrong offset ("1000x9390161")
+    "small.tif": None,
+    "fifo.jpg": "not a regular file (FIFO)",  # open() of it blocks until a writer comes: never opened
+    "zero.jpg": "not a regular file (character device)",  # a symlink to /dev/zero: reads until memory runs out
+    "socket.png": "not a regular file (socket)",
+    "folder.jpg": "not a regular file (directory)",
+    "padded.png": f"file too large (9000000 bytes > {BYTES_LIMIT}; raise KIT_MAX_IMAGE_BYTES)",
+    "bomb.tif": f"image too large ({BOMB}x{BOMB} > {PIXELS_LIMIT} pixels; raise KIT_MAX_IMAGE_PIXELS)",
+    "bomb.pgm": f"image too large (over {PIXELS_LIMIT} pixels, found by OpenCV; raise KIT_MAX_IMAGE_PIXELS)",
 }
+SPECIAL = ("fifo.jpg", "zero.jpg", "socket.png", "folder.jpg")
 
 
 def _make_competition(root: Path) -> list[str]:
@@ -110,6 +176,14 @@ def _make_competition(root: Path) -> list[str]:
     _write(images, "huge.png", _huge_png(HUGE))
     _write(images, "huge.jpg", _jpeg(np.zeros((HUGE, HUGE), np.uint8)))  # ~1.7 MB, made once
     cv2.imwrite(str(images / "unreadable.png"), np.zeros((4, 4, 3), np.uint8))
+    PIL.fromarray(np.zeros((100, 1000, 4), np.uint8), "RGBA").save(images / "alpha.webp")  # the issue's own case
+    cv2.imwrite(str(images / "small.tif"), np.full((7, 5, 3), 90, np.uint8))
+    for name in SPECIAL:
+        _special_file(images, name)
+    small_png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    _write(images, "padded.png", small_png + bytes(9_000_000 - len(small_png)))  # decodable: bytes after IEND
+    _write(images, "bomb.tif", _tiff(BOMB, BOMB))
+    _write(images, "bomb.pgm", f"P5\n{PGM_SIDE} {PGM_SIDE}\n255\n".encode() + bytes(PGM_SIDE * PGM_SIDE))
     names = list(CASES)
     if os.geteuid() == 0:
         names.remove("unreadable.png")  # root reads it anyway: nothing to check
@@ -138,9 +212,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "data.val_fraction=0",
         "data.workers=1",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **LIMITS_ENV}
     result = subprocess.run(
-        [sys.executable, "-m", "kit", "records", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "kit", "records", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT
     )
     folder = records_root / "reli-images" / str(SIZE)
     manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
@@ -205,3 +279,36 @@ def test_exif_rotated_jpeg_is_stored_upright(built: dict) -> None:
 def test_huge_jpeg_keeps_its_original_size(built: dict) -> None:
     example = _examples(built["folder"], built["manifest"])["images/huge.jpg"]
     assert (example["height"], example["width"]) == (HUGE, HUGE)
+
+
+# The audit reads every file once for its facts and decodes (for the pHash) what the records would decode.
+AUDIT_CASES: dict[str, str] = {
+    "fifo.jpg": "unreadable: not a regular file (FIFO)",
+    "zero.jpg": "unreadable: not a regular file (character device)",
+    "socket.png": "unreadable: not a regular file (socket)",
+    "folder.jpg": "unreadable: not a regular file (directory)",
+    "padded.png": "unreadable: file too large (9000000 bytes",
+    "huge.png": f"image too large ({HUGE}x{HUGE} > {PIXELS_LIMIT} pixels",  # decoded in full for the pHash before
+    "bomb.tif": f"image too large ({BOMB}x{BOMB} > {PIXELS_LIMIT} pixels",
+}
+
+
+def _within(timeout: float, work: Any) -> Any:
+    """``work()`` in a daemon thread; fails the test after ``timeout`` s (a hang), rather than hanging it."""
+    out: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: out.update(value=work()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout} s: it hangs"
+    return out["value"]
+
+
+@pytest.mark.parametrize("name", list(AUDIT_CASES))
+def test_audit_facts_report_hostile_files_as_unreadable(built: dict, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kit.data.images import file_facts
+
+    for variable, value in LIMITS_ENV.items():
+        monkeypatch.setenv(variable, value)
+    facts = _within(HANG_TIMEOUT, lambda: file_facts(built["root"] / "images" / name, True))
+    assert AUDIT_CASES[name] in facts["error"], facts
+    assert facts["phash"] is None
