@@ -11,6 +11,7 @@ Decoding of each kind in isolation is tested in tests/test_images.py; this is th
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import socket
@@ -146,6 +147,7 @@ CASES: dict[str, str | None] = {
     "unreadable.png": "permission denied",
     "alpha.webp": None,  # VP8X WebP with alpha: its height was read at the wrong offset ("1000x9390161")
     "small.tif": None,
+    "small.pgm": None,  # a format without a header parser in kit: decoded under OpenCV's own limit (kit's)
     "fifo.jpg": "not a regular file (FIFO)",  # open() of it blocks until a writer comes: never opened
     "zero.jpg": "not a regular file (character device)",  # a symlink to /dev/zero: reads until memory runs out
     "socket.png": "not a regular file (socket)",
@@ -183,6 +185,7 @@ def _make_competition(root: Path) -> list[str]:
     small_png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
     _write(images, "padded.png", small_png + bytes(9_000_000 - len(small_png)))  # decodable: bytes after IEND
     _write(images, "bomb.tif", _tiff(BOMB, BOMB))
+    _write(images, "small.pgm", b"P5\n6 5\n255\n" + bytes(range(30)))
     _write(images, "bomb.pgm", f"P5\n{PGM_SIDE} {PGM_SIDE}\n255\n".encode() + bytes(PGM_SIDE * PGM_SIDE))
     names = list(CASES)
     if os.geteuid() == 0:
@@ -296,10 +299,19 @@ AUDIT_CASES: dict[str, str] = {
 def _within(timeout: float, work: Any) -> Any:
     """``work()`` in a daemon thread; fails the test after ``timeout`` s (a hang), rather than hanging it."""
     out: dict[str, Any] = {}
-    thread = threading.Thread(target=lambda: out.update(value=work()), daemon=True)
+
+    def run() -> None:
+        try:
+            out["value"] = work()
+        except BaseException as exc:  # re-raised in the test's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(timeout)
     assert not thread.is_alive(), f"still running after {timeout} s: it hangs"
+    if "error" in out:
+        raise out["error"]
     return out["value"]
 
 
@@ -312,3 +324,54 @@ def test_audit_facts_report_hostile_files_as_unreadable(built: dict, name: str, 
     facts = _within(HANG_TIMEOUT, lambda: file_facts(built["root"] / "images" / name, True))
     assert AUDIT_CASES[name] in facts["error"], facts
     assert facts["phash"] is None
+
+
+@pytest.mark.parametrize(("endian", "long_sizes"), [("<", True), ("<", False), (">", True), (">", False)])
+def test_tiff_size_comes_from_the_first_ifd(tmp_path: Path, endian: str, long_sizes: bool) -> None:
+    """Little and big endian, SHORT and LONG sizes, the IFD after the pixels: the size is known before decoding."""
+    from kit.data.image_headers import read_header
+    from kit.data.images import decode, image_info
+
+    (tmp_path / "t.tif").write_bytes(_tiff(37, 21, endian, long_sizes))
+    info = image_info(tmp_path / "t.tif")
+    assert (info["format"], info["width"], info["height"], info["channels"], info["bit_depth"]) == ("tiff", 37, 21, 1, 8)
+    assert decode(tmp_path / "t.tif").shape == (21, 37, 3)  # the hand-made file is a real TIFF
+    bomb = _tiff(BOMB, BOMB, endian, long_sizes)
+    assert (read_header(io.BytesIO(bomb), "tiff")["width"], len(bomb) < 400_000) == (BOMB, True)
+
+
+def test_unknown_format_is_refused_when_opencv_limit_is_not_kits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cv2 was imported (by this module) before kit set OpenCV's limit: a format kit cannot size is refused."""
+    from kit.data.images import ImageError, decode
+
+    monkeypatch.setenv("KIT_MAX_IMAGE_PIXELS", "1000")  # OpenCV's limit, fixed at its import, cannot be this
+    (tmp_path / "a.pgm").write_bytes(b"P5\n20 20\n255\n" + bytes(400))
+    with pytest.raises(ImageError, match="not an image kit can size before decoding"):
+        decode(tmp_path / "a.pgm")
+
+
+@pytest.mark.parametrize("variable", ["KIT_MAX_IMAGE_PIXELS", "KIT_MAX_IMAGE_BYTES"])
+@pytest.mark.parametrize("value", ["abc", "0", "-5"])
+def test_a_bad_limit_is_one_line_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    from kit.data.images import decode
+    from kit.errors import KitError
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(KitError, match=f"{variable}='{value}' is not a positive whole number"):
+        decode(tmp_path / "a.png")
+
+
+@pytest.mark.parametrize("name", SPECIAL)
+def test_special_files_are_refused_before_open_by_every_reader(tmp_path: Path, name: str) -> None:
+    """decode, image_info and the audit's facts share one opening: none of them blocks or reads a device."""
+    from kit.data.images import ImageError, decode, file_facts, image_info
+
+    _special_file(tmp_path, name)
+    reason = CASES[name]
+    for reader in (decode, image_info):
+        with pytest.raises(ImageError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+            _within(HANG_TIMEOUT, lambda reader=reader: reader(tmp_path / name))
+    assert _within(HANG_TIMEOUT, lambda: file_facts(tmp_path / name))["error"] == f"unreadable: {reason}"
