@@ -90,6 +90,13 @@ def _tiff(width: int, height: int, endian: str = "<", long_sizes: bool = True) -
     return magic + struct.pack(endian + "I", 8 + len(strip)) + strip + ifd
 
 
+def _os2_bmp(width: int, height: int) -> bytes:
+    """A 24-bit BMP with the 12-byte OS/2 header (BITMAPCOREHEADER), which some old scanners still write."""
+    pixels = bytes((width * 3 + 3) // 4 * 4 * height)
+    header = struct.pack("<IHHHH", 12, width, height, 1, 24)
+    return b"BM" + struct.pack("<IHHI", 14 + len(header) + len(pixels), 0, 0, 14 + len(header)) + header + pixels
+
+
 def _special_file(folder: Path, name: str) -> None:
     """The special files of issue 16: a FIFO (open() blocks), /dev/zero (never ends), a socket, a folder."""
     path = folder / name
@@ -147,6 +154,7 @@ CASES: dict[str, str | None] = {
     "unreadable.png": "permission denied",
     "alpha.webp": None,  # VP8X WebP with alpha: its height was read at the wrong offset ("1000x9390161")
     "small.tif": None,
+    "os2.bmp": None,  # OS/2 BMP header: 16-bit sides (read as 32-bit they made it "too large")
     "small.pgm": None,  # a format without a header parser in kit: decoded under OpenCV's own limit (kit's)
     "fifo.jpg": "not a regular file (FIFO)",  # open() of it blocks until a writer comes: never opened
     "zero.jpg": "not a regular file (character device)",  # a symlink to /dev/zero: reads until memory runs out
@@ -185,6 +193,7 @@ def _make_competition(root: Path) -> list[str]:
     small_png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
     _write(images, "padded.png", small_png + bytes(9_000_000 - len(small_png)))  # decodable: bytes after IEND
     _write(images, "bomb.tif", _tiff(BOMB, BOMB))
+    _write(images, "os2.bmp", _os2_bmp(5, 3))
     _write(images, "small.pgm", b"P5\n6 5\n255\n" + bytes(range(30)))
     _write(images, "bomb.pgm", f"P5\n{PGM_SIDE} {PGM_SIDE}\n255\n".encode() + bytes(PGM_SIDE * PGM_SIDE))
     names = list(CASES)

@@ -190,6 +190,9 @@ def read_header(fh: BinaryIO, fmt: str, quantisation: bool = False) -> dict:
             width, height = struct.unpack("<HH", head[6:10])
             return {"width": width, "height": height, "channels": 3, "bit_depth": 8}
         if fmt == "bmp":
+            if head[14:18] == b"\x0c\x00\x00\x00":  # OS/2 BITMAPCOREHEADER: 16-bit sides
+                width, height, _planes, bpp = struct.unpack("<HHHH", head[18:26])
+                return {"width": width, "height": height, "channels": 4 if bpp == 32 else 3, "bit_depth": 8}
             width, height = struct.unpack("<ii", head[18:26])
             (bpp,) = struct.unpack("<H", head[28:30])
             return {"width": abs(width), "height": abs(height), "channels": 4 if bpp == 32 else 3, "bit_depth": 8}
