@@ -154,6 +154,7 @@ CASES: dict[str, str | None] = {
     "unreadable.png": "permission denied",
     "alpha.webp": None,  # VP8X WebP with alpha: its height was read at the wrong offset ("1000x9390161")
     "small.tif": None,
+    "progressive.jpg": f"image too large (2400x2400 > {PIXELS_LIMIT} pixels",  # 1/8 scale saves no memory on it
     "os2.bmp": None,  # OS/2 BMP header: 16-bit sides (read as 32-bit they made it "too large")
     "small.pgm": None,  # a format without a header parser in kit: decoded under OpenCV's own limit (kit's)
     "fifo.jpg": "not a regular file (FIFO)",  # open() of it blocks until a writer comes: never opened
@@ -194,6 +195,8 @@ def _make_competition(root: Path) -> list[str]:
     _write(images, "padded.png", small_png + bytes(9_000_000 - len(small_png)))  # decodable: bytes after IEND
     _write(images, "bomb.tif", _tiff(BOMB, BOMB))
     _write(images, "os2.bmp", _os2_bmp(5, 3))
+    ok, progressive = cv2.imencode(".jpg", np.zeros((2400, 2400), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    _write(images, "progressive.jpg", progressive.tobytes())
     _write(images, "small.pgm", b"P5\n6 5\n255\n" + bytes(range(30)))
     _write(images, "bomb.pgm", f"P5\n{PGM_SIDE} {PGM_SIDE}\n255\n".encode() + bytes(PGM_SIDE * PGM_SIDE))
     names = list(CASES)
@@ -302,6 +305,7 @@ AUDIT_CASES: dict[str, str] = {
     "padded.png": "unreadable: file too large (9000000 bytes",
     "huge.png": f"image too large ({HUGE}x{HUGE} > {PIXELS_LIMIT} pixels",  # decoded in full for the pHash before
     "bomb.tif": f"image too large ({BOMB}x{BOMB} > {PIXELS_LIMIT} pixels",
+    "progressive.jpg": f"image too large (2400x2400 > {PIXELS_LIMIT} pixels",
 }
 
 

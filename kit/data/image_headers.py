@@ -159,6 +159,7 @@ def _jpeg_header(fh: BinaryIO, quantisation: bool = False) -> dict:
             if len(data) == 6:
                 precision, height, width, components = struct.unpack(">BHHB", data)
                 info.update(width=width, height=height, channels=components, bit_depth=precision)
+                info["progressive"] = marker in (0xC2, 0xC6, 0xCA, 0xCE)  # libjpeg then buffers every coefficient
             if not quantisation or len(data) < 6:
                 return info
             fh.seek(max(length - 8, 0), os.SEEK_CUR)

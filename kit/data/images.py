@@ -25,17 +25,16 @@ Choices made here (and why):
   expanded by libpng, 16-bit is scaled with rounding (65535 -> 255, 257*k -> k; not truncated by a
   shift), and alpha is composited over **white** (what image viewers show; the colour under fully
   transparent pixels is undefined and often black, which would invent dark borders a model could learn).
-- Memory: files that are not regular or over the size limit are refused unread, images over the pixel
-  limit (:data:`kit.data.image_headers.MAX_PIXELS`, from the header; OpenCV's own limit is set to it as a
-  backstop) undecoded, with a reason; a JPEG much larger than needed
-  (``max_side`` hint) is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, so a 12000x12000 JPEG
-  never materialises at full size. Sizes, formats and EXIF orientation come from the header facts of
-  :mod:`kit.data.image_headers`, read before any pixel is decoded.
+- Memory: a file that is not regular or is over the size limit is refused unread, an image over the pixel
+  limit (:data:`kit.data.image_headers.MAX_PIXELS`, checked on the header's size; OpenCV's own limit is set
+  to it as a backstop) undecoded; a baseline JPEG much larger than needed (``max_side``) is decoded at
+  1/2, 1/4 or 1/8 scale by libjpeg itself, so a 12000x12000 JPEG never materialises at full size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -59,7 +58,6 @@ from kit.data.image_headers import (
 )
 from kit.errors import KitError
 
-# The two limits on every image file kit reads (records, audit, any command); raise them with the variables.
 _OPENCV_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"  # OpenCV 5 reads it once, when cv2 is imported
 
 
@@ -102,40 +100,40 @@ with contextlib.suppress(KitError):  # at import too: cv2 may be imported before
     os.environ[_OPENCV_PIXELS_ENV] = str(max_pixels())  # an invalid KIT_MAX_IMAGE_PIXELS is reported by the first decode
 
 
-_OPENCV_LIMIT_HOLDS: dict[int, bool] = {}
-
-
-def _opencv_limit_holds() -> bool:
-    """True when OpenCV itself refuses images above kit's pixel limit in this process.
+@functools.cache
+def _opencv_limit_holds(limit: int) -> bool:
+    """True when OpenCV itself refuses images above kit's pixel ``limit`` in this process.
 
     OpenCV 5 reads its limit once, when cv2 is imported; when something imported cv2 before this module set
     it, it is OpenCV's default (2**30 pixels). Probed with the header of a grey PGM just over the limit and no
     pixels: OpenCV fails the size check (cv2.error) before it would read the missing data (None).
     """
-    limit = max_pixels()
-    if limit not in _OPENCV_LIMIT_HOLDS:
-        cv2 = _opencv()
-        side = int((limit + 1) ** 0.5) + 1
-        try:
-            cv2.imdecode(np.frombuffer(f"P5\n{side} {side}\n255\n".encode(), np.uint8), cv2.IMREAD_UNCHANGED)
-            held = False
-        except cv2.error:
-            held = True
-        _OPENCV_LIMIT_HOLDS[limit] = held
-    return _OPENCV_LIMIT_HOLDS[limit]
+    cv2 = _opencv()
+    side = int((limit + 1) ** 0.5) + 1
+    try:
+        cv2.imdecode(np.frombuffer(f"P5\n{side} {side}\n255\n".encode(), np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return True
+    return False
 
 
-def check_pixels(fmt: str, height: int | None, width: int | None, factor: int = 1) -> None:
-    """Refuse, before decoding, an image over the pixel limit (at libjpeg's reduction ``factor``), or one of
-    unknown size: a format kit reads headers of must give its size, any other is decoded only under OpenCV's
-    own limit (:func:`_opencv_limit_holds`)."""
+def check_pixels(fmt: str, header: dict, factor: int = 1) -> None:
+    """Refuse, before decoding, an image over the pixel limit, or one of unknown size: a format kit reads
+    headers of must give its size, any other is decoded only under OpenCV's own limit (:func:`_opencv_limit_holds`).
+
+    ``factor`` is libjpeg's reduction while decoding; it saves memory only for a baseline JPEG: a progressive
+    one holds all its DCT coefficients (2 bytes a pixel and component) whatever the output scale.
+    """
     limit = max_pixels()
+    height, width = displayed_size(header)
+    if fmt != "jpeg" or header.get("progressive"):
+        factor = 1
     if height and width:
         if (height // factor) * (width // factor) > limit:
             raise ImageError(f"image too large ({width}x{height} > {limit} pixels; raise {PIXELS_ENV})")
     elif fmt:
         raise ImageError(f"corrupt or truncated {fmt.upper()} (no image size in its header)")
-    elif not _opencv_limit_holds():
+    elif not _opencv_limit_holds(limit):
         raise ImageError(
             "not an image kit can size before decoding (unknown format, and OpenCV's pixel limit is off: cv2 came first)"
         )
@@ -233,7 +231,7 @@ def decode_with_size(path: str | os.PathLike, max_side: int | None = None) -> tu
     factor = _reduction(height or 0, width or 0, max_side) if fmt == "jpeg" else 1
     if fmt == "jpeg" and not _jpeg_complete(data):
         raise ImageError("truncated JPEG (no end-of-image marker)")
-    check_pixels(fmt, height, width, factor)
+    check_pixels(fmt, header, factor)
     cv2 = _opencv()
 
     buffer = np.frombuffer(data, np.uint8)
@@ -340,15 +338,16 @@ def phash(gray: np.ndarray) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
-def gray_for_hash(data: bytes, fmt: str, width: int, height: int) -> np.ndarray | None:
+def gray_for_hash(data: bytes, fmt: str, header: dict) -> np.ndarray | None:
     """Decode grayscale, reduced by libjpeg's DCT scaling when a JPEG is large; the pixel limit applies
     (:func:`check_pixels`, at that reduction): raises :class:`ImageError` above it."""
     cv2 = _opencv()
-    reductions = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2}
-    reductions.update({4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8})
+    reductions = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4}
+    reductions[8] = cv2.IMREAD_REDUCED_GRAYSCALE_8
+    height, width = displayed_size(header)
     side = min(width, height) if width and height else 0
     factor = next((f for f in (8, 4, 2) if side // f >= 64), 1)
-    check_pixels(fmt, height, width, factor if fmt == "jpeg" else 1)  # only libjpeg reduces while decoding
+    check_pixels(fmt, header, factor)
     try:
         return cv2.imdecode(np.frombuffer(data, np.uint8), reductions[factor])
     except cv2.error as exc:
@@ -387,7 +386,7 @@ def file_facts(path: str | os.PathLike, with_hash: bool = True) -> dict[str, Any
         facts["jpeg_quality"] = quality
     if with_hash:
         try:
-            gray = gray_for_hash(data, fmt, int(width), int(height))
+            gray = gray_for_hash(data, fmt, header)
         except ImageError as exc:
             facts["error"] = exc.reason
             return facts
