@@ -290,7 +290,7 @@ class ImageError(Exception):
 
 
 @contextlib.contextmanager
-def file_errors() -> Iterator[None]:
+def _file_errors() -> Iterator[None]:
     """OS errors of reading an image file as ImageError reasons (the skip list shows them)."""
     try:
         yield
@@ -328,7 +328,7 @@ def open_image_file(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
     The path is checked (following symlinks) before it is opened, and the open file again: O_NONBLOCK
     keeps the open from blocking should a FIFO replace the file in between, and fstat sees what was opened.
     """
-    with file_errors():
+    with _file_errors():
         before = os.stat(path)
         _check_regular(before.st_mode, before.st_size)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -341,7 +341,7 @@ def open_image_file(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
 def read_image_bytes(path: str | os.PathLike) -> bytes:
     """The bytes of a regular image file, never more than the size limit (the file may grow while read)."""
     limit = max_file_bytes()
-    with open_image_file(path) as (handle, size), file_errors():  # not Path.read_bytes: its path parsing cost ~15 µs
+    with open_image_file(path) as (handle, size):  # not Path.read_bytes: its path parsing cost ~15 µs an image
         chunks = [handle.read(min(size, limit) + 1)]
         total = len(chunks[0])
         while total <= limit and len(chunks[-1]) and total > size:  # grown since fstat: read on, in bounded steps

@@ -48,7 +48,6 @@ from kit.data.image_headers import (
     SNIFF_BYTES,
     ImageError,
     displayed_size,
-    file_errors,
     max_pixels,
     open_image_file,
     quality_from_tables,
@@ -69,7 +68,7 @@ def image_info(path: str | os.PathLike) -> dict:
     i.e. swapped for EXIF orientations 5-8. Raises :class:`ImageError` if the file cannot be opened.
     """
     path = Path(path)
-    with open_image_file(path) as (fh, size), file_errors():
+    with open_image_file(path) as (fh, size):  # OS errors while reading become ImageErrors there too
         fmt = sniff(fh.read(SNIFF_BYTES))
         header = read_header(fh, fmt) if fmt else {}
     height, width = displayed_size(header)
@@ -90,7 +89,9 @@ def image_info(path: str | os.PathLike) -> dict:
 
 def _opencv() -> Any:
     """cv2, with OpenCV's own pixel limit set to kit's before cv2 is first imported (a backstop for every format)."""
-    os.environ[_OPENCV_PIXELS_ENV] = str(max_pixels())
+    limit = str(max_pixels())
+    if os.environ.get(_OPENCV_PIXELS_ENV) != limit:  # only when changed: setenv races getenv in other threads
+        os.environ[_OPENCV_PIXELS_ENV] = limit
     import cv2
 
     return cv2
