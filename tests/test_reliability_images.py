@@ -388,3 +388,13 @@ def test_special_files_are_refused_before_open_by_every_reader(tmp_path: Path, n
         with pytest.raises(ImageError, match=reason.replace("(", r"\(").replace(")", r"\)")):
             _within(HANG_TIMEOUT, lambda reader=reader: reader(tmp_path / name))
     assert _within(HANG_TIMEOUT, lambda: file_facts(tmp_path / name))["error"] == f"unreadable: {reason}"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_the_size_limit_holds_when_stat_understates_the_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc files say 0 bytes and read on (as a file grown since its stat would): the read itself is capped."""
+    from kit.data.images import ImageError, decode
+
+    monkeypatch.setenv("KIT_MAX_IMAGE_BYTES", "100")
+    with pytest.raises(ImageError, match=r"file too large \(over 100 bytes; raise KIT_MAX_IMAGE_BYTES\)"):
+        decode("/proc/self/status")
