@@ -23,10 +23,10 @@ from kit.config.loading import (
     with_settings,
 )
 from kit.config.schema import (
+    AuditConfig,
     AugmentConfig,
     AugmentLibrary,
     AugmentMode,
-    AuditConfig,
     CompetitionConfig,
     Config,
     DataConfig,

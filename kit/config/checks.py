@@ -66,24 +66,22 @@ def plain_name_problem(name: str) -> str:
 def check_names(cfg: Config) -> None:
     """Names that become folder names (data/<comp>, runs/<comp>/<model>/<run.id>, the download's <slug name>)
     must be plain names, so no setting can write outside the folders it names."""
-    names = {"comp.name": cfg.comp.name, "model.name": cfg.model.name}
+    names = [("comp.name", cfg.comp.name), ("model.name", cfg.model.name)]
     if cfg.run.id:
-        names["run.id"] = cfg.run.id
+        names.append(("run.id", cfg.run.id))
     if cfg.comp.slug:
         parts = cfg.comp.slug.split("/")
         if len(parts) > 2:
             raise KitError(f"comp.slug='{cfg.comp.slug}' has more than one '/'", "give a competition slug or owner/dataset")
-        names.update({"comp.slug": part for part in parts})
-    for key, name in names.items():
+        names.extend(("comp.slug", part) for part in parts)
+    for key, name in names:
         problem = plain_name_problem(str(name))
         if problem:
             shown = name if len(name) <= 60 else name[:60] + "..."
             raise KitError(
                 f"{key}='{shown}' is used as a folder name and {problem}",
-                (
-                    f"set {key} to a plain name of at most {MAX_NAME_LENGTH} characters, e.g. mine-1 "
-                    "(the length limit is MAX_NAME_LENGTH in kit/config/checks.py)",
-                ),
+                f"set {key} to a plain name of at most {MAX_NAME_LENGTH} characters, e.g. mine-1 "
+                "(the length limit is MAX_NAME_LENGTH in kit/config/checks.py)",
             )
 
 
