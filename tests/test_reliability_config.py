@@ -170,6 +170,11 @@ RESOLVERS = {
     "in a list": ("comp", "predict:\n  tta: [flip, '${oc.env:KAGGLE_KEY}']\n", "predict.tta.1"),
     "in a model file": ("model", "model: {name: cnn, weights: '${oc.env:KAGGLE_KEY}'}\n", "model.weights"),
     "in an options mapping": ("model", "model: {name: cnn, options: {k: '${oc.env:KAGGLE_KEY}'}}\n", "model.options.k"),
+    "in a mapping key": (
+        "model",
+        "model: {name: cnn, options: {'${oc.env:KAGGLE_KEY}': 1}}\n",
+        "model.options.${oc.env:KAGGLE_KEY}",
+    ),
     "in an hparams file": ("hparams", "model: {dropout: '${oc.env:KAGGLE_KEY}'}\n", "model.dropout"),
 }
 

@@ -72,7 +72,10 @@ def check_names(cfg: Config) -> None:
     if cfg.comp.slug:
         parts = cfg.comp.slug.split("/")
         if len(parts) > 2:
-            raise KitError(f"comp.slug='{cfg.comp.slug}' has more than one '/'", "give a competition slug or owner/dataset, each part a plain name")
+            raise KitError(
+                f"comp.slug='{cfg.comp.slug}' has more than one '/'",
+                "give a competition slug or owner/dataset, each part a plain name",
+            )
         names.extend(("comp.slug", part) for part in parts)
     for key, name in names:
         problem = plain_name_problem(str(name))

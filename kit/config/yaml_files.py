@@ -71,7 +71,7 @@ def resolver_calls(data: Any, prefix: str = "") -> tuple[str, str] | None:
     """The first (dotted key, value) whose text holds an interpolation that is not a reference to a setting."""
     if isinstance(data, dict):
         for key, value in data.items():
-            found = resolver_calls(value, f"{prefix}{key}.")
+            found = resolver_calls(str(key), f"{prefix}{key}.") or resolver_calls(value, f"{prefix}{key}.")
             if found:
                 return found
     elif isinstance(data, list):
