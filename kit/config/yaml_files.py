@@ -23,15 +23,16 @@ SETTING_REFERENCE = re.compile(r"\$\{\.*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-
 
 
 def read_text_capped(path: Path, what: str) -> str:
-    """The text of a regular file of at most MAX_YAML_BYTES; a FIFO, device or directory is refused before it is
-    opened (opening a FIFO blocks)."""
+    """The text of a regular file of at most MAX_YAML_BYTES. Opened without blocking and checked on the open
+    descriptor, so a FIFO (whose open would wait for a writer), a device or a folder is refused, never read."""
     try:
-        info = os.stat(path)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KitError(f"{what} {path} does not exist", "give an existing YAML file") from None
-    if not stat.S_ISREG(info.st_mode):
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
         raise KitError(f"{what} {path} is not a regular file", "give a YAML file, not a pipe, device or folder")
-    with open(path, "rb") as handle:
+    with os.fdopen(descriptor, "rb") as handle:
         data = handle.read(MAX_YAML_BYTES + 1)
     if len(data) > MAX_YAML_BYTES:
         raise KitError(
