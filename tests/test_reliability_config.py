@@ -226,6 +226,8 @@ HOSTILE_YAML = {
         "expands to over 5000 YAML nodes",
     ),
     "2 levels of 3000 aliases": (bomb(2, 3000), "expands to over 5000 YAML nodes"),
+    "nested 100000 deep": ("comp: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested over 32 deep"),
+    "nested 40 deep": ("model:\n  options: " + "{a: " * 40 + "1" + "}" * 40 + "\n", "nested over 32 deep"),
     "a recursive alias": ("model: &m {name: cnn, options: {again: *m}}\n", "refers to a mapping or list that contains it"),
     "an unknown section": ("modle: {name: cnn}\n", "unknown setting 'modle' (fix: did you mean model"),
     "not a mapping": ("- a\n- b\n", "expected a mapping of settings"),

@@ -51,10 +51,11 @@ from kit.config.schema import (
     TunerConfig,
     TunerKind,
 )
-from kit.config.yaml_files import MAX_YAML_BYTES, MAX_YAML_NODES
+from kit.config.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 __all__ = [
-    "ALIASES", "CONFIG_DIRS", "MAX_NAME_LENGTH", "MAX_YAML_BYTES", "MAX_YAML_NODES", "PROJECT_ROOT", "SELECTORS",
+    "ALIASES", "CONFIG_DIRS", "MAX_NAME_LENGTH", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "PROJECT_ROOT",
+    "SELECTORS",
     "AugmentConfig", "AugmentLibrary", "AugmentMode", "AuditConfig", "CompetitionConfig", "Config", "DataConfig",
     "DistributionStrategy", "FineTuneConfig", "Flip", "ImageFormat", "KaggleConfig", "LabelFormat", "LrSchedule",
     "Metric", "MixedPrecision", "ModelConfig", "Optimizer", "PredictConfig", "Range", "RunConfig", "Source",

@@ -18,6 +18,7 @@ from kit.errors import KitError, nearest
 
 MAX_YAML_BYTES = 1_000_000  # a settings file; the presets are under 3 KB
 MAX_YAML_NODES = 5_000  # scalars, lists and mappings once every alias is expanded; the presets have under 200
+MAX_YAML_DEPTH = 32  # nesting of lists and mappings; the presets go 4 deep, merging recurses per level
 # ${a.b}, ${.sibling}, ${..parent.x}: a reference to another setting. Anything else in ${...} is a resolver call.
 SETTING_REFERENCE = re.compile(r"\$\{\.*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\}")
 
@@ -45,19 +46,29 @@ def read_text_capped(path: Path, what: str) -> str:
         raise KitError(f"{what} {path} is not UTF-8 text (byte {exc.start})", "save it as UTF-8") from None
 
 
-def expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], open_nodes: set[int]) -> int:
+def too_deep(path: Path) -> KitError:
+    return KitError(
+        f"{path}: lists and mappings nested over {MAX_YAML_DEPTH} deep",
+        "flatten the file; if it must be deeper, raise MAX_YAML_DEPTH in kit/config/yaml_files.py",
+    )
+
+
+def expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], open_nodes: set[int], depth: int = 0) -> int:
     """Nodes in ``node`` with every alias expanded, memoised per node so a bomb is measured without expanding it."""
     key = id(node)
     if key in sizes:
         return sizes[key]
     if key in open_nodes:
         raise KitError(f"{path}: a YAML alias refers to a mapping or list that contains it", "remove the recursive alias")
+    if depth > MAX_YAML_DEPTH:
+        raise too_deep(path)
     open_nodes.add(key)
-    size = 1
+    children: list[yaml.Node] = []
     if isinstance(node, yaml.SequenceNode):
-        size += sum(expanded_size(child, path, sizes, open_nodes) for child in node.value)
+        children = list(node.value)
     elif isinstance(node, yaml.MappingNode):
-        size += sum(expanded_size(k, path, sizes, open_nodes) + expanded_size(v, path, sizes, open_nodes) for k, v in node.value)
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(expanded_size(child, path, sizes, open_nodes, depth + 1) for child in children)
     open_nodes.discard(key)
     sizes[key] = size
     if size > MAX_YAML_NODES:
@@ -107,6 +118,8 @@ def read_yaml(path: Path, sections: list[str], what: str = "config file") -> dic
         if node is not None:
             expanded_size(node, path, {}, set())
         data = loader.construct_document(node) if node is not None else {}
+    except RecursionError:  # PyYAML composes nested nodes recursively: a file of 100000 '[' ends here
+        raise too_deep(path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
