@@ -106,8 +106,8 @@ class _Plan:
 def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -> _Plan:
     """Check every entry of the central directory before anything is written."""
     plan = _Plan(files=[], folders=[], skipped=[], total=0)
-    files: dict[str, str] = {}  # case-folded path -> entry name (a case-insensitive disk would merge two)
-    parents: dict[str, str] = {}  # case-folded folder implied by a file -> that file's entry name
+    files: dict[str, str] = {}  # normalised path ("./a", "a//b" and "a\\b" name one file) -> entry name
+    parents: dict[str, str] = {}  # folder implied by a file -> that file's entry name
     for info in zf.infolist():
         relative = _member_path(archive, info, dest)
         if not relative.parts:
@@ -118,7 +118,7 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
         if info.is_dir():
             plan.folders.append(relative)
             continue
-        key = relative.as_posix().casefold()
+        key = relative.as_posix()
         if key in files:
             raise KitError(
                 f"archive {archive.name} has two entries for '{relative}' ('{files[key]}' and '{info.filename}'): refused",
@@ -127,7 +127,7 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
         files[key] = info.filename
         for parent in relative.parents:
             if parent.parts:
-                parents.setdefault(parent.as_posix().casefold(), info.filename)
+                parents.setdefault(parent.as_posix(), info.filename)
         _check_ratio(f"archive {archive.name} entry '{info.filename}'", info.file_size, info.compress_size, limits)
         plan.files.append((info, relative))
         plan.total += info.file_size
