@@ -44,17 +44,24 @@ def _zip(entries: list[tuple[str, bytes]], method: int = zipfile.ZIP_DEFLATED) -
     return buffer.getvalue()
 
 
-def _declare_size(data: bytes, name: str, size: int) -> bytes:
-    """Rewrite the uncompressed size of entry ``name`` in its local and central headers: a header that lies."""
+def _patch(data: bytes, name: str, field: str, value: int) -> bytes:
+    """Rewrite one field of entry ``name`` in its local and central headers, as a hostile archive has it."""
+    # field -> (struct format, offset in the local header, offset in the central directory header)
+    fmt, local_at, central_at = {"flags": ("<H", 6, 8), "method": ("<H", 8, 10), "size": ("<I", 22, 24)}[field]
     out = bytearray(data)
     encoded = name.encode()
-    for signature, size_at, name_at in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+    for signature, at, name_at in ((b"PK\x03\x04", local_at, 30), (b"PK\x01\x02", central_at, 46)):
         start = 0
         while (start := out.find(signature, start)) >= 0:
             if out[start + name_at : start + name_at + len(encoded)] == encoded:
-                out[start + size_at : start + size_at + 4] = struct.pack("<I", size)
+                out[start + at : start + at + struct.calcsize(fmt)] = struct.pack(fmt, value)
             start += 4
     return bytes(out)
+
+
+def _declare_size(data: bytes, name: str, size: int) -> bytes:
+    """A header that lies about the entry's unzipped size."""
+    return _patch(data, name, "size", size)
 
 
 def _write(tmp_path: Path, data: bytes) -> Path:
@@ -107,6 +114,18 @@ REFUSED: list[tuple[str, Callable[[], bytes], dict[str, str], list[str]]] = [
         lambda: _zip([GOOD_CSV, ("train", b"x"), ("train/a.png", b"y")]),
         {},
         ["'train'", "train/a.png"],
+    ),
+    (
+        "an encrypted entry",
+        lambda: _patch(_zip([GOOD_CSV, ("a.png", b"x" * 100)]), "a.png", "flags", 1),
+        {},
+        ["a.png", "encrypted"],
+    ),
+    (
+        "a compression method zipfile lacks (deflate64)",
+        lambda: _patch(_zip([GOOD_CSV, ("a.png", b"x" * 100)]), "a.png", "method", 9),
+        {},
+        ["a.png", "compression method 9"],
     ),
     ("a bad limit setting", lambda: _zip([GOOD_CSV]), {MAX_UNZIP_RATIO_ENV: "lots"}, [MAX_UNZIP_RATIO_ENV, "positive number"]),
 ]

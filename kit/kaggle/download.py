@@ -35,6 +35,8 @@ MARKER = ".kit-download.json"  # written last: its presence means the data is co
 PARTIAL_DIR = ".kit-download"  # where the client streams the archive (the client resumes it)
 STAGING_DIR = "unzip"  # under PARTIAL_DIR: entries are unzipped here, then moved into place
 COPY_CHUNK = 1 << 20
+ENCRYPTED_FLAG = 0x1  # general purpose bit 0 of a zip entry
+UNZIPPABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
 # Unzip limits (README "when things go wrong"): an environment variable raises each.
 MAX_UNZIP_GB = 200.0  # total size of the unzipped files; the largest Kaggle competitions are ~100-200 GB
@@ -118,6 +120,16 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
         if info.is_dir():
             plan.folders.append(relative)
             continue
+        if info.flag_bits & ENCRYPTED_FLAG:
+            raise KitError(
+                f"archive {archive.name} entry '{info.filename}' is encrypted: refused", "unzip it by hand with its password"
+            )
+        if info.compress_type not in UNZIPPABLE:
+            raise KitError(
+                f"archive {archive.name} entry '{info.filename}' uses compression method {info.compress_type}, "
+                "which Python's zipfile cannot unzip: refused",
+                "unzip it by hand (e.g. 7z x) into data.root, then rerun",
+            )
         key = relative.as_posix()
         if key in files:
             raise KitError(
