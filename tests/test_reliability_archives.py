@@ -115,6 +115,7 @@ REFUSED: list[tuple[str, Callable[[], bytes], dict[str, str], list[str]]] = [
         {},
         ["'train'", "train/a.png"],
     ),
+    ("a folder entry that is also a file", lambda: _zip([GOOD_CSV, ("train/", b""), ("train", b"x")]), {}, ["'train'", "train/"]),
     (
         "an encrypted entry",
         lambda: _patch(_zip([GOOD_CSV, ("a.png", b"x" * 100)]), "a.png", "flags", 1),
@@ -144,6 +145,21 @@ def test_hostile_archive_is_refused_before_writing(tmp_path, monkeypatch, case, 
         assert word in line, line
     assert _files(dest) == [], "nothing may be written"
     assert archive.is_file(), "a refused archive is kept, so a rerun with a raised limit needs no new download"
+
+
+@pytest.mark.parametrize("existing", ["folder where a file goes", "file where a folder goes"])
+def test_what_the_data_folder_holds_never_blocks_a_half_done_unzip(tmp_path, existing):
+    dest = tmp_path / "raw"
+    if existing.startswith("folder"):
+        (dest / "test.csv").mkdir(parents=True)
+    else:
+        dest.mkdir()
+        (dest / "test").write_text("mine")
+    archive = _write(tmp_path, _zip([GOOD_CSV, ("test.csv", b"id\n"), ("test/a.png", b"x")]))
+    with pytest.raises(KitError) as info:
+        safe_extract(archive, dest)
+    assert "refused" in info.value.one_line() and "move that" in info.value.one_line()
+    assert not (dest / "train.csv").exists()
 
 
 def test_a_header_that_understates_the_size_leaves_nothing(tmp_path):

@@ -119,6 +119,7 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
             continue
         if info.is_dir():
             plan.folders.append(relative)
+            parents.setdefault(relative.as_posix(), info.filename)
             continue
         if info.flag_bits & ENCRYPTED_FLAG:
             raise KitError(
@@ -149,6 +150,7 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
                 f"archive {archive.name} entry '{name}' is a file and also the folder of '{parents[key]}': refused",
                 "the archive is ambiguous; report it to the data's owner",
             )
+    _check_existing(archive, dest, files, parents)
     if plan.total > limits.max_bytes:
         raise KitError(
             f"archive {archive.name} unzips to {_gb(plan.total)}, over the {_gb(limits.max_bytes)} limit: refused",
@@ -156,6 +158,22 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
         )
     _check_ratio(f"archive {archive.name}", plan.total, archive.stat().st_size, limits)
     return plan
+
+
+def _check_existing(archive: Path, dest: Path, files: dict[str, str], folders: dict[str, str]) -> None:
+    """Refuse before unzipping when what ``dest`` holds would block a move (a folder where a file goes, or back)."""
+    for key, name in files.items():
+        if (dest / key).is_dir() and not (dest / key).is_symlink():
+            raise KitError(
+                f"archive {archive.name} entry '{name}' would replace the folder {dest / key}: refused",
+                "move that folder away (or choose another data.root), then rerun",
+            )
+    for key, name in folders.items():
+        if (dest / key).exists() and not (dest / key).is_dir():
+            raise KitError(
+                f"archive {archive.name} entry '{name}' needs the folder {dest / key}, which is a file: refused",
+                "move that file away (or choose another data.root), then rerun",
+            )
 
 
 def _check_ratio(what: str, size: int, compressed: int, limits: UnzipLimits) -> None:
