@@ -99,6 +99,13 @@ def _wandb(fake_kaggle, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_API_KEY", WANDB_KEY)
 
 
+QUOTED_PASSWORD = 'pa"ss\\wörd-123'  # escaped on its way into the script (JSON, YAML)
+
+
+def _password(fake_kaggle, monkeypatch) -> None:
+    monkeypatch.setenv("DB_PASSWORD", QUOTED_PASSWORD)
+
+
 def _nothing(fake_kaggle, monkeypatch) -> None:
     return None
 
@@ -109,6 +116,7 @@ CARRIED = [
     ("kaggle.json's key", _kaggle_json, KAGGLE_JSON_KEY, "kaggle.json"),
     ("a token file named by $KAGGLE_API_TOKEN", _token_file, OTHER_TOKEN, "$KAGGLE_API_TOKEN"),
     ("another service's key in the environment", _wandb, WANDB_KEY, "$WANDB_API_KEY"),
+    ("a password with quotes, a backslash and a non-ASCII letter", _password, QUOTED_PASSWORD, "$DB_PASSWORD"),
     ("a Kaggle token known only by its shape", _nothing, "KGAT_pasted_from_another_machine_42", "Kaggle API token"),
 ]
 
@@ -118,7 +126,7 @@ def test_a_bundle_holding_any_credential_is_not_pushed(fake_kaggle, tmp_path, mo
     monkeypatch.chdir(tmp_path)  # build/ goes under the working directory
     place(fake_kaggle, monkeypatch)
     comp = write_comp_yaml(tmp_path)
-    comp.write_text(comp.read_text() + f"  solution: {secret}\n")  # pasted into a setting that travels in the config
+    comp.write_text(comp.read_text() + f"  solution: {json.dumps(secret)}\n")  # pasted into a setting that travels in the config
     cfg = load_config([f"comp={comp}", f"data.root={tmp_path / 'raw'}"])
     with pytest.raises(KitError) as info:
         kernel.push(cfg)

@@ -194,10 +194,23 @@ def credential_values() -> list[tuple[str, str]]:
     return [(where, value.strip()) for where, value in found if len(value.strip()) >= MIN_SECRET_CHARS]
 
 
+def _written_forms(value: str) -> set[str]:
+    """``value`` as it reads once written: as is, as a YAML scalar, then JSON-escaped once or twice (a YAML in JSON)."""
+    import yaml
+
+    scalar = yaml.safe_dump(value, width=1 << 30).strip().removesuffix("...").strip()  # '...' ends a plain scalar
+    if len(scalar) > 1 and scalar[0] in "'\"" and scalar[-1] == scalar[0]:
+        scalar = scalar[1:-1]
+    forms = {value, scalar}
+    for _ in range(2):
+        forms |= {json.dumps(form)[1:-1] for form in forms}
+    return forms
+
+
 def secret_in(text: str, credentials: list[tuple[str, str]] | None = None) -> str | None:
     """Where the credential that ``text`` holds comes from (never the value itself); None when it holds none."""
     for where, value in credential_values() if credentials is None else credentials:
-        if value in text:
+        if any(form in text for form in _written_forms(value)):
             return f"the value of {where}"
     for what, shape in SECRET_SHAPES:
         if shape.search(text):
