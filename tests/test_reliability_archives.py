@@ -184,12 +184,18 @@ def test_an_archive_larger_than_the_free_disk_is_refused_before_writing(tmp_path
 
 def test_reserved_names_are_skipped(tmp_path, capsys):
     forged = json.dumps({"slug": "fake-comp", "files": 3000}).encode()
-    entries = [(MARKER, forged), (f"{PARTIAL_DIR}/fake-comp.zip", b"PK"), ("sub/.kit-demo-complete", b""), GOOD_CSV]
+    entries = [
+        (MARKER, forged),
+        (f"{PARTIAL_DIR}/fake-comp.zip", b"PK"),
+        ("sub/.kit-demo-complete", b""),
+        (".KIT-Download.json", forged),
+    ]
+    entries.append(GOOD_CSV)
     dest = tmp_path / "raw"
     assert safe_extract(_write(tmp_path, _zip(entries)), dest) == 1
     assert [p.relative_to(dest).as_posix() for p in _files(dest)] == ["train.csv"]
     err = capsys.readouterr().err
-    assert all(f"'{name}'" in err for name, _ in entries[:3]) and "reserves" in err
+    assert all(f"'{name}'" in err for name, _ in entries[:4]) and "reserves" in err
 
 
 def _cfg(tmp_path: Path):

@@ -114,7 +114,7 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
         relative = _member_path(archive, info, dest)
         if not relative.parts:
             continue  # the archive's root folder entry ("./")
-        if any(part.startswith(RESERVED_PREFIX) for part in relative.parts):
+        if any(part.casefold().startswith(RESERVED_PREFIX) for part in relative.parts):  # a case-insensitive disk too
             plan.skipped.append(info.filename)  # kit's markers never come from an archive
             continue
         if info.is_dir():
