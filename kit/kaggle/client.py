@@ -18,6 +18,7 @@ The Kaggle web addresses and the shape of slugs are written here once, for every
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -194,7 +195,8 @@ def credential_values() -> list[tuple[str, str]]:
     return [(where, value.strip()) for where, value in found if len(value.strip()) >= MIN_SECRET_CHARS]
 
 
-def _written_forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=64)
+def _written_forms(value: str) -> frozenset[str]:
     """``value`` as it reads once written: as is, as a YAML scalar, then JSON-escaped once or twice (a YAML in JSON)."""
     import yaml
 
@@ -204,7 +206,7 @@ def _written_forms(value: str) -> set[str]:
     forms = {value, scalar}
     for _ in range(2):
         forms |= {json.dumps(form)[1:-1] for form in forms}
-    return forms
+    return frozenset(forms)
 
 
 def secret_in(text: str, credentials: list[tuple[str, str]] | None = None) -> str | None:
