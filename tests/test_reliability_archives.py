@@ -117,6 +117,18 @@ REFUSED: list[tuple[str, Callable[[], bytes], dict[str, str], list[str]]] = [
     ),
     ("a folder entry that is also a file", lambda: _zip([GOOD_CSV, ("train/", b""), ("train", b"x")]), {}, ["'train'", "train/"]),
     (
+        "a name longer than the disk takes",
+        lambda: _zip([GOOD_CSV, ("a" * 300 + ".png", b"x")]),
+        {},
+        ["name too long", "304 characters"],
+    ),
+    (
+        "a path longer than PATH_MAX",
+        lambda: _zip([GOOD_CSV, ("d/" * 2100 + "x.png", b"x")]),
+        {},
+        ["name too long", "4205 characters"],
+    ),
+    (
         "an encrypted entry",
         lambda: _patch(_zip([GOOD_CSV, ("a.png", b"x" * 100)]), "a.png", "flags", 1),
         {},

@@ -35,6 +35,8 @@ MARKER = ".kit-download.json"  # written last: its presence means the data is co
 PARTIAL_DIR = ".kit-download"  # where the client streams the archive (the client resumes it)
 STAGING_DIR = "unzip"  # under PARTIAL_DIR: entries are unzipped here, then moved into place
 COPY_CHUNK = 1 << 20
+SHOWN_NAME_CHARS = 120  # longer entry names are cut in messages
+MAX_PATH_BYTES = 4096  # Linux PATH_MAX: a longer path cannot be opened
 ENCRYPTED_FLAG = 0x1  # general purpose bit 0 of a zip entry
 UNZIPPABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
@@ -78,16 +80,36 @@ def _gb(size: int) -> str:
 UNSAFE_HINT = "the archive is unsafe; report it to the data's owner"
 
 
+def _short(name: str) -> str:
+    """A name as an error line shows it: a hostile one can be thousands of characters."""
+    return name if len(name) <= SHOWN_NAME_CHARS else f"{name[:SHOWN_NAME_CHARS]}...({len(name)} characters)"
+
+
+def _max_name_bytes(dest: Path) -> int:
+    """The longest file name the disk under ``dest`` takes (the nearest existing folder's, 255 where unknown)."""
+    folder = next((p for p in (dest, *dest.parents) if p.is_dir()), Path("/"))
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
 def _member_path(archive: Path, info: zipfile.ZipInfo, dest: Path) -> PurePosixPath:
     """The entry's path relative to ``dest``; refuse entries that would land outside it (zip-slip) or create links."""
     name = info.filename
     posix = name.replace("\\", "/")
-    where = f"archive {archive.name} entry '{name}'"
+    where = f"archive {archive.name} entry '{_short(name)}'"
     if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
         raise KitError(f"{where} has an absolute path: refused", UNSAFE_HINT)
     relative = PurePosixPath(posix)
     if ".." in relative.parts:
         raise KitError(f"{where} points outside the data folder: refused", UNSAFE_HINT)
+    longest = max((len(part.encode()) for part in relative.parts), default=0)
+    if longest > _max_name_bytes(dest) or len(str(dest / PARTIAL_DIR / STAGING_DIR / relative).encode()) >= MAX_PATH_BYTES:
+        raise KitError(
+            f"{where} has a name too long for this disk ({longest} bytes in one name, {len(posix)} in all): refused",
+            "unzip it by hand and shorten the names, or report it to the data's owner",
+        )
     if stat.S_ISLNK(info.external_attr >> 16):
         raise KitError(f"{where} is a symbolic link: refused", UNSAFE_HINT)
     if not (dest / relative).resolve().is_relative_to(dest.resolve()):
@@ -123,31 +145,34 @@ def _plan(archive: Path, zf: zipfile.ZipFile, dest: Path, limits: UnzipLimits) -
             continue
         if info.flag_bits & ENCRYPTED_FLAG:
             raise KitError(
-                f"archive {archive.name} entry '{info.filename}' is encrypted: refused", "unzip it by hand with its password"
+                f"archive {archive.name} entry '{_short(info.filename)}' is encrypted: refused",
+                "unzip it by hand with its password",
             )
         if info.compress_type not in UNZIPPABLE:
             raise KitError(
-                f"archive {archive.name} entry '{info.filename}' uses compression method {info.compress_type}, "
+                f"archive {archive.name} entry '{_short(info.filename)}' uses compression method {info.compress_type}, "
                 "which Python's zipfile cannot unzip: refused",
                 "unzip it by hand (e.g. 7z x) into data.root, then rerun",
             )
         key = relative.as_posix()
         if key in files:
             raise KitError(
-                f"archive {archive.name} has two entries for '{relative}' ('{files[key]}' and '{info.filename}'): refused",
+                f"archive {archive.name} has two entries for '{_short(str(relative))}' "
+                f"('{_short(files[key])}' and '{_short(info.filename)}'): refused",
                 "the archive is ambiguous; unzip it by hand and keep the right one, or report it to the data's owner",
             )
         files[key] = info.filename
         for parent in relative.parents:
             if parent.parts:
                 parents.setdefault(parent.as_posix(), info.filename)
-        _check_ratio(f"archive {archive.name} entry '{info.filename}'", info.file_size, info.compress_size, limits)
+        _check_ratio(f"archive {archive.name} entry '{_short(info.filename)}'", info.file_size, info.compress_size, limits)
         plan.files.append((info, relative))
         plan.total += info.file_size
     for key, name in files.items():
         if key in parents:
             raise KitError(
-                f"archive {archive.name} entry '{name}' is a file and also the folder of '{parents[key]}': refused",
+                f"archive {archive.name} entry '{_short(name)}' is a file "
+                f"and also the folder of '{_short(parents[key])}': refused",
                 "the archive is ambiguous; report it to the data's owner",
             )
     _check_existing(archive, dest, files, parents)
@@ -165,13 +190,14 @@ def _check_existing(archive: Path, dest: Path, files: dict[str, str], folders: d
     for key, name in files.items():
         if (dest / key).is_dir() and not (dest / key).is_symlink():
             raise KitError(
-                f"archive {archive.name} entry '{name}' would replace the folder {dest / key}: refused",
+                f"archive {archive.name} entry '{_short(name)}' would replace the folder {_short(str(dest / key))}: refused",
                 "move that folder away (or choose another data.root), then rerun",
             )
     for key, name in folders.items():
         if (dest / key).exists() and not (dest / key).is_dir():
             raise KitError(
-                f"archive {archive.name} entry '{name}' needs the folder {dest / key}, which is a file: refused",
+                f"archive {archive.name} entry '{_short(name)}' needs the folder {_short(str(dest / key))}, "
+                "which is a file: refused",
                 "move that file away (or choose another data.root), then rerun",
             )
 
@@ -194,7 +220,7 @@ def _copy_entry(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, targe
             written += len(chunk)
             if written > allowed:
                 raise KitError(
-                    f"archive {archive.name} entry '{info.filename}' unzips to more than the {info.file_size} bytes "
+                    f"archive {archive.name} entry '{_short(info.filename)}' unzips to more than the {info.file_size} bytes "
                     "its header declares: refused",
                     UNSAFE_HINT,
                 )
@@ -224,7 +250,7 @@ def safe_extract(archive: Path, dest: Path) -> int:
     with zf:
         plan = _plan(archive, zf, dest, limits)
         for name in plan.skipped:
-            say(f"warning: archive {archive.name} entry '{name}' has a name kit reserves ({RESERVED_PREFIX}*): skipped")
+            say(f"warning: archive {archive.name} entry '{_short(name)}' has a name kit reserves ({RESERVED_PREFIX}*): skipped")
         shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted unzip
         staging.mkdir(parents=True)
         free = shutil.disk_usage(staging).free
@@ -247,7 +273,8 @@ def safe_extract(archive: Path, dest: Path) -> int:
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
             raise KitError(
-                f"cannot unzip {archive.name} into {dest}: {exc}", "free disk space or fix the folder's permissions, then rerun"
+                f"cannot unzip {archive.name} into {dest}: {_short(str(exc))}",
+                "free disk space or fix the folder's permissions, then rerun",
             ) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -269,7 +296,7 @@ def _move_into_place(archive: Path, staging: Path, dest: Path, plan: _Plan) -> N
             os.replace(staging / relative, target)
     except OSError as exc:
         raise KitError(
-            f"cannot move the files of {archive.name} into {dest}: {exc}",
+            f"cannot move the files of {archive.name} into {dest}: {_short(str(exc))}",
             "fix what the message names in the data folder, then rerun",
         ) from None
     finally:
