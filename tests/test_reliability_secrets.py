@@ -160,3 +160,22 @@ def test_cli_env_interpolation_of_the_key_is_one_line_and_never_pushed(fake_kagg
     assert fake_kaggle.calls("SaveKernel") == []
     bundle = tmp_path / "build" / "kernel" / "fake-comp"
     assert not any(KEY.encode() in p.read_bytes() for p in bundle.rglob("*") if p.is_file())
+
+
+# variables whose names only look like a secret's, set to values the bundle holds: the bundle is built and pushed
+LOOKALIKES = [
+    ("GIT_AUTHOR_NAME", "kit fake-comp"),
+    ("TOKENIZERS_PARALLELISM", "/kaggle/working"),
+    ("KEYBOARD_LAYOUT", "kit-wheel"),
+]
+
+
+def test_lookalike_variables_are_not_secrets(fake_kaggle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, value in LOOKALIKES:
+        monkeypatch.setenv(name, value)
+    cfg = load_config([f"comp={write_comp_yaml(tmp_path)}", f"data.root={tmp_path / 'raw'}"])
+    kernel.push(cfg)
+    code = (tmp_path / "build" / "kernel" / "fake-comp" / "kit_kernel.py").read_text()
+    assert all(value in code + json.dumps(kernel.metadata(cfg, USERNAME)) for _, value in LOOKALIKES)
+    assert len(fake_kaggle.calls("SaveKernel")) == 1

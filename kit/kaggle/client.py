@@ -145,7 +145,8 @@ def check_kaggle_json() -> None:
 
 # ----------------------------------------------------------------------------- secrets in what kit uploads
 
-SECRET_NAME = re.compile(r"key|token|secret|passw|credential|auth", re.I)  # names of variables and JSON fields that hold one
+# A variable or JSON field holds a secret when a word of its name says so (KAGGLE_KEY, client_secret; not GIT_AUTHOR_NAME)
+SECRET_NAME = re.compile(r"(?:^|[_.-])(?:api)?(?:key|token|secret|password|passwd|credentials?)(?:$|[_.-])", re.I)
 MIN_SECRET_CHARS = 8  # shorter values ("1", "true", a port) are flags, not secrets, and would match everywhere
 SECRET_FILE_BYTES = 1 << 16  # a credential file is small; a larger (or special) file named by a variable is not read
 SECRET_SHAPES = (  # credentials recognised by their shape, wherever they came from
@@ -153,7 +154,7 @@ SECRET_SHAPES = (  # credentials recognised by their shape, wherever they came f
     ("a kaggle.json key", re.compile(r"""["']?\bkey["']?\s*[:=]\s*["']?[0-9a-f]{32}\b""")),
     ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
     ("an AWS access key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
-    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b")),
+    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}")),
 )
 
 
@@ -176,11 +177,8 @@ def _file_secrets(path: Path) -> list[str]:
 
 
 def credential_values() -> list[tuple[str, str]]:
-    """(where it lives, value) for every credential this process can reach, to check what kit uploads.
-
-    The environment's variables with a secret's name (a variable naming a file: that file's secrets) and
-    Kaggle's credential files. Callers name only the place, never the value.
-    """
+    """(where it lives, value) of each credential this process can reach: variables with a secret's name (or the
+    secrets of the file one names) and Kaggle's credential files. Callers name only the place, never the value."""
     found: list[tuple[str, str]] = []
     for name, value in os.environ.items():
         if not SECRET_NAME.search(name):
@@ -220,9 +218,6 @@ def secret_in(text: str, credentials: list[tuple[str, str]] | None = None) -> st
     return None
 
 
-SECRET_HINT = "remove it from the setting or file that carries it (a YAML, an override, a ${oc.env:...} value), then rerun"
-
-
 def upload_files(paths: Iterable[Path]) -> dict[str, bytes]:
     """The content of every regular file among ``paths`` (folders walked), a wheel's or zip's members each, by name."""
     files: dict[str, bytes] = {}
@@ -243,7 +238,10 @@ def refuse_secrets(files: Mapping[str, str | bytes], what: str) -> None:
     for name, content in files.items():
         where = secret_in(content.decode("utf-8", "replace") if isinstance(content, bytes) else content, credentials)
         if where is not None:
-            raise KitError(f"{name} holds {where}: {what} refused", SECRET_HINT)
+            raise KitError(
+                f"{name} holds {where}: {what} refused",
+                "remove it from the setting or file that carries it (a YAML, an override, a ${oc.env:...} value), then rerun",
+            )
 
 
 @contextlib.contextmanager
