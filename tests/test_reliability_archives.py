@@ -184,8 +184,15 @@ def test_a_header_that_understates_the_size_leaves_nothing(tmp_path):
     assert _files(dest) == []
 
 
-def test_an_archive_larger_than_the_free_disk_is_refused_before_writing(tmp_path):
-    archive = _write(tmp_path, _zip([GOOD_CSV, ("images.bin", os.urandom(2 * MB))], zipfile.ZIP_STORED))
+TOO_BIG_FOR_1_MB = {
+    "one large file": lambda: _zip([GOOD_CSV, ("images.bin", os.urandom(2 * MB))], zipfile.ZIP_STORED),
+    "many small files (each takes a whole disk block)": lambda: _zip([(f"t/{i}.png", b"x" * 10) for i in range(400)]),
+}
+
+
+@pytest.mark.parametrize("case", list(TOO_BIG_FOR_1_MB))
+def test_an_archive_larger_than_the_free_disk_is_refused_before_writing(tmp_path, case):
+    archive = _write(tmp_path, TOO_BIG_FOR_1_MB[case]())
     with small_tmpfs(tmp_path, "1m") as disk:
         with pytest.raises(KitError) as info:
             safe_extract(archive, disk / "raw")

@@ -37,6 +37,7 @@ STAGING_DIR = "unzip"  # under PARTIAL_DIR: entries are unzipped here, then move
 COPY_CHUNK = 1 << 20
 SHOWN_NAME_CHARS = 120  # longer entry names are cut in messages
 MAX_PATH_BYTES = 4096  # Linux PATH_MAX: a longer path cannot be opened
+DISK_BLOCK = 4096  # a file takes whole blocks of the disk: the free-space check counts them
 ENCRYPTED_FLAG = 0x1  # general purpose bit 0 of a zip entry
 UNZIPPABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 
@@ -251,16 +252,16 @@ def safe_extract(archive: Path, dest: Path) -> int:
         plan = _plan(archive, zf, dest, limits)
         for name in plan.skipped:
             say(f"warning: archive {archive.name} entry '{_short(name)}' has a name kit reserves ({RESERVED_PREFIX}*): skipped")
-        shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted unzip
-        staging.mkdir(parents=True)
-        free = shutil.disk_usage(staging).free
-        if plan.total > free:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise KitError(
-                f"archive {archive.name} unzips to {_gb(plan.total)} but {dest} has {_gb(free)} free: refused",
-                "free disk space, or set data.root to a folder on a larger disk, then rerun",
-            )
         try:
+            shutil.rmtree(staging, ignore_errors=True)  # left by an interrupted unzip
+            staging.mkdir(parents=True)
+            needed = sum(-(-info.file_size // DISK_BLOCK) * DISK_BLOCK for info, _ in plan.files)  # whole blocks per file
+            free = shutil.disk_usage(staging).free
+            if needed > free:
+                raise KitError(
+                    f"archive {archive.name} unzips to {_gb(needed)} but {dest} has {_gb(free)} free: refused",
+                    "free disk space, or set data.root to a folder on a larger disk, then rerun",
+                )
             written = 0
             progress = tqdm(plan.files, desc=f"unzip {archive.name}", unit="file", file=sys.stderr, disable=len(plan.files) < 200)
             for info, relative in progress:
