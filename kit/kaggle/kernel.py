@@ -130,7 +130,6 @@ import sys
 
 COMP = __COMP__
 INPUT = __INPUT__
-MODEL = __MODEL__
 WEIGHTS = __WEIGHTS__
 INTERNET = __INTERNET__
 CONFIG_YAML = __CONFIG__
@@ -174,8 +173,7 @@ with open(config, "w") as handle:
     handle.write(CONFIG_YAML)  # the resolved config; the paths below override its data/run folders
 settings = [
     f"comp={config}",
-    f"model={MODEL}",
-    f"hparams={config}",
+    f"model={config}",  # merged last: the resolved config wins over every preset (hparams: tuned keys only)
     f"data.root={data_root}",
     f"data.records_root={WORKING}/records",
     f"run.root={WORKING}/runs",
@@ -204,7 +202,6 @@ def script(cfg: Config, user: str) -> str:
         "__WHEEL_DATASET__": WHEEL_DATASET,
         "__COMP__": cfg.comp.name,
         "__INPUT__": input_name(cfg),
-        "__MODEL__": cfg.model.name,
         "__WEIGHTS__": _weights(cfg, user)[1],
         "__CONFIG__": yaml.safe_dump(kernel_config(cfg, user), sort_keys=False),
     }
