@@ -85,8 +85,14 @@ def read_sample(cfg: Config, path: Path) -> pd.DataFrame:
     """
     sample = read_csv(path, fix="re-download the sample submission, or check comp.sample_submission")
     sub = cfg.comp.submission
-    wanted = {"comp.submission.id_column": sub.id_column, "comp.submission.label_column": sub.label_column}
-    require_columns(sample, str(path), wanted)
+    require_columns(sample, str(path), {"comp.submission.id_column": sub.id_column})
+    others = [c for c in sample.columns if c != sub.id_column]
+    if sub.label_column not in sample.columns and len(others) == 1:  # the one other column is the label, named otherwise
+        raise KitError(
+            f"{path}: no column '{sub.label_column}' (columns: {', '.join(sample.columns)})",
+            f"set comp.submission.label_column={others[0]}",
+        )
+    require_columns(sample, str(path), {"comp.submission.label_column": sub.label_column})
     extra = [c for c in sample.columns if c not in (sub.id_column, sub.label_column)]
     if extra:
         raise KitError(
