@@ -174,6 +174,11 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
     return read
 
 
+def _folder(path: str) -> str:
+    """The folder of a normalised absolute path ("/" for "/x.png", which has an empty head)."""
+    return path.rpartition("/")[0] or "/"
+
+
 def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
@@ -191,7 +196,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
     links: set[str] = set()
     outside: dict[str, str] = {}  # folder -> where it really is, when outside the root
     unlistable: dict[str, str] = {}  # folder -> why it cannot be listed
-    for parent in {p.rpartition("/")[0] for p in listed}:
+    for parent in {_folder(p) for p in listed}:
         real = os.path.realpath(parent)
         if not _inside(real, root_real):
             outside[parent] = real
@@ -199,21 +204,22 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         try:
             with os.scandir(parent) as entries:
                 for entry in entries:
-                    existing.add(f"{parent}/{entry.name}")
+                    listed_path = os.path.join(parent, entry.name)
+                    existing.add(listed_path)
                     if entry.is_symlink():
-                        links.add(f"{parent}/{entry.name}")
+                        links.add(listed_path)
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as exc:
             unlistable[parent] = exc.strerror or type(exc).__name__
     for i, path in enumerate(listed):
-        parent = path.rpartition("/")[0]
+        parent = _folder(path)
         real = outside.get(parent)
         if real is None and path in links:
             real = os.path.realpath(path)
             real = None if _inside(real, root_real) else real
         elif real is not None:
-            real = f"{real}/{path.rpartition('/')[2]}"
+            real = os.path.join(real, path.rpartition('/')[2])
         if real is not None:
             really = f" (really {real})" if real != path else ""
             raise KitError(
@@ -225,7 +231,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
         path = listed[i]
-        why = unlistable.get(path.rpartition("/")[0])
+        why = unlistable.get(_folder(path))
         raise KitError(
             f"{_position(table, i)}: image {path} "
             + (f"cannot be read ({why})" if why else "does not exist")
