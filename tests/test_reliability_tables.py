@@ -220,6 +220,11 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
         [],
         ["train.csv row 2", "File name too long", "fix:"],
     ),
+    "NUL byte in a CSV folder name": (
+        _write("train.csv", TRAIN.replace("t1,dog", "tr\x00ain/t1,dog")),
+        [],
+        ["train.csv row 2", "tr\\x00ain/t1.png' cannot be read (embedded null byte)", "fix:"],
+    ),
     "300-character comp.train.dir": (
         lambda root: None,
         ["comp.train.csv=''", f"comp.train.dir={LONG}"],

@@ -179,6 +179,11 @@ def _folder(path: str) -> str:
     return path.rpartition("/")[0] or "/"
 
 
+def _shown(path: str) -> str:
+    """A path as a message shows it: quoted with escapes when it holds control characters (a NUL, a newline)."""
+    return path if path.isprintable() else repr(path)
+
+
 def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
@@ -197,7 +202,11 @@ def check_files(table: Table, root: Path, fix: str) -> None:
     outside: dict[str, str] = {}  # folder -> where it really is, when outside the root
     unlistable: dict[str, str] = {}  # folder -> why it cannot be listed
     for parent in {_folder(p) for p in listed}:
-        real = os.path.realpath(parent)
+        try:
+            real = os.path.realpath(parent)
+        except ValueError as exc:  # a NUL byte in the path: no such folder can exist
+            unlistable[parent] = str(exc)
+            continue
         if not _inside(real, root_real):
             outside[parent] = real
             continue
@@ -223,7 +232,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         if real is not None:
             really = f" (really {real})" if real != path else ""
             raise KitError(
-                f"{_position(table, i)}: image {path}{really} is outside data.root {root_real}",
+                f"{_position(table, i)}: image {_shown(path)}{really} is outside data.root {root_real}",
                 "list only images inside data.root (no '..', no absolute paths or symlinks leading out of it), "
                 "or point data.root at a folder that holds them",
             )
@@ -233,7 +242,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         path = listed[i]
         why = unlistable.get(_folder(path))
         raise KitError(
-            f"{_position(table, i)}: image {path} "
+            f"{_position(table, i)}: image {_shown(path)} "
             + (f"cannot be read ({why})" if why else "does not exist")
             + f" ({int(missing.sum())} of {len(listed)} listed images are missing)",
             fix,
