@@ -258,13 +258,17 @@ def validate_submission(
     else:
         path = Path(frame_or_path)
         name = str(path)
-        if not path.is_file():
-            raise KitError(f"submission file {path} does not exist", "run kit predict first, or pass --file <submission.csv>")
         try:
+            if not path.is_file():  # a FIFO or device is not a file and is never opened
+                raise KitError(f"submission file {path} does not exist", "run kit predict first, or pass --file <submission.csv>")
             frame = _read_submission(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise KitError(
                 f"{name}: not a readable CSV ({str(exc).splitlines()[0]})", "write it with a header row and comma separators"
+            ) from None
+        except OSError as exc:  # a name too long, no permission, ...
+            raise KitError(
+                f"{name}: cannot be read ({exc.strerror or type(exc).__name__})", "pass --file <a readable submission.csv>"
             ) from None
 
     sub = cfg.comp.submission

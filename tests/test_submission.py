@@ -144,3 +144,11 @@ def test_a_sample_submission_that_no_submission_could_match_is_refused_when_read
     assert str(path) in message
     for word in words:
         assert word in message, message
+
+
+def test_a_submission_path_the_os_refuses_is_one_line(sample):
+    """A 300-character file name (ENAMETOOLONG) is named in one line, not a traceback."""
+    cfg, _, path = sample
+    with pytest.raises(KitError) as info:
+        _validate(cfg, path.parent / ("s" * 300 + ".csv"))
+    assert "cannot be read (File name too long)" in info.value.one_line()
