@@ -228,7 +228,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
             real = os.path.realpath(path)
             real = None if _inside(real, root_real) else real
         elif real is not None:
-            real = os.path.join(real, path.rpartition('/')[2])
+            real = os.path.join(real, os.path.basename(path))
         if real is not None:
             really = f" (really {real})" if real != path else ""
             raise KitError(
