@@ -299,9 +299,13 @@ def read_csv(path: str | os.PathLike, fix: str = "re-download the file or fix it
     import pandas as pd  # here, not at the top: the CLI imports this module at start-up
 
     path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: CSV file not found", fix)
-    raw = path.read_bytes()
+    try:
+        if not path.is_file():  # follows links; a FIFO or device is not a file and is never opened
+            what = "not a regular file" if path.exists() else "CSV file not found"
+            raise KitError(f"{path}: {what}", fix)
+        raw = path.read_bytes()
+    except OSError as exc:  # a name too long, no permission, ...
+        raise KitError(f"{path}: cannot read the CSV ({exc.strerror or type(exc).__name__})", fix) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
