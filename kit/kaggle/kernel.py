@@ -113,6 +113,8 @@ def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
     values["run"]["root"] = f"{WORKING}/runs"
     values["model"]["weights"] = _weights(cfg, user)[1]
     values["kaggle"]["message"] = ""
+    if cfg.model.name in values["comp"]["image_sizes"]:  # the per-model size step must not undo a model.image_size=...
+        values["comp"]["image_sizes"][cfg.model.name] = cfg.model.image_size
     return values
 
 
