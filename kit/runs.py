@@ -48,7 +48,8 @@ CONFIG_FILE = "config.yaml"
 VERSIONS_FILE = "versions.json"
 LOCK_FILE = "lock"
 # Settings a --resume may change: where things are, how the run is shown or driven, what comes after training.
-# Every other setting shapes the model or the data it learns from, so a resume with another value is refused.
+# Every other one shapes the model or how and on what it learns (epochs too: a finished phase is never extended),
+# so a resume with another value is refused.
 RESUME_FREE_SETTINGS = (
     "run", "predict", "kaggle", "tuner", "audit", "train.verbose", "train.strategy",
     "comp.slug", "comp.source", "comp.sample_submission", "comp.solution", "comp.submission", "comp.image_sizes",
@@ -158,7 +159,7 @@ def _lock_holder(fd: int) -> str:
         argv = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")]
     except OSError:
         return f"process {pid}"
-    command = " ".join([Path(argv[0]).name, *argv[1:]])
+    command = " ".join(" ".join([Path(argv[0]).name, *argv[1:]]).split())  # a `python -c` script: one line
     return f"process {pid} ({command[:160]}{'...' if len(command) > 160 else ''})"
 
 
