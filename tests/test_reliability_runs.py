@@ -391,3 +391,33 @@ def test_a_full_disk_names_the_path_and_leaves_both_outputs_in_step(binary_comp,
         assert "predict.output=" in failed.value.one_line()
         left = {p.name: p.read_text() for p in mount.iterdir() if p.name != "filler"}
         assert left == (old if previous else {})  # no temp file, nothing half-written, the pair never out of step
+
+
+@pytest.mark.parametrize(
+    ("damaged", "named"),
+    [
+        ("checkpoint weights", "cannot be loaded to resume the run"),  # killed mid-phase: the resume loads them
+        ("best.keras", "best.keras cannot be loaded as a Keras model"),  # killed before `done`: the end loads it
+    ],
+)
+def test_a_resume_from_damaged_files_is_one_line_naming_them(tmp_path: Path, damaged: str, named: str):
+    from kit.config import load_config
+    from kit.io import write_json
+    from kit.runs import read_state
+    from kit.train.trainer import train
+
+    _write_records(tmp_path / "records")
+    settings = _settings(tmp_path, "train.epochs=2")
+    run_dir = train(load_config(settings))
+    (run_dir / "done").unlink()
+    state = read_state(run_dir)
+    if damaged == "checkpoint weights":  # the resume point of a run killed during its second epoch
+        write_json(run_dir / "checkpoint" / "state.json", {**state, "next_epoch": 1, "phase_done": False})
+        target = run_dir / "checkpoint" / state["weights"]
+    else:
+        target = run_dir / "best.keras"
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+    with pytest.raises(KitError, match=named) as refused:
+        train(load_config(settings), resume=True)
+    assert str(target) in refused.value.one_line()
+    assert not (run_dir / "done").exists()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kit.errors import KitError
 from kit.io import URLPath, as_path, put_file, write_json
 from kit.runs import (
     BEST_MODEL,
@@ -109,6 +110,18 @@ def _best_weights(tracker: Any, run_dir: Path) -> list | None:
     return None
 
 
+def _load_checkpoint(model: keras.Model, weights: Path) -> None:
+    """The resume point's weights; a truncated or foreign file is one line naming it (h5 files hold no code)."""
+    try:
+        model.load_weights(str(weights))
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises inside Keras or h5py
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise KitError(
+            f"{weights} cannot be loaded to resume the run ({type(exc).__name__}: {reason})",
+            f"delete {weights.parent} to restart that run from its first epoch, or drop --resume to start a new run",
+        ) from None
+
+
 def fit_phases(
     cfg: Config,
     model: keras.Model,
@@ -184,7 +197,7 @@ def fit_phases(
         compile_phase(model, cfg, phase, strategy, binary, num_classes)
         if resuming:
             multiworker.prepare(model, strategy, train_ds)  # every variable must exist before loading
-            model.load_weights(str(run_dir / "checkpoint" / state["weights"]))
+            _load_checkpoint(model, run_dir / "checkpoint" / state["weights"])
         trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
         print(
             f"phase {phase.index}/{len(phases)}: {phase.what}; {trainable:,} trainable parameters; "
