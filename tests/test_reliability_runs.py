@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -132,6 +133,17 @@ def test_a_second_writer_of_a_live_run_is_refused_naming_the_process(tmp_path: P
         with pytest.raises(KitError, match=f"is being written by process {live.pid} \\(python -c") as refused:
             entry(cfg, resume=True)
         assert str(run_dir) in refused.value.one_line() and "\n" not in refused.value.one_line()
+        # The command line: one line, exit 2, no traceback.
+        cli = subprocess.run(
+            [sys.executable, "-m", "kit", "train", *_settings(tmp_path, "train.epochs=500", *extra), "--resume"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=OUTER_TIMEOUT,
+        )
+        errors = [line for line in cli.stderr.splitlines() if line.startswith("error:")]
+        assert cli.returncode == 2 and len(errors) == 1 and f"process {live.pid}" in errors[0], cli.stderr
+        assert "Traceback" not in cli.stdout + cli.stderr
         assert _snapshot(run_dir) == before, kind  # nothing of the live run was touched
     finally:
         live.send_signal(signal.SIGKILL)
