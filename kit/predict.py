@@ -127,7 +127,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     if val_runs and val_results:
         _report_ensemble(cfg, val_results, threshold)
 
-    classes = class_names(cfg)
+    classes = class_names(cfg, manifest)  # every run of one competition has the same classes: no second read
     reference = reference_ids(cfg)
     frame = submission_frame(cfg, ids, class_probs, reference, classes, functools.partial(labels_from_probs, threshold=threshold))
     frame = validate_submission(cfg, frame, reference, classes)
