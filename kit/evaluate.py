@@ -187,7 +187,7 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     worst = _WorstErrors(WORST_IMAGES)
     dataset = split_dataset(run_cfg, manifest, "val", fold)
     total = batches_in_split(manifest, "val", run_cfg.predict.batch_size, fold)
-    _, probs = predict_probabilities(model, dataset, (), total=total, on_batch=worst)
+    _, probs = predict_probabilities(model, dataset, (), total=total, on_batch=worst, source=f"run {run_dir}")
     y_true = np.concatenate(worst.true)
     class_probs = to_class_probs(probs)
     n = class_probs.shape[1]

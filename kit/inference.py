@@ -99,12 +99,15 @@ def predict_probabilities(
     total: int | None = None,
     progress: bool = True,
     on_batch: Callable[[np.ndarray, np.ndarray | None, np.ndarray], None] | None = None,
+    source: str = "the model",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` over ``dataset``; return ``(ids, probs)`` with probs shaped like the model output.
 
     With TTA the probabilities are the mean over the original batch and each transformed view.
     ``on_batch(images, targets, probs)`` sees every batch (evaluate uses it to keep the worst errors
     without holding the whole split in memory). ``total`` is the number of batches, for the bar.
+    A NaN or infinite probability (a diverged model) is a KitError naming ``source`` (e.g. "run <dir>"): no label,
+    submission or score is ever made from one.
     """
     from tqdm.auto import tqdm
 
@@ -130,11 +133,30 @@ def predict_probabilities(
         all_probs.append(probs)
     if not all_probs:
         raise KitError("the dataset to predict is empty", "check that the records hold this split (kit records)")
-    return np.concatenate(all_ids), np.concatenate(all_probs).astype(np.float32)
+    ids, probs = np.concatenate(all_ids), np.concatenate(all_probs)
+    check_finite(probs, ids, source)
+    return ids, probs.astype(np.float32)
+
+
+def check_finite(probs: np.ndarray, ids: np.ndarray, source: str) -> None:
+    """Refuse probabilities that are NaN or infinite, naming ``source`` and the first such example."""
+    bad = ~np.isfinite(probs.reshape(len(probs), -1)).all(axis=1)
+    if bad.any():
+        raise KitError(
+            f"{source} predicted non-finite probabilities (NaN or inf) for {int(bad.sum())} of {len(probs)} examples "
+            f"(first: id {ids[bad][0]}); nothing was written from them",
+            "the model diverged in training (see the loss in its history.csv): retrain it, e.g. with a lower train.learning_rate",
+        )
 
 
 def predict_labelled(
-    model: keras.Model, dataset: tf.data.Dataset, tta: Sequence[str] = (), *, total: int | None = None, progress: bool = True
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    tta: Sequence[str] = (),
+    *,
+    total: int | None = None,
+    progress: bool = True,
+    source: str = "the model",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``predict_probabilities`` over a labelled split, plus its true class indices: ``(ids, probs, y_true)``."""
     targets: list[np.ndarray] = []
@@ -145,6 +167,7 @@ def predict_labelled(
         total=total,
         progress=progress,
         on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets),
+        source=source,
     )
     return ids, probs, true_labels(np.concatenate(targets))
 

@@ -17,7 +17,7 @@ import posixpath
 import re
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
@@ -246,6 +246,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename is None or os.fsdecode(exc.filename) == tmp:
+            # A write that failed on the temp (a full disk reports no file at all): name the file meant, not the temp.
+            raise OSError(exc.errno, exc.strerror or str(exc), os.fspath(path)) from exc
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -299,9 +305,13 @@ def read_csv(path: str | os.PathLike, fix: str = "re-download the file or fix it
     import pandas as pd  # here, not at the top: the CLI imports this module at start-up
 
     path = Path(path)
-    if not path.is_file():
-        raise KitError(f"{path}: CSV file not found", fix)
-    raw = path.read_bytes()
+    try:
+        if not path.is_file():  # follows links; a FIFO or device is not a file and is never opened
+            what = "not a regular file" if path.exists() else "CSV file not found"
+            raise KitError(f"{path}: {what}", fix)
+        raw = path.read_bytes()
+    except OSError as exc:  # a name too long, no permission, ...
+        raise KitError(f"{path}: cannot read the CSV ({exc.strerror or type(exc).__name__})", fix) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -347,6 +357,13 @@ def require_columns(frame: pd.DataFrame, source: str, wanted: dict[str, str]) ->
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path | URLPath:
     """Write ``frame`` (without its index) atomically; local paths and URLs alike."""
-    with atomic_path(path, suffix=".csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    return as_path(path)
+    return write_csvs([(frame, path)])[0]
+
+
+def write_csvs(tables: Sequence[tuple[pd.DataFrame, str | os.PathLike]]) -> list[Path | URLPath]:
+    """Write files that belong together (a submission and its probabilities) so they stay in step: every table to
+    its temp file first, and only when all are written are they renamed into place; a failure leaves none changed."""
+    with contextlib.ExitStack() as stack:
+        for frame, path in tables:
+            frame.to_csv(stack.enter_context(atomic_path(path, suffix=".csv")), index=False)
+    return [as_path(path) for _, path in tables]

@@ -34,7 +34,7 @@ from kit.inference import (
     split_dataset,
     to_class_probs,
 )
-from kit.io import as_path, write_csv
+from kit.io import as_path, write_csvs
 from kit.runs import expand_runs, latest_run, load_model, read_threshold, run_config, run_fold, threshold_runs
 from kit.submission import submission_frame, validate_submission
 
@@ -95,7 +95,11 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         batch = run_cfg.predict.batch_size
         model = load_model(run)
         run_ids, probs = predict_probabilities(
-            model, split_dataset(run_cfg, manifest, "test"), tta, total=batches_in_split(manifest, "test", batch)
+            model,
+            split_dataset(run_cfg, manifest, "test"),
+            tta,
+            total=batches_in_split(manifest, "test", batch),
+            source=f"run {run}",
         )
         if ids is None:
             ids, total = run_ids, probs.astype(np.float64)
@@ -104,7 +108,11 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         if val_runs:
             try:
                 v_ids, v_probs, v_true = predict_labelled(
-                    model, split_dataset(run_cfg, manifest, "val"), tta, total=batches_in_split(manifest, "val", batch)
+                    model,
+                    split_dataset(run_cfg, manifest, "val"),
+                    tta,
+                    total=batches_in_split(manifest, "val", batch),
+                    source=f"run {run}",
                 )
                 val_results.append((run, v_ids, v_true, v_probs))
             except KitError as exc:
@@ -119,18 +127,29 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     if val_runs and val_results:
         _report_ensemble(cfg, val_results, threshold)
 
-    classes = class_names(cfg)
+    classes = class_names(cfg, manifest)  # every run of one competition has the same classes: no second read
     reference = reference_ids(cfg)
     frame = submission_frame(cfg, ids, class_probs, reference, classes, functools.partial(labels_from_probs, threshold=threshold))
     frame = validate_submission(cfg, frame, reference, classes)
     out = _output_path(cfg, as_path(run_dirs[0]))
-    write_csv(frame, out)
     names = classes if len(classes) == class_probs.shape[1] else [str(c) for c in range(class_probs.shape[1])]
     probs_frame = pd.DataFrame(class_probs, columns=names)
     probs_frame.insert(0, cfg.comp.submission.id_column, ids)
-    write_csv(probs_frame, out.parent / PROBABILITIES_FILE)
+    _write_outputs([(frame, out), (probs_frame, out.parent / PROBABILITIES_FILE)])
     print(f"submission: {out} ({len(frame)} rows{f', threshold {threshold:.4f}' if class_probs.shape[1] == 2 else ''})")
     return out
+
+
+def _write_outputs(tables: list[tuple[pd.DataFrame, Path]]) -> None:
+    """submission.csv and probabilities.csv together or not at all (``write_csvs``); a failed write names the file."""
+    try:
+        write_csvs(tables)
+    except OSError as exc:
+        where = exc.filename or tables[0][1]
+        raise KitError(
+            f"cannot write {where}: {(exc.strerror or str(exc)).lower()}; no submission or probabilities file was changed",
+            "free space there (or fix its permissions), or set predict.output=<a path on a disk with room>",
+        ) from None
 
 
 def _free_memory() -> None:

@@ -8,21 +8,27 @@ A run lives in ``<run.root>/<comp>/<model>/<run-id>[/fold<k>]/``::
     best.keras       the best epoch of the whole run (what ``load_model`` loads)
     threshold.json   binary: the F1-best threshold (``kit evaluate``, or a k-fold parent's over its OOF predictions)
     kfold.json       only on a k-fold parent: marks it (its folds are the ``fold<k>/`` sub-runs)
-    done             written last: the run is finished (``latest_run``), never resumed (``find_resumable``)
+    done             written last, only beside a best.keras: the run is finished (``latest_run``), never resumed
+    lock             held (flock) by the one process writing the run (``writing``); it names that process's pid
 
 Training, k-fold, evaluation and prediction all find and read runs here; none reaches into another for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib
+import os
 import platform
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from kit.config import from_yaml, to_yaml
 from kit.errors import KitError
@@ -40,6 +46,15 @@ THRESHOLD_FILE = "threshold.json"
 BEST_MODEL = "best.keras"
 CONFIG_FILE = "config.yaml"
 VERSIONS_FILE = "versions.json"
+LOCK_FILE = "lock"
+# Settings a --resume may change: where things are, how the run is shown or driven, what comes after training.
+# Every other one shapes the model or how and on what it learns (epochs too: a finished phase is never extended),
+# so a resume with another value is refused.
+RESUME_FREE_SETTINGS = (
+    "run", "predict", "kaggle", "tuner", "audit", "train.verbose", "train.strategy",
+    "comp.slug", "comp.source", "comp.sample_submission", "comp.solution", "comp.submission", "comp.image_sizes",
+    "data.root", "data.records_root", "data.workers", "data.shard_mb",
+)  # fmt: skip
 _FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$")
 _TRAIN_FIRST = "train first (kit train) or pass run=<a run directory>"
 
@@ -88,11 +103,64 @@ def new_run_dir(cfg: Config, fold: int | None = None) -> Path:
         return run_dir
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_id, n = stamp, 1
-    while (root / run_id).exists():  # two runs started in the same second
+    while not _claim(root / run_id):  # two runs started in the same second
         n += 1
         run_id = f"{stamp}-{n}"
     # Folds of one k-fold run share a parent only through run.id: the k-fold driver sets it once.
     return run_dir_of(root / run_id, fold)
+
+
+def _claim(run_dir: Path | URLPath) -> bool:
+    """Create ``run_dir`` if no other run has it: a local mkdir is atomic, so two runs never share a timestamp."""
+    if isinstance(run_dir, URLPath):
+        return not run_dir.exists()
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def writing(run_dir: Path | URLPath) -> Iterator[None]:
+    """Hold the run folder's write lock for the block: one writer a run (training, resuming, a k-fold driver).
+
+    An flock on ``run_dir/lock``, so it is released when the process ends however it ends (SIGKILL included) and a
+    resume after a kill just works; a second writer gets one line naming the live one. Readers (predict, evaluate)
+    never take it. gs:// run folders have no locks: there the one-writer rule is the user's.
+    """
+    if isinstance(run_dir, URLPath):
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KitError(
+                f"run {run_dir} is being written by {_lock_holder(fd)}",
+                "wait for that process to finish (or stop it), then rerun; kit predict and kit evaluate may read it meanwhile",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """``process <pid> (<its command>)`` from the lock file (the command from /proc, never stored in the run)."""
+    pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    if not pid.isdigit():  # written a moment after the lock is taken
+        return "another process"
+    try:
+        argv = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")]
+    except OSError:
+        return f"process {pid}"
+    command = " ".join(" ".join([Path(argv[0]).name, *argv[1:]]).split())  # a `python -c` script: one line
+    return f"process {pid} ({command[:160]}{'...' if len(command) > 160 else ''})"
 
 
 def versions() -> dict[str, str]:
@@ -124,6 +192,43 @@ def mark_done(run_dir: Path | URLPath) -> None:
     atomic_write(run_dir / DONE, time.strftime("%Y-%m-%d %H:%M:%S\n"))
 
 
+def finish_run(run_dir: Path | URLPath) -> None:
+    """``mark_done`` for a trained run, which must hold its ``best.keras``: one without is left unfinished, and said so."""
+    if not (run_dir / BEST_MODEL).is_file():
+        raise KitError(
+            f"run {run_dir} ended without a {BEST_MODEL} (no epoch ended with a finite monitored metric): not marked done",
+            "train at least one epoch (train.epochs >= 1); if the loss in its history.csv is NaN, lower train.learning_rate",
+        )
+    mark_done(run_dir)
+
+
+def check_resume_settings(cfg: Config, run_dir: Path | URLPath) -> None:
+    """Refuse a resume whose settings differ from the run's ``config.yaml`` in anything that shapes the model or the
+    data (all but ``RESUME_FREE_SETTINGS``): one line naming them, before anything in the run is touched."""
+    path = as_path(run_dir) / CONFIG_FILE
+    with local_copy(path) as local:
+        saved = _flat_settings(from_yaml(local))
+    now = _flat_settings(cfg)
+    free = tuple(f"{name}." for name in RESUME_FREE_SETTINGS)
+    differ = [k for k in sorted(saved.keys() | now.keys()) if saved.get(k) != now.get(k) and not f"{k}.".startswith(free)]
+    if differ:
+        shown = "; ".join(f"{k}={saved.get(k)!r} there, {now.get(k)!r} now" for k in differ[:4])
+        raise KitError(
+            f"cannot resume {run_dir} with other settings: {shown}{f' (and {len(differ) - 4} more)' if len(differ) > 4 else ''}",
+            "resume with the settings it was started with (its config.yaml), or drop --resume to start a new run",
+        )
+
+
+def _flat_settings(cfg: Config | dict, prefix: str = "") -> dict[str, Any]:
+    """Every setting as ``section.key``: the YAML a run saves, read back, so both sides compare as plain values."""
+    tree = yaml.safe_load(to_yaml(cfg)) if not isinstance(cfg, dict) else cfg
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        flat.update(_flat_settings(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return flat
+
+
 # --- finding one ------------------------------------------------------------------------------------------
 
 
@@ -139,9 +244,10 @@ def find_resumable(cfg: Config, fold: int | None = None) -> Path | None:
 
 
 def latest_run(cfg: Config) -> Path:
-    """The newest finished run of comp/model (a k-fold parent once all its folds and its CV are done)."""
+    """The newest finished run of comp/model that has a model (a k-fold parent once all its folds and its CV are done)."""
     root = runs_of(cfg)
-    finished = [d for d in root.iterdir() if d.is_dir() and (d / DONE).is_file()] if root.is_dir() else []
+    listed = [d for d in root.iterdir() if d.is_dir() and (d / DONE).is_file()] if root.is_dir() else []
+    finished = [d for d in listed if _has_model(d)]  # a `done` without best.keras (older kits wrote one) cannot predict
     newest = _newest(finished)
     if newest is None:
         raise KitError(
@@ -149,6 +255,14 @@ def latest_run(cfg: Config) -> Path:
             f"run `kit train comp={cfg.comp.name} model={cfg.model.name}` first",
         )
     return newest
+
+
+def _has_model(run_dir: Path) -> bool:
+    """``best.keras`` in the run, or in each fold of a k-fold parent."""
+    if (run_dir / KFOLD).is_file():
+        folds = [d for d in run_dir.iterdir() if d.is_dir() and _FOLD_DIR.match(d.name)]
+        return bool(folds) and all((d / BEST_MODEL).is_file() for d in folds)
+    return (run_dir / BEST_MODEL).is_file()
 
 
 def read_state(run_dir: Path | URLPath) -> dict | None:
@@ -175,12 +289,10 @@ def find_parent(cfg: Config) -> Path | URLPath | None:
     return _newest([c for c in candidates if (c / KFOLD).is_file() and not (c / DONE).is_file()])
 
 
-def start_parent(cfg: Config, marker: dict[str, Any]) -> Path | URLPath:
-    """A new k-fold parent run (refuses an existing ``run.id``): the run files and ``kfold.json`` holding ``marker``."""
-    parent = new_run_dir(cfg)
+def start_parent(cfg: Config, parent: Path | URLPath, marker: dict[str, Any]) -> None:
+    """Make ``parent`` (from ``new_run_dir``) a k-fold parent run: the run files and ``kfold.json`` holding ``marker``."""
     write_run_files(cfg, parent)
     write_json(parent / KFOLD, marker)
-    return parent
 
 
 def read_parent(parent: Path | URLPath) -> dict[str, Any]:
@@ -227,14 +339,25 @@ def run_config(cfg: Config, run_dir: Path | URLPath) -> Config:
 
 
 def load_model(run_dir: Path | URLPath) -> keras.Model:
-    """Load ``best.keras`` without compiling (metrics and optimizer are not needed to predict)."""
+    """Load ``best.keras`` without compiling (metrics and optimizer are not needed to predict).
+
+    Keras's safe_mode stays on: a file holding code (a Lambda layer) is refused, never run. A file that is
+    truncated, not a Keras file or refused is one line naming it."""
     import keras
 
     _register_custom_objects()
     path = as_path(run_dir) / BEST_MODEL
     if not path.is_file():
         raise KitError(f"{path} does not exist", _TRAIN_FIRST)
-    return keras.models.load_model(str(path), compile=False)
+    try:
+        return keras.models.load_model(str(path), compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged or hostile file raises inside Keras
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise KitError(
+            f"{path} cannot be loaded as a Keras model ({type(exc).__name__}: {reason})",
+            f"the file is truncated, not a best.keras, or holds code (refused by Keras safe_mode): retrain the run "
+            f"(kit train), or copy a good {BEST_MODEL} there",
+        ) from None
 
 
 def _register_custom_objects() -> None:

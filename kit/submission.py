@@ -69,7 +69,53 @@ def sample_submission_path(cfg: Config) -> Path | None:
     if not cfg.comp.sample_submission:
         return None
     path = Path(cfg.data.root) / cfg.comp.sample_submission
-    return path if path.is_file() else None
+    try:
+        return path if path.is_file() else None
+    except OSError as exc:  # a name too long, no permission on a folder, ...
+        raise KitError(
+            f"{path}: cannot be read ({exc.strerror or type(exc).__name__})", "check comp.sample_submission and data.root"
+        ) from None
+
+
+def read_sample(cfg: Config, path: Path) -> pd.DataFrame:
+    """The sample submission, checked when it is read, so a submission kit writes can match it.
+
+    Kit writes one id column and one label column (``comp.submission``): the sample must have exactly
+    those, and each id once, none empty; each mistake is one line naming the sample file.
+    """
+    sample = read_csv(path, fix="re-download the sample submission, or check comp.sample_submission")
+    sub = cfg.comp.submission
+    require_columns(sample, str(path), {"comp.submission.id_column": sub.id_column})
+    others = [c for c in sample.columns if c != sub.id_column]
+    if sub.label_column not in sample.columns and len(others) == 1:  # the one other column is the label, named otherwise
+        raise KitError(
+            f"{path}: no column '{sub.label_column}' (columns: {', '.join(sample.columns)})",
+            f"set comp.submission.label_column={others[0]}",
+        )
+    require_columns(sample, str(path), {"comp.submission.label_column": sub.label_column})
+    extra = [c for c in sample.columns if c not in (sub.id_column, sub.label_column)]
+    if extra:
+        raise KitError(
+            f"{path}: column '{extra[0]}' besides '{sub.id_column}' and '{sub.label_column}' "
+            f"(columns: {', '.join(sample.columns)}): kit writes one id and one label column",
+            "set comp.submission.id_column / label_column to the sample's, or drop comp.sample_submission",
+        )
+    ids = sample[sub.id_column].astype(str).str.strip()
+    blank = (ids == "").to_numpy()
+    if blank.any():
+        row = int(np.flatnonzero(blank)[0])
+        raise KitError(f"{path}: row {row + 1} (line {row + 2}) has an empty id", "re-download the sample submission")
+    duplicated = ids.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        first = ids.iloc[int(np.flatnonzero(duplicated)[0])]
+        rows = np.flatnonzero((ids == first).to_numpy())
+        raise KitError(
+            f"{path}: id '{first}' appears {len(rows)} times (rows {', '.join(str(r + 1) for r in rows[:5])}); "
+            "a submission has one row per id",
+            "re-download the sample submission, or delete the repeated rows",
+        )
+    sample[sub.id_column] = ids
+    return sample
 
 
 def sample_reference(cfg: Config) -> Reference | None:
@@ -77,17 +123,15 @@ def sample_reference(cfg: Config) -> Reference | None:
     path = sample_submission_path(cfg)
     if path is None:
         return None
-    sample = read_csv(path)
-    column = cfg.comp.submission.id_column
-    require_columns(sample, str(path), {"comp.submission.id_column": column})
-    return Reference(sample[column].astype(str).str.strip().tolist(), str(path))
+    sample = read_sample(cfg, path)
+    return Reference(sample[cfg.comp.submission.id_column].tolist(), str(path))
 
 
 def expected_columns(cfg: Config) -> list[str]:
-    """The sample submission's columns, else the id and label columns of ``comp.submission``."""
+    """The sample submission's columns (its id and label column, in its order), else those of ``comp.submission``."""
     path = sample_submission_path(cfg)
     if path is not None:
-        return list(read_csv(path).columns)
+        return list(read_sample(cfg, path).columns)
     return [cfg.comp.submission.id_column, cfg.comp.submission.label_column]
 
 
@@ -214,13 +258,17 @@ def validate_submission(
     else:
         path = Path(frame_or_path)
         name = str(path)
-        if not path.is_file():
-            raise KitError(f"submission file {path} does not exist", "run kit predict first, or pass --file <submission.csv>")
         try:
+            if not path.is_file():  # a FIFO or device is not a file and is never opened
+                raise KitError(f"submission file {path} does not exist", "run kit predict first, or pass --file <submission.csv>")
             frame = _read_submission(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise KitError(
                 f"{name}: not a readable CSV ({str(exc).splitlines()[0]})", "write it with a header row and comma separators"
+            ) from None
+        except OSError as exc:  # a name too long, no permission, ...
+            raise KitError(
+                f"{name}: cannot be read ({exc.strerror or type(exc).__name__})", "pass --file <a readable submission.csv>"
             ) from None
 
     sub = cfg.comp.submission

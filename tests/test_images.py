@@ -173,7 +173,7 @@ def test_big_jpeg_decodes_reduced_with_original_size(tmp_path):
 
 
 def test_pixel_limit_refuses_without_decoding(tmp_path, monkeypatch):
-    monkeypatch.setattr(images, "MAX_PIXELS", 100)
+    monkeypatch.setenv("KIT_MAX_IMAGE_PIXELS", "100")
     write_png(tmp_path / "a.png", np.zeros((11, 10, 3), np.uint8))
     with pytest.raises(ImageError, match="too large"):
         decode(tmp_path / "a.png")

@@ -266,3 +266,16 @@ def test_cli_daily_limit(fake_kaggle, tmp_path, status):
     lines = _error_lines(result.stderr)
     assert len(lines) == 1 and "daily submission limit reached for fake-comp; try again after 00:00 UTC" in lines[0]
     assert len(fake_kaggle.calls("CreateSubmission")) == 1  # never retried
+
+
+def test_submit_refuses_a_credential_in_the_message_or_file(fake_kaggle, tmp_path, capsys):
+    """Issue 16 case 5: the message and the file go to Kaggle (and a dry run prints the message): no credential in either."""
+    cfg = _cfg(tmp_path, f"kaggle.message=note {KEY}")
+    path = _run_with_submission(cfg, download(cfg))
+    for dry_run in (True, False):
+        with pytest.raises(KitError) as info:
+            submit(cfg, path, dry_run=dry_run)
+        assert "submission message" in info.value.one_line() and "$KAGGLE_KEY" in info.value.one_line()
+    out = capsys.readouterr()
+    assert KEY not in out.out + out.err + info.value.one_line()
+    assert fake_kaggle.calls("StartSubmissionUpload") == [] and fake_kaggle.calls("CreateSubmission") == []

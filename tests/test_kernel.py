@@ -52,13 +52,15 @@ def test_build_bundle(fake_kaggle, workdir):
 
 
 def test_embedded_config_reproduces_the_run(fake_kaggle, workdir):
-    """The kernel's command line (comp=<config> model=<name> hparams=<config> + paths) resolves to cfg."""
+    """The kernel's command line (comp=<config> model=<config> + paths) resolves to cfg: the config is the last layer."""
     cfg = _cfg(workdir, "train.epochs=3", "model=cnn", "augment.cutmix=0.5")
     path = workdir / "kit-config.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump(kernel.kernel_config(cfg, USERNAME), sort_keys=False))
-    again = load_config([f"comp={path}", f"model={cfg.model.name}", f"hparams={path}", "data.root=/kaggle/input/fake-comp"])
+    again = load_config([f"comp={path}", f"model={path}", "data.root=/kaggle/input/fake-comp"])
+    code = kernel.script(cfg, USERNAME)
+    assert 'f"comp={config}",' in code and 'f"model={config}",' in code and 'f"hparams=' not in code
     assert again.train.epochs == 3 and again.model.name == "cnn" and again.augment.cutmix == 0.5
     assert again.comp == cfg.comp and again.model.image_size == cfg.model.image_size
     assert again.run.root == "/kaggle/working/runs" and again.data.records_root == "/kaggle/working/records"
@@ -129,3 +131,15 @@ def test_cli_push_error_is_one_line(fake_kaggle, workdir):
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "kernels.create" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_embedded_config_keeps_a_command_line_image_size(fake_kaggle, workdir):
+    """model.image_size given on the command line survives the per-model size step when the kernel reloads it."""
+    import yaml
+
+    cfg = _cfg(workdir, "model=cnn", "comp.image_sizes.cnn=32", "model.image_size=48")
+    assert cfg.model.image_size == 48
+    path = workdir / "kit-config.yaml"
+    path.write_text(yaml.safe_dump(kernel.kernel_config(cfg, USERNAME), sort_keys=False))
+    again = load_config([f"comp={path}", f"model={path}", "data.root=/kaggle/input/fake-comp"])
+    assert again.model.image_size == 48

@@ -55,9 +55,9 @@ CASES = {
     "unknown choice value": (["config", "augment.flip=horizonal"], ["augment.flip", "use one of: horizontal"]),
     "unknown tuner": (["config", "tuner=grid"], ["tuner.kind", "hyperband"]),
     "malformed value": (["config", "model.dropout=[1"], ["model.dropout=[1", "close its brackets"]),
-    "zero batch size": (["config", "train.batch_size=0"], ["train.batch_size=0 must be positive"]),
+    "zero batch size": (["config", "train.batch_size=0"], ["train.batch_size=0 is outside its allowed range [1, 65536]"]),
     "val fraction out of range": (["config", "data.val_fraction=1.5"], ["data.val_fraction=1.5", "[0, 1)"]),
-    "image too small": (["config", "model.image_size=4"], ["model.image_size=4", "at least 8"]),
+    "image too small": (["config", "model.image_size=4"], ["model.image_size=4", "[8, 2048]"]),
     "tpu with a local run.root": (
         ["config", "strategy=tpu", "data.records_root=gs://bucket/records"],
         ["run.root on Google Cloud Storage", "run.root=gs://"],

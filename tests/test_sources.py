@@ -97,6 +97,31 @@ def test_integer_labels_without_classes(tmp_path: Path) -> None:
     assert classes == ["0", "1"] and set(frame[frame.split != "test"].label) == {0, 1}
 
 
+def test_negative_integer_labels_without_classes_are_names_in_numeric_order(tmp_path: Path) -> None:
+    """-1/1 labels are not class indices: without comp.classes they become classes ['-1', '1'], labels 0 and 1."""
+    root = make_ai_vs_human(tmp_path)
+    train = pd.read_csv(root / "train.csv", index_col=0)
+    train["label"] = train["label"].map({0: -1, 1: 1})
+    train.to_csv(root / "train.csv")
+    frame, classes = sources.read_index(preset("ai-vs-human", root, "comp.classes=[]"))
+    assert classes == ["-1", "1"]
+    by_file = frame.set_index("id")["label"]
+    assert (by_file.loc[train.file_name].to_numpy() == (train.label == 1).to_numpy()).all()
+
+
+def test_sparse_integer_labels_are_refused_and_comp_classes_lifts_the_limit(tmp_path: Path) -> None:
+    """Labels 0, 1 and a typo 7 would make 8 classes of which 3 are used: refused; listing 8 classes accepts them."""
+    root = make_ai_vs_human(tmp_path)
+    train = pd.read_csv(root / "train.csv", index_col=0)
+    train.loc[train.index[3], "label"] = 7
+    train.to_csv(root / "train.csv")
+    err = _error(preset("ai-vs-human", root, "comp.classes=[]"))
+    assert "row 4 (line 5)" in err.message and "label 7 would make 8 classes" in err.message and "comp.classes" in err.hint
+    eight = "comp.classes=[" + ",".join(f"c{i}" for i in range(8)) + "]"
+    frame, classes = sources.read_index(preset("ai-vs-human", root, eight))
+    assert len(classes) == 8 and 7 in set(frame.label)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Validation split and folds
 # ----------------------------------------------------------------------------------------------------

@@ -122,3 +122,33 @@ def test_probability_and_name_formats(sample):
     cfg.comp.submission.label_format = "name"
     bad = good.assign(label=["neg", "pos", "neg", "cat", "pos", "neg"])
     _fails(cfg, bad, path, "row 4", "'cat'")
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ("id,label,extra\na,0,x\n", ["column 'extra'", "one id and one label column"]),
+        ("id,target\na,0\n", ["no column 'label'", "comp.submission.label_column=target"]),
+        ("id,label\na,0\nb,1\na,1\n", ["id 'a' appears 2 times", "rows 1, 3"]),
+        ("id,label\na,0\n,1\n", ["row 2 (line 3) has an empty id"]),
+    ],
+)
+def test_a_sample_submission_that_no_submission_could_match_is_refused_when_read(tmp_path: Path, content: str, words) -> None:
+    cfg = make_config(tmp_path, ["neg", "pos"])
+    path = Path(cfg.data.root) / cfg.comp.sample_submission
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    with pytest.raises(KitError) as info:
+        sources.reference_ids(cfg)
+    message = info.value.one_line()
+    assert str(path) in message
+    for word in words:
+        assert word in message, message
+
+
+def test_a_submission_path_the_os_refuses_is_one_line(sample):
+    """A 300-character file name (ENAMETOOLONG) is named in one line, not a traceback."""
+    cfg, _, path = sample
+    with pytest.raises(KitError) as info:
+        _validate(cfg, path.parent / ("s" * 300 + ".csv"))
+    assert "cannot be read (File name too long)" in info.value.one_line()

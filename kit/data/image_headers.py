@@ -2,7 +2,10 @@
 
 Everything here is read from a file's first bytes and its header segments, without decoding pixels; the
 files themselves are read, decoded and hashed in :mod:`kit.data.images`, which reads its headers here
-(:func:`read_header`) before any pixel is decoded.
+(:func:`read_header`) before any pixel is decoded. The files themselves are opened here too, under kit's two
+limits on every image file it reads (:func:`open_image_file`, :func:`read_image_bytes`): only regular files
+(a FIFO would block the open, a symlink to /dev/zero would never end) of at most :data:`MAX_FILE_BYTES`, read
+to at most that many bytes; and :data:`MAX_PIXELS`, checked against the header's size before decoding.
 
 Headers are parsed by hand, and JPEG segments are walked by ONE walker (:func:`_jpeg_header`) that serves
 the size (SOF), the EXIF orientation (APP1) and the quantisation tables (DQT). Pillow's lazy
@@ -17,12 +20,17 @@ The JPEG quality estimate inverts libjpeg's scaling of the standard luminance ta
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import stat
 import struct
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
+
+from kit.errors import KitError
 
 SNIFF_BYTES = 32  # bytes needed to tell formats apart and read PNG/GIF/BMP/WEBP sizes
 _EXIF_ORIENTATION = 0x0112
@@ -151,6 +159,7 @@ def _jpeg_header(fh: BinaryIO, quantisation: bool = False) -> dict:
             if len(data) == 6:
                 precision, height, width, components = struct.unpack(">BHHB", data)
                 info.update(width=width, height=height, channels=components, bit_depth=precision)
+                info["progressive"] = marker in (0xC2, 0xC6, 0xCA, 0xCE)  # libjpeg then buffers every coefficient
             if not quantisation or len(data) < 6:
                 return info
             fh.seek(max(length - 8, 0), os.SEEK_CUR)
@@ -162,6 +171,9 @@ def _jpeg_header(fh: BinaryIO, quantisation: bool = False) -> dict:
 
 def read_header(fh: BinaryIO, fmt: str, quantisation: bool = False) -> dict:
     """Width, height (as stored), channels, bit depth and EXIF orientation from the header, without decoding.
+
+    Every format :func:`sniff` knows gives its size here, so the pixel limit of :mod:`kit.data.images` is
+    checked before any decode.
 
     PNGs also give ``png_color_type``; JPEGs with ``quantisation`` their DQT tables (zigzag order, by id).
     Keys the header does not give are absent; {} for an unknown format or an unreadable header.
@@ -179,6 +191,9 @@ def read_header(fh: BinaryIO, fmt: str, quantisation: bool = False) -> dict:
             width, height = struct.unpack("<HH", head[6:10])
             return {"width": width, "height": height, "channels": 3, "bit_depth": 8}
         if fmt == "bmp":
+            if head[14:18] == b"\x0c\x00\x00\x00":  # OS/2 BITMAPCOREHEADER: 16-bit sides
+                width, height, _planes, bpp = struct.unpack("<HHHH", head[18:26])
+                return {"width": width, "height": height, "channels": 4 if bpp == 32 else 3, "bit_depth": 8}
             width, height = struct.unpack("<ii", head[18:26])
             (bpp,) = struct.unpack("<H", head[28:30])
             return {"width": abs(width), "height": abs(height), "channels": 4 if bpp == 32 else 3, "bit_depth": 8}
@@ -194,15 +209,149 @@ def read_header(fh: BinaryIO, fmt: str, quantisation: bool = False) -> dict:
             if chunk == b"VP8 ":
                 width, height = struct.unpack("<HH", head[26:30])
                 return {"width": width & 0x3FFF, "height": height & 0x3FFF, "channels": 3, "bit_depth": 8}
+        if fmt == "tiff":
+            return _tiff_header(fh, head)
     except struct.error:
         return {}
     return {}
+
+
+_TIFF_TAGS = {256: "width", 257: "height", 258: "bit_depth", 277: "channels"}  # ImageWidth/Length, Bits/SamplesPerPixel
+_TIFF_MAX_ENTRIES = 4096  # a first IFD longer than this is not a real one: refuse rather than walk it
+
+
+def _tiff_header(fh: BinaryIO, head: bytes) -> dict:
+    """Width, height, channels and bit depth from the tags of a TIFF's first IFD (little or big endian).
+
+    Tags may be SHORT (type 3) or LONG (type 4); the value of a single one sits in the entry itself. The
+    first IFD may be anywhere in the file (libtiff writes it after the pixel data), so this seeks to it.
+    """
+    endian = "<" if head[:2] == b"II" else ">"
+    (offset,) = struct.unpack(endian + "I", head[4:8])
+    fh.seek(offset)
+    (count,) = struct.unpack(endian + "H", fh.read(2))
+    if count > _TIFF_MAX_ENTRIES:
+        return {}
+    entries = fh.read(12 * count)
+    info: dict = {}
+    for start in range(0, len(entries) - 11, 12):
+        tag, kind, _n = struct.unpack(endian + "HHI", entries[start : start + 8])
+        if tag in _TIFF_TAGS and kind in (3, 4):
+            value_format = endian + ("H" if kind == 3 else "I")
+            (info[_TIFF_TAGS[tag]],) = struct.unpack(value_format, entries[start + 8 : start + 8 + struct.calcsize(value_format)])
+    if "bit_depth" in info and info.get("channels", 1) > 1:
+        del info["bit_depth"]  # one value per channel, stored elsewhere: not read (not needed for the size)
+    return info if "width" in info and "height" in info else {}
 
 
 def displayed_size(header: dict) -> tuple[int | None, int | None]:
     """(height, width) as displayed: the stored sides swapped for EXIF orientations 5-8 (a quarter turn)."""
     height, width = header.get("height"), header.get("width")
     return (width, height) if header.get("orientation", 1) >= 5 else (height, width)
+
+
+# ---------------------------------------------------------------------------------------------- files and limits
+
+
+MAX_PIXELS = 64_000_000  # refuse decodes above this (8000x8000); ~200 MB as RGB uint8 per worker
+MAX_FILE_BYTES = 512 * 1024 * 1024  # refuse image files above this: a 64 MP 16-bit RGBA TIFF stored raw is 512 MB
+PIXELS_ENV, BYTES_ENV = "KIT_MAX_IMAGE_PIXELS", "KIT_MAX_IMAGE_BYTES"
+
+
+def _limit(variable: str, default: int) -> int:
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise KitError(f"{variable}={raw!r} is not a positive whole number", f"set {variable} to a limit such as {default}")
+    return value
+
+
+def max_pixels() -> int:
+    """The pixel limit of every decode: :data:`MAX_PIXELS`, or the ``KIT_MAX_IMAGE_PIXELS`` variable."""
+    return _limit(PIXELS_ENV, MAX_PIXELS)
+
+
+def max_file_bytes() -> int:
+    """The size limit of every image file read: :data:`MAX_FILE_BYTES`, or the ``KIT_MAX_IMAGE_BYTES`` variable."""
+    return _limit(BYTES_ENV, MAX_FILE_BYTES)
+
+
+class ImageError(Exception):
+    """An image that cannot be used; ``reason`` is short and goes into the manifest's skip list."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def _file_errors() -> Iterator[None]:
+    """OS errors of reading an image file as ImageError reasons (the skip list shows them)."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except PermissionError:
+        raise ImageError("permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _check_regular(mode: int, size: int) -> None:
+    """Only regular files within the size limit are read: a FIFO blocks, a device such as /dev/zero never ends."""
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "special file")
+        raise ImageError(f"not a regular file ({kind})")
+    limit = max_file_bytes()
+    if size > limit:
+        raise ImageError(f"file too large ({size} bytes > {limit}; raise {BYTES_ENV})")
+
+
+@contextlib.contextmanager
+def open_image_file(path: str | os.PathLike) -> Iterator[tuple[BinaryIO, int]]:
+    """A regular file within the size limit, opened for reading, and its size.
+
+    The path is checked (following symlinks) before it is opened, and the open file again: O_NONBLOCK
+    keeps the open from blocking should a FIFO replace the file in between, and fstat sees what was opened.
+    """
+    with _file_errors():
+        before = os.stat(path)
+        _check_regular(before.st_mode, before.st_size)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as handle:
+            opened = os.fstat(fd)
+            _check_regular(opened.st_mode, opened.st_size)
+            yield handle, opened.st_size
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a regular image file, never more than the size limit (the file may grow while read)."""
+    limit = max_file_bytes()
+    with open_image_file(path) as (handle, size):  # not Path.read_bytes: its path parsing cost ~15 µs an image
+        chunks = [handle.read(min(size, limit) + 1)]
+        total = len(chunks[0])
+        while total <= limit and len(chunks[-1]) and total > size:  # grown since fstat: read on, in bounded steps
+            chunks.append(handle.read(min(limit + 1 - total, 1 << 20)))
+            total += len(chunks[-1])
+    if total > limit:
+        raise ImageError(f"file too large (over {limit} bytes; raise {BYTES_ENV})")
+    if not total:
+        raise ImageError("empty file (0 bytes)")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 # ---------------------------------------------------------------------------------------------- JPEG quality

@@ -25,50 +25,39 @@ Choices made here (and why):
   expanded by libpng, 16-bit is scaled with rounding (65535 -> 255, 257*k -> k; not truncated by a
   shift), and alpha is composited over **white** (what image viewers show; the colour under fully
   transparent pixels is undefined and often black, which would invent dark borders a model could learn).
-- Memory: images above :data:`MAX_PIXELS` are refused with a reason; a JPEG much larger than needed
-  (``max_side`` hint) is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, so a 12000x12000 JPEG
-  never materialises at full size. Sizes, formats and EXIF orientation come from the header facts of
-  :mod:`kit.data.image_headers`, read before any pixel is decoded.
+- Memory: a file that is not regular or is over the size limit is refused unread, an image over the pixel
+  limit (:data:`kit.data.image_headers.MAX_PIXELS`, checked on the header's size; OpenCV's own limit is set
+  to it as a backstop) undecoded; a baseline JPEG much larger than needed (``max_side``) is decoded at
+  1/2, 1/4 or 1/8 scale by libjpeg itself, so a 12000x12000 JPEG never materialises at full size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kit.data.image_headers import SNIFF_BYTES, displayed_size, quality_from_tables, read_header, sniff
+from kit.data.image_headers import (
+    PIXELS_ENV,
+    SNIFF_BYTES,
+    ImageError,
+    displayed_size,
+    max_pixels,
+    open_image_file,
+    quality_from_tables,
+    read_header,
+    read_image_bytes,
+    sniff,
+)
+from kit.errors import KitError
 
-MAX_PIXELS = 64_000_000  # refuse full decodes above this (8000x8000); ~200 MB as RGB uint8 per worker
-
-
-class ImageError(Exception):
-    """An image that cannot be used; ``reason`` is short and goes into the manifest's skip list."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@contextlib.contextmanager
-def _file_errors() -> Iterator[None]:
-    """OS errors of reading an image file as ImageError reasons (the skip list shows them)."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
-    except PermissionError:
-        raise ImageError("permission denied") from None
-    except IsADirectoryError:
-        raise ImageError("is a directory, not an image file") from None
-    except OSError as exc:
-        raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
+_OPENCV_PIXELS_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"  # OpenCV 5 reads it once, when cv2 is imported
 
 
 def image_info(path: str | os.PathLike) -> dict:
@@ -79,11 +68,9 @@ def image_info(path: str | os.PathLike) -> dict:
     i.e. swapped for EXIF orientations 5-8. Raises :class:`ImageError` if the file cannot be opened.
     """
     path = Path(path)
-    with _file_errors():
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            fmt = sniff(fh.read(SNIFF_BYTES))
-            header = read_header(fh, fmt) if fmt else {}
+    with open_image_file(path) as (fh, size):  # OS errors while reading become ImageErrors there too
+        fmt = sniff(fh.read(SNIFF_BYTES))
+        header = read_header(fh, fmt) if fmt else {}
     height, width = displayed_size(header)
     return {
         "path": str(path),
@@ -100,12 +87,57 @@ def image_info(path: str | os.PathLike) -> dict:
 # ---------------------------------------------------------------------------------------------- decode
 
 
-def _read_bytes(path: str | os.PathLike) -> bytes:
-    with _file_errors(), open(path, "rb") as handle:  # not Path.read_bytes: its path parsing cost ~15 µs an image
-        data = handle.read()
-    if not data:
-        raise ImageError("empty file (0 bytes)")
-    return data
+def _opencv() -> Any:
+    """cv2, with OpenCV's own pixel limit set to kit's before cv2 is first imported (a backstop for every format)."""
+    limit = str(max_pixels())
+    if os.environ.get(_OPENCV_PIXELS_ENV) != limit:  # only when changed: setenv races getenv in other threads
+        os.environ[_OPENCV_PIXELS_ENV] = limit
+    import cv2
+
+    return cv2
+
+
+with contextlib.suppress(KitError):  # at import too: cv2 may be imported before the first decode
+    os.environ[_OPENCV_PIXELS_ENV] = str(max_pixels())  # an invalid KIT_MAX_IMAGE_PIXELS is reported by the first decode
+
+
+@functools.cache
+def _opencv_limit_holds(limit: int) -> bool:
+    """True when OpenCV itself refuses images above kit's pixel ``limit`` in this process.
+
+    OpenCV 5 reads its limit once, when cv2 is imported; when something imported cv2 before this module set
+    it, it is OpenCV's default (2**30 pixels). Probed with the header of a grey PGM just over the limit and no
+    pixels: OpenCV fails the size check (cv2.error) before it would read the missing data (None).
+    """
+    cv2 = _opencv()
+    side = int((limit + 1) ** 0.5) + 1
+    try:
+        cv2.imdecode(np.frombuffer(f"P5\n{side} {side}\n255\n".encode(), np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return True
+    return False
+
+
+def check_pixels(fmt: str, header: dict, factor: int = 1) -> None:
+    """Refuse, before decoding, an image over the pixel limit, or one of unknown size: a format kit reads
+    headers of must give its size, any other is decoded only under OpenCV's own limit (:func:`_opencv_limit_holds`).
+
+    ``factor`` is libjpeg's reduction while decoding; it saves memory only for a baseline JPEG: a progressive
+    one holds all its DCT coefficients (2 bytes a pixel and component) whatever the output scale.
+    """
+    limit = max_pixels()
+    height, width = displayed_size(header)
+    if fmt != "jpeg" or header.get("progressive"):
+        factor = 1
+    if height and width:
+        if (height // factor) * (width // factor) > limit:
+            raise ImageError(f"image too large ({width}x{height} > {limit} pixels; raise {PIXELS_ENV})")
+    elif fmt:
+        raise ImageError(f"corrupt or truncated {fmt.upper()} (no image size in its header)")
+    elif not _opencv_limit_holds(limit):
+        raise ImageError(
+            "not an image kit can size before decoding (unknown format, and OpenCV's pixel limit is off: cv2 came first)"
+        )
 
 
 def _looks_like_text(data: bytes) -> bool:
@@ -191,19 +223,17 @@ def decode_with_size(path: str | os.PathLike, max_side: int | None = None) -> tu
     The image itself may be smaller than the original when ``max_side`` let a big JPEG decode at reduced
     scale; the records keep the original size, which the data audit and some models use.
     """
-    import cv2
-
-    data = _read_bytes(path)
+    data = read_image_bytes(path)
     fmt = sniff(data[:SNIFF_BYTES])
     if not fmt and _looks_like_text(data):
         raise ImageError("not an image (text file)")
     header = read_header(io.BytesIO(data), fmt) if fmt else {}
     height, width = displayed_size(header)
     factor = _reduction(height or 0, width or 0, max_side) if fmt == "jpeg" else 1
-    if height and width and (height // factor) * (width // factor) > MAX_PIXELS:
-        raise ImageError(f"image too large ({width}x{height} > {MAX_PIXELS} pixels)")
     if fmt == "jpeg" and not _jpeg_complete(data):
         raise ImageError("truncated JPEG (no end-of-image marker)")
+    check_pixels(fmt, header, factor)
+    cv2 = _opencv()
 
     buffer = np.frombuffer(data, np.uint8)
     rgb_direct = fmt == "jpeg" or (fmt == "png" and _plain_rgb_png(data, header))
@@ -223,7 +253,7 @@ def decode_with_size(path: str | os.PathLike, max_side: int | None = None) -> tu
         else:
             array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise ImageError(f"OpenCV cannot decode it ({str(exc).strip().splitlines()[-1][:80]})") from None
+        raise _opencv_error(exc) from None
     if array is None:
         if fmt == "jpeg":
             raise ImageError("corrupt JPEG")
@@ -237,6 +267,13 @@ def decode_with_size(path: str | os.PathLike, max_side: int | None = None) -> tu
     if factor == 1 or not (height and width):
         height, width = array.shape[:2]
     return array, (int(height), int(width))
+
+
+def _opencv_error(exc: Exception) -> ImageError:
+    message = str(exc).strip().splitlines()[-1]
+    if "CV_IO_MAX_IMAGE" in message:  # OpenCV's own size check, set to kit's limit by _opencv
+        return ImageError(f"image too large (over {max_pixels()} pixels, found by OpenCV; raise {PIXELS_ENV})")
+    return ImageError(f"OpenCV cannot decode it ({message[:80]})")
 
 
 def decode(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
@@ -302,21 +339,20 @@ def phash(gray: np.ndarray) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
-def gray_for_hash(data: bytes, width: int, height: int) -> np.ndarray | None:
-    """Decode grayscale, reduced by libjpeg's DCT scaling when the image is large (fast for big JPEGs)."""
-    import cv2
-
-    flag = cv2.IMREAD_GRAYSCALE
+def gray_for_hash(data: bytes, fmt: str, header: dict) -> np.ndarray | None:
+    """Decode grayscale, reduced by libjpeg's DCT scaling when a JPEG is large; the pixel limit applies
+    (:func:`check_pixels`, at that reduction): raises :class:`ImageError` above it."""
+    cv2 = _opencv()
+    reductions = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4}
+    reductions[8] = cv2.IMREAD_REDUCED_GRAYSCALE_8
+    height, width = displayed_size(header)
     side = min(width, height) if width and height else 0
-    for factor, reduced in (
-        (8, cv2.IMREAD_REDUCED_GRAYSCALE_8),
-        (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-        (2, cv2.IMREAD_REDUCED_GRAYSCALE_2),
-    ):
-        if side // factor >= 64:
-            flag = reduced
-            break
-    return cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    factor = next((f for f in (8, 4, 2) if side // f >= 64), 1)
+    check_pixels(fmt, header, factor)
+    try:
+        return cv2.imdecode(np.frombuffer(data, np.uint8), reductions[factor])
+    except cv2.error as exc:
+        raise _opencv_error(exc) from None
 
 
 # ---------------------------------------------------------------------------------------------- one file, all facts
@@ -331,8 +367,7 @@ def file_facts(path: str | os.PathLike, with_hash: bool = True) -> dict[str, Any
     facts: dict[str, Any] = {"file_size": np.nan, "format": "unknown", "width": np.nan, "height": np.nan, "channels": np.nan}
     facts.update(jpeg_quality=np.nan, sha1="", phash=None, error="")
     try:
-        with _file_errors(), open(path, "rb") as handle:
-            data = handle.read()
+        data = read_image_bytes(path)
     except ImageError as exc:
         facts["error"] = f"unreadable: {exc.reason}"
         return facts
@@ -351,7 +386,11 @@ def file_facts(path: str | os.PathLike, with_hash: bool = True) -> dict[str, Any
     if quality is not None:
         facts["jpeg_quality"] = quality
     if with_hash:
-        gray = gray_for_hash(data, int(width), int(height))
+        try:
+            gray = gray_for_hash(data, fmt, header)
+        except ImageError as exc:
+            facts["error"] = exc.reason
+            return facts
         if gray is None or gray.size == 0:
             facts["error"] = "cannot be decoded"
         else:

@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kit.data.image_headers import max_file_bytes, max_pixels
 from kit.data.manifest import VERSION, FoldCount, Manifest, SplitCounts, records_dir
 from kit.data.schema import MANIFEST, SHARD_SUFFIX, SPLITS
 from kit.data.shards import (
@@ -123,6 +124,7 @@ def fingerprint(cfg: Config, index: pd.DataFrame, classes: list[str]) -> str:
         "seed": cfg.data.seed,
         "classes": list(classes),
         "augment": _records_augment(cfg),
+        "image_limits": [max_pixels(), max_file_bytes()],  # a raised limit admits images skipped before
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for row in index[["id", "path", "label", "split", "fold"]].itertuples(index=False):

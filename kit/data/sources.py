@@ -22,8 +22,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +48,22 @@ INDEX_VERSION = 1
 # ----------------------------------------------------------------------------------------------------
 
 
-def _split_val(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of the validation rows: stratified when every class can be split."""
+def _split_val(labels: np.ndarray, fraction: float, seed: int, source: str) -> np.ndarray:
+    """Boolean mask of the validation rows: stratified when every class can be split.
+
+    Both sides must keep an example (scikit-learn's rounding: ``ceil(fraction * n)`` rows go to validation);
+    otherwise a one-line error names data.val_fraction instead of scikit-learn's traceback.
+    """
     from sklearn.model_selection import train_test_split
 
+    n_val = math.ceil(fraction * len(labels))
+    n_train = len(labels) - n_val
+    if n_train < 1 or n_val < 1:
+        raise KitError(
+            f"{source}: data.val_fraction={fraction} of {len(labels)} labelled examples leaves {n_train} for training "
+            f"and {n_val} for validation",
+            "add labelled rows, lower data.val_fraction (0 trains without validation), or give a comp.val table",
+        )
     positions = np.arange(len(labels))
     try:
         _, val = train_test_split(positions, test_size=fraction, stratify=labels, random_state=seed)
@@ -87,8 +102,27 @@ def _assign_folds(labels: np.ndarray, folds: int, seed: int, source: str) -> np.
 # ----------------------------------------------------------------------------------------------------
 
 
+@contextmanager
+def table_errors(cfg: Config) -> Iterator[None]:
+    """Any OSError while listing or reading the competition's files (a name too long, no permission, a folder
+    that vanished) becomes one line naming the path, instead of a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        path = exc.filename or cfg.data.root
+        raise KitError(
+            f"{path}: cannot be read ({exc.strerror or type(exc).__name__})",
+            "check data.root and the comp.train / comp.val / comp.test / comp.sample_submission settings",
+        ) from None
+
+
 def data_root(cfg: Config) -> Path:
     """The competition folder; a one-line error naming the download command when it is missing."""
+    with table_errors(cfg):
+        return _existing_root(cfg)
+
+
+def _existing_root(cfg: Config) -> Path:
     root = Path(cfg.data.root)
     if root.exists() and not root.is_dir():
         raise KitError(f"data.root {root} is a file, not a folder", "point data.root=... at the competition's folder")
@@ -105,6 +139,11 @@ def read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     (train | val | test), ``fold`` (int, -1 unless ``data.folds > 1``). A labelled test set (CIFAKE)
     keeps its labels so it can be scored.
     """
+    with table_errors(cfg):
+        return _read_index(cfg)
+
+
+def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     root = data_root(cfg)
     comp = cfg.comp
     if not table_defined(comp.train):
@@ -138,7 +177,7 @@ def read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
         frame.loc[positions, "fold"] = _assign_folds(labels, cfg.data.folds, cfg.data.seed, tables[0].source)
     elif not any(t.split == "val" for t in tables) and cfg.data.val_fraction > 0:
         positions = np.flatnonzero(labelled_train)
-        val = _split_val(frame["label"].to_numpy()[positions], cfg.data.val_fraction, cfg.data.seed)
+        val = _split_val(frame["label"].to_numpy()[positions], cfg.data.val_fraction, cfg.data.seed, tables[0].source)
         frame.loc[positions[val], "split"] = "val"
 
     frame["id"] = frame["id"].astype(str)
@@ -210,7 +249,8 @@ def load_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             meta = {}
-        fresh = meta.get("fingerprint") == _fingerprint(cfg) and index_csv.stat().st_mtime >= _sources_mtime(cfg)
+        with table_errors(cfg):
+            fresh = meta.get("fingerprint") == _fingerprint(cfg) and index_csv.stat().st_mtime >= _sources_mtime(cfg)
         if fresh:
             frame = pd.read_csv(index_csv, dtype={"id": str, "path": str, "split": str}, keep_default_na=False)
             frame["label"] = frame["label"].astype(np.int64)

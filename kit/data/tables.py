@@ -24,7 +24,12 @@ from kit.io import read_csv, require_columns
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 # Cells that mean "no value" in a label column (pandas' usual NA spellings; we read everything as text).
 NA_TOKENS = frozenset({"", "nan", "NaN", "NAN", "NA", "N/A", "n/a", "null", "NULL", "None", "none", "<NA>"})
-INT_LABEL = re.compile(r"\d+(\.0*)?")
+INT_LABEL = re.compile(r"-?\d+(\.0*)?")
+INT64 = np.iinfo(np.int64)
+# Without comp.classes, integer labels are class indices 0..max: at least this fraction of those classes must
+# occur, or one odd label (a typo 99999, an id in the label column) would make a huge, mostly empty class list.
+# A competition with sparser labels lists its classes in comp.classes, which lifts the limit.
+MIN_USED_CLASS_FRACTION = 0.5
 
 
 def is_image(name: str) -> bool:
@@ -124,8 +129,9 @@ def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
         out["raw_label"] = raw.to_numpy(dtype=object)
     else:
         out["raw_label"] = None
-    _check_files_exist(out, source, f"check comp.{split}.image_dir / image_ext / path_column and data.root")
-    return Table(split, source, out, labelled)
+    read = Table(split, source, out, labelled)
+    check_files(read, root, f"check comp.{split}.image_dir / image_ext / path_column and data.root")
+    return read
 
 
 def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
@@ -163,26 +169,82 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
     frame = pd.DataFrame({"id": ids, "path": paths, "raw_label": labels, "row": np.arange(len(ids)), "where": where})
     frame["id"] = frame["id"].astype(object)
     frame["path"] = frame["path"].astype(object)
-    return Table(split, source, frame, labelled, from_folder=True)
+    read = Table(split, source, frame, labelled, from_folder=True)
+    check_files(read, root, f"keep comp.{split}.dir and its class folders inside data.root")
+    return read
 
 
-def _check_files_exist(frame: pd.DataFrame, source: str, fix: str) -> None:
-    """Every path must exist: one directory listing per folder instead of one stat per row."""
-    paths = frame["path"]
-    listed = paths.tolist()
+def _folder(path: str) -> str:
+    """The folder of a normalised absolute path ("/" for "/x.png", which has an empty head)."""
+    return path.rpartition("/")[0] or "/"
+
+
+def _shown(path: str) -> str:
+    """A path as a message shows it: quoted with escapes when it holds control characters (a NUL, a newline)."""
+    return path if path.isprintable() else repr(path)
+
+
+def _inside(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def check_files(table: Table, root: Path, fix: str) -> None:
+    """Every path must be an entry of its folder and resolve inside ``data.root``, symlinks followed.
+
+    One listing and one ``realpath`` per folder, not one stat per row; only rows that are symlinks are
+    resolved one by one. A path leaving the root (``../``, an absolute path elsewhere, a link out of it) is
+    refused before anything reads it; a folder that cannot be listed names the reason (e.g. a name too long).
+    """
+    root_real = os.path.realpath(root)
+    listed = table.frame["path"].tolist()
     existing: set[str] = set()
-    for parent in {p.rpartition("/")[0] for p in listed}:
+    links: set[str] = set()
+    outside: dict[str, str] = {}  # folder -> where it really is, when outside the root
+    unlistable: dict[str, str] = {}  # folder -> why it cannot be listed
+    for parent in {_folder(p) for p in listed}:
+        try:
+            real = os.path.realpath(parent)
+        except ValueError as exc:  # a NUL byte in the path: no such folder can exist
+            unlistable[parent] = str(exc)
+            continue
+        if not _inside(real, root_real):
+            outside[parent] = real
+            continue
         try:
             with os.scandir(parent) as entries:
-                existing.update(f"{parent}/{e.name}" for e in entries)
+                for entry in entries:
+                    listed_path = os.path.join(parent, entry.name)
+                    existing.add(listed_path)
+                    if entry.is_symlink():
+                        links.add(listed_path)
         except (FileNotFoundError, NotADirectoryError):
             continue
+        except OSError as exc:
+            unlistable[parent] = exc.strerror or type(exc).__name__
+    for i, path in enumerate(listed):
+        parent = _folder(path)
+        real = outside.get(parent)
+        if real is None and path in links:
+            real = os.path.realpath(path)
+            real = None if _inside(real, root_real) else real
+        elif real is not None:
+            real = os.path.join(real, os.path.basename(path))
+        if real is not None:
+            really = f" (really {real})" if real != path else ""
+            raise KitError(
+                f"{_position(table, i)}: image {_shown(path)}{really} is outside data.root {root_real}",
+                "list only images inside data.root (no '..', no absolute paths or symlinks leading out of it), "
+                "or point data.root at a folder that holds them",
+            )
     missing = np.fromiter((p not in existing for p in listed), dtype=bool, count=len(listed))
     if missing.any():
         i = int(np.flatnonzero(missing)[0])
+        path = listed[i]
+        why = unlistable.get(_folder(path))
         raise KitError(
-            f"{_where(source, int(frame['row'].iloc[i]))}: image {paths.iloc[i]} does not exist "
-            f"({int(missing.sum())} of {len(paths)} listed images are missing)",
+            f"{_position(table, i)}: image {_shown(path)} "
+            + (f"cannot be read ({why})" if why else "does not exist")
+            + f" ({int(missing.sum())} of {len(listed)} listed images are missing)",
             fix,
         )
 
@@ -206,22 +268,52 @@ def integer_labels(raw: pd.Series) -> pd.Series | None:
     for value in pd.unique(raw.astype(str)):
         if not INT_LABEL.fullmatch(value):
             return None
-        values[value] = int(value.split(".")[0])
+        values[value] = min(max(int(value.split(".")[0]), INT64.min), INT64.max)  # beyond int64 is out of range anyway
     return raw.map(values).astype(np.int64)
 
 
+def sparse_label(ints: pd.Series) -> int | None:
+    """The largest label when classes ``0..max`` would be mostly unused (see MIN_USED_CLASS_FRACTION), else None."""
+    top = int(ints.max())
+    return top if top + 1 > ints.nunique() / MIN_USED_CLASS_FRACTION else None
+
+
+def _sparse_message(label: str, ints: pd.Series) -> tuple[str, str]:
+    return (
+        f"integer label {label} would make {int(ints.max()) + 1} classes (0..{int(ints.max())}), "
+        f"but the labels use only {ints.nunique()} distinct values",
+        "fix the label if it is a typo, or list the classes in comp.classes (integer labels are class indices 0..N-1)",
+    )
+
+
 def default_classes(raw: pd.Series) -> list[str]:
-    """The classes that labels name when ``comp.classes`` is not given: ``0..max`` for integer labels, else the sorted names."""
+    """The classes that labels name when ``comp.classes`` is not given.
+
+    ``0..max`` for integer labels (refused when that would be mostly empty classes); the distinct values in
+    numeric order when some are negative (-1/1 are not indices); else the sorted names.
+    """
     ints = integer_labels(raw)
-    if ints is not None:
-        return [str(i) for i in range(int(ints.max()) + 1)] if len(ints) else []
-    return sorted(raw.unique().tolist())
+    if ints is None:
+        return sorted(raw.unique().tolist())
+    if not len(ints):
+        return []
+    if int(ints.min()) < 0:
+        return [str(v) for v in sorted(set(ints.tolist()))]
+    top = sparse_label(ints)
+    if top is not None:
+        raise KitError(*_sparse_message(str(top), ints))
+    return [str(i) for i in range(int(ints.max()) + 1)]
+
+
+def _position(table: Table, i: int) -> str:
+    """Where frame row ``i`` of ``table`` comes from, as messages name it: the CSV row, or the image's folder."""
+    if table.from_folder:
+        return str(table.frame["where"].iloc[i])
+    return _where(table.source, int(table.frame["row"].iloc[i]))
 
 
 def _label_error(table: Table, i: int, message: str, fix: str) -> KitError:
-    row = int(table.frame["row"].iloc[i])
-    where = table.frame["where"].iloc[i] if table.from_folder else _where(table.source, row)
-    return KitError(f"{where}: {message}", fix)
+    return KitError(f"{_position(table, i)}: {message}", fix)
 
 
 def map_labels(tables: list[Table], given: list[str]) -> list[str]:
@@ -258,21 +350,27 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
                     )
         for t in labelled:  # all integers: class indices
             as_int = integer_labels(t.frame["raw_label"])
-            out_of_range = (as_int >= len(classes)).to_numpy()
+            out_of_range = ((as_int < 0) | (as_int >= len(classes))).to_numpy()
             if out_of_range.any():
                 bad = int(np.flatnonzero(out_of_range)[0])
                 raise _label_error(
                     t,
                     bad,
-                    f"label {as_int.iloc[bad]} is not a class index (0..{len(classes) - 1} for classes {_short(classes)})",
+                    f"label {t.frame['raw_label'].iloc[bad]} is not a class index (0..{len(classes) - 1} for classes {_short(classes)})",
                     "fix the label, or list every class in comp.classes",
                 )
             t.frame["label"] = as_int.to_numpy()
         return classes
+    if ints is not None and int(ints.min()) >= 0 and sparse_label(ints) is not None:
+        top = int(ints.max())
+        t = next(t for t in labelled if (integer_labels(t.frame["raw_label"]) == top).any())
+        bad = int(np.flatnonzero((integer_labels(t.frame["raw_label"]) == top).to_numpy())[0])
+        raise _label_error(t, bad, *_sparse_message(t.frame["raw_label"].iloc[bad], ints))
     classes = default_classes(all_raw)
     if ints is not None:
+        position = {int(name): i for i, name in enumerate(classes)}  # 0..max: itself; with negative labels: the rank
         for t in labelled:
-            t.frame["label"] = integer_labels(t.frame["raw_label"]).to_numpy()
+            t.frame["label"] = integer_labels(t.frame["raw_label"]).map(position).astype(np.int64)
     else:
         lookup = {name: i for i, name in enumerate(classes)}
         for t in labelled:

@@ -18,6 +18,7 @@ The Kaggle web addresses and the shape of slugs are written here once, for every
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -27,7 +28,8 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -139,6 +141,107 @@ def check_kaggle_json() -> None:
         raise KitError(f"{path} is not valid JSON", f"download a fresh kaggle.json from {API_SETTINGS}") from None
     if not isinstance(data, dict) or (data and not ("username" in data and "key" in data)):
         raise KitError(f"{path} lacks 'username' or 'key'", f"download a fresh kaggle.json from {API_SETTINGS}")
+
+
+# ----------------------------------------------------------------------------- secrets in what kit uploads
+
+# A variable or JSON field holds a secret when a word of its name says so (KAGGLE_KEY, client_secret; not GIT_AUTHOR_NAME)
+SECRET_NAME = re.compile(r"(?:^|[_.-])(?:api)?(?:key|token|secret|password|passwd|credentials?)(?:$|[_.-])", re.I)
+MIN_SECRET_CHARS = 8  # shorter values ("1", "true", a port) are flags, not secrets, and would match everywhere
+SECRET_FILE_BYTES = 1 << 16  # a credential file is small; a larger (or special) file named by a variable is not read
+SECRET_SHAPES = (  # credentials recognised by their shape, wherever they came from
+    ("a Kaggle API token", re.compile(r"KGAT_[A-Za-z0-9_]{16,}")),
+    ("a kaggle.json key", re.compile(r"""["']?\bkey["']?\s*[:=]\s*["']?[0-9a-f]{32}\b""")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+    ("an AWS access key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
+    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}")),
+)
+
+
+def _file_secrets(path: Path) -> list[str]:
+    """The secrets in a credential file: JSON fields with a secret's name, else its whole text; [] if unreadable."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > SECRET_FILE_BYTES:
+            return []  # never open a FIFO or a device: open() could block or read forever
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return [text]
+    if isinstance(data, dict):
+        return [value for name, value in data.items() if SECRET_NAME.search(str(name)) and isinstance(value, str)]
+    return [data] if isinstance(data, str) else []
+
+
+def credential_values() -> list[tuple[str, str]]:
+    """(where it lives, value) of each credential this process can reach: variables with a secret's name (or the
+    secrets of the file one names) and Kaggle's credential files. Callers name only the place, never the value."""
+    found: list[tuple[str, str]] = []
+    for name, value in os.environ.items():
+        if not SECRET_NAME.search(name):
+            continue
+        if len(value) < 4096 and os.path.lexists(value):
+            found += [(f"the file named by ${name}", secret) for secret in _file_secrets(Path(value))]
+        else:
+            found.append((f"${name}", value))
+    home = Path.home() / ".kaggle"
+    for path in (config_dir() / "kaggle.json", home / "kaggle.json", home / "access_token", home / "access_token.txt"):
+        found += [(str(path), secret) for secret in _file_secrets(path)]
+    return [(where, value.strip()) for where, value in found if len(value.strip()) >= MIN_SECRET_CHARS]
+
+
+@functools.lru_cache(maxsize=64)
+def _written_forms(value: str) -> frozenset[str]:
+    """``value`` as it reads once written: as is, as a YAML scalar, then JSON-escaped once or twice (a YAML in JSON)."""
+    import yaml
+
+    scalar = yaml.safe_dump(value, width=1 << 30).strip().removesuffix("...").strip()  # '...' ends a plain scalar
+    if len(scalar) > 1 and scalar[0] in "'\"" and scalar[-1] == scalar[0]:
+        scalar = scalar[1:-1]
+    forms = {value, scalar}
+    for _ in range(2):
+        forms |= {json.dumps(form)[1:-1] for form in forms}
+    return frozenset(forms)
+
+
+def secret_in(text: str, credentials: list[tuple[str, str]] | None = None) -> str | None:
+    """Where the credential that ``text`` holds comes from (never the value itself); None when it holds none."""
+    for where, value in credential_values() if credentials is None else credentials:
+        if any(form in text for form in _written_forms(value)):
+            return f"the value of {where}"
+    for what, shape in SECRET_SHAPES:
+        if shape.search(text):
+            return what
+    return None
+
+
+def upload_files(paths: Iterable[Path]) -> dict[str, bytes]:
+    """The content of every regular file among ``paths`` (folders walked), a wheel's or zip's members each, by name."""
+    files: dict[str, bytes] = {}
+    for path in sorted(p for top in paths for p in ([top] if top.is_file() else top.rglob("*"))):
+        if path.is_symlink() or not path.is_file():
+            continue
+        if path.suffix in (".whl", ".zip"):
+            with zipfile.ZipFile(path) as archive:
+                files.update({f"{path}:{i.filename}": archive.read(i) for i in archive.infolist() if not i.is_dir()})
+        else:
+            files[str(path)] = path.read_bytes()
+    return files
+
+
+def refuse_secrets(files: Mapping[str, str | bytes], what: str) -> None:
+    """A KitError naming the first file that holds a credential and where that credential lives (never its value)."""
+    credentials = credential_values()
+    for name, content in files.items():
+        where = secret_in(content.decode("utf-8", "replace") if isinstance(content, bytes) else content, credentials)
+        if where is not None:
+            raise KitError(
+                f"{name} holds {where}: {what} refused",
+                "remove it from the setting or file that carries it (a YAML, an override, a ${oc.env:...} value), then rerun",
+            )
 
 
 @contextlib.contextmanager

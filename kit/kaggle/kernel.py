@@ -6,9 +6,11 @@ there. kit therefore travels as a wheel in a private dataset (``<user>/kit-wheel
 already has TensorFlow, Keras, pandas, ...). Pretrained weights travel the same way
 (``<user>/kit-weights``) when ``model.weights`` is a local file.
 
-The bundle embeds the resolved config (never credentials: kit's config has none, and the bundle is
-tested for the key) so the kernel trains exactly what ``kit train`` would here, with paths moved to
-``/kaggle/input`` (read-only data) and ``/kaggle/working`` (records, runs, submission.csv).
+The bundle embeds the resolved config so the kernel trains exactly what ``kit train`` would here, with
+paths moved to ``/kaggle/input`` (read-only data) and ``/kaggle/working`` (records, runs, submission.csv).
+A credential must never travel, however it got into a setting: every file of a bundle and of kit's wheel
+is scanned for the value of each credential this machine holds (:func:`kit.kaggle.client.secret_in`)
+before it is written or uploaded, and refused with one line naming the file and where the secret lives.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import yaml
 
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
-from kit.kaggle.client import WEB, api, call, dataset_url, git_commit, say, slug_name, username
+from kit.kaggle.client import WEB, api, call, dataset_url, git_commit, refuse_secrets, say, slug_name, upload_files, username
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -111,6 +113,8 @@ def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
     values["run"]["root"] = f"{WORKING}/runs"
     values["model"]["weights"] = _weights(cfg, user)[1]
     values["kaggle"]["message"] = ""
+    if cfg.model.name in values["comp"]["image_sizes"]:  # the per-model size step must not undo a model.image_size=...
+        values["comp"]["image_sizes"][cfg.model.name] = cfg.model.image_size
     return values
 
 
@@ -128,7 +132,6 @@ import sys
 
 COMP = __COMP__
 INPUT = __INPUT__
-MODEL = __MODEL__
 WEIGHTS = __WEIGHTS__
 INTERNET = __INTERNET__
 CONFIG_YAML = __CONFIG__
@@ -172,8 +175,7 @@ with open(config, "w") as handle:
     handle.write(CONFIG_YAML)  # the resolved config; the paths below override its data/run folders
 settings = [
     f"comp={config}",
-    f"model={MODEL}",
-    f"hparams={config}",
+    f"model={config}",  # merged last: the resolved config wins over every preset (hparams: tuned keys only)
     f"data.root={data_root}",
     f"data.records_root={WORKING}/records",
     f"run.root={WORKING}/runs",
@@ -202,7 +204,6 @@ def script(cfg: Config, user: str) -> str:
         "__WHEEL_DATASET__": WHEEL_DATASET,
         "__COMP__": cfg.comp.name,
         "__INPUT__": input_name(cfg),
-        "__MODEL__": cfg.model.name,
         "__WEIGHTS__": _weights(cfg, user)[1],
         "__CONFIG__": yaml.safe_dump(kernel_config(cfg, user), sort_keys=False),
     }
@@ -213,7 +214,10 @@ def script(cfg: Config, user: str) -> str:
 
 
 def build(cfg: Config, user: str | None = None) -> Path:
-    """Write ``build/kernel/<comp>/`` with kernel-metadata.json and kit_kernel.py; return the folder."""
+    """Write ``build/kernel/<comp>/`` with kernel-metadata.json and kit_kernel.py; return the folder.
+
+    Both are scanned for credentials before either is written: a bundle holding one is never written.
+    """
     user = user or username()
     folder = BUILD_ROOT / "kernel" / cfg.comp.name
     meta = metadata(cfg, user)
@@ -222,8 +226,10 @@ def build(cfg: Config, user: str | None = None) -> Path:
             "warning: weights=imagenet needs internet in the kernel; publish the weights file "
             "(weights=<path> + kit kernel dataset) or set kaggle.kernel_internet=true"
         )
+    code = script(cfg, user)
+    refuse_secrets({str(folder / "kernel-metadata.json"): json.dumps(meta), str(folder / CODE_FILE): code}, "kernel bundle")
     write_json(folder / "kernel-metadata.json", meta)
-    atomic_write(folder / CODE_FILE, script(cfg, user))
+    atomic_write(folder / CODE_FILE, code)
     say(f"kernel bundle {meta['id']} written to {folder}")
     return folder
 
@@ -318,6 +324,7 @@ def publish_dataset(cfg: Config) -> list[str]:
     user = username(client)
     folder = BUILD_ROOT / "wheel"
     wheel = build_wheel(folder)
+    refuse_secrets(upload_files([wheel]), "wheel dataset")  # kit's code and kit/configs travel
     _add_dependency_wheels(folder)
     commit = git_commit()
     notes = f"kit {kit.__version__}" + (f" git {commit}" if commit else "")
@@ -346,6 +353,7 @@ def push(cfg: Config) -> str:
     client = api()
     user = username(client)
     folder = build(cfg, user)
+    refuse_secrets(upload_files([folder]), "kernel bundle")  # what else the folder holds travels too: nothing pushed
     ref = kernel_ref(cfg, user)
     response = call("kernel push", client.kernels_push, str(folder), slug=ref, kind="kernel")
     if getattr(response, "error", None):

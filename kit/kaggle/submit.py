@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING
 
 from kit.errors import KitError
 from kit.io import read_json
-from kit.kaggle.client import LIMIT_WORDS, api, call, competition_url, credential_source, daily_limit_error, git_commit, say
+from kit.kaggle.client import (
+    LIMIT_WORDS,
+    api,
+    call,
+    competition_url,
+    credential_source,
+    daily_limit_error,
+    git_commit,
+    refuse_secrets,
+    say,
+)
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -82,6 +92,7 @@ def submit(cfg: Config, file: Path | None = None, dry_run: bool = False) -> floa
 
     validate_submission(cfg, path, reference_ids(cfg), class_names(cfg))
     message = submission_message(cfg, path)
+    refuse_secrets({str(path): path.read_bytes(), "the submission message": message}, "submission")  # both go to Kaggle
     size = path.stat().st_size
     if dry_run:
         who = credential_source() or "no credentials found (a real submit would fail)"

@@ -31,7 +31,20 @@ from kit.errors import KitError
 from kit.evaluate import score
 from kit.inference import labels_from_probs, predict_labelled, split_dataset, to_class_probs
 from kit.io import atomic_path, local_copy, read_json, write_json
-from kit.runs import DONE, find_parent, load_model, mark_done, read_parent, run_config, run_dir_of, start_parent, write_threshold
+from kit.runs import (
+    DONE,
+    check_resume_settings,
+    find_parent,
+    load_model,
+    mark_done,
+    new_run_dir,
+    read_parent,
+    run_config,
+    run_dir_of,
+    start_parent,
+    write_threshold,
+    writing,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -88,18 +101,18 @@ def check_record_folds(cfg: Config, manifest: Manifest) -> dict[int, int]:
 # --- the parent run ---------------------------------------------------------------------------------------
 
 
-def _start_parent(cfg: Config, manifest: Manifest) -> Path | URLPath:
-    """A new parent run marked with the folds and the records they are cut from (what a resume checks)."""
+def _start_parent(cfg: Config, parent: Path | URLPath, manifest: Manifest) -> None:
+    """Make ``parent`` a new parent run marked with the folds and the records they are cut from (what a resume checks)."""
     marker = {
         "folds": int(cfg.data.folds),
         "records_dir": str(manifest.records_dir),
         "records_fingerprint": manifest.fingerprint,
     }
-    return start_parent(cfg, marker)
+    start_parent(cfg, parent, marker)
 
 
 def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: Manifest) -> None:
-    """A parent resumes only with the folds and records it was started with."""
+    """A parent resumes only with the folds, records and settings it was started with."""
     saved = read_parent(parent)
     if int(saved["folds"]) != int(cfg.data.folds):
         raise KitError(
@@ -111,6 +124,7 @@ def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: Manifest) ->
         raise KitError(
             f"the records in {manifest.records_dir} changed since {parent} started", "drop --resume to start a new run"
         )
+    check_resume_settings(cfg, parent)
 
 
 # --- out-of-fold predictions ------------------------------------------------------------------------------
@@ -136,7 +150,9 @@ def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str
             return frame
     run_cfg = run_config(cfg, fold_dir)  # the model and image size this fold was trained with
     model = load_model(fold_dir)
-    ids, probs, y_true = predict_labelled(model, split_dataset(run_cfg, manifest, "val", fold), progress=False)
+    ids, probs, y_true = predict_labelled(
+        model, split_dataset(run_cfg, manifest, "val", fold), progress=False, source=f"run {fold_dir}"
+    )
     frame = pd.DataFrame(to_class_probs(probs), columns=columns)
     frame.insert(0, "label", y_true)
     frame.insert(0, "fold", fold)
@@ -158,10 +174,6 @@ def score_frame(cfg: Config, frame: pd.DataFrame, classes: list[str], threshold:
 def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
     """Train every fold of ``cfg.data.folds`` under one parent run; write oof.csv, cv.json (+ threshold.json for
     binary problems) and ``done`` there; return the parent (the CLI's ``kit train folds=N``)."""
-    import keras
-
-    from kit.evaluate import best_f1_threshold
-    from kit.train import trainer
     from kit.train.session import open_records
     from kit.train.strategy import tf_config_tasks
 
@@ -173,17 +185,30 @@ def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
         raise KitError("k-fold training runs on one machine (one strategy per fold)", "unset TF_CONFIG or train one fold per job")
     cfg, manifest = open_records(cfg)  # read once: every fold's training gets it handed down
     counts = check_record_folds(cfg, manifest)
-    classes = list(manifest.classes)
 
     parent = find_parent(cfg) if resume else None
     if resume and parent is None:
         print(f"no unfinished k-fold run of {cfg.comp.name}/{cfg.model.name} to resume: starting a new one")
-    if parent is None:
-        parent = _start_parent(cfg, manifest)
-        print(f"k-fold run {parent}: {folds} folds of {', '.join(str(counts[k]) for k in range(folds))} examples")
-    else:
-        _check_resumable(cfg, parent, manifest)
-        print(f"resuming k-fold run {parent}")
+    resuming = parent is not None
+    parent = parent or new_run_dir(cfg)
+    with writing(parent):  # the driver is the parent's one writer: a second `kit train folds=N --resume` is refused
+        if resuming:
+            _check_resumable(cfg, parent, manifest)
+            print(f"resuming k-fold run {parent}")
+        else:
+            _start_parent(cfg, parent, manifest)
+            print(f"k-fold run {parent}: {folds} folds of {', '.join(str(counts[k]) for k in range(folds))} examples")
+        return _train_and_score(cfg, parent, manifest)
+
+
+def _train_and_score(cfg: Config, parent: Path | URLPath, manifest: Manifest) -> Path | URLPath:
+    """Every fold under ``parent`` (finished ones skipped), then oof.csv, cv.json, threshold.json and ``done``."""
+    import keras
+
+    from kit.evaluate import best_f1_threshold
+    from kit.train import trainer
+
+    folds, classes = int(cfg.data.folds), list(manifest.classes)
     # Every fold goes under the parent: runs.new_run_dir / runs.find_resumable join run.id and fold<k>.
     fold_cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, id=parent.name))
 

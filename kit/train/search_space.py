@@ -30,6 +30,10 @@ FIELDS = {
     "bool": {"type"},
 }
 SAMPLINGS = ("linear", "log", "reverse_log")
+# What a trial can change: the model, its training and its augmentation. Paths, names and the data's records are
+# not tunable, so best_hparams.yaml (which kit.config lets set only the space's keys) can never move a folder.
+TUNABLE = ("model.", "train.", "augment.")
+UNTUNABLE = {"model.name", "model.weights"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ def parse_space(space: dict[str, Any], origin: str = "tuner.space") -> list[Dime
     """Validate a search-space mapping; every mistake is a one-line KitError naming the entry."""
     if not space:
         raise KitError(f"{origin} is empty: nothing to tune", "declare ranges in configs/models/<model>.yaml under tuner.space")
-    valid_keys = [k for k in all_keys() if not k.startswith(("tuner.", "run.", "comp."))]
+    valid_keys = [k for k in all_keys() if k.startswith(TUNABLE) and k not in UNTUNABLE]
     dims = []
     for name, spec in space.items():
         where = f"{origin}.{name}"
@@ -82,6 +86,8 @@ def parse_space(space: dict[str, Any], origin: str = "tuner.space") -> list[Dime
                 raise KitError(f"{where}: unknown sampling '{sampling}'", f"use one of {', '.join(SAMPLINGS)}")
             if sampling != "linear" and low <= 0:
                 raise KitError(f"{where}: log sampling needs min > 0", "raise min above zero or use sampling: linear")
+            for bound in (spec["min"], spec["max"]):  # within the setting's declared range, checked before any trial
+                with_settings(Config(), nested({name: bound}), where)
         if kind == "choice":
             if not isinstance(spec.get("values"), list) or not spec["values"]:
                 raise KitError(f"{where}: type choice needs a non-empty list of values", "e.g. {type: choice, values: [64, 128]}")

@@ -23,6 +23,7 @@ run root must be a shared file system (or gs://).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -30,8 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kit.errors import KitError
 from kit.io import URLPath, as_path, put_file, write_json
-from kit.runs import find_resumable, mark_done, new_run_dir, read_state, write_run_files
+from kit.runs import (
+    BEST_MODEL,
+    check_resume_settings,
+    find_resumable,
+    finish_run,
+    load_model,
+    new_run_dir,
+    read_state,
+    write_run_files,
+    writing,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -39,6 +51,7 @@ if TYPE_CHECKING:
 
     from kit.config import Config
     from kit.data.manifest import Manifest
+    from kit.train.session import Session
 
 
 @dataclass(frozen=True)
@@ -88,15 +101,25 @@ def compile_phase(
         )
 
 
-def _best_weights(model: keras.Model, tracker: Any, best_path: Path) -> list | None:
-    """The best weights so far: in memory, or (after a resume) read from ``best.keras``."""
+def _best_weights(tracker: Any, run_dir: Path) -> list | None:
+    """The best weights so far: in memory, or (after a resume) read from ``best.keras`` (a damaged one: one line)."""
     if tracker.best_weights is not None:
         return tracker.best_weights
-    if best_path.is_file():
-        import keras
-
-        return keras.models.load_model(str(best_path), compile=False).get_weights()
+    if (run_dir / BEST_MODEL).is_file():
+        return load_model(run_dir).get_weights()
     return None
+
+
+def _load_checkpoint(model: keras.Model, weights: Path) -> None:
+    """The resume point's weights; a truncated or foreign file is one line naming it (h5 files hold no code)."""
+    try:
+        model.load_weights(str(weights))
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file raises inside Keras or h5py
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise KitError(
+            f"{weights} cannot be loaded to resume the run ({type(exc).__name__}: {reason})",
+            f"delete {weights.parent} to restart that run from its first epoch, or drop --resume to start a new run",
+        ) from None
 
 
 def fit_phases(
@@ -168,13 +191,13 @@ def fit_phases(
 
         _set_phase(model, phase, cfg)
         if phase.index > 1 and not resuming:
-            best = _best_weights(model, tracker, run_dir / "best.keras")
+            best = _best_weights(tracker, run_dir)
             if best is not None:  # phase 2 continues from the best phase-1 epoch
                 model.set_weights(best)
         compile_phase(model, cfg, phase, strategy, binary, num_classes)
         if resuming:
             multiworker.prepare(model, strategy, train_ds)  # every variable must exist before loading
-            model.load_weights(str(run_dir / "checkpoint" / state["weights"]))
+            _load_checkpoint(model, run_dir / "checkpoint" / state["weights"])
         trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
         print(
             f"phase {phase.index}/{len(phases)}: {phase.what}; {trainable:,} trainable parameters; "
@@ -214,7 +237,7 @@ def fit_phases(
                 )
         next_epoch = history[-1]["epoch"] + 1 if history else initial_epoch
 
-    best = _best_weights(model, tracker, run_dir / "best.keras")
+    best = _best_weights(tracker, run_dir)
     if best is not None:
         model.set_weights(best)
     result = {**tracker.to_json(), "epochs": len(history), "phases": len(phases)}
@@ -266,7 +289,6 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
 
     ``manifest``: the records' manifest when the caller has read it already (k-fold reads it once for every fold).
     """
-    from kit.models.registry import build_model
     from kit.train.session import start_session
     from kit.train.strategy import is_chief
 
@@ -280,10 +302,23 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     resuming = run_dir is not None
     run_dir = run_dir or new_run_dir(cfg, fold)
     chief = is_chief(session.strategy)
-    if chief:
-        write_run_files(cfg, run_dir)
-        write_json(run_dir / "strategy.json", session.describe())
-    print(f"run directory: {run_dir}{' (resumed)' if resuming else ''}")
+    # The chief is the run's one writer: a second `kit train --resume` of a live run is refused, naming it.
+    with writing(run_dir) if chief else contextlib.nullcontext():
+        if resuming:
+            check_resume_settings(cfg, run_dir)  # before config.yaml is rewritten
+        if chief:
+            write_run_files(cfg, run_dir)
+            write_json(run_dir / "strategy.json", session.describe())
+        print(f"run directory: {run_dir}{' (resumed)' if resuming else ''}")
+        _fit(session, cfg, run_dir, resuming)
+        if chief:
+            finish_run(run_dir)  # not marked done without a best.keras: latest_run would pick a run that cannot predict
+    return run_dir
+
+
+def _fit(session: Session, cfg: Config, run_dir: Path, resuming: bool) -> None:
+    """Build the model in the session's strategy and precision, and train it through its phases into ``run_dir``."""
+    from kit.models.registry import build_model
 
     with session.precision_policy():
         train_ds, val_ds = session.datasets()
@@ -300,6 +335,3 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
             validation_steps=session.validation_steps,
             resume=resuming,
         )
-    if chief:
-        mark_done(run_dir)
-    return run_dir

@@ -1,0 +1,65 @@
+"""Typed configuration, the public face of three modules:
+
+- :mod:`kit.config.schema`: the declaration (dataclasses, StrEnum choices, each numeric setting's range);
+- :mod:`kit.config.yaml_files`: reading a settings file as untrusted input (size, aliases, sections);
+- :mod:`kit.config.loading`: presets, merging, overrides, ``load_config``; :mod:`kit.config.checks`: ranges,
+  folder names and classes of the resolved config.
+
+Declaration only: the checks that need the model registry or the search space are in :mod:`kit.settings`.
+"""
+
+from kit.config.checks import MAX_NAME_LENGTH, plain_name_problem, ranged_fields, validate
+from kit.config.loading import (
+    ALIASES,
+    CONFIG_DIRS,
+    PROJECT_ROOT,
+    SELECTORS,
+    all_keys,
+    from_yaml,
+    load_config,
+    presets,
+    read_settings,
+    to_yaml,
+    with_settings,
+)
+from kit.config.schema import (
+    AuditConfig,
+    AugmentConfig,
+    AugmentLibrary,
+    AugmentMode,
+    CompetitionConfig,
+    Config,
+    DataConfig,
+    DistributionStrategy,
+    FineTuneConfig,
+    Flip,
+    ImageFormat,
+    KaggleConfig,
+    LabelFormat,
+    LrSchedule,
+    Metric,
+    MixedPrecision,
+    ModelConfig,
+    Optimizer,
+    PredictConfig,
+    Range,
+    RunConfig,
+    Source,
+    SubmissionConfig,
+    TableConfig,
+    TrainConfig,
+    TunerConfig,
+    TunerKind,
+)
+from kit.config.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
+
+__all__ = [
+    "ALIASES", "CONFIG_DIRS", "MAX_NAME_LENGTH", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "PROJECT_ROOT",
+    "SELECTORS",
+    "AugmentConfig", "AugmentLibrary", "AugmentMode", "AuditConfig", "CompetitionConfig", "Config", "DataConfig",
+    "DistributionStrategy", "FineTuneConfig", "Flip", "ImageFormat", "KaggleConfig", "LabelFormat", "LrSchedule",
+    "Metric", "MixedPrecision", "ModelConfig", "Optimizer", "PredictConfig", "Range", "RunConfig", "Source",
+    "SubmissionConfig", "TableConfig", "TrainConfig", "TunerConfig", "TunerKind",
+    "all_keys", "from_yaml", "load_config", "plain_name_problem", "presets", "ranged_fields", "read_settings",
+    "to_yaml", "validate", "with_settings",
+]  # fmt: skip

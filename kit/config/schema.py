@@ -1,0 +1,235 @@
+"""The settings' declaration: typed dataclasses, StrEnum choices and each numeric setting's range.
+
+Every ``int`` or ``float`` field is declared with :func:`ranged`, which stores its :class:`Range` in the field's
+metadata; :mod:`kit.config.checks` walks the dataclasses and checks each value against it at load time, so a
+range lives next to its field and nowhere else (a test asserts no numeric field lacks one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# The settings with a fixed set of values. OmegaConf checks Enum fields on every merge (presets, hparams, command
+# line, a run's config.yaml). Each member is named as its value, so it equals, hashes, prints and saves as that
+# text: ``cfg.augment.mode == "online"`` and lookups by name keep working, and config.yaml reads ``mode: online``.
+Source = StrEnum("Source", "competition dataset local")
+Metric = StrEnum("Metric", "accuracy f1 macro_f1")
+LabelFormat = StrEnum("LabelFormat", "index name probability")
+ImageFormat = StrEnum("ImageFormat", "auto raw png jpeg")  # auto: raw pixels up to 128 px, else png
+AugmentMode = StrEnum("AugmentMode", "online offline none")
+AugmentLibrary = StrEnum("AugmentLibrary", "keras keras_cv")
+Flip = StrEnum("Flip", "none horizontal vertical both")
+Optimizer = StrEnum("Optimizer", "adam adamw sgd")
+LrSchedule = StrEnum("LrSchedule", "constant plateau cosine cosine_restarts")
+MixedPrecision = StrEnum("MixedPrecision", "auto off float16 bfloat16")
+DistributionStrategy = StrEnum("DistributionStrategy", "auto cpu gpu mirrored multiworker tpu")
+TunerKind = StrEnum("TunerKind", "hyperband random bayesian")
+
+# Resource limits among the ranges: named here, once; the range error names the constant to raise.
+MAX_IMAGE_SIZE = 2048  # pixels a side fed to a model (a 64-image batch at 2048 px is 3.2 GB of float32 input)
+MAX_BATCH_SIZE = 65536
+MAX_EPOCHS = 100_000
+MAX_STEPS = 10**9
+MAX_WORKERS = 1024
+MAX_SEED = 2**32 - 1  # numpy's seed range
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric setting: ``low <= value <= high`` (``< high`` when ``high_open``; ``> low``
+    when ``low_open``). ``limit`` names the module constant that sets ``high`` when it is a resource limit."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    limit: str = ""
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        def text(bound: float) -> str:
+            return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+        return f"{'(' if self.low_open else '['}{text(self.low)}, {text(self.high)}{')' if self.high_open else ']'}"
+
+
+def ranged(default: float, low: float, high: float, *, low_open: bool = False, high_open: bool = False, limit: str = "") -> Any:
+    """A numeric dataclass field whose values must lie in the range; see :class:`Range`."""
+    return field(default=default, metadata={"range": Range(low, high, low_open, high_open, limit)})
+
+
+IMAGE_SIZE = Range(8, MAX_IMAGE_SIZE, limit="MAX_IMAGE_SIZE")  # model.image_size and each comp.image_sizes value
+SEED = {"low": 0, "high": MAX_SEED}
+
+
+@dataclass
+class TableConfig:
+    """Where one split's examples are listed: a CSV, or a folder (of class folders or of images)."""
+
+    csv: str = ""  # CSV file relative to data.root; empty: use ``dir``
+    dir: str = ""  # folder of class sub-folders (labelled) or of images (unlabelled)
+    id_column: str = ""  # column with the example id; empty: the path column is the id
+    path_column: str = ""  # column with a file path relative to data.root/image_dir
+    label_column: str = ""  # column with the label (name or index); empty: unlabelled
+    image_dir: str = ""  # folder the ids or paths are relative to, under data.root
+    image_ext: str = ""  # appended to ids that lack it, e.g. ".png"
+
+
+@dataclass
+class SubmissionConfig:
+    id_column: str = "id"
+    label_column: str = "label"
+    label_format: LabelFormat = LabelFormat.index
+
+
+@dataclass
+class CompetitionConfig:
+    name: str = "demo"  # a plain name: it is a folder name under data/ and runs/
+    slug: str = ""  # Kaggle competition slug or dataset "owner/name"
+    source: Source = Source.competition
+    train: TableConfig = field(default_factory=TableConfig)
+    val: TableConfig = field(default_factory=TableConfig)  # optional separate validation set
+    test: TableConfig = field(default_factory=TableConfig)
+    sample_submission: str = ""  # relative to data.root; the reference for validating a submission
+    solution: str = ""  # hidden test labels (demo only), CSV with submission columns
+    classes: list[str] = field(default_factory=list)  # distinct names in label-index order; empty: inferred
+    metric: Metric = Metric.accuracy
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    image_sizes: dict[str, int] = field(default_factory=dict)  # per model name, overrides model.image_size (IMAGE_SIZE)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet20"
+    image_size: int = ranged(32, IMAGE_SIZE.low, IMAGE_SIZE.high, limit=IMAGE_SIZE.limit)
+    weights: str = "none"  # imagenet | none | <path to .weights.h5> (pretrained models only)
+    dropout: float = ranged(0.0, 0, 1, high_open=True)
+    dense_units: int = ranged(0, 0, 65536)  # hidden units in the head; 0: none
+    l2: float = ranged(0.0, 0, 1)
+    options: dict[str, Any] = field(default_factory=dict)  # architecture-specific, checked by the builder
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/raw/${comp.name}"  # where the competition's files are (/kaggle/input/... in a kernel)
+    records_root: str = "data/records"  # records go to <records_root>/<comp>/<image_size>/
+    val_fraction: float = ranged(0.2, 0, 1, high_open=True)
+    seed: int = ranged(42, **SEED)
+    folds: int = ranged(0, 0, 100)  # >1: stratified k-fold column in the index
+    shard_mb: float = ranged(100, 0, 100_000, low_open=True)  # target TFRecord shard size in MB (fractions allowed)
+    workers: int = ranged(0, 0, MAX_WORKERS, limit="MAX_WORKERS")  # 0: all cores
+    image_format: ImageFormat = ImageFormat.auto  # how records store images
+    jpeg_quality: int = ranged(95, 1, 100)
+
+
+@dataclass
+class AugmentConfig:
+    mode: AugmentMode = AugmentMode.online
+    library: AugmentLibrary = AugmentLibrary.keras
+    flip: Flip = Flip.horizontal
+    rotation: float = ranged(0.0, 0, 1)  # fraction of a full turn, as keras.layers.RandomRotation(factor)
+    translate: float = ranged(0.0, 0, 0.5)  # whole-pixel shifts up to this fraction of the side, reflected at the border
+    color_jitter: float = ranged(0.0, 0, 1, high_open=True)  # strength of brightness/contrast/saturation/hue jitter
+    cutmix: float = ranged(0.0, 0, 1)  # probability that a batch (online) or a copy (offline) is CutMixed
+    cutmix_alpha: float = ranged(1.0, 0, 100, low_open=True)  # Beta(alpha, alpha) for the mixed area
+    offline_copies: int = ranged(1, 1, 100)  # offline: augmented copies of the training set baked into the records
+    jit_compile: bool = True  # online, library=keras: flips, jitter and CutMix as one XLA kernel (false: plain TF ops)
+    seed: int = ranged(1337, **SEED)
+
+
+@dataclass
+class FineTuneConfig:
+    epochs: int = ranged(0, 0, MAX_EPOCHS, limit="MAX_EPOCHS")  # phase 2 epochs; 0: no phase 2
+    learning_rate: float = ranged(1e-5, 0, 10, low_open=True)
+    unfreeze: int = ranged(-1, -1, 100_000)  # top N backbone layers to unfreeze; -1: all (BatchNorm stays frozen)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = ranged(64, 1, MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE")  # per replica; global = x replicas
+    epochs: int = ranged(20, 1, MAX_EPOCHS, limit="MAX_EPOCHS")  # phase 1 (the only phase for scratch models)
+    learning_rate: float = ranged(1e-3, 0, 10, low_open=True)
+    optimizer: Optimizer = Optimizer.adam
+    weight_decay: float = ranged(0.0, 0, 1)
+    schedule: LrSchedule = LrSchedule.plateau
+    first_decay_steps: int = ranged(1000, 1, MAX_STEPS, limit="MAX_STEPS")  # cosine_restarts
+    warmup_epochs: int = ranged(0, 0, MAX_EPOCHS, limit="MAX_EPOCHS")
+    label_smoothing: float = ranged(0.0, 0, 1, high_open=True)
+    early_stopping_patience: int = ranged(5, 0, MAX_EPOCHS, limit="MAX_EPOCHS")  # 0: no early stopping
+    monitor: str = "auto"  # auto: kit.train.metrics.monitored_metric (val_f1_score for binary or F1 competitions)
+    steps_per_epoch: int = ranged(0, 0, MAX_STEPS, limit="MAX_STEPS")  # 0: one pass over the training records
+    mixed_precision: MixedPrecision = MixedPrecision.auto
+    strategy: DistributionStrategy = DistributionStrategy.auto
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    seed: int = ranged(42, **SEED)
+    verbose: int = ranged(1, 0, 2)  # Keras fit verbosity
+
+
+@dataclass
+class PredictConfig:
+    tta: list[str] = field(default_factory=list)  # e.g. [flip] or [hflip, vflip]
+    threshold: str = "0.5"  # a number in [0, 1], or auto: the F1-best threshold saved by evaluate
+    batch_size: int = ranged(128, 1, MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE")
+    output: str = "submission.csv"
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"  # runs go to <root>/<comp>/<model>/<id>/
+    id: str = ""  # a plain name (a folder name); empty: a timestamp
+
+
+@dataclass
+class KaggleConfig:
+    message: str = ""  # submission message; empty: model, CV score and git commit
+    poll_timeout: int = ranged(600, 0, 7 * 24 * 3600)  # seconds to wait for a score
+    dry_run: bool = False
+    kernel_internet: bool = False  # kernel pushed with internet on (pip deps, imagenet weights); many comps forbid it
+
+
+@dataclass
+class TunerConfig:
+    kind: TunerKind = TunerKind.hyperband
+    max_trials: int = ranged(10, 1, 1_000_000)
+    max_epochs: int = ranged(10, 1, MAX_EPOCHS, limit="MAX_EPOCHS")
+    executions_per_trial: int = ranged(1, 1, 1000)
+    objective: str = "auto"
+    phase1_only: bool = True
+    space: dict[str, Any] = field(default_factory=dict)  # hyperparameter -> {type, min, max, ...}
+
+
+@dataclass
+class AuditConfig:
+    hash_sample: int = ranged(20000, 0, MAX_STEPS)  # most images hashed for near duplicates (random sample beyond)
+    near_distance: int = ranged(6, 0, 64)  # pHash Hamming distance (of 64 bits) counted as a near duplicate
+    shortcut_sample: int = ranged(20000, 0, MAX_STEPS)  # most labelled images the metadata-only shortcut model sees
+    shortcut_auc: float = ranged(0.75, 0.5, 1)  # binary: warn when metadata alone reaches this cross-validated AUC
+    shortcut_gain: float = ranged(0.5, 0, 1)  # multi-class: warn when (accuracy - majority) / (1 - majority) exceeds this
+    workers: int = ranged(0, 0, MAX_WORKERS, limit="MAX_WORKERS")  # threads reading files; 0: all cores
+
+
+@dataclass
+class Config:
+    comp: CompetitionConfig = field(default_factory=CompetitionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    kaggle: KaggleConfig = field(default_factory=KaggleConfig)
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+
+    @property
+    def binary(self) -> bool:
+        return len(self.comp.classes) == 2
