@@ -159,14 +159,16 @@ CASES: dict[str, str | None] = {
     "os2.bmp": None,  # OS/2 BMP header: 16-bit sides (read as 32-bit they made it "too large")
     "small.pgm": None,  # a format without a header parser in kit: decoded under OpenCV's own limit (kit's)
     "fifo.jpg": "not a regular file (FIFO)",  # open() of it blocks until a writer comes: never opened
-    "zero.jpg": "not a regular file (character device)",  # a symlink to /dev/zero: reads until memory runs out
     "socket.png": "not a regular file (socket)",
     "folder.jpg": "not a regular file (directory)",
     "padded.png": f"file too large (9000000 bytes > {BYTES_LIMIT}; raise KIT_MAX_IMAGE_BYTES)",
     "bomb.tif": f"image too large ({BOMB}x{BOMB} > {PIXELS_LIMIT} pixels; raise KIT_MAX_IMAGE_PIXELS)",
     "bomb.pgm": f"image too large (over {PIXELS_LIMIT} pixels, found by OpenCV; raise KIT_MAX_IMAGE_PIXELS)",
 }
+# zero.jpg (a symlink to /dev/zero) is made but not listed in the build's train.csv: it leads out of data.root, so
+# the table check refuses it before any read (test_a_row_linking_to_dev_zero_...); the readers' refusal is tested too
 SPECIAL = ("fifo.jpg", "zero.jpg", "socket.png", "folder.jpg")
+SPECIAL_REASONS = {**CASES, "zero.jpg": "not a regular file (character device)"}  # a symlink to /dev/zero
 
 
 def _make_competition(root: Path) -> list[str]:
@@ -384,7 +386,7 @@ def test_special_files_are_refused_before_open_by_every_reader(tmp_path: Path, n
     from kit.data.images import ImageError, decode, file_facts, image_info
 
     _special_file(tmp_path, name)
-    reason = CASES[name]
+    reason = SPECIAL_REASONS[name]
     for reader in (decode, image_info):
         with pytest.raises(ImageError, match=reason.replace("(", r"\(").replace(")", r"\)")):
             _within(HANG_TIMEOUT, lambda reader=reader: reader(tmp_path / name))
@@ -399,3 +401,29 @@ def test_the_size_limit_holds_when_stat_understates_the_size(monkeypatch: pytest
     monkeypatch.setenv("KIT_MAX_IMAGE_BYTES", "100")
     with pytest.raises(ImageError, match=r"file too large \(over 100 bytes; raise KIT_MAX_IMAGE_BYTES\)"):
         decode("/proc/self/status")
+
+
+def test_a_row_linking_to_dev_zero_is_one_line_before_any_read(tmp_path: Path) -> None:
+    """The issue's reproduction: a CSV row pointing at a symlink to /dev/zero. It leads out of data.root, so
+    ``kit records`` stops at the table check with one line naming the row and the link's target."""
+    root = tmp_path / "raw"
+    (root / "images").mkdir(parents=True)
+    _special_file(root / "images", "zero.jpg")
+    cv2.imwrite(str(root / "images" / "ok.png"), np.zeros((4, 4, 3), np.uint8))
+    (root / "train.csv").write_text("file,label\nimages/ok.png,a\nimages/zero.jpg,b\n")
+    comp = tmp_path / "comp.yaml"
+    comp.write_text(COMP_YAML)
+    args = [f"comp={comp}", f"data.root={root}", f"data.records_root={tmp_path / 'records'}", "data.val_fraction=0"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "records", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_TIMEOUT,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr
+    assert "row 2" in errors[0] and "really /dev/zero" in errors[0] and "outside data.root" in errors[0]
