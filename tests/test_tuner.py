@@ -154,3 +154,28 @@ def test_bad_space_in_a_model_yaml_is_caught_on_load_with_exit_2(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().startswith("error:") and "needs min and max" in result.stderr
+
+
+def test_a_trial_finished_just_before_a_kill_is_not_run_again(tmp_path):
+    """The window between keras-tuner's two writes at a trial's end: trial.json says COMPLETED, oracle.json still
+    lists the trial as ongoing. The resumed search counts it as ended instead of training it again."""
+    from kit.train.tuner import tune
+
+    cfg = tiny_search(tmp_path, "random", max_trials=1, max_epochs=1)
+    out = tune(cfg)
+    search = out / "search"
+    (trial_dir,) = [p for p in search.iterdir() if p.name.startswith("trial_")]
+    trial_json = (trial_dir / "trial.json").read_text()
+    assert '"COMPLETED"' in trial_json
+    oracle = json.loads((search / "oracle.json").read_text())
+    trial_id = trial_dir.name.removeprefix("trial_")
+    oracle["end_order"].remove(trial_id)  # as if killed after trial.json, before oracle.json
+    oracle["ongoing_trials"] = {"tuner0": trial_id}
+    (search / "oracle.json").write_text(json.dumps(oracle))
+
+    cfg2 = tiny_search(tmp_path, "random", max_trials=1, max_epochs=1)
+    tune(cfg2)
+    after = json.loads((search / "oracle.json").read_text())
+    assert after["run_times"][trial_id] == 1  # trained once: a retry would make it 2
+    assert trial_id in after["end_order"] and not after["retry_queue"]
+    assert (trial_dir / "trial.json").read_text() == trial_json

@@ -124,6 +124,27 @@ def _make_tuner(cfg: Config, hypermodel: kt.HyperModel, strategy: Any, directory
     return kt.BayesianOptimization(hypermodel, max_trials=cfg.tuner.max_trials, **common)
 
 
+def settle_finished_trials(oracle: kt.Oracle) -> list[str]:
+    """Trials that finished but are queued to run again, now counted as ended; returns their ids.
+
+    keras-tuner ends a trial by writing its trial.json (COMPLETED, with its score) and then oracle.json; a kill
+    between the two writes leaves the trial "ongoing", and the reload queues it for a retry, so a resumed search
+    would train it again. Its result is on disk already: count it as ended, through the oracle's public state.
+    """
+    state = oracle.get_state()
+    finished = [
+        trial_id
+        for trial_id in state["retry_queue"]
+        if oracle.trials[trial_id].status == "COMPLETED" and oracle.trials[trial_id].score is not None
+    ]
+    if finished:
+        state["retry_queue"] = [trial_id for trial_id in state["retry_queue"] if trial_id not in finished]
+        state["end_order"] = [*state["end_order"], *(t for t in finished if t not in state["end_order"])]
+        oracle.set_state(state)
+        oracle.save()
+    return finished
+
+
 def trials_table(tuner: kt.Tuner, objective: str) -> list[dict[str, Any]]:
     """One row per trial: id, status, score and every hyperparameter value."""
     rows = []
@@ -184,6 +205,9 @@ def tune(cfg: Config) -> Path:
         train_ds, val_ds = session.datasets()
         hypermodel = _hypermodel(cfg, dims, len(session.classes), session.steps_per_epoch)
         tuner = _make_tuner(cfg, hypermodel, session.strategy, out_dir)
+        settled = settle_finished_trials(tuner.oracle)
+        if settled:
+            print(f"trials {', '.join(settled)} had finished before the search stopped: not run again", flush=True)
         tuner.search(
             train_ds,
             validation_data=val_ds,
