@@ -53,9 +53,20 @@ def _say(message: str) -> None:
 
 
 @app.command()
-def config(settings: list[str] = Settings) -> None:
+def config(
+    settings: list[str] = Settings,
+    origin: bool = typer.Option(
+        False, "--origin", help="Print each key = value with the file, 'command line' or 'default' it came from."
+    ),
+) -> None:
     """Print the resolved configuration (presets + overrides) as YAML."""
-    typer.echo(to_yaml(_config(settings)))
+    cfg = _config(settings)
+    if origin:
+        from kit.config import load_config_with_origins, origin_lines
+
+        typer.echo("\n".join(origin_lines(cfg, load_config_with_origins(list(settings or []))[1])))
+    else:
+        typer.echo(to_yaml(cfg))
 
 
 @app.command("list")
@@ -169,7 +180,7 @@ def new_comp(
     folder: Path = typer.Argument(..., help="A downloaded competition folder."),
     name: str = typer.Option("", "--name", help="Competition name; default: the folder's name."),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Where to write the YAML; default configs/competitions/<name>.yaml."
+        None, "--output", "-o", help="Where to write the YAML; default ./configs/competitions/<name>.yaml (~/.config/kit/... if not writable)."
     ),
 ) -> None:
     """Infer a competition YAML from a downloaded folder (CSV columns, class folders, sample_submission)."""

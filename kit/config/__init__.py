@@ -1,22 +1,25 @@
-"""Typed configuration, the public face of three modules:
+"""Typed configuration, the public face of five modules:
 
 - :mod:`kit.config.schema`: the declaration (dataclasses, StrEnum choices, each numeric setting's range);
 - :mod:`kit.config.yaml_files`: reading a settings file as untrusted input (size, aliases, sections);
-- :mod:`kit.config.loading`: presets, merging, overrides, ``load_config``; :mod:`kit.config.checks`: ranges,
-  folder names and classes of the resolved config.
+- :mod:`kit.config.folders`: where presets are searched and where a user's new preset is written;
+- :mod:`kit.config.loading`: the merge order (the data beats the model, the command line beats both),
+  overrides, ``load_config``, where each value came from; :mod:`kit.config.checks`: ranges, folder names and
+  classes of the resolved config.
 
 Declaration only: the checks that need the model registry or the search space are in :mod:`kit.settings`.
 """
 
 from kit.config.checks import MAX_NAME_LENGTH, plain_name_problem, ranged_fields, validate
+from kit.config.folders import PROJECT_ROOT, preset_dirs, user_preset_dir
 from kit.config.loading import (
     ALIASES,
-    CONFIG_DIRS,
-    PROJECT_ROOT,
     SELECTORS,
     all_keys,
     from_yaml,
     load_config,
+    load_config_with_origins,
+    origin_lines,
     presets,
     read_settings,
     to_yaml,
@@ -54,12 +57,13 @@ from kit.config.schema import (
 from kit.config.yaml_files import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
 __all__ = [
-    "ALIASES", "CONFIG_DIRS", "MAX_NAME_LENGTH", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "PROJECT_ROOT",
+    "ALIASES", "MAX_NAME_LENGTH", "MAX_YAML_BYTES", "MAX_YAML_DEPTH", "MAX_YAML_NODES", "PROJECT_ROOT",
     "SELECTORS",
     "AugmentConfig", "AugmentLibrary", "AugmentMode", "AuditConfig", "CompetitionConfig", "Config", "DataConfig",
     "DistributionStrategy", "FineTuneConfig", "Flip", "ImageFormat", "KaggleConfig", "LabelFormat", "LrSchedule",
     "Metric", "MixedPrecision", "ModelConfig", "Optimizer", "PredictConfig", "Range", "RunConfig", "Source",
     "SubmissionConfig", "TableConfig", "TrainConfig", "TunerConfig", "TunerKind",
-    "all_keys", "from_yaml", "load_config", "plain_name_problem", "presets", "ranged_fields", "read_settings",
-    "to_yaml", "validate", "with_settings",
+    "all_keys", "from_yaml", "load_config", "load_config_with_origins", "origin_lines", "plain_name_problem",
+    "preset_dirs", "presets", "ranged_fields", "read_settings",
+    "to_yaml", "user_preset_dir", "validate", "with_settings",
 ]  # fmt: skip

@@ -1,13 +1,25 @@
 """Filling the declared :class:`~kit.config.schema.Config` from YAML files and ``key=value`` overrides.
 
-Merge order (later wins)::
+The rule: what the data dictates beats what a model prefers, and the user beats both. Merge order (later wins)::
 
     defaults in kit/config/schema.py
-      <- configs/competitions/<comp>.yaml      (or any YAML path given as comp=...)
-      <- configs/models/<model>.yaml
+      <- configs/models/<model>.yaml            (the model's wishes: optimiser, epochs, augmentation, TTA)
+      <- configs/competitions/<comp>.yaml       (the data: tables, classes, metric, symmetry, sizes; or a YAML path)
       <- the competition's per-model image size (comp.image_sizes.<model>)
-      <- hparams=<best_hparams.yaml>           (written by ``kit tune``; only the search space's keys)
+      <- hparams=<best_hparams.yaml>            (written by ``kit tune``; only the search space's keys)
       <- key=value overrides from the command line
+
+Two settings are constraints rather than values, so the order alone does not settle them:
+
+- ``augment.flip`` is the symmetry the data allows. A model preset may narrow it (lstm: no flips) but never
+  widen it: when both set it, the result is the flips both allow (horizontal + none = none).
+- ``predict.tta`` views must be symmetries the resolved ``augment.flip`` allows: ``flip``/``hflip`` need
+  horizontal, ``vflip`` vertical, ``rot90``/``rot180``/``rot270``/``transpose`` both (orientation-free images).
+  A view a preset or hparams file asks for that the data forbids is dropped (``kit config --origin`` says so);
+  views given on the command line are kept as given.
+
+:func:`load_config_with_origins` also returns where each value came from (a file, ``command line`` or
+``default``), which ``kit config --origin`` prints.
 
 A competition or model YAML is a partial top-level config, so a model file may also set
 ``train:`` or ``augment:`` values. OmegaConf checks every key, type and choice against the dataclasses;
@@ -19,6 +31,7 @@ checks ranges, names and classes of the resolved config.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +40,11 @@ from omegaconf import DictConfig, EnumNode, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from kit.config.checks import validate
-from kit.config.schema import Config
+from kit.config.folders import preset_dirs
+from kit.config.schema import Config, Flip
 from kit.config.yaml_files import read_yaml, refuse_resolvers
 from kit.errors import KitError, nearest, unknown_choice
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIRS = [PROJECT_ROOT / "configs", Path(__file__).resolve().parents[1] / "configs"]
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
 
 # Short forms on the command line: ``strategy=tpu`` means ``train.strategy=tpu``.
@@ -52,7 +64,7 @@ SELECTORS = ("comp", "model", "hparams")
 def presets(kind: str) -> list[str]:
     """Names of the YAML presets of one kind (``competitions`` or ``models``)."""
     names = set()
-    for base in CONFIG_DIRS:
+    for base in preset_dirs():
         names.update(p.stem for p in (base / kind).glob("*.yaml"))
     return sorted(names)
 
@@ -63,7 +75,7 @@ def _preset_path(kind: str, name_or_path: str) -> Path:
         if not path.exists():
             raise KitError(f"config file {path} does not exist", "give a preset name or an existing YAML path")
         return path
-    for base in CONFIG_DIRS:
+    for base in preset_dirs():
         candidate = base / kind / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
@@ -151,19 +163,103 @@ def check_hparams(settings: dict, space: Any, path: Path, model: str) -> None:
             )
 
 
+# The flips each augment.flip value allows, and the flips each TTA view needs the data to allow.
+FLIP_AXES: dict[str, frozenset[str]] = {
+    "none": frozenset(),
+    "horizontal": frozenset({"h"}),
+    "vertical": frozenset({"v"}),
+    "both": frozenset({"h", "v"}),
+}
+TTA_NEEDS: dict[str, frozenset[str]] = {
+    "flip": frozenset({"h"}),
+    "hflip": frozenset({"h"}),
+    "vflip": frozenset({"v"}),
+    "rot90": frozenset({"h", "v"}),
+    "rot180": frozenset({"h", "v"}),
+    "rot270": frozenset({"h", "v"}),
+    "transpose": frozenset({"h", "v"}),
+}
+
+
+class _Origins:
+    """Where each dotted key got its value: the last source whose settings named it."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, str] = {}
+
+    def record(self, settings: Any, origin: str) -> None:
+        for leaf in dotted_leaves(settings):
+            self.by_key[leaf] = origin
+
+    def of(self, key: str) -> str:
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):  # tuner.space.x.min came with tuner.space.x
+            prefix = ".".join(parts[:n])
+            if prefix in self.by_key:
+                return self.by_key[prefix]
+        return "default"
+
+
+def _flip_of(settings: dict) -> str | None:
+    augment = settings.get("augment")
+    value = augment.get("flip") if isinstance(augment, dict) else None
+    return None if value is None else str(value)
+
+
+def _narrow_flip(cfg: DictConfig, model_settings: dict, comp_settings: dict, origins: _Origins, where: str) -> None:
+    """A model preset may narrow the competition's allowed flips, never widen them."""
+    model_flip, comp_flip = _flip_of(model_settings), _flip_of(comp_settings)
+    if model_flip is None or comp_flip is None or model_flip not in FLIP_AXES or comp_flip not in FLIP_AXES:
+        return  # one source only (the order settled it), or a bad choice that the merge has already refused
+    allowed = FLIP_AXES[model_flip] & FLIP_AXES[comp_flip]
+    cfg.augment.flip = Flip[next(name for name, axes in FLIP_AXES.items() if axes == allowed)]
+    origins.by_key["augment.flip"] = where
+
+
+def _allowed_tta(cfg: DictConfig, origins: _Origins) -> None:
+    """Drop the TTA views a preset or hparams file asks for that the data's symmetry forbids."""
+    source = origins.of("predict.tta")
+    if source in ("command line", "default"):
+        return
+    allowed = FLIP_AXES.get(str(cfg.augment.flip), frozenset())
+    views = [str(v) for v in cfg.predict.tta]
+    kept = [v for v in views if TTA_NEEDS.get(v.strip().lower(), frozenset()) <= allowed]
+    if kept != views:
+        dropped = ", ".join(v for v in views if v not in kept)
+        cfg.predict.tta = kept
+        origins.by_key["predict.tta"] = (
+            f"{source}, without {dropped}: augment.flip {cfg.augment.flip} ({origins.of('augment.flip')}) forbids it"
+        )
+
+
 def load_config(overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20") -> Config:
-    """Build the resolved :class:`Config` from presets and ``key=value`` overrides."""
+    """Build the resolved :class:`Config` from presets and ``key=value`` overrides (order: module docstring)."""
+    return load_config_with_origins(overrides, comp=comp, model=model)[0]
+
+
+def load_config_with_origins(
+    overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20"
+) -> tuple[Config, dict[str, str]]:
+    """:func:`load_config`, and for every dotted key of the result the source of its value: a file path,
+    ``command line``, or ``default``; a value a constraint changed says which and why."""
     selectors, dotlist = _parse_overrides(list(overrides or []))
     comp = selectors.get("comp", comp)
     model = selectors.get("model", model)
+    origins = _Origins()
 
     cfg = OmegaConf.structured(Config)
-    comp_path = _preset_path("competitions", comp)
-    cfg = merge(cfg, read_settings(comp_path), str(comp_path))
     model_path = _preset_path("models", model)
-    cfg = merge(cfg, read_settings(model_path), str(model_path))
+    model_settings = read_settings(model_path)
+    cfg = merge(cfg, model_settings, str(model_path))
+    origins.record(model_settings, str(model_path))
+    comp_path = _preset_path("competitions", comp)
+    comp_settings = read_settings(comp_path)
+    cfg = merge(cfg, comp_settings, str(comp_path))
+    origins.record(comp_settings, str(comp_path))
+    _narrow_flip(cfg, model_settings, comp_settings, origins, f"{comp_path} narrowed by {model_path}")
     if cfg.model.name in cfg.comp.image_sizes:
         cfg.model.image_size = int(cfg.comp.image_sizes[cfg.model.name])
+        origins.by_key["model.image_size"] = f"{comp_path} (comp.image_sizes.{cfg.model.name})"
     if "hparams" in selectors:
         hparams_path = Path(selectors["hparams"])
         if not hparams_path.exists():
@@ -171,6 +267,7 @@ def load_config(overrides: list[str] | None = None, comp: str = "demo", model: s
         hparams = read_settings(hparams_path, "hparams file")
         check_hparams(hparams, OmegaConf.to_container(cfg.tuner.space, resolve=False), hparams_path, str(cfg.model.name))
         cfg = merge(cfg, hparams, str(hparams_path))
+        origins.record(hparams, str(hparams_path))
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as exc:
@@ -182,12 +279,30 @@ def load_config(overrides: list[str] | None = None, comp: str = "demo", model: s
             "quote it or close its brackets, e.g. predict.tta=[flip,vflip] or key='text'",
         ) from None
     cfg = merge(cfg, cli, "command line")
+    origins.record(OmegaConf.to_container(cli, resolve=False), "command line")
+    _allowed_tta(cfg, origins)
     try:
         config: Config = OmegaConf.to_object(cfg)  # resolves ${...} references between settings
     except OmegaConfBaseException as exc:
         raise KitError(f"config: {str(exc).splitlines()[0]}", "check interpolations such as ${comp.name}") from None
     validate(config)
-    return config
+    return config, {key: origins.of(key) for key, _ in _leaf_items(_plain(config))}
+
+
+def _plain(cfg: Config) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
+
+
+def _leaf_items(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every leaf, like :func:`dotted_leaves`; keys may themselves hold dots (tuner.space)."""
+    if not isinstance(data, dict) or not data:
+        return [(prefix.rstrip("."), data)] if prefix else []
+    return [item for key, value in data.items() for item in _leaf_items(value, f"{prefix}{key}.")]
+
+
+def origin_lines(cfg: Config, origins: dict[str, str]) -> list[str]:
+    """``key = value  # source`` for every setting, as ``kit config --origin`` prints them."""
+    return [f"{key} = {json.dumps(value, default=str)}  # {origins.get(key, 'default')}" for key, value in _leaf_items(_plain(cfg))]
 
 
 def to_yaml(cfg: Config) -> str:

@@ -371,17 +371,18 @@ def render_yaml(config: dict, notes: dict[str, str], folder: Path) -> str:
 def write_competition_yaml(folder: Path, name: str | None = None, output: Path | None = None) -> Path:
     """Infer, write and check a competition YAML; returns its path.
 
-    The default output is ``configs/competitions/<name>.yaml`` in the project. An existing file is
+    The default output is the user's folder (:func:`kit.config.user_preset_dir`: ``./configs/competitions/`` of the
+    working directory, else ``~/.config/kit/competitions/``), never the installed package. An existing file is
     never overwritten. After writing, the YAML is loaded and the data indexed once; a failure names
     the file to edit.
     """
-    from kit.config import PROJECT_ROOT, load_config
+    from kit.config import load_config, user_preset_dir
     from kit.data.sources import read_index
 
     folder = Path(folder)
     config, notes = _infer(folder, name)
     comp_name = config["comp"]["name"]
-    output = Path(output) if output else PROJECT_ROOT / "configs" / "competitions" / f"{comp_name}.yaml"
+    output = Path(output) if output else user_preset_dir("competitions") / f"{comp_name}.yaml"
     if output.suffix not in (".yaml", ".yml"):
         raise KitError(f"{output}: the output must end in .yaml", f"pass --output {output.with_suffix('.yaml')}")
     if output.exists():
