@@ -180,7 +180,11 @@ def new_comp(
     folder: Path = typer.Argument(..., help="A downloaded competition folder."),
     name: str = typer.Option("", "--name", help="Competition name; default: the folder's name."),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Where to write the YAML; default ./configs/competitions/<name>.yaml (~/.config/kit/... if not writable)."
+        None,
+        "--output",
+        "-o",
+        help="Where to write the YAML; default ./configs/competitions/<name>.yaml, "
+        "or ~/.config/kit/competitions/ when ./configs cannot be written.",
     ),
 ) -> None:
     """Infer a competition YAML from a downloaded folder (CSV columns, class folders, sample_submission)."""

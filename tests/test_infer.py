@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from kaggle_layouts import make_ai_100, make_ai_vs_human, make_cifake, preset
 
-from kit.config import PROJECT_ROOT, load_config
+from kit.config import PROJECT_ROOT, load_config, presets
 from kit.data import sources
 from kit.data.demo import make_demo_competition
 from kit.data.infer import infer_competition, write_competition_yaml
@@ -125,3 +126,63 @@ def test_cli_new_comp(tmp_path: Path) -> None:
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "folder not found" in lines[0]
     assert "Traceback" not in bad.stderr and not (tmp_path / "x.yaml").exists()
+
+
+def _user_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A fresh working directory and a fresh ~/.config/kit, as for a user of a wheel install."""
+    work, xdg = tmp_path / "work", tmp_path / "xdg"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    return work, xdg / "kit"
+
+
+def test_new_comp_writes_to_the_working_directory_not_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work, _ = _user_folders(tmp_path, monkeypatch)
+    root = make_ai_100(tmp_path / "a100")
+    packaged = sorted((PROJECT_ROOT / "configs" / "competitions").iterdir())
+    output = write_competition_yaml(root, name="my-a100")
+    assert output == work / "configs" / "competitions" / "my-a100.yaml"  # old: <project>/configs/competitions/
+    assert sorted((PROJECT_ROOT / "configs" / "competitions").iterdir()) == packaged
+    cfg = load_config(["comp=my-a100"])  # found by name: the working directory's folder is searched first
+    assert cfg.comp.name == "my-a100" and cfg.data.root == str(root.resolve())
+    assert "my-a100" in presets("competitions")
+
+
+def test_new_comp_falls_back_to_the_user_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    work, home = _user_folders(tmp_path, monkeypatch)
+    (work / "configs").write_text("not a folder\n")  # ./configs/competitions cannot be made
+    output = write_competition_yaml(make_ai_100(tmp_path / "a100"), name="my-a100")
+    assert output == home / "competitions" / "my-a100.yaml"
+    assert load_config(["comp=my-a100"]).comp.name == "my-a100"
+
+
+def test_presets_are_searched_working_directory_then_user_folder_then_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, home = _user_folders(tmp_path, monkeypatch)
+    assert load_config(["comp=cifake"]).comp.metric == "f1"  # the packaged preset
+    (home / "competitions").mkdir(parents=True)
+    (home / "competitions" / "cifake.yaml").write_text("comp: {name: cifake, metric: macro_f1, classes: [REAL, FAKE]}\n")
+    assert load_config(["comp=cifake"]).comp.metric == "macro_f1"  # the user's folder shadows the package
+    (work / "configs" / "competitions").mkdir(parents=True)
+    (work / "configs" / "competitions" / "cifake.yaml").write_text("comp: {name: cifake, metric: accuracy}\n")
+    assert load_config(["comp=cifake"]).comp.metric == "accuracy"  # the working directory comes first
+
+
+def test_cli_new_comp_default_output_in_a_fresh_working_directory(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    root = make_ai_100(tmp_path / "a100")
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    ok = subprocess.run(
+        [sys.executable, "-m", "kit", "new-comp", str(root), "--name", "mine"], cwd=work, capture_output=True, text=True, env=env
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert (work / "configs" / "competitions" / "mine.yaml").is_file()
+    assert not (PROJECT_ROOT / "configs" / "competitions" / "mine.yaml").exists()
+    shown = subprocess.run(
+        [sys.executable, "-m", "kit", "config", "comp=mine"], cwd=work, capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "name: mine" in shown.stdout

@@ -302,7 +302,8 @@ def _leaf_items(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def origin_lines(cfg: Config, origins: dict[str, str]) -> list[str]:
     """``key = value  # source`` for every setting, as ``kit config --origin`` prints them."""
-    return [f"{key} = {json.dumps(value, default=str)}  # {origins.get(key, 'default')}" for key, value in _leaf_items(_plain(cfg))]
+    items = _leaf_items(_plain(cfg))
+    return [f"{key} = {json.dumps(value, default=str)}  # {origins.get(key, 'default')}" for key, value in items]
 
 
 def to_yaml(cfg: Config) -> str:
