@@ -334,9 +334,8 @@ def _infer(folder: Path, name: str | None) -> tuple[dict, dict[str, str]]:
         notes["comp.submission"] = "check: no sample submission found, so these columns are a guess"
 
     config: dict[str, Any] = {"comp": comp}
-    from kit.config import PROJECT_ROOT
-
-    if folder.resolve() != (PROJECT_ROOT / "data" / "raw" / name).resolve():
+    # data.root defaults to the relative data/raw/<comp>: only a folder elsewhere needs its path in the YAML
+    if folder.resolve() != (Path.cwd() / "data" / "raw" / name).resolve():
         config["data"] = {"root": str(folder.resolve())}
         notes["data.root"] = "where the files are on this machine; override with data.root=..."
     return config, notes
