@@ -187,6 +187,32 @@ def demo(settings: list[str] = Settings) -> None:
     workflow.demo(list(settings or []))
 
 
+@app.command()
+def runs(
+    settings: list[str] = Settings,
+    sort: str = typer.Option("run", "--sort", help="Column to sort by: numbers best first, text A-Z (default: run id)."),
+    csv_path: Path = typer.Option(None, "--csv", help="Also write the table as CSV (raw numbers) to this path."),
+    diff: tuple[str, str] | None = typer.Option(None, "--diff", help="Two run ids (or folders): the settings that differ."),
+    offline: bool = typer.Option(False, "--offline", help="Do not ask Kaggle for the public scores."),
+) -> None:
+    """One table of every run of the competition: settings that differ, epochs, val, CV, TTA, threshold, public score."""
+    cfg = _config(settings)
+    from kit.kaggle import runs_table
+
+    if diff:
+        typer.echo(runs_table.diff_runs(cfg, *diff))
+        return
+    rows, _, why = runs_table.runs_table(cfg, sort=sort, scores=not offline)
+    if not rows:
+        _say(f"no runs of {cfg.comp.name} under {Path(cfg.run.root) / cfg.comp.name}: train one with kit train")
+        return
+    typer.echo(runs_table.format_table(rows))
+    if why:
+        _say(why)
+    if csv_path is not None:
+        _say(f"wrote {runs_table.write_csv(rows, csv_path)}")
+
+
 @kernel_app.command("build")
 def kernel_build(settings: list[str] = Settings) -> None:
     """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/."""
