@@ -47,6 +47,9 @@ def _runs(tmp_path: Path) -> tuple[Path, Path]:
     cnn = root / "fake-comp" / "cnn"
     _write_run(cnn / RUN_A, comp, ["model=cnn", "train.epochs=3"], [0.61, 0.74, 0.70], threshold=0.42)
     _write_run(cnn / RUN_B, comp, ["model=cnn", "train.epochs=2", "train.learning_rate=0.01"], [0.65, 0.79], threshold=None)
+    # kit evaluate rewrites metrics.json without the training's best: the best val comes from history.csv then
+    evaluated = {"run": str(cnn / RUN_B), "split": "val", "examples": 40, "accuracy": 0.55, "score": {"value": 0.55}}
+    (cnn / RUN_B / "metrics.json").write_text(json.dumps(evaluated))
     parent = root / "fake-comp" / "resnet20" / RUN_K
     parent.mkdir(parents=True)
     cfg = load_config([f"comp={comp}", "model=resnet20", "train.epochs=2", "data.folds=3"])
@@ -98,7 +101,7 @@ def test_runs_table_lists_every_run_with_its_public_score_and_writes_csv(fake_ka
     rows = _table(result.stdout)
     assert "0.8000 (mean of 3 folds)" in rows[RUN_K] and "0.8125 (3-fold OOF accuracy)" in rows[RUN_K]
     assert "0.3700 (oof)" in rows[RUN_K] and "k-fold done" in rows[RUN_K] and "0.8010" in rows[RUN_K]
-    assert "0.7900" in rows[RUN_B] and "not submitted" in rows[RUN_B]
+    assert "0.7900" in rows[RUN_B] and "val_accuracy" in rows[RUN_B] and "not submitted" in rows[RUN_B]
     assert "0.7400" in rows[RUN_A] and "0.4200 (val)" in rows[RUN_A]
     assert "0.7346 (newest of 2)" in rows[RUN_A] and "0.5000" not in rows[RUN_A]  # RUN_A-2's score is not RUN_A's
     # the settings that differ between the runs, each run's own value; what all runs share is left out
