@@ -50,6 +50,13 @@ def _runs(tmp_path: Path) -> tuple[Path, Path]:
     # kit evaluate rewrites metrics.json without the training's best: the best val comes from history.csv then
     evaluated = {"run": str(cnn / RUN_B), "split": "val", "examples": 40, "accuracy": 0.55, "score": {"value": 0.55}}
     (cnn / RUN_B / "metrics.json").write_text(json.dumps(evaluated))
+    # ... and the resume state's tracker names what training monitored (not the val_f1_score column beside it)
+    history = (cnn / RUN_B / "history.csv").read_text().splitlines()
+    with_f1 = [history[0] + ",val_f1_score"] + [f"{line},0.9{i}" for i, line in enumerate(history[1:])]
+    (cnn / RUN_B / "history.csv").write_text("\n".join(with_f1) + "\n")
+    (cnn / RUN_B / "checkpoint").mkdir()
+    tracker = {"monitor": "val_accuracy", "mode": "max", "best": 0.79, "best_epoch": 1}
+    (cnn / RUN_B / "checkpoint" / "state.json").write_text(json.dumps({"next_epoch": 2, "tracker": tracker}))
     parent = root / "fake-comp" / "resnet20" / RUN_K
     parent.mkdir(parents=True)
     cfg = load_config([f"comp={comp}", "model=resnet20", "train.epochs=2", "data.folds=3"])

@@ -3,8 +3,9 @@
 A row is one run folder ``<run.root>/<comp>/<model>/<run-id>/`` (a k-fold parent is one row; its ``fold<k>/``
 sub-runs are not rows of their own). Each figure is read from what the run wrote, and labelled for what it is:
 
-    best_val    the best value of the monitored metric on the validation split during training
-                (``metrics.json`` ``best``/``monitor``, else the best ``val_*`` column of ``history.csv``)
+    best_val    the best value of the monitored metric on the validation split during training (the trainer's
+                ``metrics.json`` ``best``/``monitor``; once ``kit evaluate`` rewrote that file, the tracker in
+                ``checkpoint/state.json``; else the best monitored ``val_*`` column of ``history.csv``)
     cv          a k-fold parent's score over all its out-of-fold predictions (``cv.json``)
     threshold   the binary threshold ``threshold=auto`` uses, and where it was chosen (``threshold.json``: val or oof)
     public      the public score of the newest scored Kaggle submission whose message names the run
@@ -30,7 +31,7 @@ from kit.config import read_settings
 from kit.errors import KitError, unknown_choice
 from kit.io import atomic_write, read_json
 from kit.kaggle.client import api, call
-from kit.runs import CONFIG_FILE, DONE, KFOLD, RESUME_FREE_SETTINGS, THRESHOLD_FILE
+from kit.runs import CONFIG_FILE, DONE, KFOLD, RESUME_FREE_SETTINGS, STATE, THRESHOLD_FILE
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -102,6 +103,12 @@ def _history(path: Path) -> list[dict[str, str]]:
         return []
 
 
+def _tracked_best(tracker: dict) -> tuple[str | None, float | None]:
+    """The trainer's ``monitor`` and ``best`` (metrics.json, or checkpoint/state.json's tracker), or (None, None)."""
+    name, best = tracker.get("monitor"), _number(tracker.get("best"))
+    return (name, best) if isinstance(name, str) and best is not None else (None, None)
+
+
 def _best_from_history(rows: list[dict[str, str]], monitor: str | None) -> tuple[str | None, float | None]:
     """The monitored column's best value in ``history.csv`` (``monitor``, else val_f1_score, else val_accuracy)."""
     columns = rows[0].keys() if rows else ()
@@ -139,8 +146,10 @@ def read_row(run_dir: Path) -> RunRow:
         metrics = _json_or_none(source / METRICS_FILE) or {}
         history = _history(source / HISTORY_FILE)
         epochs.append(len(history) or _number(metrics.get("epochs")) or 0)
-        name, best = metrics.get("monitor"), _number(metrics.get("best"))
-        if best is None or not isinstance(name, str):  # kit evaluate rewrites metrics.json without them
+        name, best = _tracked_best(metrics)
+        if best is None:  # kit evaluate rewrites metrics.json without them: the resume state keeps the tracker
+            name, best = _tracked_best((_json_or_none(source / STATE) or {}).get("tracker") or {})
+        if best is None:
             name, best = _best_from_history(history, row.settings.get("train.monitor"))
         monitor = monitor or name
         if best is not None:
