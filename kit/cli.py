@@ -192,10 +192,14 @@ def runs(
     settings: list[str] = Settings,
     sort: str = typer.Option("run", "--sort", help="Column to sort by: numbers best first, text A-Z (default: run id)."),
     csv_path: Path = typer.Option(None, "--csv", help="Also write the table as CSV (raw numbers) to this path."),
+    plot: Path = typer.Option(None, "--plot", help="Also draw each run's val, CV and public scores to this PNG."),
     diff: tuple[str, str] | None = typer.Option(None, "--diff", help="Two run ids (or folders): the settings that differ."),
     offline: bool = typer.Option(False, "--offline", help="Do not ask Kaggle for the public scores."),
 ) -> None:
-    """One table of every run of the competition: settings that differ, epochs, val, CV, TTA, threshold, public score."""
+    """One table of every run of the competition: settings that differ, epochs, val, CV, TTA, threshold, public score.
+
+    Numbers: best val = best monitored value on val during training; cv = k-fold out-of-fold score; threshold = the
+    binary threshold and where it was chosen (val or oof); public = newest scored Kaggle submission naming the run."""
     cfg = _config(settings)
     from kit.kaggle import runs_table
 
@@ -211,6 +215,8 @@ def runs(
         _say(why)
     if csv_path is not None:
         _say(f"wrote {runs_table.write_csv(rows, csv_path)}")
+    if plot is not None:
+        _say(f"wrote {runs_table.plot_scores(rows, plot)}")
 
 
 @kernel_app.command("build")

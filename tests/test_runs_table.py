@@ -99,7 +99,10 @@ def test_runs_table_lists_every_run_with_its_public_score_and_writes_csv(fake_ka
     ]
     out_csv = tmp_path / "tables" / "runs.csv"
     out_csv.parent.mkdir()
-    result = _kit(tmp_path, "runs", f"comp={comp}", f"run.root={root}", "--sort", "best_val", "--csv", str(out_csv))
+    plot = tmp_path / "tables" / "runs.png"
+    result = _kit(
+        tmp_path, "runs", f"comp={comp}", f"run.root={root}", "--sort", "best_val", "--csv", str(out_csv), "--plot", str(plot)
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:6] == ["run", "model", "state", "epochs", "monitor", "best_val"]
@@ -123,7 +126,8 @@ def test_runs_table_lists_every_run_with_its_public_score_and_writes_csv(fake_ka
     assert float(table[RUN_K]["cv"]) == 0.8125 and table[RUN_K]["cv_note"] == "3-fold OOF accuracy"
     assert abs(float(table[RUN_K]["best_val"]) - 0.8) < 1e-12 and int(table[RUN_A]["epochs"]) == 3
     assert Path(table[RUN_A]["path"]) == root / "fake-comp" / "cnn" / RUN_A
-    assert not [p for p in out_csv.parent.iterdir() if p.name != "runs.csv"]  # atomic: no temp file left
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
+    assert sorted(p.name for p in out_csv.parent.iterdir()) == ["runs.csv", "runs.png"]  # atomic: no temp file left
 
 
 def test_runs_table_prints_without_credentials_and_offline(fake_kaggle, tmp_path):

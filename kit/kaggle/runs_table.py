@@ -200,7 +200,7 @@ def attach_public_scores(cfg: Config, rows: Sequence[RunRow]) -> str | None:
     """Fill ``public`` from the competition's Kaggle submissions; return why there are none (offline, ...)."""
     slug = cfg.comp.slug
     if cfg.comp.source != "competition" or not slug:
-        return _no_scores(rows, f"{cfg.comp.name} is not a Kaggle competition", "n/a")
+        return _no_scores(rows, f"no public scores: {cfg.comp.name} is not a Kaggle competition", "n/a")
     try:
         submissions = call(
             "list submissions", api().competition_submissions, slug, page_size=SUBMISSIONS_PAGE, slug=slug, kind="competition"
@@ -295,6 +295,30 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> Path:
     """``to_csv`` written atomically (a half-written table is never left at ``path``)."""
     atomic_write(path, to_csv(rows))
     return Path(path)
+
+
+def plot_scores(rows: Sequence[RunRow], path: Path) -> Path:
+    """``path`` (PNG): one line a run, its best val score, k-fold CV and public score side by side, so a CV that
+    stops tracking the leaderboard shows at a glance. A run without a figure has no marker for it."""
+    from matplotlib.figure import Figure
+
+    from kit.plots import save
+
+    series = (("best_val", "best val (during training)", "o"), ("cv", "CV (k-fold OOF)", "s"), ("public", "public (Kaggle)", "^"))
+    fig = Figure(figsize=(8, 1.2 + 0.35 * max(1, len(rows))), layout="constrained")
+    ax = fig.add_subplot()
+    for column, label, marker in series:
+        points = [(row.values[column], i) for i, row in enumerate(rows) if row.values.get(column) is not None]
+        if points:
+            ax.scatter([x for x, _ in points], [y for _, y in points], marker=marker, label=label, s=40)
+    ax.set_yticks(range(len(rows)), [f"{row.values['model']}/{row.values['run']}" for row in rows])
+    ax.invert_yaxis()  # the table's first row on top
+    ax.set_xlabel("score")
+    ax.grid(axis="x", alpha=0.3)
+    if rows:
+        ax.legend(loc="best", fontsize="small")
+    ax.set_title("runs: validation, CV and public scores")
+    return save(fig, path)
 
 
 # --- two runs side by side --------------------------------------------------------------------------------
