@@ -168,6 +168,11 @@ def test_runs_diff_shows_the_settings_that_differ(fake_kaggle, tmp_path):
     assert set(differ) == {"train.epochs", "train.learning_rate"}
     assert not fake_kaggle.calls("ListSubmissions")  # a diff reads the run folders only
 
+    result = _kit(tmp_path, "runs", f"comp={comp}", f"run.root={root}", "--offline")
+    assert result.returncode == 0, result.stderr
+    assert all("not asked" in line for line in _table(result.stdout).values()) and len(_table(result.stdout)) == 3
+    assert not fake_kaggle.calls("ListSubmissions")  # --offline: Kaggle is not asked
+
     result = _kit(tmp_path, "runs", f"comp={comp}", f"run.root={root}", "--diff", RUN_A, "20261201-999999")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

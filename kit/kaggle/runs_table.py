@@ -241,7 +241,10 @@ def runs_table(cfg: Config, sort: str = "run", scores: bool = True) -> tuple[lis
     differ = differing_settings(rows)
     for row in rows:
         row.values["settings"] = " ".join(f"{k}={_plain(row.settings.get(k, '<unset>'))}" for k in differ)
-    why = attach_public_scores(cfg, rows) if scores and rows else None
+    if not scores:
+        why = _no_scores(rows, "public scores not asked (--offline)", "not asked")
+    else:
+        why = attach_public_scores(cfg, rows) if rows else None
     return sort_rows(rows, sort), differ, why
 
 
