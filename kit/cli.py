@@ -202,6 +202,38 @@ def demo(settings: list[str] = Settings) -> None:
     workflow.demo(list(settings or []))
 
 
+@app.command()
+def runs(
+    settings: list[str] = Settings,
+    sort: str = typer.Option("run", "--sort", help="Column to sort by: numbers best first, text A-Z (default: run id)."),
+    csv_path: Path = typer.Option(None, "--csv", help="Also write the table as CSV (raw numbers) to this path."),
+    plot: Path = typer.Option(None, "--plot", help="Also draw each run's val, CV and public scores to this PNG."),
+    diff: tuple[str, str] | None = typer.Option(None, "--diff", help="Two run ids (or folders): the settings that differ."),
+    offline: bool = typer.Option(False, "--offline", help="Do not ask Kaggle for the public scores."),
+) -> None:
+    """One table of every run of the competition: settings that differ, epochs, val, CV, TTA, threshold, public score.
+
+    Numbers: best val = best monitored value on val during training; cv = k-fold out-of-fold score; threshold = the
+    binary threshold and where it was chosen (val or oof); public = newest scored Kaggle submission naming the run."""
+    cfg = _config(settings)
+    from kit.kaggle import runs_table
+
+    if diff:
+        typer.echo(runs_table.diff_runs(cfg, *diff))
+        return
+    rows, _, why = runs_table.runs_table(cfg, sort=sort, scores=not offline)
+    if not rows:
+        _say(f"no runs of {cfg.comp.name} under {Path(cfg.run.root) / cfg.comp.name}: train one with kit train")
+        return
+    typer.echo(runs_table.format_table(rows))
+    if why:
+        _say(why)
+    if csv_path is not None:
+        _say(f"wrote {runs_table.write_csv(rows, csv_path)}")
+    if plot is not None:
+        _say(f"wrote {runs_table.plot_scores(rows, plot)}")
+
+
 @kernel_app.command("build")
 def kernel_build(settings: list[str] = Settings) -> None:
     """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/."""

@@ -149,7 +149,7 @@ class FakeKaggle:
         self.competitions: dict[str, bytes] = {"fake-comp": make_zip(demo_files())}
         self.datasets: dict[str, bytes] = {}  # "owner/name" -> zip
         self.uploads: dict[str, bytes] = {}  # token -> exact bytes PUT
-        self.submissions: list[dict[str, Any]] = []
+        self.submissions: list[dict[str, Any]] = []  # a "public_score" key: that one's score, else public_score
         self.pending_polls = 2  # ListSubmissions answers PENDING this many times, then COMPLETE
         self.public_score = "0.87654"
         self.kernels: dict[str, dict[str, Any]] = {}  # slug -> SaveKernel body
@@ -257,7 +257,7 @@ class FakeKaggle:
                     "fileName": "submission.csv",
                     "date": "2026-01-01T00:00:00.000Z",
                     "status": "COMPLETE" if done else "PENDING",
-                    **({"publicScore": self.public_score} if done else {}),
+                    **({"publicScore": s.get("public_score", self.public_score)} if done else {}),
                 }
                 for s in reversed(self.submissions)
             ]
