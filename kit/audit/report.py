@@ -10,8 +10,6 @@ import pandas as pd
 from kit import plots
 
 
-
-
 def describe(meta: pd.DataFrame, by: str) -> dict[str, Any]:
     """Per group: count, median/min/max of the numeric facts, formats, the commonest sizes."""
     out: dict[str, Any] = {}

@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from kit.audit.duplicates import duplicate_groups, exact_duplicates, near_duplicates
@@ -206,4 +205,3 @@ def reminders(cfg: Config) -> list[str]:
         return []
     hint = f"(from {audit_dir(cfg) / 'audit.md'}; `kit audit --ack comp={cfg.comp.name}` once you have dealt with it)"
     return [f"WARNING: {line} {hint}" for line in pending]
-

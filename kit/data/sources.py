@@ -114,8 +114,9 @@ def _group_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) 
 def _assign_group_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int, source: str) -> np.ndarray:
     if groups is None:
         return _assign_folds(labels, folds, seed, source)
-    if len(np.unique(groups)) < folds:
-        raise KitError(f"{source}: {len(np.unique(groups))} duplicate-free groups cannot make {folds} folds", "use fewer data.folds")
+    distinct = len(np.unique(groups))
+    if distinct < folds:
+        raise KitError(f"{source}: {distinct} groups of distinct images cannot make {folds} folds", "use fewer data.folds")
     return _group_folds(labels, groups, folds, seed)
 
 
