@@ -72,6 +72,8 @@ def audit(cfg: Config) -> dict:
     labelled = readable[readable["label"] >= 0]
     warnings: list[str] = []
     summary: dict[str, Any] = {"comp": cfg.comp.name, "images": len(meta), "classes": names}
+    # what an acknowledgement covers: these files (their bytes and splits), not only the wording of the warnings
+    summary["data_digest"] = hashlib.sha1("\n".join(sorted(meta["sha1"] + " " + meta["split"])).encode()).hexdigest()
     summary["splits"] = {k: int(v) for k, v in meta["split"].value_counts().sort_index().items()}
     balance = {
         names[i]: int(n) for i, n in labelled["label"].astype(int).value_counts().sort_index().items() if 0 <= i < len(names)
@@ -169,39 +171,41 @@ def _repeated(warnings: list[str]) -> list[str]:
     return [w for w in warnings if w.startswith(REPEATED)]
 
 
-def _digest(warnings: list[str]) -> str:
-    return hashlib.sha1(json.dumps(warnings).encode()).hexdigest()
+def _digest(warnings: list[str], data_digest: str) -> str:
+    return hashlib.sha1(json.dumps([warnings, data_digest]).encode()).hexdigest()
 
 
-def _audit_warnings(cfg: Config) -> list[str] | None:
+def _audit_state(cfg: Config) -> tuple[list[str], str] | None:
+    """The last audit's warnings and data digest; None without a readable audit.json."""
     try:
-        return list(json.loads((audit_dir(cfg) / "audit.json").read_text())["warnings"])
+        summary = json.loads((audit_dir(cfg) / "audit.json").read_text())
+        return list(summary["warnings"]), str(summary["data_digest"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def acknowledge(cfg: Config) -> list[str]:
     """Write ``ack.json`` beside the audit report: its SHORTCUT / SHIFT warnings are read and accepted."""
-    warnings = _audit_warnings(cfg)
-    if warnings is None:
+    state = _audit_state(cfg)
+    if state is None:
         raise KitError(f"no audit report in {audit_dir(cfg)} to acknowledge", f"run `kit audit comp={cfg.comp.name}` first")
-    accepted = _repeated(warnings)
-    write_json(audit_dir(cfg) / "ack.json", {"digest": _digest(accepted), "warnings": accepted})
+    accepted = _repeated(state[0])
+    write_json(audit_dir(cfg) / "ack.json", {"digest": _digest(accepted, state[1]), "warnings": accepted})
     print(f"acknowledged {len(accepted)} SHORTCUT/SHIFT warnings of {audit_dir(cfg) / 'audit.md'}")
     return accepted
 
 
 def reminders(cfg: Config) -> list[str]:
     """The audit's SHORTCUT / SHIFT warnings not yet acknowledged, as lines to print (none without an audit)."""
-    warnings = _audit_warnings(cfg)
-    pending = _repeated(warnings or [])
-    if not pending:
+    state = _audit_state(cfg)
+    pending = _repeated(state[0]) if state else []
+    if state is None or not pending:
         return []
     try:
         ack = json.loads((audit_dir(cfg) / "ack.json").read_text())
     except (OSError, ValueError):
         ack = {}
-    if isinstance(ack, dict) and ack.get("digest") == _digest(pending):
+    if isinstance(ack, dict) and ack.get("digest") == _digest(pending, state[1]):
         return []
     hint = f"(from {audit_dir(cfg) / 'audit.md'}; `kit audit --ack comp={cfg.comp.name}` once you have dealt with it)"
     return [f"WARNING: {line} {hint}" for line in pending]
