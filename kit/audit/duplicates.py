@@ -15,8 +15,12 @@ import pandas as pd
 
 def near_pairs(hashes: np.ndarray, max_distance: int, block: int = 65536) -> list[tuple[int, int, int]]:
     """All pairs (i, j, distance), i < j, of 64-bit hashes within ``max_distance`` bits (exhaustive, faiss)."""
-    import faiss
+    try:
+        import faiss
+    except ImportError:
+        from kit.errors import KitError
 
+        raise KitError("kit audit needs faiss-cpu for the near-duplicate search", "pip install faiss-cpu==1.15.1") from None
     hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint64))
     if len(hashes) < 2:
         return []
