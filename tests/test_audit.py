@@ -111,7 +111,7 @@ def test_audit_is_quiet_on_a_clean_set(tmp_path):
     assert result["warnings"] == []
     assert result["class_balance"] == {"a": 16, "b": 16}
     assert result["exact_duplicates"]["groups"] == 0 and result["near_duplicates"]["pairs"] == {}
-    assert result["shortcut"]["value"] < 0.75
+    assert result["shortcut"] is None  # every file is a 32x32 PNG of one size: no metadata varies, nothing to score
     assert "- none" in (Path(cfg.run.root) / "planted" / "audit" / "audit.md").read_text()
 
 

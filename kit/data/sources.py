@@ -39,6 +39,7 @@ from kit.io import atomic_write, write_json
 from kit.submission import Reference, check_test_ids, sample_reference
 
 COLUMNS = ["id", "path", "label", "split", "fold"]
+GROUPS_FILE = "duplicate_groups.csv"  # written by kit audit: path, group of every image with an exact or near copy
 SPLITS = ("train", "val", "test")
 INDEX_VERSION = 1
 
@@ -95,6 +96,72 @@ def _assign_folds(labels: np.ndarray, folds: int, seed: int, source: str) -> np.
             for k, (_, held) in enumerate(KFold(n_splits=folds, shuffle=True, random_state=seed).split(labels)):
                 out[held] = k
     return out
+
+
+def _group_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number per row with every duplicate group inside one fold (StratifiedGroupKFold)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    out = np.full(len(labels), -1, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            out[held] = k
+    return out
+
+
+def _assign_group_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int, source: str) -> np.ndarray:
+    if groups is None:
+        return _assign_folds(labels, folds, seed, source)
+    distinct = len(np.unique(groups))
+    if distinct < folds:
+        raise KitError(f"{source}: {distinct} groups of distinct images cannot make {folds} folds", "use fewer data.folds")
+    return _group_folds(labels, groups, folds, seed)
+
+
+def _split_val_grouped(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, source: str) -> np.ndarray:
+    """Like :func:`_split_val`; with duplicate groups, one fold of ``round(1 / fraction)`` stratified group folds,
+    so no group straddles train and validation (the validation share is then ``1 / round(1 / fraction)``)."""
+    if groups is None:
+        return _split_val(labels, fraction, seed, source)
+    n_splits = max(2, round(1 / fraction))
+    if len(np.unique(groups)) < n_splits:
+        raise KitError(
+            f"{source}: {len(np.unique(groups))} duplicate-free groups cannot give data.val_fraction={fraction}",
+            "add labelled rows, raise data.val_fraction, or give a comp.val table",
+        )
+    return _group_folds(labels, groups, n_splits, seed) == 0
+
+
+def _groups_path(cfg: Config) -> Path:
+    return index_dir(cfg) / GROUPS_FILE
+
+
+def write_duplicate_groups(cfg: Config, groups: dict[str, int]) -> None:
+    """Keep the audit's duplicate groups (path -> group) beside the index; the next index keeps each group on one
+    side of the validation split and inside one fold. An empty mapping removes the file."""
+    path = _groups_path(cfg)
+    if not groups:
+        path.unlink(missing_ok=True)
+        return
+    frame = pd.DataFrame({"path": list(groups), "group": list(groups.values())})
+    atomic_write(path, frame.to_csv(index=False))
+
+
+def _row_groups(cfg: Config, paths: pd.Series) -> np.ndarray | None:
+    """Group per row: the audit's duplicate group, or a group of its own; None when no two rows share one."""
+    path = _groups_path(cfg)
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path, dtype={"path": str}, keep_default_na=False)
+        by_path = dict(zip(table["path"].astype(str), table["group"].astype(np.int64), strict=True))
+    except (OSError, ValueError, KeyError) as exc:
+        raise KitError(f"{path}: unreadable duplicate groups ({exc})", "run `kit audit` again, or delete the file") from None
+    own = len(by_path) + np.arange(len(paths))  # group numbers no listed group uses
+    groups = np.array([by_path.get(p, own[i]) for i, p in enumerate(paths.astype(str))], dtype=np.int64)
+    return groups if len(np.unique(groups)) < len(groups) else None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -174,10 +241,13 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
         frame.loc[labelled_train, "split"] = "train"
         positions = np.flatnonzero(labelled_train)
         labels = frame["label"].to_numpy()[positions]
-        frame.loc[positions, "fold"] = _assign_folds(labels, cfg.data.folds, cfg.data.seed, tables[0].source)
+        groups = _row_groups(cfg, frame["path"].iloc[positions])
+        frame.loc[positions, "fold"] = _assign_group_folds(labels, groups, cfg.data.folds, cfg.data.seed, tables[0].source)
     elif not any(t.split == "val" for t in tables) and cfg.data.val_fraction > 0:
         positions = np.flatnonzero(labelled_train)
-        val = _split_val(frame["label"].to_numpy()[positions], cfg.data.val_fraction, cfg.data.seed, tables[0].source)
+        groups = _row_groups(cfg, frame["path"].iloc[positions])
+        labels = frame["label"].to_numpy()[positions]
+        val = _split_val_grouped(labels, groups, cfg.data.val_fraction, cfg.data.seed, tables[0].source)
         frame.loc[positions[val], "split"] = "val"
 
     frame["id"] = frame["id"].astype(str)
@@ -207,8 +277,16 @@ def _fingerprint(cfg: Config) -> str:
         "val_fraction": cfg.data.val_fraction,
         "seed": cfg.data.seed,
         "folds": cfg.data.folds,
+        "duplicate_groups": _file_digest(_groups_path(cfg)),
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    try:
+        return hashlib.sha1(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _sources_mtime(cfg: Config) -> float:
