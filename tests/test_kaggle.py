@@ -204,7 +204,8 @@ def test_cli_download_errors(fake_kaggle, tmp_path, status, message, expected):
 def _run_with_submission(cfg, root: Path) -> Path:
     run = Path(cfg.run.root) / cfg.comp.name / "resnet20" / "run1"
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.912345}))
+    hold_out = {"metric": "accuracy", "value": 0.912345, "interval": [0.9, 0.93], "what": "hold-out (argmax)"}
+    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.912345, "score": hold_out}))
     path = run / "submission.csv"
     path.write_bytes((root / "sample_submission.csv").read_bytes().replace(b",0\n", b",1\n", 1))
     return path
@@ -219,7 +220,7 @@ def test_submit_uploads_exact_bytes_and_reads_the_score(fake_kaggle, tmp_path, c
     assert list(fake_kaggle.uploads.values()) == [path.read_bytes()]
     (create,) = fake_kaggle.calls("CreateSubmission")
     description = create.body["submissionDescription"]
-    assert description.startswith("kit resnet20 run run1") and "cv accuracy=0.9123" in description
+    assert description.startswith("kit resnet20 run run1") and "hold-out accuracy 0.9123 [0.9000-0.9300]" in description
     assert len(fake_kaggle.calls("ListSubmissions")) == fake_kaggle.pending_polls + 1
     assert "0.87654" in capsys.readouterr().out
 
