@@ -114,10 +114,9 @@ def honest_binary_scores(y_true: np.ndarray, prob: np.ndarray, metric: Metric, w
     fixed = scored(y_true, (prob >= 0.5).astype(np.int64), metric, f"{where} at the fixed threshold 0.5", threshold=0.5)
     threshold, _ = best_f1_threshold(y_true, prob)
     out = {"at_0.5": fixed, "threshold": threshold}
-    try:
-        labels, per_part = cross_fitted_labels(y_true, prob, parts)
-    except ValueError:
+    if len(np.unique(parts)) < 2:
         return out  # too few rows of a class to choose and score on separate parts: no tuned score at all
+    labels, per_part = cross_fitted_labels(y_true, prob, parts)
     k = len(per_part)
     out["at_chosen"] = scored(
         y_true,
