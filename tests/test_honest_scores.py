@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from run_fixtures import SIZE, make_config, make_model, make_run, random_images, write_split
+from run_fixtures import SIZE, make_config, make_run, random_images, write_split
 from sklearn import metrics as skm
 
 from kit.evaluate import evaluate

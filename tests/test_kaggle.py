@@ -16,7 +16,7 @@ from kit.config import PROJECT_ROOT, load_config
 from kit.errors import KitError
 from kit.kaggle.client import MAX_TRIES, username
 from kit.kaggle.download import MARKER, PARTIAL_DIR, download
-from kit.kaggle.submit import submit
+from kit.kaggle.submit import submission_message, submit
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
 
@@ -234,6 +234,54 @@ def test_submit_dry_run_uploads_nothing(fake_kaggle, tmp_path, capsys):
     assert len(fake_kaggle.requests) == before
     out = capsys.readouterr().out
     assert "would submit" in out and "'hello'" in out and KEY not in out
+
+
+def _binary_run(cfg, root: Path, degenerate: str | None = None) -> Path:
+    """A run whose metrics.json holds the hold-out F1 at 0.5 and at a cross-fitted threshold (as kit evaluate writes)."""
+    path = _run_with_submission(cfg, root)
+    at_half = {"metric": "f1", "value": 0.9412, "interval": [0.90, 0.97], "what": "hold-out at the fixed threshold 0.5"}
+    at_chosen = {
+        "metric": "f1",
+        "value": 0.9231,
+        "interval": [0.88, 0.96],
+        "what": "hold-out at the F1-best threshold chosen on the other 4 of 5 parts (never on the rows scored)",
+    }
+    metrics = {"f1": 0.9412, "score": at_half, "score_at_threshold": at_chosen}
+    if degenerate:
+        metrics["degenerate"] = degenerate
+    (path.parent / "metrics.json").write_text(json.dumps(metrics))
+    record = {"threshold": 0.42, "rule": "F1-best", "chosen_on": "val", "examples": 200, "honest_score": at_chosen}
+    (path.parent / "threshold.json").write_text(json.dumps(record))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        ("auto", "hold-out f1 at chosen threshold 0.9231 [0.8800-0.9600]"),  # the file was cut at the tuned threshold
+        ("0.5", "hold-out f1 at 0.5 0.9412 [0.9000-0.9700]"),
+        ("0.3", "threshold 0.3: no score measured at it"),
+    ],
+)
+def test_submit_message_names_the_score_of_the_file_uploaded(fake_kaggle, tmp_path, threshold, expected):
+    """Before: 'cv f1=0.9412' (the hold-out score at 0.5, called CV) whatever threshold cut the file."""
+    cfg = _cfg(tmp_path, f"predict.threshold={threshold}")
+    path = _binary_run(cfg, download(cfg))
+    message = submission_message(cfg, path)
+    assert message.startswith("kit resnet20 run run1 ") and expected in message
+    assert "cv " not in message
+
+
+def test_submit_refuses_a_constant_model_unless_forced(fake_kaggle, tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    warning = "the model gives every one of the 200 rows the same probabilities (0.5000, 0.5000): it predicts a constant"
+    path = _binary_run(cfg, download(cfg), degenerate=warning)
+    with pytest.raises(KitError) as refused:
+        submit(cfg, path, dry_run=False)
+    assert f"run {path.parent} predicts a constant" in str(refused.value) and "--force" in refused.value.hint
+    assert fake_kaggle.calls("StartSubmissionUpload") == []
+    assert submit(cfg, path, dry_run=True, force=True) is None
+    assert "would submit" in capsys.readouterr().out
 
 
 def test_submit_validates_before_upload(fake_kaggle, tmp_path):

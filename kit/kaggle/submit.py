@@ -84,7 +84,7 @@ def matching_score(cfg: Config, run_dir: Path) -> str:
         return ""
     low, high = entry["interval"]
     kind = entry["what"].split(" at ")[0].split(" (")[0]  # "hold-out" | "5-fold OOF"
-    return f"{kind} {cfg.comp.metric}{where} {entry['value']:.4f} [{low:.4f}-{high:.4f}]"
+    return f"{kind} {entry.get('metric', cfg.comp.metric)}{where} {entry['value']:.4f} [{low:.4f}-{high:.4f}]"
 
 
 def submission_message(cfg: Config, path: Path) -> str:
