@@ -207,7 +207,8 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     if n == 2 and "auc" in result:
         written.append(plots.roc_curve(y_true, class_probs[:, 1], plot_dir / "roc.png"))
         written.append(plots.pr_curve(y_true, class_probs[:, 1], plot_dir / "pr.png", threshold))
-    written.append(plots.score_intervals(_score_rows(result), plot_dir / "scores.png", title=f"{run_cfg.comp.metric} on val"))
+    title = f"{run_cfg.comp.metric} on val (hold-out)"
+    written.append(plots.score_intervals(_score_rows(result), plot_dir / "scores.png", title=title))
     errors = worst.worst()
     written.append(
         plots.image_grid(
@@ -239,11 +240,11 @@ def format_table(result: dict) -> str:
     ):
         if key in result:
             rows.append((key, f"{result[key]:.4f}"))
-    for key in ("score", "score_at_threshold"):
+    for key, at in _score_names(result).items():
         if key in result:
             entry = result[key]
             low, high = entry["interval"]
-            rows.append((entry["metric"], f"{entry['value']:.4f}  [{low:.4f}, {high:.4f}]  {entry['what']}"))
+            rows.append((f"score ({entry['metric']}) {at}", f"{entry['value']:.4f}  [{low:.4f}, {high:.4f}]  {entry['what']}"))
     width = max(len(k) for k, _ in rows)
     lines = [f"evaluation of {result.get('run', '')} on {result.get('split', 'val')} (hold-out)"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
@@ -259,8 +260,11 @@ def format_table(result: dict) -> str:
 
 def _score_rows(result: dict) -> list[tuple[str, float, float, float]]:
     """(label, value, low, high) of each headline score, for plots.score_intervals."""
-    return [
-        (result[key]["what"], result[key]["value"], *result[key]["interval"])
-        for key in ("score", "score_at_threshold")
-        if key in result
-    ]
+    return [(at, result[key]["value"], *result[key]["interval"]) for key, at in _score_names(result).items() if key in result]
+
+
+def _score_names(result: dict) -> dict[str, str]:
+    """metrics.json key -> short name of each headline score (binary results carry their ``threshold``)."""
+    if "threshold" not in result:
+        return {"score": "argmax"}
+    return {"score": "at 0.5", "score_at_threshold": "at chosen threshold"}

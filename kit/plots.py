@@ -252,7 +252,7 @@ def score_intervals(rows: Sequence[tuple[str, float, float, float]], path: str |
     for i, (_label, value, low, high) in enumerate(rows):
         ax.errorbar([value], [i], xerr=[[value - low], [high - value]], fmt="o", capsize=4)
         ax.annotate(f"{value:.4f} [{low:.4f}, {high:.4f}]", (value, i), textcoords="offset points", xytext=(0, 8), ha="center")
-    ax.set_yticks(range(len(rows)), [label for label, *_ in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [label for label, *_ in rows], fontsize=9)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.set_xlabel("score (95% bootstrap interval)")
     ax.set_title(title)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import COMMAND_TIMEOUT_S
 from fake_kaggle import KEY, TOKEN, USERNAME, make_evil_zip, make_zip, write_comp_yaml  # tests/ is on sys.path (rootdir conftest)
@@ -282,6 +283,19 @@ def test_submit_refuses_a_constant_model_unless_forced(fake_kaggle, tmp_path, ca
     assert fake_kaggle.calls("StartSubmissionUpload") == []
     assert submit(cfg, path, dry_run=True, force=True) is None
     assert "would submit" in capsys.readouterr().out
+
+
+def test_submit_refuses_a_file_with_one_label_for_every_row(fake_kaggle, tmp_path):
+    """A run never evaluated (or an ensemble): the file itself shows the constant."""
+    cfg = _cfg(tmp_path)
+    path = _run_with_submission(cfg, download(cfg))
+    column = cfg.comp.submission.label_column
+    frame = pd.read_csv(path)
+    frame[column] = frame[column].iloc[0]
+    frame.to_csv(path, index=False)
+    with pytest.raises(KitError, match=rf"predicts a constant \(every one of the {len(frame)} rows of submission.csv has"):
+        submit(cfg, path, dry_run=True)
+    assert submit(cfg, path, dry_run=True, force=True) is None
 
 
 def test_submit_validates_before_upload(fake_kaggle, tmp_path):

@@ -103,12 +103,21 @@ def submission_message(cfg: Config, path: Path) -> str:
     return " ".join(parts)[:250]
 
 
-def refuse_degenerate(path: Path) -> None:
-    """A KitError naming the run when the run that wrote ``path`` predicts a constant (metrics.json / cv.json)."""
+def refuse_degenerate(cfg: Config, path: Path) -> None:
+    """A KitError naming the run when it predicts a constant: its metrics.json / cv.json say so (kit evaluate, k-fold),
+    or every row of the file has one label (a run never evaluated, an ensemble)."""
+    import pandas as pd
+
     scores, _ = run_scores(path.parent)
-    if "degenerate" in scores:
+    reason = scores.get("degenerate")
+    if reason is None:
+        column = cfg.comp.submission.label_column
+        labels = pd.read_csv(path, usecols=lambda name: name == column, dtype=str, keep_default_na=False).get(column)
+        if labels is not None and len(labels) > 1 and labels.nunique() == 1:
+            reason = f"every one of the {len(labels)} rows of {path.name} has {column} {labels.iloc[0]}"
+    if reason:
         raise KitError(
-            f"run {path.parent} predicts a constant ({scores['degenerate']}); {path} would score as chance",
+            f"run {path.parent} predicts a constant ({reason}); {path} would score as chance",
             "retrain (check the learning rate, the labels and the records), or submit anyway with --force",
         )
 
@@ -131,7 +140,7 @@ def submit(cfg: Config, file: Path | None = None, dry_run: bool = False, force: 
 
     validate_submission(cfg, path, reference_ids(cfg), class_names(cfg))
     if not force:
-        refuse_degenerate(path)
+        refuse_degenerate(cfg, path)
     message = submission_message(cfg, path)
     refuse_secrets({str(path): path.read_bytes(), "the submission message": message}, "submission")  # both go to Kaggle
     size = path.stat().st_size
