@@ -273,6 +273,18 @@ def test_submit_message_names_the_score_of_the_file_uploaded(fake_kaggle, tmp_pa
     assert "cv " not in message
 
 
+def test_submit_message_of_a_kfold_parent_says_oof(fake_kaggle, tmp_path):
+    cfg = _cfg(tmp_path, "predict.threshold=auto")
+    path = _run_with_submission(cfg, download(cfg))
+    (path.parent / "metrics.json").unlink()
+    at_half = {"value": 0.9, "interval": [0.88, 0.92], "what": "5-fold OOF at the fixed threshold 0.5"}
+    chosen = "5-fold OOF at the F1-best threshold chosen on the other 4 of 5 parts"
+    at_chosen = {"value": 0.91, "interval": [0.89, 0.93], "what": chosen}
+    (path.parent / "cv.json").write_text(json.dumps({"metric": "f1", "score": 0.9, "at_0.5": at_half, "at_chosen": at_chosen}))
+    (path.parent / "threshold.json").write_text(json.dumps({"threshold": 0.4, "chosen_on": "oof", "honest_score": at_chosen}))
+    assert "5-fold OOF accuracy at chosen threshold 0.9100 [0.8900-0.9300]" in submission_message(cfg, path)
+
+
 def test_submit_refuses_a_constant_model_unless_forced(fake_kaggle, tmp_path, capsys):
     cfg = _cfg(tmp_path)
     warning = "the model gives every one of the 200 rows the same probabilities (0.5000, 0.5000): it predicts a constant"
