@@ -13,6 +13,7 @@ optimistic by a little; the plain 0.5 numbers are reported beside it.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,31 +28,12 @@ from kit.errors import KitError
 from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs, true_labels
 from kit.io import write_json
 from kit.runs import latest_run, load_model, run_config, run_fold, write_threshold
+from kit.scores import degenerate_warning, honest_binary_scores, scored, threshold_parts
 
 if TYPE_CHECKING:
     from kit.config import Config
 
 WORST_IMAGES = 16  # confidently wrong val images shown in most_wrong.png
-
-
-def best_f1_threshold(y_true: Sequence[int] | np.ndarray, prob: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """The threshold t (predict 1 when prob >= t) with the highest F1, and that F1.
-
-    Exact: ``precision_recall_curve`` evaluates every distinct probability as a threshold, which are the
-    only points where F1 can change. Ties go to the highest threshold (fewest positives).
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    y_true = np.asarray(y_true).reshape(-1).astype(int)
-    prob = np.asarray(prob, dtype=np.float64).reshape(-1)
-    if len(y_true) == 0 or y_true.sum() == 0:
-        return 0.5, 0.0  # no positives: every threshold gives F1 = 0
-    precision, recall, thresholds = precision_recall_curve(y_true, prob)
-    precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    best = np.flatnonzero(f1 == f1.max())[-1]
-    return float(thresholds[best]), float(f1[best])
 
 
 def classification_metrics(y_true: np.ndarray, class_probs: np.ndarray, classes: Sequence[str], threshold: float = 0.5) -> dict:
@@ -197,24 +179,36 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
 
     result: dict[str, Any] = {"run": str(run_dir), "split": "val", "fold": fold, "examples": int(len(y_true))}
     plot_dir = run_dir / "plots"
+    metric = functools.partial(score, run_cfg)
+    threshold = None
     if n == 2:
         result.update(classification_metrics(y_true, class_probs, classes, 0.5))
-        threshold, best_f1 = best_f1_threshold(y_true, class_probs[:, 1])
-        at_best = classification_metrics(y_true, class_probs, classes, threshold)
-        result["best_threshold"] = {k: at_best[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")}
-        write_threshold(run_dir, threshold, best_f1, "val", int(len(y_true)))
-        labels = (class_probs[:, 1] >= threshold).astype(int)
+        try:
+            parts = threshold_parts(y_true)
+        except ValueError:
+            parts = np.zeros(len(y_true), dtype=np.int64)  # one part: no tuned score (honest_binary_scores says so)
+        honest = honest_binary_scores(y_true, class_probs[:, 1], metric, "hold-out", parts)
+        threshold = honest["threshold"]
+        result["saved_threshold"] = threshold
+        result["score"] = {"metric": run_cfg.comp.metric, **honest["at_0.5"]}
+        if "at_chosen" in honest:
+            result["score_at_threshold"] = {"metric": run_cfg.comp.metric, **honest["at_chosen"]}
+        write_threshold(run_dir, threshold, "val", int(len(y_true)), result.get("score_at_threshold"))
     else:
         result.update(classification_metrics(y_true, class_probs, classes))
-        threshold = None
-        labels = class_probs.argmax(axis=1)
-    result["score"] = {"metric": run_cfg.comp.metric, "value": score(run_cfg, y_true, labels, class_probs)}
+        what = "hold-out (argmax)"
+        result["score"] = {"metric": run_cfg.comp.metric, **scored(y_true, class_probs.argmax(axis=1), metric, what)}
+    warning = degenerate_warning(class_probs, 0.5, y_true)
+    if warning:
+        result["degenerate"] = warning
 
     written = [p for p in [_learning_curves(run_dir, plot_dir)] if p]
     written.append(plots.confusion_matrix(np.array(result["confusion_matrix"]), classes, plot_dir / "confusion_matrix.png"))
     if n == 2 and "auc" in result:
         written.append(plots.roc_curve(y_true, class_probs[:, 1], plot_dir / "roc.png"))
         written.append(plots.pr_curve(y_true, class_probs[:, 1], plot_dir / "pr.png", threshold))
+    title = f"{run_cfg.comp.metric} on val (hold-out)"
+    written.append(plots.score_intervals(_score_rows(result), plot_dir / "scores.png", title=title))
     errors = worst.worst()
     written.append(
         plots.image_grid(
@@ -246,12 +240,31 @@ def format_table(result: dict) -> str:
     ):
         if key in result:
             rows.append((key, f"{result[key]:.4f}"))
-    if "best_threshold" in result:
-        best = result["best_threshold"]
-        rows.append(("best threshold", f"{best['threshold']:.4f} (F1 {best['f1']:.4f}, accuracy {best['accuracy']:.4f})"))
-    if "score" in result:
-        rows.append((f"score ({result['score']['metric']})", f"{result['score']['value']:.4f}"))
+    for key, at in _score_names(result).items():
+        if key in result:
+            entry = result[key]
+            low, high = entry["interval"]
+            rows.append((f"score ({entry['metric']}) {at}", f"{entry['value']:.4f}  [{low:.4f}, {high:.4f}]  {entry['what']}"))
     width = max(len(k) for k, _ in rows)
-    lines = [f"evaluation of {result.get('run', '')} on {result.get('split', 'val')}"]
+    lines = [f"evaluation of {result.get('run', '')} on {result.get('split', 'val')} (hold-out)"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
+    if "saved_threshold" in result:
+        lines.append(
+            f"  threshold saved for predict (threshold=auto): {result['saved_threshold']:.4f}, "
+            f"chosen on all {result.get('examples', '')} val rows and never scored on them"
+        )
+    if "degenerate" in result:
+        lines.append(f"WARNING: {result['degenerate']}; do not submit it (kit submit refuses without --force)")
     return "\n".join(lines)
+
+
+def _score_rows(result: dict) -> list[tuple[str, float, float, float]]:
+    """(label, value, low, high) of each headline score, for plots.score_intervals."""
+    return [(at, result[key]["value"], *result[key]["interval"]) for key, at in _score_names(result).items() if key in result]
+
+
+def _score_names(result: dict) -> dict[str, str]:
+    """metrics.json key -> short name of each headline score (binary results carry their ``threshold``)."""
+    if "threshold" not in result:
+        return {"score": "argmax"}
+    return {"score": "at 0.5", "score_at_threshold": "at chosen threshold"}

@@ -243,3 +243,18 @@ def tuning(trials: pd.DataFrame, objective: str, hyperparameters: Sequence[str],
     for ax in axes[:panels]:
         ax.grid(alpha=0.3)
     return save(fig, path)
+
+
+def score_intervals(rows: Sequence[tuple[str, float, float, float]], path: str | Path, title: str = "score") -> Path:
+    """One horizontal bar per score (label, value, low, high) with its bootstrap interval as an error bar."""
+    fig = _figure(7.0, 0.9 + 0.6 * max(1, len(rows)))
+    ax = fig.subplots()
+    for i, (_label, value, low, high) in enumerate(rows):
+        ax.errorbar([value], [i], xerr=[[value - low], [high - value]], fmt="o", capsize=4)
+        ax.annotate(f"{value:.4f} [{low:.4f}, {high:.4f}]", (value, i), textcoords="offset points", xytext=(0, 8), ha="center")
+    ax.set_yticks(range(len(rows)), [label for label, *_ in rows], fontsize=9)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("score (95% bootstrap interval)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="x")
+    return save(fig, path)

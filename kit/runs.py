@@ -378,9 +378,11 @@ def read_threshold(run_dir: Path | URLPath) -> float:
     return float(read_json(path)["threshold"])
 
 
-def write_threshold(run_dir: Path | URLPath, threshold: float, f1: float, split: str, examples: int) -> None:
-    """Save the F1-best ``threshold`` of a run (chosen on ``examples`` examples of ``split``)."""
-    write_json(as_path(run_dir) / THRESHOLD_FILE, {"threshold": threshold, "f1": f1, "split": split, "examples": examples})
+def write_threshold(run_dir: Path | URLPath, threshold: float, chosen_on: str, examples: int, honest: dict | None) -> None:
+    """Save the F1-best ``threshold``, chosen on ``examples`` rows of ``chosen_on`` (val | oof), with the honest score
+    of that rule (kit.scores: chosen on other rows than those scored; None if too few rows); no flattering in-sample F1."""
+    record = {"threshold": threshold, "rule": "F1-best", "chosen_on": chosen_on, "examples": examples, "honest_score": honest}
+    write_json(as_path(run_dir) / THRESHOLD_FILE, record)
 
 
 def threshold_runs(run_dirs: Sequence[Path]) -> list[Path]:

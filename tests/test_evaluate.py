@@ -11,7 +11,8 @@ import pytest
 from run_fixtures import make_config, make_model, make_run, random_images, write_split
 from sklearn import metrics as skm
 
-from kit.evaluate import best_f1_threshold, classification_metrics, evaluate, score
+from kit.evaluate import classification_metrics, evaluate, score
+from kit.scores import best_f1_threshold
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -93,15 +94,17 @@ def test_evaluate_writes_metrics_threshold_and_plots(tmp_path, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     threshold = json.loads((run / "threshold.json").read_text())
     prob = np.asarray(model(images.astype(np.float32), training=False))[:, 0]
-    best_t, best_f1 = best_f1_threshold(labels, prob)
+    best_t, _ = best_f1_threshold(labels, prob)
     assert threshold["threshold"] == pytest.approx(best_t, abs=1e-6)
-    assert metrics["best_threshold"]["f1"] == pytest.approx(best_f1, abs=1e-6)
+    assert threshold["chosen_on"] == "val" and threshold["honest_score"] == metrics["score_at_threshold"]
+    assert metrics["score"]["value"] == pytest.approx(skm.f1_score(labels, prob >= 0.5))
     assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(labels, prob >= 0.5))
     assert metrics["auc"] == pytest.approx(skm.roc_auc_score(labels, prob), abs=1e-6)
     assert result["examples"] == 16
-    for name in ("learning_curves", "confusion_matrix", "roc", "pr", "most_wrong"):
+    for name in ("learning_curves", "confusion_matrix", "roc", "pr", "most_wrong", "scores"):
         assert _is_png(run / "plots" / f"{name}.png"), name
-    assert "best threshold" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hold-out at the fixed threshold 0.5" in out and "never scored on them" in out
 
 
 def test_evaluate_multiclass(tmp_path):

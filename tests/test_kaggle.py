@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import COMMAND_TIMEOUT_S
 from fake_kaggle import KEY, TOKEN, USERNAME, make_evil_zip, make_zip, write_comp_yaml  # tests/ is on sys.path (rootdir conftest)
@@ -16,7 +17,7 @@ from kit.config import PROJECT_ROOT, load_config
 from kit.errors import KitError
 from kit.kaggle.client import MAX_TRIES, username
 from kit.kaggle.download import MARKER, PARTIAL_DIR, download
-from kit.kaggle.submit import submit
+from kit.kaggle.submit import submission_message, submit
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
 
@@ -204,7 +205,8 @@ def test_cli_download_errors(fake_kaggle, tmp_path, status, message, expected):
 def _run_with_submission(cfg, root: Path) -> Path:
     run = Path(cfg.run.root) / cfg.comp.name / "resnet20" / "run1"
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.912345}))
+    hold_out = {"metric": "accuracy", "value": 0.912345, "interval": [0.9, 0.93], "what": "hold-out (argmax)"}
+    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.912345, "score": hold_out}))
     path = run / "submission.csv"
     path.write_bytes((root / "sample_submission.csv").read_bytes().replace(b",0\n", b",1\n", 1))
     return path
@@ -219,7 +221,7 @@ def test_submit_uploads_exact_bytes_and_reads_the_score(fake_kaggle, tmp_path, c
     assert list(fake_kaggle.uploads.values()) == [path.read_bytes()]
     (create,) = fake_kaggle.calls("CreateSubmission")
     description = create.body["submissionDescription"]
-    assert description.startswith("kit resnet20 run run1") and "cv accuracy=0.9123" in description
+    assert description.startswith("kit resnet20 run run1") and "hold-out accuracy 0.9123 [0.9000-0.9300]" in description
     assert len(fake_kaggle.calls("ListSubmissions")) == fake_kaggle.pending_polls + 1
     assert "0.87654" in capsys.readouterr().out
 
@@ -233,6 +235,79 @@ def test_submit_dry_run_uploads_nothing(fake_kaggle, tmp_path, capsys):
     assert len(fake_kaggle.requests) == before
     out = capsys.readouterr().out
     assert "would submit" in out and "'hello'" in out and KEY not in out
+
+
+def _binary_run(cfg, root: Path, degenerate: str | None = None) -> Path:
+    """A run whose metrics.json holds the hold-out F1 at 0.5 and at a cross-fitted threshold (as kit evaluate writes)."""
+    path = _run_with_submission(cfg, root)
+    at_half = {"metric": "f1", "value": 0.9412, "interval": [0.90, 0.97], "what": "hold-out at the fixed threshold 0.5"}
+    at_chosen = {
+        "metric": "f1",
+        "value": 0.9231,
+        "interval": [0.88, 0.96],
+        "what": "hold-out at the F1-best threshold chosen on the other 4 of 5 parts (never on the rows scored)",
+    }
+    metrics = {"f1": 0.9412, "score": at_half, "score_at_threshold": at_chosen}
+    if degenerate:
+        metrics["degenerate"] = degenerate
+    (path.parent / "metrics.json").write_text(json.dumps(metrics))
+    record = {"threshold": 0.42, "rule": "F1-best", "chosen_on": "val", "examples": 200, "honest_score": at_chosen}
+    (path.parent / "threshold.json").write_text(json.dumps(record))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("threshold", "expected"),
+    [
+        ("auto", "hold-out f1 at chosen threshold 0.9231 [0.8800-0.9600]"),  # the file was cut at the tuned threshold
+        ("0.5", "hold-out f1 at 0.5 0.9412 [0.9000-0.9700]"),
+        ("0.3", "threshold 0.3: no score measured at it"),
+    ],
+)
+def test_submit_message_names_the_score_of_the_file_uploaded(fake_kaggle, tmp_path, threshold, expected):
+    """Before: 'cv f1=0.9412' (the hold-out score at 0.5, called CV) whatever threshold cut the file."""
+    cfg = _cfg(tmp_path, f"predict.threshold={threshold}")
+    path = _binary_run(cfg, download(cfg))
+    message = submission_message(cfg, path)
+    assert message.startswith("kit resnet20 run run1 ") and expected in message
+    assert "cv " not in message
+
+
+def test_submit_message_of_a_kfold_parent_says_oof(fake_kaggle, tmp_path):
+    cfg = _cfg(tmp_path, "predict.threshold=auto")
+    path = _run_with_submission(cfg, download(cfg))
+    (path.parent / "metrics.json").unlink()
+    at_half = {"value": 0.9, "interval": [0.88, 0.92], "what": "5-fold OOF at the fixed threshold 0.5"}
+    chosen = "5-fold OOF at the F1-best threshold chosen on the other 4 of 5 parts"
+    at_chosen = {"value": 0.91, "interval": [0.89, 0.93], "what": chosen}
+    (path.parent / "cv.json").write_text(json.dumps({"metric": "f1", "score": 0.9, "at_0.5": at_half, "at_chosen": at_chosen}))
+    (path.parent / "threshold.json").write_text(json.dumps({"threshold": 0.4, "chosen_on": "oof", "honest_score": at_chosen}))
+    assert "5-fold OOF accuracy at chosen threshold 0.9100 [0.8900-0.9300]" in submission_message(cfg, path)
+
+
+def test_submit_refuses_a_constant_model_unless_forced(fake_kaggle, tmp_path, capsys):
+    cfg = _cfg(tmp_path)
+    warning = "the model gives every one of the 200 rows the same probabilities (0.5000, 0.5000): it predicts a constant"
+    path = _binary_run(cfg, download(cfg), degenerate=warning)
+    with pytest.raises(KitError) as refused:
+        submit(cfg, path, dry_run=False)
+    assert f"run {path.parent} predicts a constant" in str(refused.value) and "--force" in refused.value.hint
+    assert fake_kaggle.calls("StartSubmissionUpload") == []
+    assert submit(cfg, path, dry_run=True, force=True) is None
+    assert "would submit" in capsys.readouterr().out
+
+
+def test_submit_refuses_a_file_with_one_label_for_every_row(fake_kaggle, tmp_path):
+    """A run never evaluated (or an ensemble): the file itself shows the constant."""
+    cfg = _cfg(tmp_path)
+    path = _run_with_submission(cfg, download(cfg))
+    column = cfg.comp.submission.label_column
+    frame = pd.read_csv(path)
+    frame[column] = frame[column].iloc[0]
+    frame.to_csv(path, index=False)
+    with pytest.raises(KitError, match=rf"predicts a constant \(every one of the {len(frame)} rows of submission.csv has"):
+        submit(cfg, path, dry_run=True)
+    assert submit(cfg, path, dry_run=True, force=True) is None
 
 
 def test_submit_validates_before_upload(fake_kaggle, tmp_path):

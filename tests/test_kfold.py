@@ -104,9 +104,10 @@ def test_every_training_example_is_out_of_fold_once(kfold_run) -> None:
 
 
 def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
-    from kit.evaluate import best_f1_threshold, score
+    from kit.evaluate import score
     from kit.inference import labels_from_probs
     from kit.io import read_json
+    from kit.scores import best_f1_threshold, cross_fitted_labels
 
     cfg, parent, _ = kfold_run
     oof = pd.read_csv(parent / "oof.csv", dtype={"id": str})
@@ -119,9 +120,14 @@ def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
         part_probs = part[["dark", "bright"]].to_numpy()
         assert entry["examples"] == len(part) == N_TRAIN // FOLDS
         assert entry["score"] == pytest.approx(score(cfg, part["label"], labels_from_probs(part_probs, 0.5), part_probs))
-    threshold, f1 = best_f1_threshold(oof["label"], probs[:, 1])
-    assert read_json(parent / "threshold.json")["threshold"] == pytest.approx(threshold)
-    assert cv["threshold"]["f1"] == pytest.approx(f1)
+    threshold, _ = best_f1_threshold(oof["label"], probs[:, 1])
+    assert read_json(parent / "threshold.json")["threshold"] == pytest.approx(threshold) == cv["threshold"]
+    # the score at a chosen threshold: each fold cut at the threshold of the other folds' OOF rows, never its own
+    labels, _ = cross_fitted_labels(oof["label"].to_numpy(), probs[:, 1], oof["fold"].to_numpy())
+    assert cv["at_chosen"]["value"] == pytest.approx(score(cfg, oof["label"], labels))
+    assert cv["at_chosen"]["what"].startswith(f"{FOLDS}-fold OOF") and cv["at_0.5"]["value"] == pytest.approx(cv["score"])
+    low, high = cv["at_chosen"]["interval"]
+    assert low <= cv["at_chosen"]["value"] <= high
 
 
 def test_predict_on_the_parent_averages_the_folds(kfold_run) -> None:

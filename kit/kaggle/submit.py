@@ -43,24 +43,52 @@ def latest_submission(cfg: Config) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def _cv_score(run_dir: Path, metric: str) -> str:
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        return ""
+def _read(path: Path) -> dict:
     try:
-        metrics = read_json(path)
+        found = read_json(path) if path.is_file() else {}
     except (ValueError, OSError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def run_scores(run_dir: Path) -> tuple[dict, dict]:
+    """(the scores of a run, its threshold.json): a k-fold parent's cv.json, else a run's metrics.json, with the
+    keys ``at_0.5`` and ``at_chosen`` (each ``{"value", "interval", "what"}``) and ``degenerate`` when present."""
+    cv = _read(run_dir / "cv.json")
+    if cv:
+        found = {k: cv[k] for k in ("at_0.5", "at_chosen", "degenerate") if k in cv}
+    else:
+        metrics = _read(run_dir / "metrics.json")
+        found = {"degenerate": metrics["degenerate"]} if "degenerate" in metrics else {}
+        for key, name in (("score", "at_0.5"), ("score_at_threshold", "at_chosen")):
+            if isinstance(metrics.get(key), dict) and "interval" in metrics[key]:
+                found[name] = metrics[key]
+    return found, _read(run_dir / "threshold.json")
+
+
+def matching_score(cfg: Config, run_dir: Path) -> str:
+    """The run's score that matches the uploaded file, labelled: threshold=auto -> the honest score at the chosen
+    threshold; a fixed 0.5 (or a multi-class run) -> the score at it; another fixed threshold has none."""
+    scores, threshold_file = run_scores(run_dir)
+    binary = bool(threshold_file) or "at_chosen" in scores
+    setting = str(cfg.predict.threshold).strip().lower()
+    if not binary or setting != "auto" and float(setting) == 0.5:
+        entry, where = scores.get("at_0.5"), "" if not binary else " at 0.5"
+    elif setting == "auto":
+        entry, where = scores.get("at_chosen"), " at chosen threshold"
+        if entry is None:
+            return "no honest score at the chosen threshold" if scores else ""
+    else:
+        return f"threshold {float(setting):g}: no score measured at it"
+    if not entry:
         return ""
-    names = [metric, "f1_score" if "f1" in metric else metric, "val_" + metric, "accuracy", "f1_score"]
-    for scope in (metrics, *(v for v in metrics.values() if isinstance(v, dict))) if isinstance(metrics, dict) else ():
-        for name in names:
-            if isinstance(scope.get(name), (int, float)):
-                return f"cv {name}={scope[name]:.4f}"
-    return ""
+    low, high = entry["interval"]
+    kind = entry["what"].split(" at ")[0].split(" (")[0]  # "hold-out" | "5-fold OOF"
+    return f"{kind} {entry.get('metric', cfg.comp.metric)}{where} {entry['value']:.4f} [{low:.4f}-{high:.4f}]"
 
 
 def submission_message(cfg: Config, path: Path) -> str:
-    """cfg.kaggle.message, or one naming the run: model, run id, CV score, git commit."""
+    """cfg.kaggle.message, or one naming the run: model, run id, the score matching the file (labelled), git commit."""
     if cfg.kaggle.message:
         return cfg.kaggle.message
     run_dir = path.parent
@@ -71,12 +99,32 @@ def submission_message(cfg: Config, path: Path) -> str:
     else:
         parts.append(cfg.model.name)
     commit = git_commit()
-    parts.extend(p for p in (_cv_score(run_dir, cfg.comp.metric), f"git {commit}" if commit else "") if p)
+    parts.extend(p for p in (matching_score(cfg, run_dir), f"git {commit}" if commit else "") if p)
     return " ".join(parts)[:250]
 
 
-def submit(cfg: Config, file: Path | None = None, dry_run: bool = False) -> float | None:
-    """Validate and upload a submission, then wait (cfg.kaggle.poll_timeout) for its public score."""
+def refuse_degenerate(cfg: Config, path: Path) -> None:
+    """A KitError naming the run when it predicts a constant: its metrics.json / cv.json say so (kit evaluate, k-fold),
+    or every row of the file has one label (a run never evaluated, an ensemble)."""
+    import pandas as pd
+
+    scores, _ = run_scores(path.parent)
+    reason = scores.get("degenerate")
+    if reason is None:
+        column = cfg.comp.submission.label_column
+        labels = pd.read_csv(path, usecols=lambda name: name == column, dtype=str, keep_default_na=False).get(column)
+        if labels is not None and len(labels) > 1 and labels.nunique() == 1:
+            reason = f"every one of the {len(labels)} rows of {path.name} has {column} {labels.iloc[0]}"
+    if reason:
+        raise KitError(
+            f"run {path.parent} predicts a constant ({reason}); {path} would score as chance",
+            "retrain (check the learning rate, the labels and the records), or submit anyway with --force",
+        )
+
+
+def submit(cfg: Config, file: Path | None = None, dry_run: bool = False, force: bool = False) -> float | None:
+    """Validate and upload a submission, then wait (cfg.kaggle.poll_timeout) for its public score; a run that
+    predicts a constant is refused unless ``force``."""
     slug = cfg.comp.slug
     if cfg.comp.source != "competition" or not slug:
         raise KitError(
@@ -91,6 +139,8 @@ def submit(cfg: Config, file: Path | None = None, dry_run: bool = False) -> floa
     from kit.submission import validate_submission
 
     validate_submission(cfg, path, reference_ids(cfg), class_names(cfg))
+    if not force:
+        refuse_degenerate(cfg, path)
     message = submission_message(cfg, path)
     refuse_secrets({str(path): path.read_bytes(), "the submission message": message}, "submission")  # both go to Kaggle
     size = path.stat().st_size

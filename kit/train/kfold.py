@@ -9,8 +9,10 @@ and scores all out-of-fold (OOF) predictions together with the competition metri
         kfold.json         written first: marks a k-fold parent (what --resume looks for), folds, records
         fold0/ .. fold4/   complete runs (best.keras, history.csv, done, ...) + oof.csv: that fold's val predictions
         oof.csv            id, fold, label (class index), one probability column per class
-        cv.json            CV score, per-fold scores, the binary threshold
-        threshold.json     binary: the F1-best threshold over all OOF predictions (``kit predict threshold=auto``)
+        cv.json            CV score at 0.5 and (binary) at a threshold chosen on the other folds' OOF rows,
+                           each with a 95% bootstrap interval and labelled "k-fold OOF"; per-fold scores
+        threshold.json     binary: the F1-best threshold over all OOF predictions (``kit predict threshold=auto``),
+                           never scored on those rows: its honest score is the cross-fitted one (kit.scores)
         done
 
 ``--resume`` continues the newest unfinished k-fold parent: finished folds (``fold<k>/done``) are not
@@ -21,6 +23,7 @@ touched, an interrupted fold resumes from its checkpoint, the rest train. ``kit 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +48,7 @@ from kit.runs import (
     write_threshold,
     writing,
 )
+from kit.scores import degenerate_warning, honest_binary_scores, scored
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -171,6 +175,33 @@ def score_frame(cfg: Config, frame: pd.DataFrame, classes: list[str], threshold:
 # --- the entry point --------------------------------------------------------------------------------------
 
 
+def _figure(entry: dict) -> str:
+    low, high = entry["interval"]
+    return f"{entry['value']:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def _honest_oof_scores(cfg: Config, parent: Path | URLPath, oof: pd.DataFrame, classes: list[str], where: str) -> dict:
+    """The OOF score at 0.5 (argmax) with its interval; binary: also at the F1-best threshold of the *other* folds
+    applied to each fold (the honest score of threshold=auto), and threshold.json with the threshold of all rows."""
+    metric = functools.partial(score, cfg)
+    y_true = oof["label"].to_numpy().astype(int)
+    class_probs = oof[probability_columns(classes)].to_numpy(dtype=np.float64)
+    out: dict[str, Any] = {}
+    if len(classes) == 2:
+        honest = honest_binary_scores(y_true, class_probs[:, 1], metric, where, oof["fold"].to_numpy())
+        out["at_0.5"] = honest["at_0.5"]
+        if "at_chosen" in honest:
+            out["at_chosen"] = honest["at_chosen"]
+        out["threshold"] = honest["threshold"]
+        write_threshold(parent, honest["threshold"], "oof", len(oof), honest.get("at_chosen"))
+    else:
+        out["at_0.5"] = scored(y_true, class_probs.argmax(axis=1), metric, f"{where} (argmax)")
+    warning = degenerate_warning(class_probs, 0.5, y_true)
+    if warning:
+        out["degenerate"] = warning
+    return out
+
+
 def train_folds(cfg: Config, resume: bool = False) -> Path | URLPath:
     """Train every fold of ``cfg.data.folds`` under one parent run; write oof.csv, cv.json (+ threshold.json for
     binary problems) and ``done`` there; return the parent (the CLI's ``kit train folds=N``)."""
@@ -205,7 +236,6 @@ def _train_and_score(cfg: Config, parent: Path | URLPath, manifest: Manifest) ->
     """Every fold under ``parent`` (finished ones skipped), then oof.csv, cv.json, threshold.json and ``done``."""
     import keras
 
-    from kit.evaluate import best_f1_threshold
     from kit.train import trainer
 
     folds, classes = int(cfg.data.folds), list(manifest.classes)
@@ -244,22 +274,21 @@ def _train_and_score(cfg: Config, parent: Path | URLPath, manifest: Manifest) ->
     with atomic_path(parent / OOF, suffix=".csv") as tmp:
         oof.to_csv(tmp, index=False)
     scores = np.array([f["score"] for f in per_fold])
+    where = f"{folds}-fold OOF"
     result: dict[str, Any] = {
         "metric": cfg.comp.metric,
-        "score": score_frame(cfg, oof, classes),  # all OOF predictions at once: the CV score
+        "score": score_frame(cfg, oof, classes),  # all OOF predictions at once at 0.5 / argmax: the CV score
         "examples": len(oof),
         "folds": per_fold,
         "fold_mean": float(scores.mean()),
         "fold_std": float(scores.std()),
     }
-    line = f"CV {cfg.comp.metric} {result['score']:.4f} over {len(oof)} out-of-fold predictions"
-    if len(classes) == 2:
-        y_true, positive = oof["label"].to_numpy(), oof[probability_columns(classes)[1]].to_numpy()
-        threshold, f1 = best_f1_threshold(y_true, positive)
-        at_threshold = score_frame(cfg, oof, classes, threshold)
-        result["threshold"] = {"value": threshold, "f1": f1, "score": at_threshold}
-        write_threshold(parent, threshold, f1, "oof", len(oof))
-        line += f"; {at_threshold:.4f} at the OOF F1-best threshold {threshold:.4f}"
+    result.update(_honest_oof_scores(cfg, parent, oof, classes, where))
+    line = f"CV {cfg.comp.metric} ({where}) {_figure(result['at_0.5'])}"
+    if "at_chosen" in result:
+        line += f"; {_figure(result['at_chosen'])} at a threshold chosen on the other folds"
+    if "degenerate" in result:
+        print(f"WARNING: {result['degenerate']}; do not submit it (kit submit refuses without --force)", flush=True)
     write_json(parent / CV, result)
     mark_done(parent)
     print(f"{line} (folds {result['fold_mean']:.4f} +/- {result['fold_std']:.4f}); {parent}", flush=True)
