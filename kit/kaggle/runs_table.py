@@ -167,7 +167,7 @@ def read_row(run_dir: Path) -> RunRow:
     threshold = _json_or_none(run_dir / THRESHOLD_FILE) or {}
     values["threshold"] = _number(threshold.get("threshold"))
     if values["threshold"] is not None:
-        row.notes["threshold"] = str(threshold.get("split", "?"))
+        row.notes["threshold"] = str(threshold.get("chosen_on", threshold.get("split", "?")))  # older runs wrote "split"
     return row
 
 
