@@ -11,10 +11,9 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-
-from typing import TYPE_CHECKING
 
 from kit.config import Config
 from kit.errors import KitError
