@@ -8,7 +8,6 @@ comp=demo`` writes the same folder, so ``make data train COMP=demo`` needs no Ka
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,7 +61,7 @@ def ensure_records(cfg: Config) -> Manifest:
     if is_url(folder):
         return read_manifest(folder)
     if not Path(cfg.data.root).is_dir() and (Path(folder) / MANIFEST).is_file():
-        print(f"raw data {cfg.data.root} not found: training on the existing records in {folder}", file=sys.stderr)
+        print(f"raw data {cfg.data.root} not found: training on the existing records in {folder}")
         return read_manifest(folder)
     return build_from_config(cfg)
 
