@@ -34,9 +34,31 @@ KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER
 .PHONY: help install demo data records train tune evaluate predict submit audit kernel test test-loaded lint bench \
         docker-build docker-train docker-shell clean
 
+# One line per target; `make help` prints them (keep in step with the targets below).
+HELP_LINES := \
+  "install        create .venv and install kit with its dev tools (every target does this on first use)" \
+  "demo           the whole pipeline offline on the digits demo: data, records, train, evaluate, predict, score" \
+  "data           get the competition into data/raw/COMP (comp=demo is written locally) and index it" \
+  "records        write the TFRecords for MODEL's image size (train and tune also build missing or stale ones)" \
+  "train          train MODEL on COMP (builds the records first when needed); folds=5 for k-fold" \
+  "tune           search MODEL's hyperparameters (TUNER=hyperband|random|bayesian); writes best_hparams.yaml" \
+  "evaluate       score the newest run on the validation split: metrics.json, threshold, plots" \
+  "predict        predict the test split with the newest run (TTA, ensembles) into a validated submission.csv" \
+  "submit         upload the newest submission.csv to Kaggle and wait for the score (DRY_RUN=1: check only)" \
+  "audit          audit the data before training: balance, sizes, duplicates, shortcuts; report and plots" \
+  "kernel         build and push a Kaggle kernel that trains and predicts inside Kaggle" \
+  "test           run the test suite (2 workers)" \
+  "test-loaded    run the test suite beside a CPU hog (stress-ng): no test may depend on the machine's speed" \
+  "lint           ruff check, ruff format --check and the import-layer contracts" \
+  "bench          run the benchmarks (QUICK=1 for the short set)" \
+  "docker-build   build the GPU image (IMAGE=$(IMAGE))" \
+  "docker-train   train inside the GPU image" \
+  "docker-shell   a shell inside the GPU image" \
+  "clean          remove build outputs and caches"
+
 help:
-	@echo "make demo | test | data | records | train | tune | evaluate | predict | submit | audit | kernel | bench | lint"
-	@echo "         docker-build | docker-train | docker-shell     (COMP=$(COMP) MODEL=$(MODEL))"
+	@echo "make TARGET [COMP=$(COMP)] [MODEL=$(MODEL)] [key=value ...]   e.g. make data train COMP=demo MODEL=cnn train.epochs=1"
+	@for line in $(HELP_LINES); do echo "  $$line"; done
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

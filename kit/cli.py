@@ -36,6 +36,44 @@ app.add_typer(kernel_app, name="kernel")
 
 Settings = typer.Argument(None, help=SETTINGS_HELP, show_default=False)
 
+# Distribution names TensorFlow ships under; read from the installed metadata, so `kit --version` is instant.
+_TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-gpu", "tf-nightly")
+
+
+def _installed_version(*distributions: str) -> str:
+    from importlib import metadata
+
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def versions_line() -> str:
+    """``kit --version``: kit's version and the TensorFlow and Keras it would run with."""
+    from kit import __version__
+
+    tensorflow = _installed_version(*_TENSORFLOW_DISTRIBUTIONS)
+    keras = _installed_version("keras")
+    return f"kit {__version__} (tensorflow {tensorflow}, keras {keras}, python {sys.version.split()[0]})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(versions_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the kit, TensorFlow and Keras versions."
+    ),
+) -> None:
+    """kit: from a Kaggle image-classification competition to a scored submission."""
+
 
 def _config(settings: list[str] | None, tensorflow: bool = False) -> Config:
     """The resolved, checked settings; with ``tensorflow=True`` also load TensorFlow quietly (after the
@@ -81,13 +119,11 @@ def list_presets() -> None:
 
 @app.command()
 def data(settings: list[str] = Settings) -> None:
-    """Download the competition from Kaggle (cached), unzip it safely, index and check it."""
+    """Download the competition from Kaggle (cached; comp=demo is written locally), index and check it."""
     cfg = _config(settings)
-    from kit.data import sources
-    from kit.kaggle.download import download
+    from kit import workflow
 
-    download(cfg)
-    index = sources.write_index(cfg)
+    index = workflow.fetch_data(cfg)
     _say(f"indexed {len(index)} images of {cfg.comp.name}: {index.groupby('split').size().to_dict()}")
 
 
@@ -105,26 +141,21 @@ def train(
     settings: list[str] = Settings,
     resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run of this comp/model."),
 ) -> None:
-    """Train: phase 1 (frozen backbone for pretrained models), phase 2 (unfrozen), best checkpoint kept."""
+    """Train (records built first when missing or stale); frozen then unfrozen phases; folds=N for k-fold."""
     cfg = _config(settings, tensorflow=True)
-    from kit.train import trainer
+    from kit import workflow
 
-    if cfg.data.folds > 1:  # folds=N: every fold under one parent run, out-of-fold predictions, CV score
-        from kit.train import kfold
-
-        run_dir = kfold.train_folds(cfg, resume=resume)
-    else:
-        run_dir = trainer.train(cfg, resume=resume)
+    run_dir = workflow.train(cfg, resume=resume)
     _say(f"run directory: {run_dir}")
 
 
 @app.command()
 def tune(settings: list[str] = Settings) -> None:
-    """Search hyperparameters with keras-tuner (hyperband, random, bayesian); writes best_hparams.yaml."""
+    """Search hyperparameters with keras-tuner (records built first when missing or stale); best_hparams.yaml."""
     cfg = _config(settings, tensorflow=True)
-    from kit.train import tuner
+    from kit import workflow
 
-    tuner.tune(cfg)
+    workflow.tune(cfg)
 
 
 @app.command()

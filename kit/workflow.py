@@ -1,13 +1,16 @@
-"""Whole-pipeline jobs built from the stage functions: the offline demo.
+"""Whole-pipeline jobs built from the stage functions: getting the data, training with records built on
+demand, and the offline demo.
 
 The demo is the README's first command: it must run on a fresh laptop without Kaggle credentials,
-so it makes its competition from scikit-learn's bundled digits instead of downloading one.
+so it makes its competition from scikit-learn's bundled digits instead of downloading one. ``kit data
+comp=demo`` writes the same folder, so ``make data train COMP=demo`` needs no Kaggle account either.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -15,7 +18,73 @@ from kit.config import Config
 from kit.errors import KitError
 from kit.settings import load_settings
 
+if TYPE_CHECKING:
+    from kit.data.manifest import Manifest
+    from kit.io import URLPath
+
 DEMO_GOAL = 0.97
+DEMO_IMAGE_SIZE = 32  # the pixel size of the demo's PNGs (the models resize them to model.image_size)
+
+
+def fetch_data(cfg: Config) -> pd.DataFrame:
+    """``kit data``: get the competition into ``data.root`` and write its checked index; return the index.
+
+    The demo competition is written locally from scikit-learn's digits (seconds, no Kaggle account);
+    any other competition is downloaded from Kaggle (cached).
+    """
+    from kit.data import sources
+
+    if cfg.comp.name == "demo":
+        from kit.data.demo import make_demo_competition
+
+        make_demo_competition(Path(cfg.data.root), size=DEMO_IMAGE_SIZE)
+    else:
+        from kit.kaggle.download import download
+
+        download(cfg)
+    return sources.write_index(cfg)
+
+
+def ensure_records(cfg: Config) -> Manifest:
+    """The records ``cfg`` trains on, built first when they are missing or stale (the same build as ``kit
+    records``: a no-op when the manifest's fingerprint matches the current index and settings).
+
+    Records on a remote store (``gs://`` for TPUs) are only read: they are built where the images are. Records
+    without their raw images (e.g. a Kaggle dataset holding only the records) are used as they are, said so.
+    """
+    from kit.data.manifest import read_manifest, records_dir
+    from kit.data.records import build_from_config
+    from kit.data.schema import MANIFEST
+    from kit.io import is_url
+
+    folder = records_dir(cfg)
+    if is_url(folder):
+        return read_manifest(folder)
+    if not Path(cfg.data.root).is_dir() and (Path(folder) / MANIFEST).is_file():
+        print(f"raw data {cfg.data.root} not found: training on the existing records in {folder}")
+        return read_manifest(folder)
+    return build_from_config(cfg)
+
+
+def train(cfg: Config, resume: bool = False) -> Path | URLPath:
+    """``kit train``: build missing or stale records, then train one run, or every fold under one parent run
+    when ``data.folds > 1`` (out-of-fold predictions, CV score); return the run directory."""
+    manifest = ensure_records(cfg)
+    if cfg.data.folds > 1:
+        from kit.train import kfold
+
+        return kfold.train_folds(cfg, resume=resume)
+    from kit.train import trainer
+
+    return trainer.train(cfg, resume=resume, manifest=manifest)
+
+
+def tune(cfg: Config) -> Path:
+    """``kit tune``: build missing or stale records, then run (or resume) the hyperparameter search."""
+    from kit.train import tuner
+
+    ensure_records(cfg)
+    return tuner.tune(cfg)
 
 
 def _stage(title: str) -> float:
@@ -56,7 +125,7 @@ def demo(settings: list[str]) -> float:
     started = time.perf_counter()
 
     t = _stage(f"1/6 competition: scikit-learn digits as {cfg.comp.name} in {cfg.data.root}")
-    demo_data.make_demo_competition(Path(cfg.data.root), size=32)
+    demo_data.make_demo_competition(Path(cfg.data.root), size=DEMO_IMAGE_SIZE)
     index, classes = sources.read_index(cfg)
     sources.write_index(cfg)
     print(f"   {index.groupby('split').size().to_dict()} images, {len(classes)} classes ({time.perf_counter() - t:.1f} s)")

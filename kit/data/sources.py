@@ -194,8 +194,8 @@ def _existing_root(cfg: Config) -> Path:
     if root.exists() and not root.is_dir():
         raise KitError(f"data.root {root} is a file, not a folder", "point data.root=... at the competition's folder")
     if not root.is_dir():
-        how = "kit demo" if cfg.comp.name == "demo" else f"make data COMP={cfg.comp.name}"
-        raise KitError(f"data folder {root} does not exist", f"download it with `{how}` or point data.root=... at the folder")
+        how = f"kit data comp={cfg.comp.name}"  # the demo is written locally in seconds; others come from Kaggle
+        raise KitError(f"data folder {root} does not exist", f"get it with `{how}` or point data.root=... at the folder")
     return root
 
 
