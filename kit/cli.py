@@ -143,6 +143,7 @@ def train(
 ) -> None:
     """Train (records built first when missing or stale); frozen then unfrozen phases; folds=N for k-fold."""
     cfg = _config(settings, tensorflow=True)
+    _audit_reminders(cfg)
     from kit import workflow
 
     run_dir = workflow.train(cfg, resume=resume)
@@ -189,21 +190,39 @@ def submit(
     settings: list[str] = Settings,
     file: Path = typer.Option(None, "--file", help="Submission CSV; default: the newest one under runs/<comp>/."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would be sent; upload nothing."),
+    force: bool = typer.Option(False, "--force", help="Submit even a run that predicts a constant."),
 ) -> None:
     """Validate submission.csv, upload it to Kaggle and wait for the public score."""
     cfg = _config(settings)
+    _audit_reminders(cfg)
     from kit.kaggle import submit as submit_mod
 
-    submit_mod.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run)
+    submit_mod.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run, force=force)
 
 
 @app.command()
-def audit(settings: list[str] = Settings) -> None:
-    """Audit the data before training: balance, sizes, formats, duplicates, shortcut score; report + plots."""
+def audit(
+    settings: list[str] = Settings,
+    ack: bool = typer.Option(
+        False, "--ack", help="Accept the last audit's SHORTCUT/SHIFT warnings; kit train and kit submit stop repeating them."
+    ),
+) -> None:
+    """Audit the data before training: balance, sizes, duplicates, shortcuts, train/test shift; report + plots."""
     cfg = _config(settings)
     from kit import audit as audit_mod
 
+    if ack:
+        audit_mod.acknowledge(cfg)
+        return
     audit_mod.audit(cfg)
+
+
+def _audit_reminders(cfg: Config) -> None:
+    """Repeat the audit's unacknowledged SHORTCUT / SHIFT warnings (kit train, kit submit)."""
+    from kit import audit as audit_mod
+
+    for line in audit_mod.reminders(cfg):
+        _say(line)
 
 
 @app.command("new-comp")
