@@ -263,11 +263,8 @@ class HistoryCSV(keras.callbacks.Callback):
 
 
 def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write ``rows`` (``epoch``: Keras' 0-based index) as history.csv, whose ``epoch`` counts from 1 like the log.
-
-    Only the file is 1-based: in memory a row keeps the index Keras passes to callbacks, which the resume
-    arithmetic (state.json ``next_epoch``, ``Tracker.best_epoch``) is written in; read_history turns it back.
-    """
+    """``rows`` as history.csv, its ``epoch`` counted from 1 like the log; in memory a row keeps Keras' 0-based index
+    (the resume arithmetic: state.json ``next_epoch``, ``Tracker.best_epoch``), and read_history turns it back."""
     rows = [{**row, "epoch": row["epoch"] + 1} if "epoch" in row else row for row in rows]
     columns: list[str] = ["epoch", "phase"]
     for row in rows:
