@@ -101,7 +101,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         model = load_model(run)
         test_args = (model, split_dataset(run_cfg, manifest, "test"), tta)
         test_kwargs = {"total": batches_in_split(manifest, "test", batch), "source": f"run {run}"}
-        if ids is None and test_is_labelled(manifest):  # the labels are the same for every run: read them once
+        if ids is None and has_test_labels(manifest):  # the labels are the same for every run: read them once
             run_ids, probs, test_truth = predict_labelled(*test_args, **test_kwargs)
         else:
             run_ids, probs = predict_probabilities(*test_args, **test_kwargs)
@@ -146,7 +146,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     return out
 
 
-def test_is_labelled(manifest: Manifest) -> bool:
+def has_test_labels(manifest: Manifest) -> bool:
     """Every test example has a label (the index keeps a labelled test folder's labels; unlabelled rows count in no class)."""
     counts = manifest.counts.get("test")
     return counts is not None and counts.total > 0 and sum(counts.per_class.values()) == counts.total
