@@ -7,7 +7,7 @@ headless machine, and ``Figure.savefig`` renders with Agg for PNG output.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from kit.io import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 # history.csv columns that are bookkeeping, not curves
@@ -37,11 +38,27 @@ def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     return path
 
 
+def integer_axis(ax: Axes, count: int) -> None:
+    """An x axis of whole numbers 1..count (epochs, trials): one tick each when few, never 0.945..1.05 for one point."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlim(0.5, max(1, count) + 0.5)
+    if count <= 12:
+        ax.set_xticks(range(1, max(1, count) + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def learning_curves(history: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """``learning_curves_figure`` as a PNG at ``path``."""
+    return save(learning_curves_figure(history, title), path)
+
+
+def learning_curves_figure(history: pd.DataFrame, title: str = "") -> Figure:
     """One panel per metric (train and ``val_`` curves); a dashed line where the ``phase`` column changes.
 
-    Rows are plotted in file order (x = 1..n) so a resumed or two-phase history reads left to right even
-    when the ``epoch`` column restarts.
+    Rows are plotted in file order (x = 1..n, history.csv's 1-based epochs) so a resumed or two-phase history
+    reads left to right even when the ``epoch`` column restarts.
     """
     names = [c for c in history.columns if not c.startswith("val_") and c not in _NOT_CURVES]
     names += [c[4:] for c in history.columns if c.startswith("val_") and c[4:] not in names]
@@ -52,8 +69,6 @@ def learning_curves(history: pd.DataFrame, path: str | Path, title: str = "") ->
     rows = max(1, -(-len(names) // cols))
     fig = _figure(4.2 * cols, 3.0 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    from matplotlib.ticker import MaxNLocator
-
     x = np.arange(1, len(history) + 1)
     boundaries: list[float] = []
     if "phase" in history.columns and len(history):
@@ -69,14 +84,14 @@ def learning_curves(history: pd.DataFrame, path: str | Path, title: str = "") ->
             ax.text(b, 1.0, " phase 2", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="gray")
         ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_axis(ax, len(history))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    return save(fig, path)
+    return fig
 
 
 def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "confusion matrix") -> Path:
@@ -208,8 +223,21 @@ def bar_chart(counts: dict[str, int], path: str | Path, title: str, ylabel: str 
     return save(fig, path)
 
 
-def tuning(trials: pd.DataFrame, objective: str, hyperparameters: Sequence[str], path: str | Path) -> Path:
-    """The objective per trial, and per value of each hyperparameter (one panel each)."""
+def tuning(
+    trials: pd.DataFrame, objective: str, hyperparameters: Sequence[str], path: str | Path, log_scaled: Collection[str] = ()
+) -> Path:
+    """``tuning_figure`` as a PNG at ``path``."""
+    return save(tuning_figure(trials, objective, hyperparameters, log_scaled), path)
+
+
+def tuning_figure(
+    trials: pd.DataFrame, objective: str, hyperparameters: Sequence[str], log_scaled: Collection[str] = ()
+) -> Figure:
+    """The objective per trial (trials numbered 1..n), and per value of each hyperparameter (one panel each).
+
+    A hyperparameter in ``log_scaled`` (sampled on a log scale by the search space) gets a log x axis, so the
+    trials spread as the tuner drew them.
+    """
     import pandas as pd
 
     panels = 1 + len(hyperparameters)
@@ -218,10 +246,11 @@ def tuning(trials: pd.DataFrame, objective: str, hyperparameters: Sequence[str],
     fig = _figure(4.0 * cols, 3.2 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     scores = pd.to_numeric(trials[objective], errors="coerce")
-    order = np.arange(len(trials))
+    order = np.arange(1, len(trials) + 1)
     axes[0].plot(order, scores, "o-", alpha=0.7, label="trial")
     axes[0].plot(order, scores.cummax() if not objective.endswith("loss") else scores.cummin(), "-", label="best so far")
     axes[0].set_xlabel("trial")
+    integer_axis(axes[0], len(trials))
     axes[0].set_ylabel(objective)
     axes[0].legend(fontsize=8)
     for ax, name in zip(axes[1:], hyperparameters, strict=False):
@@ -229,20 +258,20 @@ def tuning(trials: pd.DataFrame, objective: str, hyperparameters: Sequence[str],
         numeric = pd.to_numeric(values, errors="coerce")
         if numeric.notna().all():
             ax.scatter(numeric, scores, alpha=0.8)
-            if (numeric > 0).all() and numeric.max() / max(numeric.min(), 1e-12) > 50:
+            if (numeric > 0).all() and (name in log_scaled or numeric.max() / max(numeric.min(), 1e-12) > 50):
                 ax.set_xscale("log")
         else:
             labels = values.astype(str)
             categories = sorted(labels.unique())
             ax.scatter([categories.index(v) for v in labels], scores, alpha=0.8)
             ax.set_xticks(range(len(categories)), categories, fontsize=8)
-        ax.set_xlabel(name)
+        ax.set_xlabel(name + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel(objective)
     for ax in axes[panels:]:
         ax.set_visible(False)
     for ax in axes[:panels]:
         ax.grid(alpha=0.3)
-    return save(fig, path)
+    return fig
 
 
 def score_intervals(rows: Sequence[tuple[str, float, float, float]], path: str | Path, title: str = "score") -> Path:

@@ -6,6 +6,8 @@ The path of one ``kit predict``::
       -> per run: best.keras on the test records, mean over the original + each TTA view (kit.inference)
       -> mean over runs (aligned by id)          -> binary: prob >= threshold, else argmax
       -> rows in the sample submission's order   -> validate_submission -> submission.csv + probabilities.csv
+      -> a labelled test split (CIFAKE's test/REAL, test/FAKE): its score, printed as "test", in test_metrics.json
+         and test_confusion_matrix.png beside the submission
 
 ``validate_submission`` is also what ``kit submit`` runs before uploading.
 """
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from kit.data.manifest import read_manifest, records_dir
+from kit.data.manifest import Manifest, read_manifest, records_dir
 from kit.data.sources import reference_ids
 from kit.errors import KitError
 from kit.evaluate import score
@@ -34,14 +36,17 @@ from kit.inference import (
     split_dataset,
     to_class_probs,
 )
-from kit.io import as_path, write_csvs
+from kit.io import as_path, write_csvs, write_json
 from kit.runs import expand_runs, latest_run, load_model, read_threshold, run_config, run_fold, threshold_runs
+from kit.scores import degenerate_warning
 from kit.submission import submission_frame, validate_submission
 
 if TYPE_CHECKING:
     from kit.config import Config
 
 PROBABILITIES_FILE = "probabilities.csv"
+TEST_METRICS_FILE = "test_metrics.json"
+TEST_CONFUSION_FILE = "test_confusion_matrix.png"
 
 
 def _align(ids: np.ndarray, probs: np.ndarray, reference: np.ndarray, run_dir: Path) -> np.ndarray:
@@ -85,6 +90,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         resolve_threshold(cfg, threshold_runs(run_dirs))  # fail before loading any model when threshold.json is missing
     ids: np.ndarray | None = None
     total: np.ndarray | None = None
+    test_truth: np.ndarray | None = None  # true class indices of a labelled test split, in ``ids`` order
     val_runs = len(runs) > 1 and all(run_fold(r) is None for r in runs)  # an ensemble sharing one val split
     val_results: list[tuple[Path, np.ndarray, np.ndarray, np.ndarray]] = []  # run, ids, true labels, probs
 
@@ -94,13 +100,12 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         manifest = read_manifest(records_dir(run_cfg))  # once per run: an ensemble's image sizes have their own records
         batch = run_cfg.predict.batch_size
         model = load_model(run)
-        run_ids, probs = predict_probabilities(
-            model,
-            split_dataset(run_cfg, manifest, "test"),
-            tta,
-            total=batches_in_split(manifest, "test", batch),
-            source=f"run {run}",
-        )
+        test_args = (model, split_dataset(run_cfg, manifest, "test"), tta)
+        test_kwargs = {"total": batches_in_split(manifest, "test", batch), "source": f"run {run}"}
+        if ids is None and has_test_labels(manifest):  # the labels are the same for every run: read them once
+            run_ids, probs, test_truth = predict_labelled(*test_args, **test_kwargs)
+        else:
+            run_ids, probs = predict_probabilities(*test_args, **test_kwargs)
         if ids is None:
             ids, total = run_ids, probs.astype(np.float64)
         else:
@@ -124,6 +129,10 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     assert ids is not None and total is not None
     class_probs = to_class_probs(total / len(runs))
     threshold = resolve_threshold(cfg, threshold_runs(run_dirs)) if class_probs.shape[1] == 2 else 0.5
+    if warning := degenerate_warning(class_probs, threshold):
+        print(
+            f"WARNING: {warning} on the test split; the submission would score as chance (kit submit refuses it without --force)"
+        )
     if val_runs and val_results:
         _report_ensemble(cfg, val_results, threshold)
 
@@ -137,7 +146,61 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     probs_frame.insert(0, cfg.comp.submission.id_column, ids)
     _write_outputs([(frame, out), (probs_frame, out.parent / PROBABILITIES_FILE)])
     print(f"submission: {out} ({len(frame)} rows{f', threshold {threshold:.4f}' if class_probs.shape[1] == 2 else ''})")
+    if test_truth is not None:
+        report_test_score(cfg, test_truth, class_probs, threshold, names, out.parent, [str(r) for r in runs])
     return out
+
+
+def has_test_labels(manifest: Manifest) -> bool:
+    """Every test example has a label (the index keeps a labelled test folder's labels; unlabelled rows count in no class)."""
+    counts = manifest.counts.get("test")
+    return counts is not None and counts.total > 0 and sum(counts.per_class.values()) == counts.total
+
+
+def report_test_score(
+    cfg: Config,
+    y_true: np.ndarray,
+    class_probs: np.ndarray,
+    threshold: float,
+    classes: Sequence[str],
+    folder: Path,
+    runs: Sequence[str],
+) -> dict:
+    """Score the labelled test split at the threshold the submission used; print it, write test_metrics.json + a PNG.
+
+    The threshold came from the runs' validation data (threshold.json) or the config, never from these test rows,
+    so this score is an honest estimate; binary problems also show the score at a fixed 0.5 beside it.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    from kit import plots
+
+    binary = class_probs.shape[1] == 2
+    predicted = labels_from_probs(class_probs, threshold)
+    value = score(cfg, y_true, predicted, class_probs)
+    metrics: dict = {
+        "split": "test",
+        "metric": cfg.comp.metric,
+        "score": value,
+        "threshold": threshold if binary else None,
+        "examples": len(y_true),
+        "runs": list(runs),
+        "classes": list(classes),
+        "confusion_matrix": confusion_matrix(y_true, predicted, labels=list(range(class_probs.shape[1]))).tolist(),
+    }
+    at_half = ""
+    if binary:
+        metrics["score_at_0.5"] = score(cfg, y_true, labels_from_probs(class_probs, 0.5), class_probs)
+        at_half = f", threshold {threshold:.4f} from validation; at 0.5: {metrics['score_at_0.5']:.4f}"
+    write_json(folder / TEST_METRICS_FILE, metrics)
+    plots.confusion_matrix(
+        np.array(metrics["confusion_matrix"]),
+        classes,
+        folder / TEST_CONFUSION_FILE,
+        title=f"test {cfg.comp.metric} {value:.4f} ({len(y_true)} labelled test images)",
+    )
+    print(f"test {cfg.comp.metric} {value:.4f} ({len(y_true)} labelled test images{at_half}): {folder / TEST_METRICS_FILE}")
+    return metrics
 
 
 def _write_outputs(tables: list[tuple[pd.DataFrame, Path]]) -> None:
@@ -171,6 +234,8 @@ def _report_ensemble(cfg: Config, results: list[tuple[Path, np.ndarray, np.ndarr
         print(f"  val {cfg.comp.metric} {score(cfg, v_true, labels_from_probs(cp, threshold), cp):.4f}  {run}")
         summed += _align(v_ids, cp, ref_ids, run)
     cp = summed / len(results)
+    if warning := degenerate_warning(cp, threshold, truth):
+        print(f"WARNING: the ensemble on val: {warning}")
     ensemble = score(cfg, truth, labels_from_probs(cp, threshold), cp)
     print(f"  val {cfg.comp.metric} {ensemble:.4f}  ensemble of {len(results)} runs")
     return ensemble

@@ -6,7 +6,10 @@ import sys
 import pytest
 from conftest import COMMAND_TIMEOUT_S
 
-COMMANDS = ["config", "list", "data", "records", "train", "tune", "evaluate", "predict", "submit", "audit", "new-comp", "demo", "runs"]
+COMMANDS = [
+    *("config", "list", "data", "records", "train", "tune", "evaluate", "predict", "submit", "audit"),
+    *("new-comp", "demo", "runs"),
+]
 
 
 def kit(*args: str) -> subprocess.CompletedProcess:

@@ -48,7 +48,7 @@ def test_two_phase_fine_tuning(tmp_path: Path, capsys: pytest.CaptureFixture) ->
             np.testing.assert_array_equal(np.array(layer.moving_mean), moving[layer.name])
 
     rows = _history(run_dir)
-    assert [int(r["epoch"]) for r in rows] == list(range(6))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # counted from 1, as the log's "Epoch 1/3"
     assert [int(r["phase"]) for r in rows] == [1, 1, 1, 2, 2, 2]
     for phase in ("1", "2"):
         losses = [float(r["loss"]) for r in rows if r["phase"] == phase]
@@ -115,7 +115,7 @@ def test_sigkill_then_resume_has_the_epochs_of_an_uninterrupted_run(tmp_path: Pa
 
     rows = _history(run_dir)
     # An uninterrupted run has 2 + 3 epochs (patience 3 never triggers within 3 epochs of a phase).
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5]  # 1-based in the file; the resume kept them in step
     assert [int(r["phase"]) for r in rows] == [1, 1, 2, 2, 2]
     state = json.loads(state_path.read_text())
     assert state["next_epoch"] == 5 and state["phase"] == 2 and state["phase_done"]
@@ -196,7 +196,7 @@ def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
     assert json.loads((run_dir / "strategy.json").read_text())["replicas"] == 1
     assert set(json.loads((run_dir / "versions.json").read_text())) >= {"python", "tensorflow", "keras", "numpy", "kit"}
     rows = _history(run_dir)
-    assert [int(r["epoch"]) for r in rows] == [0, 1] and "val_f1_score" in rows[0]  # binary: F1 monitored
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "val_f1_score" in rows[0]  # binary: F1 monitored
     assert keras.models.load_model(run_dir / "best.keras").output_shape == (None, 1)
     assert latest_run(cfg) == run_dir
     assert find_resumable(cfg) is None  # finished runs are never resumed
@@ -286,3 +286,15 @@ def test_best_checkpoint_breaks_a_saturated_metric_tie_by_val_loss(tmp_path: Pat
     assert saved_at == [0, 1, 3]
     assert (tracker.best, tracker.best_epoch, tracker.best_loss) == (1.0, 3, 0.2)
     assert tracker.to_json()["best_loss"] == 0.2
+
+
+def test_learning_curves_of_one_epoch_have_one_whole_tick() -> None:
+    """A one-epoch history is plotted at epoch 1 with tick 1 only (matplotlib's default gave 0.945 .. 1.05)."""
+    import pandas as pd
+
+    from kit.plots import learning_curves_figure
+
+    one = learning_curves_figure(pd.DataFrame({"epoch": [1], "phase": [1], "loss": [0.7], "val_loss": [0.69]}))
+    assert list(one.axes[0].get_xticks()) == [1]
+    three = learning_curves_figure(pd.DataFrame({"epoch": [1, 2, 3], "phase": [1, 1, 1], "loss": [0.7, 0.5, 0.4]}))
+    assert list(three.axes[0].get_xticks()) == [1, 2, 3]

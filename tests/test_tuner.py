@@ -179,3 +179,40 @@ def test_a_trial_finished_just_before_a_kill_is_not_run_again(tmp_path):
     assert after["run_times"][trial_id] == 1  # trained once: a retry would make it 2
     assert trial_id in after["end_order"] and not after["retry_queue"]
     assert (trial_dir / "trial.json").read_text() == trial_json
+
+
+def test_tune_trains_train_epochs_a_trial_and_logs_no_progress_bar_escapes(tmp_path):
+    """``kit tune train.epochs=2`` with tuner.max_epochs=3 trains two epochs a trial; a log file (not a terminal) gets
+    one line per epoch as from ``kit train``, not progress-bar redraws (\\r, \\x08 backspaces, ANSI escapes)."""
+    cfg = tiny_search(tmp_path, "random", max_trials=2, max_epochs=3)
+    cfg.train.epochs = 2
+    cfg.train.verbose = 1  # the default: a bar on a terminal
+    config = tmp_path / "tune.yaml"
+    config.write_text(to_yaml(cfg))
+    log = tmp_path / "tune.log"
+    script = f"from kit.config import from_yaml; from kit.train.tuner import tune; tune(from_yaml({str(config)!r}))"
+    with log.open("wb") as handle:
+        command = [sys.executable, "-c", script]
+        subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S, check=True)
+    text = log.read_text()
+    assert "up to 2 epochs a trial (tuner.max_epochs=3, train.epochs=2)" in text
+    assert text.count("Epoch 2/2") == 2 and "Epoch 1/3" not in text and "Epoch 3/" not in text, text
+    assert not any(escape in text for escape in ("\r", "\x08", "\x1b[")), repr(text[-2000:])
+
+
+def test_tuning_plot_has_a_log_axis_for_log_sampled_rates_and_whole_trial_numbers():
+    from kit.plots import tuning_figure
+
+    trials = pd.DataFrame(
+        {
+            "trial": ["00", "01", "02"],
+            "val_f1_score": [0.61, 0.74, 0.70],
+            "model.dense_units": [4, 8, 4],
+            "train.learning_rate": [0.004, 0.011, 0.027],  # a ratio below 50: linear before, though sampled on a log scale
+        }
+    )
+    fig = tuning_figure(trials, "val_f1_score", ["model.dense_units", "train.learning_rate"], log_scaled=["train.learning_rate"])
+    by_trial, units, rate = fig.axes[:3]
+    assert list(by_trial.get_xticks()) == [1, 2, 3]  # whole trial numbers, not 0.0, 0.5, 1.0, ...
+    assert rate.get_xscale() == "log" and rate.get_xlabel() == "train.learning_rate (log scale)"
+    assert units.get_xscale() == "linear"

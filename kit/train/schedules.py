@@ -244,7 +244,7 @@ class BestCheckpoint(keras.callbacks.Callback):
 
 
 class HistoryCSV(keras.callbacks.Callback):
-    """``history.csv`` with ``epoch`` (global, 0-based as Keras' CSVLogger) and ``phase`` columns.
+    """``history.csv`` with ``epoch`` (global, counted from 1 as the Keras log prints "Epoch 1/N") and ``phase`` columns.
 
     ``rows`` is shared by the phases and holds what a resumed run already logged; the whole file is
     rewritten atomically every epoch, so a kill never leaves a torn line and a resumed epoch never
@@ -263,6 +263,9 @@ class HistoryCSV(keras.callbacks.Callback):
 
 
 def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``rows`` as history.csv, its ``epoch`` counted from 1 like the log; in memory a row keeps Keras' 0-based index
+    (the resume arithmetic: state.json ``next_epoch``, ``Tracker.best_epoch``), and read_history turns it back."""
+    rows = [{**row, "epoch": row["epoch"] + 1} if "epoch" in row else row for row in rows]
     columns: list[str] = ["epoch", "phase"]
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -277,7 +280,7 @@ def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_history(path: Path) -> list[dict[str, Any]]:
-    """Rows of an existing ``history.csv`` (numbers as numbers), or [] when there is none."""
+    """Rows of an existing ``history.csv`` (numbers as numbers; ``epoch`` back to Keras' 0-based index), or []."""
     path = as_path(path)  # a gs:// run dir on TPU
     if not path.is_file():
         return []
@@ -289,6 +292,8 @@ def read_history(path: Path) -> list[dict[str, Any]]:
                 if value in ("", None):
                     continue
                 row[key] = int(value) if key in ("epoch", "phase") else float(value)
+            if "epoch" in row:
+                row["epoch"] -= 1
             rows.append(row)
     return rows
 

@@ -15,6 +15,7 @@ search resumes without repeating finished trials), ``best_hparams.yaml`` (a part
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,21 @@ SEARCH_DIR = "search"
 
 def tune_dir(cfg: Config) -> Path:
     return Path(cfg.run.root) / cfg.comp.name / cfg.model.name / f"tune-{cfg.tuner.kind}"
+
+
+def trial_epochs(cfg: Config) -> int:
+    """Epochs one trial trains at most: ``tuner.max_epochs``, capped by ``train.epochs``.
+
+    A trial never trains longer than the run it tunes for, so ``kit tune train.epochs=1`` is a one-epoch search
+    (the budget Hyperband splits into its brackets is this number too).
+    """
+    return max(1, min(int(cfg.tuner.max_epochs), int(cfg.train.epochs)))
+
+
+def fit_verbosity(cfg: Config) -> int:
+    """``train.verbose`` as ``kit train`` uses it: a progress bar (1) only on a terminal, one line per epoch in a log."""
+    verbose = int(cfg.train.verbose)
+    return 2 if verbose == 1 and not sys.stdout.isatty() else verbose
 
 
 def objective_of(cfg: Config) -> tuple[str, str]:
@@ -75,7 +91,7 @@ def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_
         def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
             # The values build() declared, read back from the trial's hyperparameters (not stored on the model).
             trial_cfg = apply_values(cfg, {d.name: hp.get(d.name) for d in dims})
-            epochs = int(kwargs.get("epochs", cfg.tuner.max_epochs))
+            epochs = int(kwargs.get("epochs", trial_epochs(cfg)))
             callbacks = list(kwargs.pop("callbacks", []))
             callbacks.append(
                 StepLearningRate(make_schedule(trial_cfg.train, trial_cfg.train.learning_rate, steps_per_epoch, epochs))
@@ -118,7 +134,7 @@ def _make_tuner(cfg: Config, hypermodel: kt.HyperModel, strategy: Any, directory
         "seed": cfg.train.seed,
     }
     if cfg.tuner.kind == "hyperband":
-        return kt.Hyperband(hypermodel, max_epochs=cfg.tuner.max_epochs, factor=3, **common)
+        return kt.Hyperband(hypermodel, max_epochs=trial_epochs(cfg), factor=3, **common)
     if cfg.tuner.kind == "random":
         return kt.RandomSearch(hypermodel, max_trials=cfg.tuner.max_trials, **common)
     return kt.BayesianOptimization(hypermodel, max_trials=cfg.tuner.max_trials, **common)
@@ -174,7 +190,8 @@ def _write_outputs(cfg: Config, tuner: kt.Tuner, out_dir: Path, dims: list[Dimen
     rows = trials_table(tuner, objective)
     table = pd.DataFrame(rows)
     atomic_write(out_dir / "trials.csv", table.to_csv(index=False))
-    plots.tuning(table, objective, [d.name for d in dims], out_dir / "plots" / "tuning.png")
+    log_scaled = [d.name for d in dims if d.spec.get("sampling") in ("log", "reverse_log")]
+    plots.tuning(table, objective, [d.name for d in dims], out_dir / "plots" / "tuning.png", log_scaled=log_scaled)
     return {"best": values, "score": best.score, "trials": len(rows)}
 
 
@@ -197,7 +214,8 @@ def tune(cfg: Config) -> Path:
     resumed = (out_dir / SEARCH_DIR / "oracle.json").is_file()
     print(
         f"tuning {cfg.model.name} on {cfg.comp.name} with {cfg.tuner.kind}: {len(dims)} hyperparameters, objective "
-        f"{objective} ({direction}); {session.description}; state in {out_dir}{' (resuming)' if resumed else ''}",
+        f"{objective} ({direction}); up to {trial_epochs(cfg)} epochs a trial (tuner.max_epochs={cfg.tuner.max_epochs}, "
+        f"train.epochs={cfg.train.epochs}); {session.description}; state in {out_dir}{' (resuming)' if resumed else ''}",
         flush=True,
     )
 
@@ -213,9 +231,9 @@ def tune(cfg: Config) -> Path:
             validation_data=val_ds,
             validation_steps=session.validation_steps,
             steps_per_epoch=session.steps_per_epoch,
-            epochs=cfg.tuner.max_epochs,
+            epochs=trial_epochs(cfg),
             shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle for datasets
-            verbose=cfg.train.verbose,
+            verbose=fit_verbosity(cfg),
         )
     summary = _write_outputs(cfg, tuner, out_dir, dims)
     print(f"best {objective} = {summary['score']} with {summary['best']} ({summary['trials']} trials)")
