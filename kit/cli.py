@@ -6,9 +6,7 @@ see ``kit config`` for every key and its current value.
 
 from __future__ import annotations
 
-import errno
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -18,7 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import typer  # noqa: E402
 
 from kit.config import Config, presets, to_yaml  # noqa: E402
-from kit.errors import EXIT_USER_ERROR, KitError  # noqa: E402
+from kit.errors import EXIT_USER_ERROR, KitError, os_error, tf_disk_full  # noqa: E402
 from kit.settings import load_settings  # noqa: E402
 
 SETTINGS_HELP = "Settings as key=value, e.g. comp=cifake model=cnn train.epochs=3 (see `kit config`)."
@@ -180,9 +178,9 @@ def predict(
     """Predict the test set (optional TTA, ensembles with runs=a,b,c) and write a validated submission.csv."""
     settings, runs = _runs_setting(settings, run)
     cfg = _config(settings, tensorflow=True)
-    from kit import predict as predict_mod
+    from kit.predict import predict as predict_runs  # not `from kit import predict`: that is the API function
 
-    predict_mod.predict(cfg, runs)
+    predict_runs(cfg, runs)
 
 
 @app.command()
@@ -337,53 +335,6 @@ def _runs_setting(settings: list[str] | None, run: Path | None) -> tuple[list[st
         else:
             rest.append(item)
     return rest, runs
-
-
-_SPACE_HINT = (
-    "free disk space, or point data.records_root / run.root at a disk with room; then rerun the same command "
-    "(finished shards, best.keras and the resume checkpoint are kept)"
-)
-_PATHS_HINT = "check data.root, data.records_root and run.root (and --run / --file)"
-# OS errors caused by the user's machine or settings, not by kit: each becomes one line naming the path.
-# Anything else (FileNotFoundError included: kit checks the paths a user gives) stays a traceback: a bug.
-_OS_HINTS = {
-    errno.ENOSPC: _SPACE_HINT,
-    errno.EDQUOT: _SPACE_HINT,
-    errno.EROFS: "the file system is read-only: point data.records_root / run.root at a writable folder",
-    errno.EACCES: f"fix the permissions of that path, or {_PATHS_HINT}",
-    errno.EPERM: f"fix the permissions of that path, or {_PATHS_HINT}",
-    errno.ENOTDIR: f"a file stands where a folder is expected: {_PATHS_HINT}",
-    errno.EEXIST: f"a file stands where a folder is expected: {_PATHS_HINT}",
-    errno.EISDIR: f"a folder stands where a file is expected: {_PATHS_HINT}",
-}
-
-
-def os_error(exc: OSError) -> KitError | None:
-    """A one-line KitError for a user-caused OS error (full disk, permissions, a file where a folder
-    belongs), or None when it does not look like one and must surface as a traceback."""
-    hint = _OS_HINTS.get(exc.errno)  # type: ignore[arg-type]
-    if hint is None:
-        return None
-    path = exc.filename
-    if path is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-        return None  # no path named: nothing tells it is about the user's folders
-    reason = (exc.strerror or str(exc)).lower()
-    if path is None:
-        return KitError(reason, hint)
-    name = Path(os.fsdecode(path))
-    # a kit.io temp file (".best.keras.x1y2.tmp"): the folder means more to the user than the temp name
-    where = name.parent if name.name.startswith(".") and ".tmp" in name.name else name
-    return KitError(f"{reason}: {where}", hint)
-
-
-def tf_disk_full(exc: BaseException) -> KitError | None:
-    """TensorFlow reports a full disk (summary writers, checkpoints, TFRecords) as its own error type, not as
-    an OSError: the same one line for it, naming the folder; None for any other TensorFlow error."""
-    text = str(exc)
-    if not type(exc).__module__.startswith("tensorflow") or "No space left on device" not in text:
-        return None
-    match = re.search(r"(\S+); No space left on device", text)
-    return KitError(f"no space left on device{f': {Path(match.group(1)).parent}' if match else ''}", _SPACE_HINT)
 
 
 def main() -> None:

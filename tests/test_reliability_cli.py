@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 from conftest import COMMAND_TIMEOUT_S
 
-from kit.cli import os_error
 from kit.config import load_config
+from kit.errors import os_error
 
 ROOT = Path(__file__).resolve().parent.parent
 GS = ["data.records_root=gs://bucket/records", "run.root=gs://bucket/runs"]

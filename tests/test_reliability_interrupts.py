@@ -190,11 +190,11 @@ def test_sigkill_during_predict_leaves_no_submission_and_rerun_matches(predict_s
     assert seen and set(seen) == {1000}
     assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".") and not p.name.endswith(".tmp")]
 
-    from kit import predict
+    from kit.predict import predict
 
     clean = tmp_path / "clean" / "submission.csv"  # an uninterrupted run (in-process: no second TF start-up)
     settings = [a for a in args[1:] if not a.startswith("run=")] + [f"predict.output={clean}"]
-    predict.predict(load_config(settings), [run_dir])
+    predict(load_config(settings), [run_dir])
     assert clean.read_bytes() == rerun
 
 

@@ -295,7 +295,7 @@ def test_utf8_with_byte_order_mark_is_fine(tmp_path: Path) -> None:
 def test_missing_data_root(tmp_path: Path) -> None:
     err = _error(preset("ai-vs-human", tmp_path / "nowhere"))
     assert f"data folder {tmp_path / 'nowhere'} does not exist" in err.message
-    assert "make data COMP=ai-vs-human" in err.hint and "data.root=" in err.hint
+    assert "kit data comp=ai-vs-human" in err.hint and "data.root=" in err.hint
 
 
 def test_test_ids_must_match_sample_submission(tmp_path: Path) -> None:
