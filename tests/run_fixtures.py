@@ -115,3 +115,19 @@ def write_sample_submission(cfg: Config, ids: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({cfg.comp.submission.id_column: ids, cfg.comp.submission.label_column: 0}).to_csv(path, index=False)
     return path
+
+
+def folder_comp_config(tmp: Path, name: str, test: bool = True) -> Config:
+    """A local two-class competition of class folders under ``tmp/raw`` (train/, and test/ when ``test``)."""
+    cfg = Config()
+    cfg.comp.name = name
+    cfg.comp.source = "local"
+    cfg.comp.train.dir = "train"
+    if test:
+        cfg.comp.test.dir = "test"
+    cfg.comp.classes = ["a", "b"]
+    cfg.data.root = str(tmp / "raw")
+    cfg.data.records_root = str(tmp / "records")
+    cfg.run.root = str(tmp / "runs")
+    cfg.audit.workers = 2
+    return cfg

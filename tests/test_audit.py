@@ -9,27 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from run_fixtures import folder_comp_config
 
 from kit.audit import audit, near_pairs
-from kit.config import Config
 from kit.data.image_headers import jpeg_quality
 from kit.data.images import phash
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _config(tmp: Path) -> Config:
-    cfg = Config()
-    cfg.comp.name = "planted"
-    cfg.comp.source = "local"
-    cfg.comp.train.dir = "train"
-    cfg.comp.test.dir = "test"
-    cfg.comp.classes = ["a", "b"]
-    cfg.data.root = str(tmp / "raw")
-    cfg.data.records_root = str(tmp / "records")
-    cfg.run.root = str(tmp / "runs")
-    cfg.audit.workers = 2
-    return cfg
 
 
 def _noise(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -64,7 +50,7 @@ def test_jpeg_quality_and_phash():
 
 
 def test_audit_flags_planted_shortcut_and_duplicates(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = folder_comp_config(tmp_path, "planted")
     raw, rng = Path(cfg.data.root), np.random.default_rng(1)
     for i in range(14):  # the shortcut: class a is always 64x64, class b always 80x80
         _write(raw / "train" / "a" / f"a{i}.png", _smooth(rng, 64))
@@ -98,7 +84,7 @@ def test_audit_flags_planted_shortcut_and_duplicates(tmp_path):
 
 
 def test_audit_is_quiet_on_a_clean_set(tmp_path):
-    cfg = _config(tmp_path)
+    cfg = folder_comp_config(tmp_path, "planted")
     raw, rng = Path(cfg.data.root), np.random.default_rng(2)
     for i in range(16):
         _write(raw / "train" / "a" / f"a{i}.png", _noise(rng, 32))

@@ -9,28 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from run_fixtures import folder_comp_config
 
 from kit.audit import acknowledge, audit, near_pairs, reminders
-from kit.config import Config
 from kit.data.sources import load_index
 from kit.errors import KitError
 
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _config(tmp: Path, test: bool = True) -> Config:
-    cfg = Config()
-    cfg.comp.name = "shift"
-    cfg.comp.source = "local"
-    cfg.comp.train.dir = "train"
-    if test:
-        cfg.comp.test.dir = "test"
-    cfg.comp.classes = ["a", "b"]
-    cfg.data.root = str(tmp / "raw")
-    cfg.data.records_root = str(tmp / "records")
-    cfg.run.root = str(tmp / "runs")
-    cfg.audit.workers = 2
-    return cfg
 
 
 def _smooth(rng: np.random.Generator, size: int = 32, offset: int = 0) -> np.ndarray:
@@ -47,7 +32,7 @@ def _write(path: Path, image: np.ndarray) -> Path:
 def test_same_sized_pngs_name_file_size_not_image_size(tmp_path):
     """Every image 32x32: class a smooth (small PNGs), class b noise (big PNGs). The old warning said
     "images' sizes alone predict the label"; the signal is the file size, i.e. the content."""
-    cfg = _config(tmp_path, test=False)
+    cfg = folder_comp_config(tmp_path, "shift", test=False)
     raw, rng = Path(cfg.data.root), np.random.default_rng(0)
     for i in range(20):
         _write(raw / "train" / "a" / f"a{i}.png", _smooth(rng))
@@ -78,7 +63,7 @@ def test_near_pairs_finds_every_pair_of_a_large_set():
 
 
 def test_every_image_is_hashed_past_hash_sample(tmp_path):
-    cfg = _config(tmp_path, test=False)
+    cfg = folder_comp_config(tmp_path, "shift", test=False)
     cfg.audit.hash_sample = 3  # the old audit hashed only 3 of the 41 images and missed the pair almost surely
     raw, rng = Path(cfg.data.root), np.random.default_rng(2)
     for i in range(20):
@@ -97,7 +82,7 @@ def test_every_image_is_hashed_past_hash_sample(tmp_path):
 def test_adversarial_validation_on_pixels(tmp_path, offset, shifted):
     """Test images 60 grey levels brighter (same size, format, about the same file size) are told apart on
     pixels; test images drawn like the training ones are not."""
-    cfg = _config(tmp_path)
+    cfg = folder_comp_config(tmp_path, "shift")
     raw, rng = Path(cfg.data.root), np.random.default_rng(3)
     for i in range(30):
         _write(raw / "train" / "a" / f"a{i}.png", _smooth(rng))
@@ -122,7 +107,7 @@ def test_adversarial_validation_on_pixels(tmp_path, offset, shifted):
 def test_duplicate_groups_never_straddle_validation_or_folds(tmp_path, folds):
     """12 images with 3 byte-identical copies each and one with a near copy: after `kit audit`, the
     validation split (folds=1) and the 5 folds keep every group on one side."""
-    cfg = _config(tmp_path, test=False)
+    cfg = folder_comp_config(tmp_path, "shift", test=False)
     cfg.data.folds = folds
     raw, rng = Path(cfg.data.root), np.random.default_rng(4)
     groups = []
@@ -158,7 +143,7 @@ def test_duplicate_groups_never_straddle_validation_or_folds(tmp_path, folds):
 
 
 def test_shortcut_is_repeated_until_acknowledged(tmp_path):
-    cfg = _config(tmp_path, test=False)
+    cfg = folder_comp_config(tmp_path, "shift", test=False)
     with pytest.raises(KitError, match="no audit report"):
         acknowledge(cfg)
     assert reminders(cfg) == []  # no audit yet: nothing to repeat
