@@ -36,3 +36,16 @@ def wait_until(ready: Callable[[], bool], what: str, proc: subprocess.Popen | No
             assert proc.poll() is None, f"the child ended before {what}"
         assert time.monotonic() < deadline, f"no {what} after {STATE_TIMEOUT_S:.0f} s (a hang? else raise KIT_TEST_TIMEOUT_SCALE)"
         time.sleep(POLL_INTERVAL_S)
+
+
+def kit_error_line(args: list[str], cwd: str | os.PathLike, env: dict[str, str], timeout: float = COMMAND_TIMEOUT_S) -> str:
+    """Run ``python -m kit ARGS`` and return its one ``error:`` line; fail unless it exited 2 with exactly one
+    such line and no traceback (kit's promise for a user's mistake)."""
+    import sys
+
+    command = [sys.executable, "-m", "kit", *args]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    return errors[0]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import COMMAND_TIMEOUT_S
 
 from kit.config import PROJECT_ROOT, load_config, load_config_with_origins, presets
 from kit.config.loading import FLIP_AXES, TTA_NEEDS
@@ -88,7 +89,7 @@ def test_kit_config_origin_names_each_values_source(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         env=env,
-        timeout=300,
+        timeout=COMMAND_TIMEOUT_S,
     )
     assert out.returncode == 0, out.stderr  # old: "No such option: --origin", exit 2
     lines = out.stdout.splitlines()
