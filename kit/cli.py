@@ -282,12 +282,23 @@ def runs(
         _say(f"wrote {runs_table.plot_scores(rows, plot)}")
 
 
+FromRun = typer.Option(None, "--from-run", help="A trained run (or runs=a,b): an inference-only kernel that predicts with it.")
+Owner = typer.Option(None, "--owner", help="Kaggle user who owns the kernel; default: $KAGGLE_USERNAME or the credentials.")
+Internet = typer.Option(False, "--internet", help="Push the kernel with internet on (kaggle.kernel_internet=true).")
+
+
+def _kernel_args(settings: list[str] | None, run: Path | None, internet: bool) -> tuple[Config, list[Path]]:
+    settings, runs = _runs_setting(settings, run)
+    return _config([*settings, *(["kaggle.kernel_internet=true"] if internet else [])]), runs
+
+
 @kernel_app.command("build")
-def kernel_build(settings: list[str] = Settings) -> None:
-    """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/."""
+def kernel_build(settings: list[str] = Settings, from_run: Path = FromRun, owner: str = Owner, internet: bool = Internet) -> None:
+    """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/; no credentials needed."""
     from kit.kaggle import kernel
 
-    kernel.build(_config(settings))
+    cfg, runs = _kernel_args(settings, from_run, internet)
+    kernel.build(cfg, owner, runs)
 
 
 @kernel_app.command("dataset")
@@ -299,19 +310,22 @@ def kernel_dataset(settings: list[str] = Settings) -> None:
 
 
 @kernel_app.command("push")
-def kernel_push(settings: list[str] = Settings) -> None:
-    """Build and push the kernel with the Kaggle API."""
+def kernel_push(settings: list[str] = Settings, from_run: Path = FromRun, owner: str = Owner, internet: bool = Internet) -> None:
+    """Build and push the kernel with the Kaggle API (--from-run: publish the runs, push the inference kernel)."""
     from kit.kaggle import kernel
 
-    kernel.push(_config(settings))
+    cfg, runs = _kernel_args(settings, from_run, internet)
+    kernel.push(cfg, owner, runs)
 
 
 @kernel_app.command("status")
-def kernel_status(settings: list[str] = Settings) -> None:
+def kernel_status(
+    settings: list[str] = Settings, predict: bool = typer.Option(False, "--predict", help="The --from-run kernel.")
+) -> None:
     """Report the pushed kernel's status."""
     from kit.kaggle import kernel
 
-    kernel.status(_config(settings))
+    kernel.status(_config(settings), predict)
 
 
 def _run_setting(settings: list[str] | None, run: Path | None) -> tuple[list[str], Path | None]:

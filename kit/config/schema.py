@@ -27,6 +27,7 @@ LrSchedule = StrEnum("LrSchedule", "constant plateau cosine cosine_restarts")
 MixedPrecision = StrEnum("MixedPrecision", "auto off float16 bfloat16")
 DistributionStrategy = StrEnum("DistributionStrategy", "auto cpu gpu mirrored multiworker tpu")
 TunerKind = StrEnum("TunerKind", "hyperband random bayesian")
+KernelAccelerator = StrEnum("KernelAccelerator", "none gpu tpu")  # what a pushed Kaggle kernel runs on
 
 # Resource limits among the ranges: named here, once; the range error names the constant to raise.
 MAX_IMAGE_SIZE = 2048  # pixels a side fed to a model (a 64-image batch at 2048 px is 3.2 GB of float32 input)
@@ -105,6 +106,9 @@ class CompetitionConfig:
     metric: Metric = Metric.accuracy
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     image_sizes: dict[str, int] = field(default_factory=dict)  # per model name, overrides model.image_size (IMAGE_SIZE)
+    # A kernel's run-time limit in hours (Kaggle: 12 for CPU/GPU sessions, 9 for TPU; code competitions often
+    # less): the kernel's session timeout, and its training stops early enough to predict within it.
+    kernel_hours: float = ranged(9.0, 0, 12, low_open=True)
 
 
 @dataclass
@@ -194,6 +198,8 @@ class KaggleConfig:
     poll_timeout: int = ranged(600, 0, 7 * 24 * 3600)  # seconds to wait for a score
     dry_run: bool = False
     kernel_internet: bool = False  # kernel pushed with internet on (pip deps, imagenet weights); many comps forbid it
+    kernel_accelerator: KernelAccelerator = KernelAccelerator.gpu  # none | gpu | tpu
+    kernel_machine_shape: str = ""  # the kaggle client's machine_shape, e.g. NvidiaTeslaT4, NvidiaL4, TpuV5E8; empty: Kaggle's default
 
 
 @dataclass

@@ -1,26 +1,29 @@
-"""Train and predict inside a Kaggle kernel: a bundle (metadata + script), the kit wheel dataset, push, status.
+"""Train or predict inside a Kaggle kernel: a bundle (metadata + script), the datasets it attaches, push, status.
 
-A kernel of a code competition usually has no internet, so nothing can be pip-installed from PyPI
-there. kit therefore travels as a wheel in a private dataset (``<user>/kit-wheel``, published by
-:func:`publish_dataset`) that the kernel attaches and installs with ``--no-deps`` (the Kaggle image
-already has TensorFlow, Keras, pandas, ...). Pretrained weights travel the same way
-(``<user>/kit-weights``) when ``model.weights`` is a local file.
+A kernel of a code competition usually has no internet, so nothing can be pip-installed from PyPI there.
+kit therefore travels as wheels in a private dataset (``<user>/kit-wheel``, published by
+:func:`publish_dataset`): kit's own wheel and exactly the distributions the Kaggle image lacks
+(:mod:`kit.kaggle.wheels`), installed with ``pip install --no-index --no-deps``. Pretrained weights travel
+the same way (``<user>/kit-weights``) when ``model.weights`` is a local file; a build whose settings need the
+internet in a kernel without it is refused with the fix (:func:`internet_needs`).
 
-The bundle embeds the resolved config so the kernel trains exactly what ``kit train`` would here, with
-paths moved to ``/kaggle/input`` (read-only data) and ``/kaggle/working`` (records, runs, submission.csv).
-A credential must never travel, however it got into a setting: every file of a bundle and of kit's wheel
-is scanned for the value of each credential this machine holds (:func:`kit.kaggle.client.secret_in`)
-before it is written or uploaded, and refused with one line naming the file and where the secret lives.
+Two kernels: the training kernel (the default) embeds the resolved config and runs records -> train ->
+predict; the inference kernel (``--from-run``) attaches ``<user>/kit-model-<comp>``, the trained runs packed by
+:mod:`kit.kaggle.model_dataset`, and only builds the test records and predicts (code competitions rerun it on
+the hidden test set). The script itself is :mod:`kit.kaggle.kernel_script`.
+
+A credential must never travel, however it got into a setting: every file of a bundle and of each dataset is
+scanned for the value of each credential this machine holds (:func:`kit.kaggle.client.secret_in`) before it is
+written or uploaded, and refused with one line naming the file and where the secret lives.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
-import subprocess
-import sys
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,7 @@ import yaml
 
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
+from kit.kaggle import kernel_script, model_dataset, wheels
 from kit.kaggle.client import WEB, api, call, dataset_url, git_commit, refuse_secrets, say, slug_name, upload_files, username
 
 if TYPE_CHECKING:
@@ -36,10 +40,12 @@ if TYPE_CHECKING:
 BUILD_ROOT = Path("build")  # relative to the working directory, like data/ and runs/
 WHEEL_DATASET = "kit-wheel"
 WEIGHTS_DATASET = "kit-weights"
-CODE_FILE = "kit_kernel.py"
+CODE_FILE = kernel_script.CODE_FILE
 INPUT_ROOT = "/kaggle/input"  # where Kaggle mounts a kernel's competition and datasets (read-only)
-WORKING = "/kaggle/working"
+WORKING = "/kaggle/working"  # the kernel's output (size-limited): submission.csv, the best model, metrics
+TEMP = "/kaggle/temp"  # the kernel's scratch space: records, run folders
 NAMED_WEIGHTS = ("", "none", "imagenet")  # model.weights values that are not a file to publish
+OWNER_HINT = "pass --owner <your Kaggle user name>, or export KAGGLE_USERNAME"
 
 
 def _slugify(text: str) -> str:
@@ -47,17 +53,33 @@ def _slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def kernel_slug(cfg: Config) -> str:
-    return f"kit-{_slugify(cfg.comp.name)}"
+def kernel_slug(cfg: Config, inference: bool = False) -> str:
+    return f"kit-{_slugify(cfg.comp.name)}" + ("-predict" if inference else "")
 
 
-def kernel_ref(cfg: Config, user: str) -> str:
-    return f"{user}/{kernel_slug(cfg)}"
+def kernel_ref(cfg: Config, user: str, inference: bool = False) -> str:
+    return f"{user}/{kernel_slug(cfg, inference)}"
+
+
+def model_dataset_ref(cfg: Config, user: str) -> str:
+    """The dataset holding the trained runs an inference kernel predicts with."""
+    return f"{user}/kit-model-{_slugify(cfg.comp.name)}"
 
 
 def input_name(cfg: Config) -> str:
     """The folder name under /kaggle/input where the competition or dataset is attached."""
     return slug_name(cfg.comp.slug)
+
+
+def owner(name: str | None = None) -> str:
+    """Whose kernel: ``--owner``, else $KAGGLE_USERNAME, else the credentials' user; no credentials needed to build."""
+    name = name or os.environ.get("KAGGLE_USERNAME")
+    if name:
+        return name
+    try:
+        return username()
+    except KitError as exc:
+        raise KitError(f"cannot tell whose kernel this is ({exc.message})", OWNER_HINT) from None
 
 
 def _weights(cfg: Config, user: str) -> tuple[str | None, str]:
@@ -70,7 +92,31 @@ def _weights(cfg: Config, user: str) -> tuple[str | None, str]:
     return f"{user}/{WEIGHTS_DATASET}", f"{INPUT_ROOT}/{WEIGHTS_DATASET}/{Path(weights).name}"
 
 
-def metadata(cfg: Config, user: str) -> dict[str, Any]:
+def internet_needs(cfg: Config, inference: bool = False) -> list[str]:
+    """What in ``cfg`` needs the internet inside a kernel, each with its fix; [] when it runs offline."""
+    needs = []
+    if not inference and cfg.model.weights == "imagenet":
+        needs.append(
+            "model.weights=imagenet downloads the weights (fix: attach a weights dataset, weights=/kaggle/input/<dataset>/"
+            "<file>.weights.h5, or weights=<local file> + kit kernel dataset)"
+        )
+    for key, value in (("data.records_root", cfg.data.records_root), ("run.root", cfg.run.root)):
+        if "://" in str(value):
+            needs.append(f"{key}={value} is a remote store (fix: leave it unset in kernels)")
+    return needs
+
+
+def check_offline(cfg: Config, inference: bool = False) -> None:
+    """A KitError when the kernel has no internet (kaggle.kernel_internet=false) but its settings need it."""
+    needs = internet_needs(cfg, inference)
+    if needs and not cfg.kaggle.kernel_internet:
+        raise KitError(
+            f"the kernel runs without internet but {'; '.join(needs)}",
+            "or build with --internet (kaggle.kernel_internet=true) if the competition allows it",
+        )
+
+
+def metadata(cfg: Config, user: str, inference: bool = False) -> dict[str, Any]:
     """kernel-metadata.json as ``kaggle kernels push`` reads it."""
     if cfg.comp.source not in ("competition", "dataset") or not cfg.comp.slug:
         raise KitError(
@@ -78,7 +124,7 @@ def metadata(cfg: Config, user: str) -> dict[str, Any]:
             "kernels need a Kaggle competition or dataset: set comp.slug and comp.source",
         )
     datasets = [f"{user}/{WHEEL_DATASET}"]
-    weights_dataset, _ = _weights(cfg, user)
+    weights_dataset = model_dataset_ref(cfg, user) if inference else _weights(cfg, user)[0]
     if weights_dataset:
         datasets.append(weights_dataset)
     competitions: list[str] = []
@@ -86,21 +132,25 @@ def metadata(cfg: Config, user: str) -> dict[str, Any]:
         competitions.append(cfg.comp.slug)
     else:
         datasets.append(cfg.comp.slug)
-    return {
-        "id": kernel_ref(cfg, user),
-        "title": f"kit {cfg.comp.name}",  # slugifies to the id's slug, as the client checks
+    accelerator = str(cfg.kaggle.kernel_accelerator)
+    meta = {
+        "id": kernel_ref(cfg, user, inference),
+        "title": f"kit {cfg.comp.name}" + (" predict" if inference else ""),  # slugifies to the id's slug
         "code_file": CODE_FILE,
         "language": "python",
         "kernel_type": "script",
         "is_private": True,
-        "enable_gpu": True,
-        "enable_tpu": False,
+        "enable_gpu": accelerator == "gpu",
+        "enable_tpu": accelerator == "tpu",
         "enable_internet": bool(cfg.kaggle.kernel_internet),
         "dataset_sources": datasets,
         "competition_sources": competitions,
         "kernel_sources": [],
         "model_sources": [],
     }
+    if cfg.kaggle.kernel_machine_shape:
+        meta["machine_shape"] = cfg.kaggle.kernel_machine_shape  # read by kaggle's kernels_push (2.x)
+    return meta
 
 
 def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
@@ -109,8 +159,8 @@ def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
 
     values: dict[str, Any] = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)  # type: ignore[assignment]
     values["data"]["root"] = f"{INPUT_ROOT}/{input_name(cfg)}"  # the script passes the real mount on the command line
-    values["data"]["records_root"] = f"{WORKING}/records"
-    values["run"]["root"] = f"{WORKING}/runs"
+    values["data"]["records_root"] = f"{TEMP}/records"
+    values["run"]["root"] = f"{TEMP}/runs"
     values["model"]["weights"] = _weights(cfg, user)[1]
     values["kaggle"]["message"] = ""
     if cfg.model.name in values["comp"]["image_sizes"]:  # the per-model size step must not undo a model.image_size=...
@@ -118,147 +168,79 @@ def kernel_config(cfg: Config, user: str) -> dict[str, Any]:
     return values
 
 
-SCRIPT = '''\
-"""kit in a Kaggle kernel: install the kit wheel, then records -> train -> predict -> submission.csv.
-
-Generated by `kit kernel build`; edit the competition or model with kit, not here.
-"""
-
-import glob
-import os
-import shutil
-import subprocess
-import sys
-
-COMP = __COMP__
-INPUT = __INPUT__
-WEIGHTS = __WEIGHTS__
-INTERNET = __INTERNET__
-CONFIG_YAML = __CONFIG__
-WORKING = __WORKING__
-
-
-def find_input(name):
-    """Where an attached competition or dataset is mounted (the layout under /kaggle/input varies)."""
-    candidates = [f"/kaggle/input/{name}", f"/kaggle/input/competitions/{name}", *glob.glob(f"/kaggle/input/datasets/*/{name}")]
-    candidates += sorted(glob.glob(f"/kaggle/input/**/{name}", recursive=True))
-    for path in candidates:
-        if os.path.isdir(path):
-            return path
-    attached = sorted(glob.glob("/kaggle/input/*"))
-    sys.exit(f"kit: input '{name}' is not attached to this kernel (attached: {attached}); add it in the kernel's Data panel")
-
-
-def run(*args):
-    print("+", " ".join(args), flush=True)
-    subprocess.run(args, check=True)
-
-
-wheels = sorted(glob.glob(os.path.join(find_input(__WHEEL_DATASET__), "**", "*.whl"), recursive=True))
-if not wheels:
-    sys.exit("kit: no wheel in the kit-wheel dataset; run `kit kernel dataset` on your machine")
-if INTERNET:
-    run(sys.executable, "-m", "pip", "install", "-q", *wheels)
-else:
-    # No internet: TensorFlow, Keras, pandas ... come with the Kaggle image; kit's own code from the wheel.
-    run(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", *wheels)
-check = subprocess.run([sys.executable, "-c", "import kit.cli"], capture_output=True, text=True)
-if check.returncode != 0:
-    sys.exit(
-        "kit: cannot import kit here: " + check.stderr.strip().splitlines()[-1]
-        + " (fix: add the missing package's wheel to the kit-wheel dataset, or set kaggle.kernel_internet=true)"
-    )
-
-config = os.path.join(WORKING, "kit-config.yaml")
-data_root = find_input(INPUT)
-with open(config, "w") as handle:
-    handle.write(CONFIG_YAML)  # the resolved config; the paths below override its data/run folders
-settings = [
-    f"comp={config}",
-    f"model={config}",  # merged last: the resolved config wins over every preset (hparams: tuned keys only)
-    f"data.root={data_root}",
-    f"data.records_root={WORKING}/records",
-    f"run.root={WORKING}/runs",
-]
-if WEIGHTS.startswith("/kaggle/input/"):
-    name, rest = WEIGHTS[len("/kaggle/input/"):].split("/", 1)
-    settings.append(f"model.weights={os.path.join(find_input(name), rest)}")
-
-for command in ("records", "train", "predict"):
-    run(sys.executable, "-m", "kit", command, *settings)
-
-found = sorted(glob.glob(f"{WORKING}/runs/{COMP}/*/*/submission.csv"), key=os.path.getmtime)
-if found:
-    shutil.copyfile(found[-1], f"{WORKING}/.submission.csv.tmp")  # then rename: never a half-written file
-    os.replace(f"{WORKING}/.submission.csv.tmp", f"{WORKING}/submission.csv")
-    print(f"kit: {found[-1]} -> {WORKING}/submission.csv")
-else:
-    print("kit: no submission.csv was written (a dataset without a leaderboard?)")
-'''
+def config_yaml(values: dict[str, Any]) -> str:
+    """The config as block YAML, one setting a line (long strings unwrapped)."""
+    return yaml.safe_dump(values, sort_keys=False, width=1 << 16, allow_unicode=True)
 
 
 def script(cfg: Config, user: str) -> str:
-    """The kernel's Python script (values inserted as JSON literals, so quoting is never an issue)."""
-    values = {  # kit's own constants first: a user's value is never scanned for their placeholders
-        "__WORKING__": WORKING,
-        "__WHEEL_DATASET__": WHEEL_DATASET,
-        "__COMP__": cfg.comp.name,
-        "__INPUT__": input_name(cfg),
-        "__WEIGHTS__": _weights(cfg, user)[1],
-        "__CONFIG__": yaml.safe_dump(kernel_config(cfg, user), sort_keys=False),
-    }
-    text = SCRIPT
-    for key, value in values.items():
-        text = text.replace(key, json.dumps(value))
-    return text.replace("__INTERNET__", "True" if cfg.kaggle.kernel_internet else "False")
+    """The training kernel's script."""
+    return kernel_script.script(
+        comp=cfg.comp.name,
+        input_name=input_name(cfg),
+        wheel_dataset=WHEEL_DATASET,
+        time_limit_s=round(cfg.comp.kernel_hours * 3600),
+        config_yaml=config_yaml(kernel_config(cfg, user)),
+        weights=_weights(cfg, user)[1],
+    )
 
 
-def build(cfg: Config, user: str | None = None) -> Path:
-    """Write ``build/kernel/<comp>/`` with kernel-metadata.json and kit_kernel.py; return the folder.
+def _inference_parts(cfg: Config, user: str, runs: Sequence[Path], folder: Path) -> tuple[str, str]:
+    """Pack the runs into ``folder`` (the model dataset); return the inference script and a line about it."""
+    from kit.runs import run_config
 
-    Both are scanned for credentials before either is written: a bundle holding one is never written.
+    run_cfg = run_config(cfg, runs[0])  # the first run's model and classes: what the kernel's config says
+    threshold = model_dataset.chosen_threshold(run_cfg.binary, run_cfg.predict.threshold, runs)
+    names = model_dataset.pack(runs, folder, threshold, cfg.comp.name)
+    values = kernel_config(run_cfg, user)
+    if threshold is not None:
+        values["predict"]["threshold"] = repr(threshold)  # fixed here: the kernel needs no threshold.json
+    code = kernel_script.script(
+        comp=cfg.comp.name,
+        input_name=input_name(cfg),
+        wheel_dataset=WHEEL_DATASET,
+        time_limit_s=round(cfg.comp.kernel_hours * 3600),
+        config_yaml=config_yaml(values),
+        runs=names,
+        model_dataset=slug_name(model_dataset_ref(cfg, user)),
+    )
+    cut = f", threshold {threshold:.4f}" if threshold is not None else ""
+    return code, f"{len(names)} run(s) packed in {folder} for {model_dataset_ref(cfg, user)}{cut}"
+
+
+def build(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = None) -> Path:
+    """Write ``build/kernel/<comp>[-predict]/`` with kernel-metadata.json and kit_kernel.py; return the folder.
+
+    With ``runs`` (trained run dirs) the kernel only predicts, and the runs are packed in ``build/model/<comp>/``
+    (the dataset :func:`push` publishes). Everything is scanned for credentials before the bundle is written.
     """
-    user = user or username()
-    folder = BUILD_ROOT / "kernel" / cfg.comp.name
-    meta = metadata(cfg, user)
-    if cfg.model.weights == "imagenet" and not cfg.kaggle.kernel_internet:
-        say(
-            "warning: weights=imagenet needs internet in the kernel; publish the weights file "
-            "(weights=<path> + kit kernel dataset) or set kaggle.kernel_internet=true"
-        )
-    code = script(cfg, user)
-    refuse_secrets({str(folder / "kernel-metadata.json"): json.dumps(meta), str(folder / CODE_FILE): code}, "kernel bundle")
+    user = owner(user)
+    inference = bool(runs)
+    check_offline(cfg, inference)
+    meta = metadata(cfg, user, inference)
+    folder = BUILD_ROOT / "kernel" / (cfg.comp.name + ("-predict" if inference else ""))
+    files: dict[str, str | bytes] = {}
+    if runs:
+        models = BUILD_ROOT / "model" / cfg.comp.name
+        code, packed = _inference_parts(cfg, user, list(runs), models)
+        files.update(upload_files([models]))
+    else:
+        code, packed = script(cfg, user), ""
+    files |= {str(folder / "kernel-metadata.json"): json.dumps(meta), str(folder / CODE_FILE): code}
+    try:
+        refuse_secrets(files, "kernel bundle")
+    except KitError:
+        shutil.rmtree(BUILD_ROOT / "model" / cfg.comp.name, ignore_errors=True)  # a packed run holding one: never kept
+        raise
     write_json(folder / "kernel-metadata.json", meta)
     atomic_write(folder / CODE_FILE, code)
+    if packed:
+        say(packed)
     say(f"kernel bundle {meta['id']} written to {folder}")
     return folder
 
 
 # ----------------------------------------------------------------------------- datasets
-
-
-def build_wheel(out_dir: Path) -> Path:
-    """Build kit's wheel from a temporary copy of the source, so the tree gets no build/ or egg-info litter."""
-    from kit.config import PROJECT_ROOT
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for old in out_dir.glob("kit-*.whl"):
-        old.unlink()
-    with tempfile.TemporaryDirectory(prefix="kit-wheel-") as tmp:
-        src = Path(tmp) / "src"
-        src.mkdir()
-        for name in ("setup.cfg", "pyproject.toml", "README.md", "setup.py", "MANIFEST.in", "LICENSE"):
-            if (PROJECT_ROOT / name).is_file():
-                shutil.copy2(PROJECT_ROOT / name, src / name)
-        shutil.copytree(PROJECT_ROOT / "kit", src / "kit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        # --no-build-isolation: setuptools is already here and the build must work offline.
-        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--disable-pip-version-check"]
-        result = subprocess.run([*command, "-q", "-w", str(Path(tmp) / "out"), str(src)], capture_output=True, text=True)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["unknown error"])[-1]
-            raise KitError(f"building the kit wheel failed: {last}", "check that setuptools and wheel are installed")
-        (wheel,) = (Path(tmp) / "out").glob("kit-*.whl")
-        return Path(shutil.copy2(wheel, out_dir / wheel.name))
 
 
 def _dataset_exists(client: Any, ref: str) -> bool:
@@ -294,43 +276,22 @@ def _publish_folder(client: Any, folder: Path, ref: str, title: str, notes: str)
     say(f"published dataset {ref}: {dataset_url(ref)}")
 
 
-# kit's dependencies that Kaggle's Python image may lack; they travel in the wheel dataset so a kernel
-# without internet can install them (the kernel installs every wheel of that dataset with --no-deps).
-KERNEL_EXTRA_PACKAGES = ("omegaconf", "typer", "annotated-doc")
-
-
-def _add_dependency_wheels(folder: Path) -> None:
-    """Download pure-Python wheels of KERNEL_EXTRA_PACKAGES (the installed versions) into ``folder``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    pins = []
-    for name in KERNEL_EXTRA_PACKAGES:
-        try:
-            pins.append(f"{name}=={version(name)}")
-        except PackageNotFoundError:
-            continue
-    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(folder), *pins]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        reason = (result.stderr.strip().splitlines() or ["pip failed"])[-1]
-        say(f"warning: could not add {', '.join(pins)} to the wheel dataset ({reason}); kernels without internet need them")
-
-
 def publish_dataset(cfg: Config) -> list[str]:
-    """Build the kit wheel and create or version ``<user>/kit-wheel`` (and ``kit-weights`` for a weights file)."""
+    """Build the wheel set and create or version ``<user>/kit-wheel`` (and ``kit-weights`` for a weights file)."""
     import kit
 
     client = api()
     user = username(client)
     folder = BUILD_ROOT / "wheel"
-    wheel = build_wheel(folder)
-    refuse_secrets(upload_files([wheel]), "wheel dataset")  # kit's code and kit/configs travel
-    _add_dependency_wheels(folder)
+    pins = wheels.read_pins()
+    say(f"wheels for the Kaggle image (Python {pins.python}): kit + {wheels.describe(wheels.resolve(pins))}")
+    built = wheels.build_wheel_set(folder, pins)
+    refuse_secrets(upload_files([built[0]]), "wheel dataset")  # kit's code and kit/configs travel
     commit = git_commit()
     notes = f"kit {kit.__version__}" + (f" git {commit}" if commit else "")
     published = [f"{user}/{WHEEL_DATASET}"]
     _publish_folder(client, folder, published[0], "kit wheel", notes)
-    say(f"wheel {wheel.name} is in {published[0]}")
+    say(f"{', '.join(w.name for w in built)} are in {published[0]}")
 
     weights = Path(cfg.model.weights)
     if cfg.model.weights not in NAMED_WEIGHTS and not cfg.model.weights.startswith("/kaggle/"):
@@ -348,14 +309,23 @@ def publish_dataset(cfg: Config) -> list[str]:
 # ----------------------------------------------------------------------------- kernels
 
 
-def push(cfg: Config) -> str:
-    """Build the bundle and push it (a new kernel version that runs on Kaggle); returns its URL."""
+def push(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = None) -> str:
+    """Build the bundle and push it (a new kernel version that runs on Kaggle); returns its URL.
+
+    With ``runs`` the packed runs are published first as ``<user>/kit-model-<comp>`` (created or versioned).
+    """
     client = api()
-    user = username(client)
-    folder = build(cfg, user)
+    user = user or username(client)
+    folder = build(cfg, user, runs)
     refuse_secrets(upload_files([folder]), "kernel bundle")  # what else the folder holds travels too: nothing pushed
-    ref = kernel_ref(cfg, user)
-    response = call("kernel push", client.kernels_push, str(folder), slug=ref, kind="kernel")
+    if runs:
+        models = BUILD_ROOT / "model" / cfg.comp.name
+        refuse_secrets(upload_files([models]), "model dataset")
+        ref = model_dataset_ref(cfg, user)
+        _publish_folder(client, models, ref, f"kit model {cfg.comp.name}", f"runs {', '.join(str(r) for r in runs)}")
+    ref = kernel_ref(cfg, user, bool(runs))
+    timeout = str(round(cfg.comp.kernel_hours * 3600))  # the session's limit (comp.kernel_hours)
+    response = call("kernel push", client.kernels_push, str(folder), timeout, slug=ref, kind="kernel")
     if getattr(response, "error", None):
         raise KitError(f"Kaggle refused kernel {ref}: {response.error}", "fix what the message names, then rerun kit kernel push")
     invalid = [
@@ -373,10 +343,10 @@ def push(cfg: Config) -> str:
     return url
 
 
-def status(cfg: Config) -> str:
+def status(cfg: Config, inference: bool = False) -> str:
     """Print and return the kernel's status (queued, running, complete, error, ...)."""
     client = api()
-    ref = kernel_ref(cfg, username(client))
+    ref = kernel_ref(cfg, username(client), inference)
     response = call("kernel status", client.kernels_status, ref, slug=ref, kind="kernel")
     state = getattr(response.status, "name", str(response.status)).lower()
     failure = getattr(response, "failure_message", None)
