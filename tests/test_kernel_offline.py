@@ -103,7 +103,10 @@ def test_inference_kernel_runs_offline_on_the_image_packages(tmp_path, monkeypat
     found = _link_image(set(pins.versions), image)
     assert {"tensorflow", "keras", "pandas", "typer", "omegaconf"} <= set(found) and "faiss-cpu" not in found
     site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     (Path(site) / "kaggle-image.pth").write_text(f"{image}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "KAGGLE"))}
@@ -121,7 +124,9 @@ def test_inference_kernel_runs_offline_on_the_image_packages(tmp_path, monkeypat
         timeout=COMMAND_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    where = subprocess.run([str(python), "-c", "import kit.cli, kit; print(kit.__file__)"], capture_output=True, text=True, env=env)
+    where = subprocess.run(
+        [str(python), "-c", "import kit.cli, kit; print(kit.__file__)"], capture_output=True, text=True, env=env
+    )
     assert where.stdout.strip().startswith(site), where.stdout + where.stderr
 
     submission = pd.read_csv(working / "submission.csv", dtype=str)

@@ -199,7 +199,7 @@ class KaggleConfig:
     dry_run: bool = False
     kernel_internet: bool = False  # kernel pushed with internet on (pip deps, imagenet weights); many comps forbid it
     kernel_accelerator: KernelAccelerator = KernelAccelerator.gpu  # none | gpu | tpu
-    kernel_machine_shape: str = ""  # the kaggle client's machine_shape, e.g. NvidiaTeslaT4, NvidiaL4, TpuV5E8; empty: Kaggle's default
+    kernel_machine_shape: str = ""  # kaggle client's machine_shape (NvidiaTeslaT4, NvidiaL4, TpuV5E8); empty: the default
 
 
 @dataclass

@@ -167,11 +167,19 @@ def _wheel_tags(dist: metadata.Distribution) -> list[str]:
 
 
 def _fits(dist: metadata.Distribution, python: str) -> bool:
-    """Whether the installed files of ``dist`` would also be right on the target (pure Python, or this interpreter)."""
+    """Whether the installed files of ``dist`` are also right on the target: pure Python, this interpreter, or a
+    stable-ABI (abi3) build for an older CPython on x86-64 Linux."""
     tags = _wheel_tags(dist)
-    if tags and all(tag.endswith("-none-any") for tag in tags):
+    if not tags:
+        return False
+    if all(tag.endswith("-none-any") for tag in tags) or python == f"{sys.version_info.major}.{sys.version_info.minor}":
         return True
-    return bool(tags) and python == f"{sys.version_info.major}.{sys.version_info.minor}"
+    target = int(python.replace(".", ""))
+    for tag in tags:
+        interpreter, abi, platform = tag.split("-", 2)
+        if abi == "abi3" and interpreter.startswith("cp") and int(interpreter[2:]) <= target and platform.endswith("x86_64"):
+            return "linux" in platform
+    return False
 
 
 def repack(dist: metadata.Distribution, out_dir: Path) -> Path:
