@@ -115,13 +115,13 @@ def newest_run():
 
 
 run(sys.executable, "-m", "kit", "records", *settings)
-budget = TIME_LIMIT_S - PREDICT_RESERVE_S - (time.monotonic() - STARTED)
+budget = max(60, TIME_LIMIT_S - PREDICT_RESERVE_S - (time.monotonic() - STARTED))
 trainer = subprocess.Popen([sys.executable, "-m", "kit", "train", *settings])
 try:
-    code = trainer.wait(timeout=max(60, budget))
+    code = trainer.wait(timeout=budget)
 except subprocess.TimeoutExpired:
     # kit has no train time budget setting: stop it as Ctrl-C would, and predict with the best model so far.
-    print(f"kit: training stopped after {budget / 3600:.1f} h to leave time to predict", flush=True)
+    print(f"kit: training stopped after {budget / 3600:.2f} h of the {TIME_LIMIT_S / 3600:g} h limit, to predict in time", flush=True)
     trainer.send_signal(2)
     try:
         code = trainer.wait(timeout=300)
