@@ -121,7 +121,7 @@ try:
     code = trainer.wait(timeout=budget)
 except subprocess.TimeoutExpired:
     # kit has no train time budget setting: stop it as Ctrl-C would, and predict with the best model so far.
-    print(f"kit: training stopped after {budget / 3600:.2f} h of the {TIME_LIMIT_S / 3600:g} h limit, to predict in time", flush=True)
+    print(f"kit: training stopped after {budget / 3600:.2f} h of the {TIME_LIMIT_S / 3600:g} h limit, to predict", flush=True)
     trainer.send_signal(2)
     try:
         code = trainer.wait(timeout=300)
