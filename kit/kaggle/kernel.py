@@ -92,17 +92,20 @@ def _weights(cfg: Config, user: str) -> tuple[str | None, str]:
     return f"{user}/{WEIGHTS_DATASET}", f"{INPUT_ROOT}/{WEIGHTS_DATASET}/{Path(weights).name}"
 
 
-def internet_needs(cfg: Config, inference: bool = False) -> list[str]:
-    """What in ``cfg`` needs the internet inside a kernel, each with its fix; [] when it runs offline."""
+def internet_needs(cfg: Config, inference: bool = False) -> list[tuple[str, str]]:
+    """(what in ``cfg`` needs the internet inside a kernel, its fix); [] when the kernel runs offline."""
     needs = []
-    if not inference and cfg.model.weights == "imagenet":
+    if not inference and cfg.model.weights == "imagenet":  # an inference kernel's best.keras holds every weight
         needs.append(
-            "model.weights=imagenet downloads the weights (fix: attach a weights dataset, weights=/kaggle/input/<dataset>/"
-            "<file>.weights.h5, or weights=<local file> + kit kernel dataset)"
+            (
+                "model.weights=imagenet downloads the weights",
+                "attach a weights dataset (weights=/kaggle/input/<dataset>/<file>.weights.h5, or weights=<local file> "
+                "then kit kernel dataset)",
+            )
         )
     for key, value in (("data.records_root", cfg.data.records_root), ("run.root", cfg.run.root)):
         if "://" in str(value):
-            needs.append(f"{key}={value} is a remote store (fix: leave it unset in kernels)")
+            needs.append((f"{key}={value} is a remote store", f"leave {key} unset for kernels"))
     return needs
 
 
@@ -111,8 +114,9 @@ def check_offline(cfg: Config, inference: bool = False) -> None:
     needs = internet_needs(cfg, inference)
     if needs and not cfg.kaggle.kernel_internet:
         raise KitError(
-            f"the kernel runs without internet but {'; '.join(needs)}",
-            "or build with --internet (kaggle.kernel_internet=true) if the competition allows it",
+            f"the kernel runs without internet but {'; '.join(what for what, _ in needs)}",
+            f"{'; '.join(fix for _, fix in needs)}; or build with --internet (kaggle.kernel_internet=true) if the "
+            "competition allows it",
         )
 
 
