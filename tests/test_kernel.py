@@ -286,3 +286,15 @@ def metadata_requires() -> list[str]:
     from importlib.metadata import requires
 
     return requires("kit") or []
+
+
+def test_embedded_config_with_quotes_and_backslashes_reads_back(fake_kaggle, workdir):
+    """The raw YAML block keeps any value as it is; only three double quotes cannot be embedded (one line names it)."""
+    value = "a \\ b 'c' \"d\" é \\"
+    cfg = _cfg(workdir, f"comp.solution={value}")
+    code = kernel.script(cfg, USERNAME)
+    namespace: dict = {}
+    exec(code.split("\ndef find_input", 1)[0].split("os.makedirs(WORKING, exist_ok=True)", 1)[1], namespace)
+    assert yaml.safe_load(namespace["CONFIG_YAML"])["comp"]["solution"] == value == cfg.comp.solution
+    with pytest.raises(KitError, match="holds three double quotes"):
+        kernel.script(_cfg(workdir, 'comp.solution=x"""y'), USERNAME)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+from kit.errors import KitError
 from kit.kaggle.wheels import INSTALL_ARGS
 
 CODE_FILE = "kit_kernel.py"
@@ -154,8 +155,12 @@ print(f"kit: {out} from {len(run_dirs)} run(s) of {MODEL_DATASET}")
 
 def render(template: str, values: dict[str, object], config_yaml: str) -> str:
     """``template`` with each ``__KEY__`` replaced by its value as a JSON literal and the config as raw YAML text."""
-    if '"""' in config_yaml or config_yaml.endswith("\\"):
-        raise ValueError("the config holds three double quotes or ends in a backslash; it cannot be a raw block string")
+    if '"""' in config_yaml:  # the one text that ends a raw block string (YAML always ends in a newline, not a backslash)
+        line = next(x for x in config_yaml.splitlines() if '"""' in x)
+        raise KitError(
+            f"the kernel's config cannot be embedded as text: '{line.strip()}' holds three double quotes",
+            "change that setting's value (a message, a path), then rebuild the kernel",
+        )
     text = template
     for key, value in values.items():  # kit's own placeholders first: a user's value is never scanned for them
         text = text.replace(key, json.dumps(value))

@@ -57,6 +57,8 @@ class Bundled:
 def read_pins(path: Path | None = None) -> ImagePins:
     """``kaggle_image.txt``: ``name==version`` lines, ``#`` comments, a ``# python: 3.12`` line."""
     path = path or IMAGE_PINS
+    if not path.is_file():
+        raise KitError(f"{path} (the Kaggle image's packages) is missing", "reinstall kit: the file ships with the package")
     versions: dict[str, Version] = {}
     python = ""
     for number, raw in enumerate(path.read_text().splitlines(), 1):
