@@ -17,6 +17,7 @@ from fake_kaggle import KEY, USERNAME, write_comp_yaml
 
 from kit.config import PROJECT_ROOT, load_config
 from kit.errors import KitError
+from kit.io import write_json
 from kit.kaggle import kernel, wheels
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
@@ -105,8 +106,10 @@ def test_push_with_the_real_client(fake_kaggle, workdir, capsys):
 def test_status(fake_kaggle, workdir):
     fake_kaggle.kernel_status = "COMPLETE"
     assert kernel.status(_cfg(workdir)) == "complete"
-    (call,) = fake_kaggle.calls("GetKernelSessionStatus")
-    assert call.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp"}
+    assert kernel.status(_cfg(workdir), inference=True) == "complete"
+    first, second = fake_kaggle.calls("GetKernelSessionStatus")
+    assert first.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp"}
+    assert second.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp-predict"}
 
 
 def test_publish_dataset_creates_then_versions(fake_kaggle, workdir, monkeypatch):
@@ -176,7 +179,7 @@ def test_inference_kernel_from_a_run_and_a_kfold_parent(fake_kaggle, workdir):
     for k in range(2):
         _tiny_run(cfg, parent / f"fold{k}", 0.5)
     (parent / "config.yaml").write_text((single / "config.yaml").read_text())
-    kernel.write_json(parent / "threshold.json", {"threshold": 0.6, "rule": "F1-best", "chosen_on": "oof"})
+    write_json(parent / "threshold.json", {"threshold": 0.6, "rule": "F1-best", "chosen_on": "oof"})
     folder = kernel.build(cfg, runs=[single, parent])
     assert folder == Path("build/kernel/fake-comp-predict")
     meta = json.loads((folder / "kernel-metadata.json").read_text())

@@ -9,7 +9,6 @@ threshold the submission will use is resolved here, once, and written into ``kit
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,12 +17,11 @@ import numpy as np
 
 from kit.errors import KitError
 from kit.io import as_path, write_json
-from kit.runs import BEST_MODEL, CONFIG_FILE, KFOLD, THRESHOLD_FILE, expand_runs, read_threshold, threshold_runs
+from kit.runs import BEST_MODEL, CONFIG_FILE, KFOLD, THRESHOLD_FILE, expand_runs, read_threshold, run_fold, threshold_runs
 
 SUMMARY_FILE = "kit-model.json"
 # What an inference kernel needs of a run (model, settings, threshold) and what tells the user how good it was.
 RUN_FILES = (BEST_MODEL, CONFIG_FILE, THRESHOLD_FILE, KFOLD, "metrics.json", "cv.json", "versions.json")
-_FOLD_DIR = re.compile(r"^fold[_-]?\d+$")
 
 
 def _copy_run(run_dir: Path, target: Path) -> None:
@@ -32,7 +30,7 @@ def _copy_run(run_dir: Path, target: Path) -> None:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, target / name)
     for fold in sorted(run_dir.iterdir()):
-        if fold.is_dir() and _FOLD_DIR.match(fold.name) and (fold / BEST_MODEL).is_file():
+        if fold.is_dir() and run_fold(fold) is not None and (fold / BEST_MODEL).is_file():
             _copy_run(fold, target / fold.name)
 
 
