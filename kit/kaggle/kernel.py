@@ -208,7 +208,9 @@ def _inference_parts(cfg: Config, user: str, runs: Sequence[Path], folder: Path)
         runs=names,
         model_dataset=slug_name(model_dataset_ref(cfg, user)),
     )
-    cut = f", threshold {threshold:.4f}" if threshold is not None else ""
+    auto = str(run_cfg.predict.threshold).strip().lower() == "auto"
+    source = "the runs' threshold.json, chosen on their val/OOF rows" if auto else "predict.threshold"
+    cut = f", threshold {threshold:.4f} from {source}" if threshold is not None else ""
     return code, f"{len(names)} run(s) packed in {folder} for {model_dataset_ref(cfg, user)}{cut}"
 
 
