@@ -47,7 +47,7 @@ HELP_LINES := \
   "submit         upload the newest submission.csv to Kaggle and wait for the score (DRY_RUN=1: check only)" \
   "audit          audit the data before training: balance, sizes, duplicates, shortcuts; report and plots" \
   "runs           every run of COMP in one table: best val, CV, threshold, public score (ARGS=\"--diff A B\")" \
-  "kernel         build and push a Kaggle kernel that trains and predicts inside Kaggle" \
+  "kernel         build and push a Kaggle kernel that trains and predicts (ARGS=\"--from-run RUN\": predict only)" \
   "test           run the test suite (2 workers)" \
   "test-loaded    run the test suite beside a CPU hog (stress-ng): no test may depend on the machine's speed" \
   "lint           ruff check, ruff format --check and the import-layer contracts" \
