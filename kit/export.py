@@ -143,7 +143,10 @@ def export(cfg: Config, run_dir: Path | None, fmt: str) -> Path:
                 f"(shape {got.shape} vs {expected.shape}); nothing was written",
                 "report it with the run's versions.json; use another format meanwhile",
             )
-        write_json(staging / EXPORT_JSON, describe(run_cfg, run, model, name, io_names, difference, source, len(images)))
+        # The output range says how much the check shows: an untrained net's near-constant output matches trivially.
+        check = {"runtime": spec.runtime, "images": len(images), "on": source, "max_abs_difference": difference}
+        check |= {"against": BEST_MODEL, "output_range": [float(expected.min()), float(expected.max())], "limit": MAX_DIFFERENCE}
+        write_json(staging / EXPORT_JSON, describe(run_cfg, run, model, name, io_names, check))
         _replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -274,7 +277,7 @@ def check_images(cfg: Config, model: keras.Model, count: int = CHECK_IMAGES) -> 
 
 
 def describe(
-    cfg: Config, run: Path, model: keras.Model, fmt: str, io_names: dict[str, Any], difference: float, source: str, count: int
+    cfg: Config, run: Path, model: keras.Model, fmt: str, io_names: dict[str, Any], check: dict[str, Any]
 ) -> dict[str, Any]:
     """export.json: what goes in, what comes out, what it means, where it came from and how well it matches."""
     import kit
@@ -308,14 +311,7 @@ def describe(
         "threshold_source": threshold_source,
         "run": str(run),
         "model": {"name": cfg.model.name, "image_size": size},
-        "check": {
-            "runtime": FORMATS[fmt].runtime,
-            "images": count,
-            "on": source,
-            "max_abs_difference": difference,
-            "against": BEST_MODEL,
-            "limit": MAX_DIFFERENCE,
-        },
+        "check": check,
         "kit_version": kit.__version__,
         "commit": _commit(),
         "versions": _versions(fmt),
@@ -387,14 +383,13 @@ def _quiet_converters() -> Iterator[None]:
     """The converters' Python warnings (tf2onnx's numpy shims, TF v1-API deprecations) say nothing a user can act on."""
     import logging
 
-    loggers = [logging.getLogger(name) for name in ("tf2onnx", "tensorflow")]
-    levels = [logger.level for logger in loggers]
+    levels = {name: logging.getLogger(name).level for name in ("tf2onnx", "tensorflow")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
+        for name in levels:
+            logging.getLogger(name).setLevel(logging.ERROR)
         try:
             yield
         finally:
-            for logger, level in zip(loggers, levels, strict=True):
-                logger.setLevel(level)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)

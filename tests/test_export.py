@@ -81,6 +81,8 @@ def test_each_format_reproduces_best_keras_in_its_own_runtime(tmp_path, capsys, 
     assert meta["classes"] == classes
     assert meta["threshold"] == (0.37 if len(classes) == 2 else None)
     assert meta["check"]["on"] == f"{N_VAL} val images of the records" and meta["check"]["max_abs_difference"] < 1e-5
+    expected = keras_model.predict_on_batch(images)
+    np.testing.assert_allclose(meta["check"]["output_range"], [expected.min(), expected.max()], atol=1e-6)
     assert meta["kit_version"] and "tensorflow" in meta["versions"]
     out = capsys.readouterr().out
     assert f"max abs difference {meta['check']['max_abs_difference']:.2e}" in out
