@@ -15,7 +15,7 @@ from run_fixtures import SIZE, make_config, make_model, make_run, random_images,
 from kit.errors import KitError
 from kit.export import EXPORT_JSON, export
 from kit.io import read_json
-from kit.runs import load_model, write_threshold
+from kit.runs import load_model, mark_done, runs_of, write_threshold
 
 REPO = Path(__file__).resolve().parents[1]
 N_VAL = 12
@@ -135,10 +135,11 @@ def test_lstm_tflite_is_written_for_batch_one_when_a_dynamic_batch_needs_select_
 
 def test_a_second_export_replaces_the_first_and_random_pixels_are_named(tmp_path):
     cfg = make_config(tmp_path, ["neg", "pos"])
-    run = make_run(cfg, tmp_path / "runs" / "r1", make_model(1, seed=1))  # no records: the check uses random pixels
+    run = make_run(cfg, runs_of(cfg) / "r1", make_model(1, seed=1))  # no records: the check uses random pixels
+    mark_done(run)
     first = export(cfg, run, "savedmodel")
     (first.parent / "stale").write_text("from the first export")
-    second = export(cfg, run, "savedmodel")
+    second = export(cfg, None, "savedmodel")  # no run given: the newest finished one
     assert second == first and not (second.parent / "stale").exists()
     meta = read_json(second.parent / EXPORT_JSON)
     assert meta["check"]["on"].startswith("32 random images") and meta["threshold"] == 0.5
