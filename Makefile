@@ -31,7 +31,7 @@ MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV IMAGE
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
-.PHONY: help install demo data records train tune evaluate predict submit audit runs kernel test test-loaded lint bench \
+.PHONY: help install demo data records train tune evaluate predict submit audit runs export kernel test test-loaded lint bench \
         docker-build docker-train docker-shell clean
 
 # One line per target; `make help` prints them (keep in step with the targets below).
@@ -47,6 +47,7 @@ HELP_LINES := \
   "submit         upload the newest submission.csv to Kaggle and wait for the score (DRY_RUN=1: check only)" \
   "audit          audit the data before training: balance, sizes, duplicates, shortcuts; report and plots" \
   "runs           every run of COMP in one table: best val, CV, threshold, public score (ARGS=\"--diff A B\")" \
+  "export         export the newest run's best.keras: format=savedmodel|tflite|onnx, checked in its own runtime" \
   "kernel         build and push a Kaggle kernel that trains and predicts (ARGS=\"--from-run RUN\": predict only)" \
   "test           run the test suite (2 workers)" \
   "test-loaded    run the test suite beside a CPU hog (stress-ng): no test may depend on the machine's speed" \
@@ -97,6 +98,9 @@ audit: $(STAMP)
 
 runs: $(STAMP)
 	$(KIT) runs comp=$(COMP) $(SETTINGS) $(ARGS)
+
+export: $(STAMP)
+	$(KIT) export $(KIT_ARGS)
 
 kernel: $(STAMP)
 	$(KIT) kernel push $(KIT_ARGS)

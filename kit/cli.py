@@ -183,6 +183,20 @@ def predict(
     predict_runs(cfg, runs)
 
 
+@app.command("export")
+def export_model(
+    settings: list[str] = Settings,
+    run: Path = typer.Option(None, "--run", help="Run directory; default: the newest run of comp/model."),
+    fmt: str = typer.Option("", "--format", help="savedmodel | tflite | onnx (or format=... among the settings)."),
+) -> None:
+    """Export a run's best.keras (raw 0-255 pixels in, probabilities out) as savedmodel, tflite or onnx, checked against it."""
+    from kit import export as export_mod
+
+    settings, run = _run_setting(settings, run)
+    fmt, settings = export_mod.split_format(settings, fmt)  # the format and its packages checked before TensorFlow loads
+    export_mod.export(_config(settings, tensorflow=True), run, fmt)
+
+
 @app.command()
 def submit(
     settings: list[str] = Settings,
