@@ -18,7 +18,6 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import subprocess
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.config import from_yaml
+from kit.config import from_yaml, git_commit
 from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError, unknown_choice
 from kit.inference import class_names, split_dataset
@@ -313,7 +312,7 @@ def describe(
         "model": {"name": cfg.model.name, "image_size": size},
         "check": check,
         "kit_version": kit.__version__,
-        "commit": _commit(),
+        "commit": git_commit(),
         "versions": _versions(fmt),
     }
 
@@ -353,17 +352,6 @@ def _versions(fmt: str) -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
     return found
-
-
-def _commit() -> str:
-    """kit's checkout's short commit ('' outside git); the same rule as kit.kaggle.client.git_commit (another layer)."""
-    from kit.config import PROJECT_ROOT
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 # --- helpers -----------------------------------------------------------------------------------------------

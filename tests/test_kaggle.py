@@ -354,3 +354,31 @@ def test_submit_refuses_a_credential_in_the_message_or_file(fake_kaggle, tmp_pat
     out = capsys.readouterr()
     assert KEY not in out.out + out.err + info.value.one_line()
     assert fake_kaggle.calls("StartSubmissionUpload") == [] and fake_kaggle.calls("CreateSubmission") == []
+
+
+def test_commit_outside_a_checkout_comes_from_kit_commit(tmp_path):
+    """The Docker image has no .git: submission messages still name the commit make docker-build passed in."""
+    import shutil
+
+    shutil.copytree(PROJECT_ROOT / "kit", tmp_path / "kit", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "from kit.config import git_commit; print(repr(git_commit()))"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
+    for commit, expected in (("0123abc", "'0123abc'"), ("", "''")):
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            env={**env, "KIT_COMMIT": commit},
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+        )
+        assert result.stdout.strip() == expected, result.stderr
+    inside = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "KIT_COMMIT": "0123abc"},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    assert inside.stdout.strip() != "'0123abc'" and len(inside.stdout.strip()) >= 9  # the checkout's own commit wins

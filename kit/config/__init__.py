@@ -11,7 +11,7 @@ Declaration only: the checks that need the model registry or the search space ar
 """
 
 from kit.config.checks import MAX_NAME_LENGTH, plain_name_problem, ranged_fields, validate
-from kit.config.folders import PROJECT_ROOT, preset_dirs, user_preset_dir
+from kit.config.folders import PROJECT_ROOT, git_commit, preset_dirs, user_preset_dir
 from kit.config.loading import (
     ALIASES,
     SELECTORS,
@@ -63,7 +63,7 @@ __all__ = [
     "DistributionStrategy", "FineTuneConfig", "Flip", "ImageFormat", "KaggleConfig", "LabelFormat", "LrSchedule",
     "Metric", "MixedPrecision", "ModelConfig", "Optimizer", "PredictConfig", "Range", "RunConfig", "Source",
     "SubmissionConfig", "TableConfig", "TrainConfig", "TunerConfig", "TunerKind",
-    "all_keys", "from_yaml", "load_config", "load_config_with_origins", "origin_lines", "plain_name_problem",
+    "all_keys", "from_yaml", "git_commit", "load_config", "load_config_with_origins", "origin_lines", "plain_name_problem",
     "preset_dirs", "presets", "ranged_fields", "read_settings",
     "to_yaml", "user_preset_dir", "validate", "with_settings",
 ]  # fmt: skip

@@ -13,6 +13,7 @@ kernel dataset would bundle it with its local paths.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -57,3 +58,18 @@ def user_preset_dir(kind: str) -> Path:
     if _usable(working):
         return working
     return home_config_dir() / kind
+
+
+def git_commit() -> str:
+    """The short commit of kit's checkout, named in submission messages, wheel notes and exports.
+
+    Outside a git checkout (a wheel install, the Docker image, which has no .git) it is $KIT_COMMIT: the image gets
+    it as a build argument from ``make docker-build``; '' when neither is known.
+    """
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        out = None
+    if out is not None and out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip()
+    return os.environ.get("KIT_COMMIT", "").strip()

@@ -25,7 +25,6 @@ import os
 import random
 import re
 import stat
-import subprocess
 import sys
 import time
 import zipfile
@@ -75,17 +74,6 @@ def is_dataset_ref(slug: str) -> bool:
 def say(message: str) -> None:
     """Progress and warnings go to stderr, so stdout holds only results (a score, a URL)."""
     print(message, file=sys.stderr, flush=True)
-
-
-def git_commit() -> str:
-    """The short commit of kit's checkout ('' outside git), named in submission messages and wheel notes."""
-    from kit.config import PROJECT_ROOT
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _backoff_base() -> float:

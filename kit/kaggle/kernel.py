@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kit.config import git_commit
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
 from kit.kaggle import kernel_script, model_dataset, wheels
-from kit.kaggle.client import WEB, api, call, dataset_url, git_commit, refuse_secrets, say, slug_name, upload_files, username
+from kit.kaggle.client import WEB, api, call, dataset_url, refuse_secrets, say, slug_name, upload_files, username
 
 if TYPE_CHECKING:
     from kit.config import Config

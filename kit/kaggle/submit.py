@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kit.config import git_commit
 from kit.errors import KitError
 from kit.io import read_json
 from kit.kaggle.client import (
@@ -16,7 +17,6 @@ from kit.kaggle.client import (
     competition_url,
     credential_source,
     daily_limit_error,
-    git_commit,
     refuse_secrets,
     say,
 )
