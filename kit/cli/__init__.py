@@ -15,24 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer  # noqa: E402
 
+from kit.cli.common import Settings, app, load, run_setting, runs_setting, say  # noqa: E402
+from kit.cli.kernel import kernel_app  # noqa: E402
 from kit.config import Config, presets, to_yaml  # noqa: E402
 from kit.errors import EXIT_USER_ERROR, KitError, os_error, tf_disk_full  # noqa: E402
-from kit.settings import load_settings  # noqa: E402
 
-SETTINGS_HELP = "Settings as key=value, e.g. comp=cifake model=cnn train.epochs=3 (see `kit config`)."
-
-app = typer.Typer(
-    help="kit: from a Kaggle image-classification competition to a scored submission.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-kernel_app = typer.Typer(
-    help="Build, push and follow a Kaggle kernel that trains and predicts inside Kaggle.", no_args_is_help=True
-)
 app.add_typer(kernel_app, name="kernel")
-
-Settings = typer.Argument(None, help=SETTINGS_HELP, show_default=False)
 
 # Distribution names TensorFlow ships under; read from the installed metadata, so `kit --version` is instant.
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-gpu", "tf-nightly")
@@ -73,21 +61,6 @@ def _options(
     """kit: from a Kaggle image-classification competition to a scored submission."""
 
 
-def _config(settings: list[str] | None, tensorflow: bool = False) -> Config:
-    """The resolved, checked settings; with ``tensorflow=True`` also load TensorFlow quietly (after the
-    checks, so a typo is reported at once rather than after TensorFlow's start-up)."""
-    cfg = load_settings(list(settings or []))
-    if tensorflow:
-        from kit.quiet import import_tensorflow
-
-        import_tensorflow()
-    return cfg
-
-
-def _say(message: str) -> None:
-    typer.echo(message, err=True)
-
-
 @app.command()
 def config(
     settings: list[str] = Settings,
@@ -96,7 +69,7 @@ def config(
     ),
 ) -> None:
     """Print the resolved configuration (presets + overrides) as YAML."""
-    cfg = _config(settings)
+    cfg = load(settings)
     if origin:
         from kit.config import load_config_with_origins, origin_lines
 
@@ -118,17 +91,17 @@ def list_presets() -> None:
 @app.command()
 def data(settings: list[str] = Settings) -> None:
     """Download the competition from Kaggle (cached; comp=demo is written locally), index and check it."""
-    cfg = _config(settings)
+    cfg = load(settings)
     from kit import workflow
 
     index = workflow.fetch_data(cfg)
-    _say(f"indexed {len(index)} images of {cfg.comp.name}: {index.groupby('split').size().to_dict()}")
+    say(f"indexed {len(index)} images of {cfg.comp.name}: {index.groupby('split').size().to_dict()}")
 
 
 @app.command()
 def records(settings: list[str] = Settings) -> None:
     """Write sharded TFRecords resized for the model (resumes after a kill; skips bad images)."""
-    cfg = _config(settings)
+    cfg = load(settings)
     from kit.data import records as records_mod
 
     records_mod.build_from_config(cfg)
@@ -140,18 +113,18 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run of this comp/model."),
 ) -> None:
     """Train (records built first when missing or stale); frozen then unfrozen phases; folds=N for k-fold."""
-    cfg = _config(settings, tensorflow=True)
+    cfg = load(settings, tensorflow=True)
     _audit_reminders(cfg)
     from kit import workflow
 
     run_dir = workflow.train(cfg, resume=resume)
-    _say(f"run directory: {run_dir}")
+    say(f"run directory: {run_dir}")
 
 
 @app.command()
 def tune(settings: list[str] = Settings) -> None:
     """Search hyperparameters with keras-tuner (records built first when missing or stale); best_hparams.yaml."""
-    cfg = _config(settings, tensorflow=True)
+    cfg = load(settings, tensorflow=True)
     from kit import workflow
 
     workflow.tune(cfg)
@@ -163,8 +136,8 @@ def evaluate(
     run: Path = typer.Option(None, "--run", help="Run directory; default: the newest run of comp/model."),
 ) -> None:
     """Score a run on the validation split: metrics.json, F1-best threshold, plots."""
-    settings, run = _run_setting(settings, run)
-    cfg = _config(settings, tensorflow=True)
+    settings, run = run_setting(settings, run)
+    cfg = load(settings, tensorflow=True)
     from kit import evaluate as evaluate_mod
 
     evaluate_mod.evaluate(cfg, run)
@@ -176,8 +149,8 @@ def predict(
     run: Path = typer.Option(None, "--run", help="Run directory; default: the newest run of comp/model."),
 ) -> None:
     """Predict the test set (optional TTA, ensembles with runs=a,b,c) and write a validated submission.csv."""
-    settings, runs = _runs_setting(settings, run)
-    cfg = _config(settings, tensorflow=True)
+    settings, runs = runs_setting(settings, run)
+    cfg = load(settings, tensorflow=True)
     from kit.predict import predict as predict_runs  # not `from kit import predict`: that is the API function
 
     predict_runs(cfg, runs)
@@ -192,9 +165,9 @@ def export_model(
     """Export a run's best.keras (raw 0-255 pixels in, probabilities out) as savedmodel, tflite or onnx, checked against it."""
     from kit import export as export_mod
 
-    settings, run = _run_setting(settings, run)
+    settings, run = run_setting(settings, run)
     fmt, settings = export_mod.split_format(settings, fmt)  # the format and its packages checked before TensorFlow loads
-    export_mod.export(_config(settings, tensorflow=True), run, fmt)
+    export_mod.export(load(settings, tensorflow=True), run, fmt)
 
 
 @app.command()
@@ -205,7 +178,7 @@ def submit(
     force: bool = typer.Option(False, "--force", help="Submit even a run that predicts a constant."),
 ) -> None:
     """Validate submission.csv, upload it to Kaggle and wait for the public score."""
-    cfg = _config(settings)
+    cfg = load(settings)
     _audit_reminders(cfg)
     from kit.kaggle import submit as submit_mod
 
@@ -220,7 +193,7 @@ def audit(
     ),
 ) -> None:
     """Audit the data before training: balance, sizes, duplicates, shortcuts, train/test shift; report + plots."""
-    cfg = _config(settings)
+    cfg = load(settings)
     from kit import audit as audit_mod
 
     if ack:
@@ -234,7 +207,7 @@ def _audit_reminders(cfg: Config) -> None:
     from kit import audit as audit_mod
 
     for line in audit_mod.reminders(cfg):
-        _say(line)
+        say(line)
 
 
 @app.command("new-comp")
@@ -253,7 +226,7 @@ def new_comp(
     from kit.data import infer
 
     path = infer.write_competition_yaml(folder, name=name or None, output=output)
-    _say(f"wrote {path}: check it, then use comp={path}")
+    say(f"wrote {path}: check it, then use comp={path}")
 
 
 @app.command()
@@ -277,7 +250,7 @@ def runs(
 
     Numbers: best val = best monitored value on val during training; cv = k-fold out-of-fold score; threshold = the
     binary threshold and where it was chosen (val or oof); public = newest scored Kaggle submission naming the run."""
-    cfg = _config(settings)
+    cfg = load(settings)
     from kit.kaggle import runs_table
 
     if diff:
@@ -285,84 +258,15 @@ def runs(
         return
     rows, _, why = runs_table.runs_table(cfg, sort=sort, scores=not offline)
     if not rows:
-        _say(f"no runs of {cfg.comp.name} under {Path(cfg.run.root) / cfg.comp.name}: train one with kit train")
+        say(f"no runs of {cfg.comp.name} under {Path(cfg.run.root) / cfg.comp.name}: train one with kit train")
         return
     typer.echo(runs_table.format_table(rows))
     if why:
-        _say(why)
+        say(why)
     if csv_path is not None:
-        _say(f"wrote {runs_table.write_csv(rows, csv_path)}")
+        say(f"wrote {runs_table.write_csv(rows, csv_path)}")
     if plot is not None:
-        _say(f"wrote {runs_table.plot_scores(rows, plot)}")
-
-
-FromRun = typer.Option(None, "--from-run", help="A trained run (or runs=a,b): an inference-only kernel that predicts with it.")
-Owner = typer.Option(None, "--owner", help="Kaggle user who owns the kernel; default: $KAGGLE_USERNAME or the credentials.")
-Internet = typer.Option(False, "--internet", help="Push the kernel with internet on (kaggle.kernel_internet=true).")
-
-
-def _kernel_args(settings: list[str] | None, run: Path | None, internet: bool) -> tuple[Config, list[Path]]:
-    settings, runs = _runs_setting(settings, run)
-    return _config([*settings, *(["kaggle.kernel_internet=true"] if internet else [])]), runs
-
-
-@kernel_app.command("build")
-def kernel_build(settings: list[str] = Settings, from_run: Path = FromRun, owner: str = Owner, internet: bool = Internet) -> None:
-    """Write the kernel bundle (kernel-metadata.json + script) under build/kernel/<comp>/; no credentials needed."""
-    from kit.kaggle import kernel
-
-    cfg, runs = _kernel_args(settings, from_run, internet)
-    kernel.build(cfg, owner, runs)
-
-
-@kernel_app.command("dataset")
-def kernel_dataset(settings: list[str] = Settings) -> None:
-    """Publish (or version) the kit wheel as a Kaggle dataset that kernels install from."""
-    from kit.kaggle import kernel
-
-    kernel.publish_dataset(_config(settings))
-
-
-@kernel_app.command("push")
-def kernel_push(settings: list[str] = Settings, from_run: Path = FromRun, owner: str = Owner, internet: bool = Internet) -> None:
-    """Build and push the kernel with the Kaggle API (--from-run: publish the runs, push the inference kernel)."""
-    from kit.kaggle import kernel
-
-    cfg, runs = _kernel_args(settings, from_run, internet)
-    kernel.push(cfg, owner, runs)
-
-
-@kernel_app.command("status")
-def kernel_status(
-    settings: list[str] = Settings, predict: bool = typer.Option(False, "--predict", help="The --from-run kernel.")
-) -> None:
-    """Report the pushed kernel's status."""
-    from kit.kaggle import kernel
-
-    kernel.status(_config(settings), predict)
-
-
-def _run_setting(settings: list[str] | None, run: Path | None) -> tuple[list[str], Path | None]:
-    """Accept ``run=<dir>`` among the settings as well as ``--run``."""
-    rest = []
-    for item in settings or []:
-        if item.startswith("run="):
-            run = Path(item.split("=", 1)[1])
-        else:
-            rest.append(item)
-    return rest, run
-
-
-def _runs_setting(settings: list[str] | None, run: Path | None) -> tuple[list[str], list[Path]]:
-    """Accept ``run=<dir>`` or ``runs=a,b,c`` (an ensemble) among the settings."""
-    rest, runs = [], [run] if run else []
-    for item in settings or []:
-        key, _, value = item.partition("=")
-        if key in ("run", "runs"):
-            runs.extend(Path(v) for v in value.split(",") if v)
-        else:
-            rest.append(item)
-    return rest, runs
+        say(f"wrote {runs_table.plot_scores(rows, plot)}")
 
 
 def main() -> None:
@@ -370,16 +274,16 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except KitError as exc:
-        _say(f"error: {exc.one_line()}")
+        say(f"error: {exc.one_line()}")
         sys.exit(EXIT_USER_ERROR)
     except OSError as exc:
         error = os_error(exc)
         if error is None:
             raise
-        _say(f"error: {error.one_line()}")
+        say(f"error: {error.one_line()}")
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        _say("interrupted: rerun the same command to continue where it stopped")
+        say("interrupted: rerun the same command to continue where it stopped")
         sys.exit(130)
     except typer.Abort:
         sys.exit(130)
@@ -388,7 +292,7 @@ def main() -> None:
     except Exception as exc:
         error = tf_disk_full(exc)
         if error is not None:
-            _say(f"error: {error.one_line()}")
+            say(f"error: {error.one_line()}")
             sys.exit(EXIT_USER_ERROR)
         # Usage errors of the CLI library (click, vendored by typer) know how to show themselves.
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
