@@ -21,7 +21,8 @@ DEV_STAMP := $(VENV)/.kit-dev-installed
 VENV_MIN ?= .venv-min
 MIN_STAMP := $(VENV_MIN)/.kit-min-installed
 # The tests test-min runs: the data path (tables, images, records, pipeline), training on tiny data, k-fold,
-# predict, evaluate, audit, submission, the CLI and the Kaggle client; tests/test_install.py checks the installed versions are the floors.
+# predict, evaluate, audit, submission, the CLI and the Kaggle client (fake server). tests/test_install.py first
+# checks that the installed versions are exactly the floors.
 MIN_TESTS ?= tests/test_install.py tests/test_images.py tests/test_sources.py tests/test_tfrecord.py tests/test_records.py \
              tests/test_pipeline.py tests/test_trainer.py tests/test_kfold.py tests/test_predict.py tests/test_evaluate.py \
              tests/test_audit.py tests/test_submission.py tests/test_config.py tests/test_cli.py tests/test_kaggle.py
@@ -47,7 +48,8 @@ MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV VENV_MIN MIN_TESTS 
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
-.PHONY: help install dev demo data records train tune evaluate predict submit audit runs kernel test test-loaded test-min lint bench \
+.PHONY: help install dev demo data records train tune evaluate predict submit audit runs kernel \
+        test test-loaded test-min lint bench \
         docker-build docker-train docker-shell clean
 
 # One line per target; `make help` prints them (keep in step with the targets below).

@@ -130,5 +130,9 @@ def test_every_runtime_requirement_has_a_floor():
 @pytest.mark.skipif(not os.environ.get("KIT_TEST_MIN_VERSIONS"), reason="make test-min runs this in .venv-min")
 def test_installed_versions_are_exactly_the_floors():
     """In .venv-min: uv installed each floor itself, not a newer version that another floor forced."""
-    wrong = {r.name: f"{version(r.name)} installed, floor {floor(r)}" for r in runtime_requirements() if Version(version(r.name)) != floor(r)}
+    wrong = {
+        r.name: f"{version(r.name)} installed, floor {floor(r)}"
+        for r in runtime_requirements()
+        if Version(version(r.name)) != floor(r)
+    }
     assert not wrong, f"these floors are not what is tested; raise them to the installed versions: {wrong}"
