@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TOOL_TIMEOUT_S
+from test_install import make_env
 
 from kit.config import PROJECT_ROOT
 
@@ -228,7 +229,7 @@ def test_make_docker_build_passes_the_host_uid_gid_and_the_commit(stubs, tmp_pat
             "DOCKER=fake-docker",
             "IMAGE=kit-gpu:test",
         ],
-        env={**os.environ, "PATH": env["PATH"]},
+        env={**make_env(), "PATH": env["PATH"]},
         capture_output=True,
         text=True,
         timeout=TOOL_TIMEOUT_S,

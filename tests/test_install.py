@@ -36,9 +36,14 @@ def floor(requirement: Requirement) -> Version | None:
     return max(floors) if floors else None
 
 
+def make_env() -> dict[str, str]:
+    """This environment without an outer make's flags: under `make test` MAKEFLAGS carries its command line."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+
+
 def _make(venv: Path, *targets: str, dry_run: bool = False) -> str:
     command = ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), f"VENV={venv}", *(["-n"] if dry_run else []), *targets]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+    result = subprocess.run(command, capture_output=True, text=True, env=make_env(), timeout=TOOL_TIMEOUT_S)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -110,6 +115,7 @@ def test_test_min_installs_the_lowest_allowed_versions_in_a_fresh_venv(venv, tmp
         ["make", "--no-print-directory", "-C", str(PROJECT_ROOT), "-n", f"VENV={folder}", f"VENV_MIN={minimal}", "test-min"],
         capture_output=True,
         text=True,
+        env=make_env(),
         timeout=TOOL_TIMEOUT_S,
     ).stdout
     lines = out.splitlines()
