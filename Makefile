@@ -1,5 +1,8 @@
 # Thin wrappers over the `kit` command. Every target creates .venv on first use.
 #   make demo | make test | make data train COMP=ai-vs-human MODEL=effnetb4
+# Two installs into one .venv: `make install` is kit and its runtime dependencies (what the kit targets need);
+# `make dev` adds the developer tools (pytest, ruff, import-linter, hadolint, uv, keras-cv), which test, lint
+# and bench need. Each has its own stamp, so a user install upgrades to a developer one on the first `make test`.
 # Any lower-case key=value on the make command line is passed to kit as a setting:
 #   make train MODEL=resnet50 weights=/path/resnet50.weights.h5 train.epochs=3
 # COMP and MODEL given on the command line are remembered in .kit-last.mk for the next targets,
@@ -11,7 +14,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 KIT := $(BIN)/kit
+# Each stamp is newer than setup.cfg and pyproject.toml when its install is current; a dev install is also a user one.
 STAMP := $(VENV)/.kit-installed
+DEV_STAMP := $(VENV)/.kit-dev-installed
+# make test-min: a second venv with the lowest versions setup.cfg allows (uv's --resolution lowest-direct).
+VENV_MIN ?= .venv-min
+MIN_STAMP := $(VENV_MIN)/.kit-min-installed
+# The tests test-min runs: the data path (tables, images, records, pipeline), training on tiny data, k-fold,
+# predict, evaluate, audit, submission, the CLI and the Kaggle client (fake server). tests/test_install.py first
+# checks that the installed versions are exactly the floors.
+MIN_TESTS ?= tests/test_install.py tests/test_images.py tests/test_sources.py tests/test_tfrecord.py tests/test_records.py \
+             tests/test_pipeline.py tests/test_trainer.py tests/test_kfold.py tests/test_predict.py tests/test_evaluate.py \
+             tests/test_audit.py tests/test_submission.py tests/test_config.py tests/test_cli.py tests/test_kaggle.py
+DOCKER ?= docker
 
 -include .kit-last.mk
 COMP ?= demo
@@ -21,22 +36,26 @@ QUICK ?=
 DRY_RUN ?=
 ARGS ?=
 IMAGE ?= kit-gpu:latest
+# The commit docker-build bakes into the image (it has no .git): submit messages and kernel notes name it.
+KIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 
 ifneq ($(filter command line,$(origin COMP) $(origin MODEL)),)
 $(shell printf 'COMP ?= %s\nMODEL ?= %s\n' '$(COMP)' '$(MODEL)' > .kit-last.mk)
 endif
 
 # key=value words from the make command line that are kit settings (lower-case or dotted names).
-MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV IMAGE
+MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV VENV_MIN MIN_TESTS IMAGE DOCKER KIT_COMMIT
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
-.PHONY: help install demo data records train tune evaluate predict submit audit runs export kernel test test-loaded lint bench \
+.PHONY: help install dev demo data records train tune evaluate predict submit audit runs export kernel \
+        test test-loaded test-min lint bench \
         docker-build docker-train docker-shell clean
 
 # One line per target; `make help` prints them (keep in step with the targets below).
 HELP_LINES := \
-  "install        create .venv and install kit with its dev tools (every target does this on first use)" \
+  "install        create .venv and install kit with its runtime dependencies (every kit target does this on first use)" \
+  "dev            install kit with its developer tools too (test, lint and bench do this on first use)" \
   "demo           the whole pipeline offline on the digits demo: data, records, train, evaluate, predict, score" \
   "data           get the competition into data/raw/COMP (comp=demo is written locally) and index it" \
   "records        write the TFRecords for MODEL's image size (train and tune also build missing or stale ones)" \
@@ -51,10 +70,11 @@ HELP_LINES := \
   "kernel         build and push a Kaggle kernel that trains and predicts (ARGS=\"--from-run RUN\": predict only)" \
   "test           run the test suite (2 workers)" \
   "test-loaded    run the test suite beside a CPU hog (stress-ng): no test may depend on the machine's speed" \
+  "test-min       a fast subset of the tests in $(VENV_MIN), with the lowest versions setup.cfg allows" \
   "lint           ruff check, ruff format --check and the import-layer contracts" \
   "bench          run the benchmarks (QUICK=1 for the short set)" \
-  "docker-build   build the GPU image (IMAGE=$(IMAGE))" \
-  "docker-train   train inside the GPU image" \
+  "docker-build   build the GPU image (IMAGE=$(IMAGE)) for your uid/gid, with this checkout's commit" \
+  "docker-train   train inside the GPU image (data, runs, ~/.keras, ./configs and any weights= path mounted)" \
   "docker-shell   a shell inside the GPU image" \
   "clean          remove build outputs and caches"
 
@@ -64,10 +84,18 @@ help:
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e .
 	@touch $@
 
+# The dev install includes the user one: its stamp is touched too, so `make install` after `make dev` does nothing.
+$(DEV_STAMP): setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $(STAMP) $@
+
 install: $(STAMP)
+
+dev: $(DEV_STAMP)
 
 demo: $(STAMP)
 	$(KIT) demo $(SETTINGS) $(ARGS)
@@ -105,28 +133,40 @@ export: $(STAMP)
 kernel: $(STAMP)
 	$(KIT) kernel push $(KIT_ARGS)
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests
+
+# A fresh venv each time the requirements change: nothing left over from earlier floors. uv comes with `make dev`.
+$(MIN_STAMP): setup.cfg pyproject.toml | $(DEV_STAMP)
+	rm -rf $(VENV_MIN)
+	$(BIN)/uv venv -q --python $(PYTHON) $(VENV_MIN)
+	$(BIN)/uv pip install -q --python $(VENV_MIN)/bin/python --resolution lowest-direct -e '.[test]'
+	@touch $@
+
+test-min: $(MIN_STAMP)
+	KIT_TEST_MIN_VERSIONS=1 $(VENV_MIN)/bin/python -m pytest -q -p no:cacheprovider $(MIN_TESTS)
 
 # `make test` with a CPU hog beside it (stress-ng --cpu 4): the suite must not depend on how fast the machine is.
 # stress-ng is started here and always stopped, whether the tests pass, fail or are interrupted.
-test-loaded: $(STAMP)
+test-loaded: $(DEV_STAMP)
 	@command -v stress-ng >/dev/null || { echo "test-loaded needs stress-ng: apt-get install stress-ng" >&2; exit 2; }
 	@stress-ng --cpu 4 --timeout 3h --quiet & hog=$$!; \
 	trap 'kill $$hog 2>/dev/null; wait $$hog 2>/dev/null' EXIT INT TERM; \
 	start=$$(date +%s); $(MAKE) --no-print-directory test; status=$$?; \
 	echo "make test beside stress-ng --cpu 4: exit $$status after $$(( $$(date +%s) - start )) s"; exit $$status
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check kit tests bench
 	$(BIN)/ruff format --check kit tests bench
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick) $(ARGS)
 
+# The image's user gets your uid and gid, so the mounted data/, runs/ and ~/.keras stay yours and writable.
 docker-build:
-	docker build -f docker/Dockerfile.gpu -t $(IMAGE) .
+	$(DOCKER) build -f docker/Dockerfile.gpu --build-arg UID=$$(id -u) --build-arg GID=$$(id -g) \
+	  --build-arg KIT_COMMIT=$(KIT_COMMIT) -t $(IMAGE) .
 
 docker-train:
 	scripts/docker-run.sh $(IMAGE) train $(KIT_ARGS)
