@@ -113,9 +113,10 @@ def test_status(fake_kaggle, workdir):
 
 
 def test_publish_dataset_creates_then_versions(fake_kaggle, workdir, monkeypatch):
-    pins = workdir / "image.txt"  # an image without omegaconf, and with kit's faiss-cpu so the set stays small
-    lines = [line for line in wheels.IMAGE_PINS.read_text().splitlines() if not line.startswith("omegaconf==")]
-    pins.write_text("\n".join([*lines, f"faiss-cpu=={version('faiss-cpu')}"]) + "\n")
+    pins = workdir / "image.txt"  # an image without omegaconf, holding kit's own versions of the rest it carries
+    ours = ("faiss-cpu", "kaggle", "kagglesdk", "certifi")
+    lines = [line for line in wheels.IMAGE_PINS.read_text().splitlines() if not line.startswith(("omegaconf==", *ours))]
+    pins.write_text("\n".join([*lines, *(f"{name}=={version(name)}" for name in ours)]) + "\n")
     monkeypatch.setattr(wheels, "IMAGE_PINS", pins)
     cfg = _cfg(workdir)
     assert kernel.publish_dataset(cfg) == [f"{USERNAME}/kit-wheel"]
@@ -271,7 +272,9 @@ def test_image_pins_satisfy_kit_or_kit_bundles_its_own():
             continue  # extras (dev, keras-cv)
         name = canonicalize_name(requirement.name)
         assert name in carried or requirement.specifier.contains(pins.versions[name], prereleases=True), requirement
-    assert carried == {"faiss-cpu"} and wheels.image_conflicts(pins) == []
+    # faiss-cpu is not in the image; its kaggle 2.0.2 is below kit's floor (2.2.4: older clients exit(1) on import
+    # without credentials), and the newer client needs a newer kagglesdk and certifi than the image has.
+    assert carried == {"faiss-cpu", "kaggle", "kagglesdk", "certifi"} and wheels.image_conflicts(pins) == []
 
 
 def test_wheel_set_follows_the_image(tmp_path):

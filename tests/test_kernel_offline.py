@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from collections import defaultdict
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 from conftest import COMMAND_TIMEOUT_S, TOOL_TIMEOUT_S
 from fake_kaggle import demo_files, write_comp_yaml
+from packaging.utils import canonicalize_name
 from run_fixtures import make_model, make_run
 
 from kit.config import load_config
@@ -39,8 +41,10 @@ def _link_image(names: set[str], out: Path) -> list[str]:
 
     owners: dict[tuple[str, ...], set[str]] = defaultdict(set)
     children: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
-    found, site = [], None
+    found, site = [], Path(sysconfig.get_paths()["purelib"]).resolve()
     for dist in metadata.distributions():
+        if Path(dist.locate_file("")).resolve() != site:
+            continue  # an editable install's finder, or a distribution from another folder
         name = canonicalize_name(dist.metadata["Name"] or "")
         in_image = name in names
         if in_image:
@@ -49,7 +53,6 @@ def _link_image(names: set[str], out: Path) -> list[str]:
             parts = Path(file).parts
             if not parts or parts[0] == "..":
                 continue
-            site = site or Path(dist.locate_file("")).resolve()
             for k in range(1, len(parts) + 1):
                 owners[parts[:k]].add(name)
                 if in_image and k > 1:
@@ -92,7 +95,12 @@ def test_inference_kernel_runs_offline_on_the_image_packages(tmp_path, monkeypat
     folder = kernel.build(cfg, OWNER, [run])
     pins = wheels.read_pins()
     built = wheels.build_wheel_set(kaggle / "input" / "kit-wheel", pins)
-    assert built[0].name.startswith("kit-") and {w.name.split("-")[0] for w in built[1:]} == {"faiss_cpu"}
+    assert built[0].name.startswith("kit-") and {w.name.split("-")[0] for w in built[1:]} == {
+        "faiss_cpu",
+        "kaggle",
+        "kagglesdk",
+        "certifi",
+    }  # as test_kernel checks
     shutil.copytree(tmp_path / "build" / "model" / "fake-comp", kaggle / "input" / "kit-model-fake-comp")
 
     # The stand-in image: a venv with pip only, plus a .pth to links of exactly the pinned distributions.
@@ -100,7 +108,10 @@ def test_inference_kernel_runs_offline_on_the_image_packages(tmp_path, monkeypat
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=TOOL_TIMEOUT_S)
     python = venv / "bin" / "python"
     image = tmp_path / "image"
-    found = _link_image(set(pins.versions), image)
+    # What the bundle carries is left out: the real image's older copies would be replaced by pip, while links to this
+    # machine's newer ones would be "uninstalled" by pip moving the links folder away.
+    carried = {canonicalize_name(b.name) for b in wheels.resolve(pins)}
+    found = _link_image(set(pins.versions) - carried, image)
     assert {"tensorflow", "keras", "pandas", "typer", "omegaconf"} <= set(found) and "faiss-cpu" not in found
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
