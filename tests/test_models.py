@@ -88,7 +88,7 @@ def test_output_is_float32_under_mixed_precision(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "typo", "suggestion"),
-    [("resnet9", "width", "widths"), ("resnet20", "block", "blocks"), ("cnn", "filter", "filters"), ("lstm", "unit", "units")]
+    [("resnet9", "width", "widths"), ("resnet20", "block", "blocks"), ("cnn", "filter", "filters"), ("lstm", "unit", "units")],
 )
 def test_unknown_option_suggests_the_nearest(name: str, typo: str, suggestion: str) -> None:
     with pytest.raises(KitError) as err:
