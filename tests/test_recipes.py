@@ -99,7 +99,7 @@ def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Pa
     cfg = make_config(tmp_path, ["dark", "bright"])
     cfg.model.options = {"filters": [4, 8]}
     cfg.model.dense_units = 8
-    cfg.train.batch_size, cfg.train.verbose = 8, 0
+    cfg.train.batch_size, cfg.train.verbose, cfg.train.lr_scale_batch = 8, 0, 16
     rng = np.random.default_rng(0)
     labels = np.arange(64) % 2
     images = (rng.integers(0, 100, (64, 8, 8, 3)) + labels[:, None, None, None] * 150).astype(np.uint8)
@@ -119,6 +119,7 @@ def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Pa
     lowest = int(np.argmin(smoothed))
     assert found["suggested"] == pytest.approx(rates[lowest] / 10) and found["rule"].startswith("min/10")
     assert found["steepest"] <= rates[lowest]
+    assert found["learning_rate_setting"] == pytest.approx(2 * found["suggested"])  # the rate to write at batch 16
     assert smoothed[lowest] < 0.8 * smoothed[0]  # the loss did fall before it rose
 
 

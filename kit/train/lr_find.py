@@ -77,6 +77,7 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
     if not (0 < start < end) or steps < 10:
         raise KitError(f"lr-find needs 0 < start < end and 10 or more steps, got start={start} end={end} steps={steps}")
     # The test sets the rate itself: no batch scaling, and no EMA (it would only cost time).
+    reference_batch = int(cfg.train.lr_scale_batch)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_scale_batch=0, ema=False))
     session = start_session(cfg, None, manifest)
     rates = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
@@ -115,10 +116,10 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
     figure = _figure(tried, raw, smoothed, found, f"{cfg.comp.name}/{cfg.model.name}, batch {session.global_batch}")
     plots.save(figure, Path(folder) / "lr_find.png")
     at_reference = ""
-    if cfg.train.lr_scale_batch:  # the setting is the rate at the reference batch (the linear scaling rule)
-        reference_rate = found["suggested"] * cfg.train.lr_scale_batch / session.global_batch
+    if reference_batch:  # the setting is the rate at the reference batch (the linear scaling rule)
+        reference_rate = found["suggested"] * reference_batch / session.global_batch
         found["learning_rate_setting"] = reference_rate
-        at_reference = f" (train.learning_rate={reference_rate:.3g} at train.lr_scale_batch={cfg.train.lr_scale_batch})"
+        at_reference = f": set train.learning_rate={reference_rate:.3g}, the rate at train.lr_scale_batch={reference_batch}"
     result = {
         "model": cfg.model.name,
         "global_batch": session.global_batch,
