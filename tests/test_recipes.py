@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_jit_compile_setting() -> None:
     assert [jit_compile(TrainConfig(jit_compile=v), "gpu") for v in ("auto", "on", "off")] == ["auto", True, False]
 
 
-def _fit(tmp_path: Path, name: str, **train) -> tuple[Path, list[np.ndarray], dict]:
+def _fit(tmp_path: Path, name: str, epochs: int = 3, **train) -> tuple[Path, list[np.ndarray], dict]:
     import keras
 
     from kit.train.trainer import fit_phases
@@ -56,7 +57,7 @@ def _fit(tmp_path: Path, name: str, **train) -> tuple[Path, list[np.ndarray], di
     model = tiny_scratch()
     initial = [np.array(w) for w in model.trainable_weights]
     train_ds, val_ds = datasets(16)
-    cfg = config(tmp_path, epochs=3, learning_rate=5e-2, optimizer="adam", warmup_epochs=1, **train)
+    cfg = config(tmp_path, epochs=epochs, learning_rate=5e-2, optimizer="adam", warmup_epochs=1, **train)
     result = fit_phases(cfg, model, train_ds, val_ds, tmp_path / name, steps_per_epoch=4)
     return tmp_path / name, initial, result
 
@@ -131,3 +132,30 @@ def test_resnet9_preset_is_the_fast_recipe() -> None:
     assert (cfg.model.name, train.schedule, train.optimizer, train.early_stopping_patience) == ("resnet9", "one_cycle", "sgd", 0)
     assert 0.1 <= train.label_smoothing <= 0.2 and 256 <= train.batch_size <= 512 and train.lr_scale_batch > 0
     assert cfg.augment.translate > 0  # flips (and flip TTA) as the competition allows: the demo digits have none
+
+
+def test_a_resumed_ema_run_trains_on_from_the_raw_weights_not_the_average(tmp_path: Path) -> None:
+    """The resume checkpoint is written with the EMA weights swapped into the model (they are what best.keras and
+    the val metrics hold); state.json says so and the resumed run swaps the raw weights back before training on.
+    With ema_momentum ~1 the average is the weights after step 1: training on from it would put the loss back
+    near epoch 1's; training on from the raw weights keeps it near the last epoch's."""
+    import keras
+
+    from kit.train.trainer import fit_phases
+
+    # The average barely moves, so val_f1_score does not improve and patience 2 stops the run after epoch 3 of 4
+    # (not its last epoch: Keras' SwapEMAWeights copies the average over the raw weights only at the last one).
+    run_dir, _, _ = _fit(tmp_path, "ema", epochs=4, ema=True, ema_momentum=0.999999, early_stopping_patience=2)
+    state_path = run_dir / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    assert state["next_epoch"] == 3 and state["callbacks"]["ema"] == {"_ema_weights_in_model": True}
+    state["phase_done"] = False  # as if killed after epoch 3 of 4 instead
+    state_path.write_text(json.dumps(state))
+    keras.utils.set_random_seed(1)
+    train_ds, val_ds = datasets(16)
+    cfg = config(tmp_path, epochs=4, learning_rate=5e-2, optimizer="adam", warmup_epochs=1, ema=True, ema_momentum=0.999999)
+    fit_phases(cfg, tiny_scratch(), train_ds, val_ds, run_dir, steps_per_epoch=4, resume=True)
+    with open(run_dir / "history.csv", newline="") as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert len(losses) == 4
+    assert losses[3] < losses[2] + 0.3 * (losses[0] - losses[2]), losses  # on from epoch 3, not back to epoch 1
