@@ -1,4 +1,4 @@
-"""Scratch models (ResNet20, CNN, LSTM) and the registry: the model contract, learning, saving, options."""
+"""Scratch models (ResNet-9, ResNet20, CNN, LSTM) and the registry: the model contract, learning, saving, options."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 from kit.config import ModelConfig
 from kit.errors import KitError
 
-SCRATCH = ["resnet20", "cnn", "lstm"]
+SCRATCH = ["resnet9", "resnet20", "cnn", "lstm"]
 # Small but real settings: tiny images, narrow layers, so each test runs in seconds on 2 shared cores.
 SMALL = {
+    "resnet9": {"options": {"widths": [8, 8, 16, 16]}},
     "resnet20": {"options": {"blocks": 1}},
     "cnn": {"options": {"filters": [8, 16]}, "dense_units": 16},
     "lstm": {"options": {"units": [16, 16]}},
@@ -86,7 +87,8 @@ def test_output_is_float32_under_mixed_precision(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "typo", "suggestion"), [("resnet20", "block", "blocks"), ("cnn", "filter", "filters"), ("lstm", "unit", "units")]
+    ("name", "typo", "suggestion"),
+    [("resnet9", "width", "widths"), ("resnet20", "block", "blocks"), ("cnn", "filter", "filters"), ("lstm", "unit", "units")],
 )
 def test_unknown_option_suggests_the_nearest(name: str, typo: str, suggestion: str) -> None:
     with pytest.raises(KitError) as err:
@@ -117,6 +119,35 @@ def test_resnet20_has_the_papers_shape() -> None:
     assert len(model.losses) > 0  # L2 terms are in place
 
 
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_resnet9_has_myrtles_shape_at_kaggle_sizes(size: int) -> None:
+    """Page's ResNet-9 at kit's CPU widths 16-32-64-128: 8 3x3 convs + the classifier, three 2x2 pools, a global
+    max pool, two residual adds and the logits scaled by 0.125; any side from 28 to 64 px gives (None, 10)."""
+    import keras
+
+    model = build(ModelConfig(name="resnet9", image_size=size), 10)
+    assert model.output.shape == (None, 10)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [layer.filters for layer in convs] == [16, 32, 32, 32, 64, 128, 128, 128]
+    assert sum(isinstance(layer, keras.layers.Add) for layer in model.layers) == 2
+    assert model.get_layer("layer3_add").output.shape == (None, size // 8, size // 8, 128)
+    assert model.get_layer("global_max_pool").output.shape == (None, 128)
+    assert model.get_layer("head_scale").scale == 0.125
+    # A quarter of myrtle's widths: about a sixteenth of its 6.6M parameters.
+    assert 0.40e6 < model.count_params() < 0.42e6, model.count_params()
+    wide = build(ModelConfig(name="resnet9", image_size=32, options={"widths": [64, 128, 256, 512]}), 10)
+    assert 6.5e6 < wide.count_params() < 6.6e6, wide.count_params()
+    images, _ = bright_vs_dark(2, size=size)
+    np.testing.assert_allclose(model.predict(images, verbose=0).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_resnet9_bad_options_are_kit_errors() -> None:
+    with pytest.raises(KitError, match="needs 4 widths"):
+        build(model_cfg("resnet9", options={"widths": [8, 8, 16]}), 2)
+    with pytest.raises(KitError, match="head_scale"):
+        build(model_cfg("resnet9", options={"head_scale": 0}), 2)
+
+
 def test_lstm_bidirectional_option() -> None:
     model = build(model_cfg("lstm", options={"units": [8], "bidirectional": True}), 2)
     assert model.get_layer("bilstm1").output.shape == (None, 16)
@@ -126,7 +157,7 @@ def test_registry_builds_every_model() -> None:
     from kit.models.pretrained import get_backbone
     from kit.models.registry import MODELS
 
-    assert set(MODELS) == {"resnet20", "cnn", "lstm", "effnetb4", "resnet50"}
+    assert set(MODELS) == {"resnet9", "resnet20", "cnn", "lstm", "effnetb4", "resnet50"}
     for name, entry in MODELS.items():
         size = 32 if entry.pretrained else 16  # keras.applications need >= 32 px
         model = build(model_cfg(name, size=size), 2)

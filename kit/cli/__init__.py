@@ -121,6 +121,21 @@ def train(
     say(f"run directory: {run_dir}")
 
 
+@app.command("lr-find")
+def lr_find(
+    settings: list[str] = Settings,
+    steps: int = typer.Option(200, "--steps", help="Batches; the rate rises exponentially from --start to --end."),
+    start: float = typer.Option(1e-7, "--start"),
+    end: float = typer.Option(10.0, "--end"),
+) -> None:
+    """LR range test on the training records: lr_find.png/json beside the runs; suggests train.learning_rate."""
+    cfg = _config(settings, tensorflow=True)
+    from kit import workflow
+    from kit.train.lr_find import lr_find as range_test
+
+    _say(f"wrote {range_test(cfg, manifest=workflow.ensure_records(cfg), steps=steps, start=start, end=end)}")
+
+
 @app.command()
 def tune(settings: list[str] = Settings) -> None:
     """Search hyperparameters with keras-tuner (records built first when missing or stale); best_hparams.yaml."""

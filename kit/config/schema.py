@@ -23,7 +23,8 @@ AugmentMode = StrEnum("AugmentMode", "online offline none")
 AugmentLibrary = StrEnum("AugmentLibrary", "keras keras_cv")
 Flip = StrEnum("Flip", "none horizontal vertical both")
 Optimizer = StrEnum("Optimizer", "adam adamw sgd")
-LrSchedule = StrEnum("LrSchedule", "constant plateau cosine cosine_restarts")
+LrSchedule = StrEnum("LrSchedule", "constant plateau cosine cosine_restarts one_cycle")
+JitCompile = StrEnum("JitCompile", "auto on off")  # auto: XLA on GPUs and TPUs, off on CPUs
 MixedPrecision = StrEnum("MixedPrecision", "auto off float16 bfloat16")
 DistributionStrategy = StrEnum("DistributionStrategy", "auto cpu gpu mirrored multiworker tpu")
 TunerKind = StrEnum("TunerKind", "hyperband random bayesian")
@@ -168,6 +169,10 @@ class TrainConfig:
     first_decay_steps: int = ranged(1000, 1, MAX_STEPS, limit="MAX_STEPS")  # cosine_restarts
     warmup_epochs: int = ranged(0, 0, MAX_EPOCHS, limit="MAX_EPOCHS")
     label_smoothing: float = ranged(0.0, 0, 1, high_open=True)
+    lr_scale_batch: int = ranged(0, 0, MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE")  # >0: rate x global batch / this (linear rule)
+    ema: bool = False  # weight EMA (optimizer use_ema): validation, best.keras and predictions use the averaged weights
+    ema_momentum: float = ranged(0.99, 0, 1, high_open=True)  # the average's decay per step (Keras' default 0.99)
+    jit_compile: JitCompile = JitCompile.auto  # the train step as one XLA program (model.compile(jit_compile=...))
     early_stopping_patience: int = ranged(5, 0, MAX_EPOCHS, limit="MAX_EPOCHS")  # 0: no early stopping
     monitor: str = "auto"  # auto: kit.train.metrics.monitored_metric (val_f1_score for binary or F1 competitions)
     steps_per_epoch: int = ranged(0, 0, MAX_STEPS, limit="MAX_STEPS")  # 0: one pass over the training records

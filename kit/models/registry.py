@@ -28,6 +28,7 @@ class ModelEntry:
 
 
 MODELS: dict[str, ModelEntry] = {
+    "resnet9": ModelEntry("kit.models.resnet9:build", description="ResNet-9 from scratch (myrtle.ai; the fast baseline)"),
     "resnet20": ModelEntry("kit.models.resnet20:build", description="ResNet20 from scratch (He et al. 2016, CIFAR variant)"),
     "cnn": ModelEntry("kit.models.cnn:build", description="conv-BN-pool-dropout stacks from scratch"),
     "lstm": ModelEntry("kit.models.lstm:build", description="stacked LSTMs over image rows"),

@@ -1,18 +1,6 @@
-"""Optimizers, learning-rate schedules and the callbacks of a training phase.
+"""The callbacks of a training phase: the rate schedule, weight EMA, early stopping, the best model, the resume point.
 
-The learning rate lives in the optimizer as a plain variable and :class:`StepLearningRate` sets it before
-every batch from a schedule function of the phase's step (``optimizer.iterations``, which a resume
-restores). Doing it from a callback rather than passing a ``LearningRateSchedule`` to the optimizer lets
-warmup compose with every schedule (Keras has no built-in "warmup + restarts"), keeps
-``ReduceLROnPlateau`` usable, and keeps ``best.keras`` free of custom classes so it loads anywhere.
-
-- constant: ``train.learning_rate`` throughout.
-- plateau: ``ReduceLROnPlateau`` on the monitored metric (factor 0.2, patience half the early stopping's).
-- cosine: ``keras.optimizers.schedules.CosineDecay`` over the phase's total steps (Loshchilov & Hutter
-  2017, "SGDR"), with its own linear warmup (``warmup_target``).
-- cosine_restarts: ``CosineDecayRestarts(first_decay_steps=train.first_decay_steps)`` (SGDR restarts).
-- ``train.warmup_epochs``: a linear ramp from ~0 to the phase's learning rate first (Goyal et al. 2017,
-  "Accurate, Large Minibatch SGD"); each phase warms up again from its own step 0.
+Optimizers and rate schedules live in :mod:`kit.train.lr_schedules` (re-exported here).
 
 The checkpoint callbacks write every file atomically (temp file + rename): a kill at any moment leaves the
 previous complete file, never half of one. On multi-worker runs every worker runs the same callbacks (a
@@ -25,7 +13,7 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,93 +21,18 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from kit.io import URLPath, as_path, atomic_write, is_url, put_file, write_json
+
+# Re-exported under their old home (the tuner, bench/p4 and tests import them from here).
+from kit.train.lr_schedules import Schedule as Schedule
+from kit.train.lr_schedules import StepLearningRate as StepLearningRate
+from kit.train.lr_schedules import build_optimizer as build_optimizer
+from kit.train.lr_schedules import make_schedule, scaled_rate
 from kit.train.metrics import is_better, scalar_logs
 
 if TYPE_CHECKING:
     import numpy as np
 
     from kit.config import TrainConfig
-
-Schedule = Callable[[int], "float | None"]  # step -> learning rate, or None: leave it as it is
-
-
-# --- optimizers and schedules -------------------------------------------------------------------------
-
-
-def build_optimizer(train: TrainConfig, learning_rate: float) -> keras.optimizers.Optimizer:
-    """adam | adamw | sgd (momentum 0.9), with ``train.weight_decay`` (decoupled for adamw, L2-like otherwise)."""
-    lr = float(learning_rate)
-    decay = float(train.weight_decay) or None
-    if train.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr, weight_decay=decay)
-    if train.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay if decay is not None else 0.004)
-    if train.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=decay)
-    raise ValueError(f"unknown optimizer {train.optimizer!r}")  # config.validate already rejects it
-
-
-def make_schedule(train: TrainConfig, base_lr: float, steps_per_epoch: int, epochs: int) -> Schedule:
-    """The learning rate at each step of a phase of ``epochs`` x ``steps_per_epoch`` steps.
-
-    Returns None where the rate must be left alone: constant after warmup, and plateau after warmup
-    (``ReduceLROnPlateau`` owns it then; its reductions survive a resume in the optimizer's variable).
-    """
-    base_lr = float(base_lr)
-    warmup = max(0, int(train.warmup_epochs)) * max(1, steps_per_epoch)
-    total = max(1, epochs * max(1, steps_per_epoch))
-    kind = train.schedule
-
-    def ramp(step: int) -> float:
-        return base_lr * (step + 1) / warmup
-
-    if kind == "cosine":
-        # CosineDecay warms up from initial_learning_rate to warmup_target itself, then decays to 0.
-        cosine = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=base_lr / max(1, warmup) if warmup else base_lr,
-            decay_steps=max(1, total - warmup),
-            warmup_target=base_lr if warmup else None,
-            warmup_steps=warmup,
-        )
-        return lambda step: float(cosine(step))
-    if kind == "cosine_restarts":
-        restarts = keras.optimizers.schedules.CosineDecayRestarts(base_lr, first_decay_steps=max(1, int(train.first_decay_steps)))
-        return lambda step: ramp(step) if step < warmup else float(restarts(step - warmup))
-    if kind in ("constant", "plateau"):
-        return lambda step: ramp(step) if step < warmup else (base_lr if step == warmup and warmup else None)
-    raise ValueError(f"unknown schedule {kind!r}")
-
-
-class StepLearningRate(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate before each batch from ``schedule(step)``; logs ``learning_rate``.
-
-    The step is counted in Python from ``optimizer.iterations`` at the start (restored on resume), so no
-    device read happens per batch.
-    """
-
-    def __init__(self, schedule: Schedule) -> None:
-        super().__init__()
-        self.schedule = schedule
-        self.step = 0
-        self._last: float | None = None
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self._last = None
-
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        value = self.schedule(self.step)
-        if value is not None and value != self._last:
-            self.model.optimizer.learning_rate = value
-            self._last = value
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.step += 1
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:  # the rate this epoch ended with (before a plateau reduction)
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
 
 # --- callbacks that survive a resume -------------------------------------------------------------------
 
@@ -149,6 +62,16 @@ class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 class ResumablePlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
     FIELDS = ("wait", "best", "cooldown_counter")
+
+
+class ResumableSwapEMA(_Resumable, keras.callbacks.SwapEMAWeights):
+    """Keras' own EMA swap with ``swap_on_epoch=True``: the averaged weights are in the model for validation
+    (``on_test_begin``) and from each epoch's end to the next epoch's start, so ``best.keras``, the tracker and
+    the resume checkpoint hold the weights the validation metrics were computed with; the raw weights go back
+    at the next epoch's begin. Whether the EMA weights are in the model is saved in state.json, so a resumed
+    run swaps the raw weights back in before training on (the checkpoint holds both sets, swapped)."""
+
+    FIELDS = ("_ema_weights_in_model",)
 
 
 def _plain(value: Any) -> Any:
@@ -357,18 +280,22 @@ def build_callbacks(
     base_lr: float,
     steps_per_epoch: int,
     restore: dict[str, dict[str, Any]] | None = None,
+    replicas: int = 1,
 ) -> list[keras.callbacks.Callback]:
     """The callbacks of one phase, in the order they must run at each epoch's end.
 
     Early stopping keeps ``restore_best_weights=False``: ``best.keras`` is the one best across phases and
-    resumes, and the trainer puts those weights back at the end of each phase.
+    resumes, and the trainer puts those weights back at the end of each phase. ``replicas`` makes the global
+    batch the rate is scaled to (``train.lr_scale_batch``).
     """
     restore = restore or {}
     monitor, mode = tracker.monitor, tracker.mode
     callbacks: list[keras.callbacks.Callback] = [
-        StepLearningRate(make_schedule(train, base_lr, steps_per_epoch, end_epoch - phase_start)),
+        StepLearningRate(make_schedule(train, base_lr, steps_per_epoch, end_epoch - phase_start, replicas)),
     ]
     resumables: dict[str, _Resumable] = {}
+    if train.ema:  # first: the EMA weights are in the model before any other callback sees the epoch's end
+        resumables["ema"] = ResumableSwapEMA(swap_on_epoch=True, restore=restore.get("ema"))
     if train.early_stopping_patience > 0:
         resumables["early_stopping"] = ResumableEarlyStopping(
             monitor=monitor, mode=mode, patience=train.early_stopping_patience, verbose=1, restore=restore.get("early_stopping")
@@ -379,7 +306,7 @@ def build_callbacks(
             mode=mode,
             factor=0.2,
             patience=max(1, train.early_stopping_patience // 2),
-            min_lr=base_lr * 1e-3,
+            min_lr=scaled_rate(train, base_lr, replicas) * 1e-3,
             verbose=1,
             restore=restore.get("plateau"),
         )
