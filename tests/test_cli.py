@@ -8,7 +8,7 @@ from conftest import COMMAND_TIMEOUT_S
 
 COMMANDS = [
     *("config", "list", "data", "records", "train", "tune", "evaluate", "predict", "submit", "audit"),
-    *("new-comp", "demo", "runs", "export"),
+    *("new-comp", "demo", "runs", "export", "lr-find"),
 ]
 
 

@@ -129,11 +129,11 @@ def lr_find(
     end: float = typer.Option(10.0, "--end"),
 ) -> None:
     """LR range test on the training records: lr_find.png/json beside the runs; suggests train.learning_rate."""
-    cfg = _config(settings, tensorflow=True)
+    cfg = load(settings, tensorflow=True)
     from kit import workflow
     from kit.train.lr_find import lr_find as range_test
 
-    _say(f"wrote {range_test(cfg, manifest=workflow.ensure_records(cfg), steps=steps, start=start, end=end)}")
+    say(f"wrote {range_test(cfg, manifest=workflow.ensure_records(cfg), steps=steps, start=start, end=end)}")
 
 
 @app.command()
