@@ -48,7 +48,7 @@ MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV VENV_MIN MIN_TESTS 
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
-.PHONY: help install dev demo data records train tune evaluate predict submit audit runs export kernel \
+.PHONY: help install dev demo data records train tune evaluate predict submit audit runs export lr-find kernel \
         test test-loaded test-min lint bench \
         docker-build docker-train docker-shell clean
 
@@ -67,6 +67,7 @@ HELP_LINES := \
   "audit          audit the data before training: balance, sizes, duplicates, shortcuts; report and plots" \
   "runs           every run of COMP in one table: best val, CV, threshold, public score (ARGS=\"--diff A B\")" \
   "export         export the newest run's best.keras: format=savedmodel|tflite|onnx, checked in its own runtime" \
+  "lr-find        the learning-rate range test for MODEL on COMP: lr_find.png and the rate to set" \
   "kernel         build and push a Kaggle kernel that trains and predicts (ARGS=\"--from-run RUN\": predict only)" \
   "test           run the test suite (2 workers)" \
   "test-loaded    run the test suite beside a CPU hog (stress-ng): no test may depend on the machine's speed" \
@@ -129,6 +130,9 @@ runs: $(STAMP)
 
 export: $(STAMP)
 	$(KIT) export $(KIT_ARGS)
+
+lr-find: $(STAMP)
+	$(KIT) lr-find $(KIT_ARGS)
 
 kernel: $(STAMP)
 	$(KIT) kernel push $(KIT_ARGS)
