@@ -168,7 +168,7 @@ def jitter(x: Any, brightness: Any, contrast: Any, matrix: Any, ops: ArrayOps, *
 
 
 # --------------------------------------------------------------------------------------------------
-# CutMix: the box (timm's rand_bbox), its clipped area (correct_lam), the paste and the labels
+# CutMix: the box (timm's rand_bbox), its clipped area (correct_lam), the paste; MixUp's blend; the labels
 # --------------------------------------------------------------------------------------------------
 
 
@@ -210,6 +210,14 @@ def paste(x: Any, partner: Any, rows: Any, cols: Any, ops: ArrayOps) -> Any:
     return x * (1.0 - box) + ops.gather(x, partner) * box
 
 
+def blend(x: Any, partner: Any, weight: Any, ops: ArrayOps) -> Any:
+    """MixUp: ``(1 - w) * x + w * x[partner]`` per image, for float images [B, H, W, C] and weights ``w`` [B]
+    in [0, 1] (Zhang et al. 2018); the labels take the same weights (:func:`mix_labels`)."""
+    weight = ops.cast(weight, "float32")[:, None, None, None]
+    return x * (1.0 - weight) + ops.gather(x, partner) * weight
+
+
 def mix_labels(labels: Any, partner: Any, area: Any, ops: ArrayOps) -> Any:
-    """Soft labels [B, C] mixed by the pasted fraction ``area`` [B]: ``(1 - a) * own + a * partner's``."""
+    """Soft labels [B, C] mixed by the pasted fraction (CutMix) or the blend weight (MixUp) ``area`` [B]:
+    ``(1 - a) * own + a * partner's``."""
     return (1.0 - area[:, None]) * labels + area[:, None] * ops.gather(labels, partner)
