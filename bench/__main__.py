@@ -20,7 +20,9 @@ from bench.common import DOC, FULL, QUICK, RESULTS, ROOT, SECTIONS, WORK, Contex
 from bench.jitter import section_jitter
 from bench.p1 import section_p1
 from bench.p1_build import p1_child
+from bench.p1_jpeg import section_p1_jpeg
 from bench.p2 import section_p2
+from bench.p2_380 import section_p2_380
 from bench.p3 import section_p3
 from bench.p4 import section_p4
 from bench.report import render_doc, write_result
@@ -34,6 +36,8 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
     "JITTER": section_jitter,
     "ACC": section_acc,
     "T": section_t,
+    "P1-JPEG": section_p1_jpeg,
+    "P2-380": section_p2_380,
 }
 
 

@@ -250,7 +250,7 @@ def curve_png(path: Path, raw: dict, old: dict[str, dict], quick: bool) -> str:
             [p["test_accuracy"] for p in points],
             marker="o",
             markersize=3,
-            label=f"{result['model']} new defaults: test accuracy ({key})",
+            label=f"{result['model']} this commit's preset: test accuracy ({key})",
         )
         colours[result["model"]] = line[0].get_color()
     for model, curve in old.items():
@@ -268,7 +268,8 @@ def curve_png(path: Path, raw: dict, old: dict[str, dict], quick: bool) -> str:
     ax.set_ylabel("accuracy")
     ax.set_title(f"Fashion-MNIST time to accuracy{' (QUICK: tiny subset, not the benchmark)' if quick else ''}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=7, loc="best")
     plots.save(fig, path)
     return path.name
 
