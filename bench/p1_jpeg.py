@@ -121,7 +121,10 @@ def psnr(paths: list[Path], size: int) -> dict[str, float]:
         squared += float((difference**2).sum())
         pixels += difference.size
     mse = squared / pixels if pixels else 0.0
-    return {"psnr_db": 10 * np.log10(255.0**2 / mse) if mse else float("inf"), "reduced_share": reduced / max(1, len(paths))}
+    return {
+        "psnr_db": float(10 * np.log10(255.0**2 / mse)) if mse else float("inf"),
+        "reduced_share": reduced / max(1, len(paths)),
+    }
 
 
 def _index(csv: Path, paths: list[Path]) -> None:
@@ -190,7 +193,7 @@ def section_p1_jpeg(ctx: Context) -> dict:
                     f"{build_rate:,.0f} / {loop_rate:,.0f} img/s",
                     ">= 2x" if goal else "",
                     ratio,
-                    ratio >= 2.0 if goal else None,
+                    bool(ratio >= 2.0) if goal else None,
                     f"{quality['reduced_share']:.0%} of files decoded at reduced scale",
                 )
             )
@@ -200,7 +203,7 @@ def section_p1_jpeg(ctx: Context) -> dict:
                     f"{quality['psnr_db']:.1f} dB",
                     ">= 38 dB",
                     None,
-                    quality["psnr_db"] >= 38.0,
+                    bool(quality["psnr_db"] >= 38.0),
                     f"{min(PSNR_SAMPLE, n)} files, all pixels",
                 )
             )

@@ -88,7 +88,7 @@ def section_p2_380(ctx: Context) -> dict:
                     f"{full:,.0f} img/s",
                     f">= {GOAL:,.0f} img/s" if goal else "",
                     None,
-                    full >= GOAL if goal else None,
+                    bool(full >= GOAL) if goal else None,
                     f"records only {rates['records only (uint8 -> float32)']:,.0f} img/s",
                 )
             )

@@ -49,7 +49,7 @@ def _section_md(key: str, result: dict, folder: Path, doc_dir: Path) -> list[str
         lines += ["| figure | value | goal | ratio | result | note |", "|---|---|---|---|---|---|"]
         for r in result["rows"]:
             ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}"
-            verdict = {True: "PASS", False: "FAIL", None: ""}[r.get("pass")]
+            verdict = {True: "PASS", False: "FAIL", None: ""}[{"True": True, "False": False}.get(r.get("pass"), r.get("pass"))]
             if result.get("quick") and r.get("goal"):  # tiny sizes: a verdict, but not one to quote
                 verdict = f"{verdict} (quick)" if verdict else "n/a (quick)"
             cells = [r["figure"], r["value"], r.get("goal", ""), ratio, verdict, r.get("note", "")]

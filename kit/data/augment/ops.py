@@ -158,13 +158,34 @@ def jitter(x: Any, brightness: Any, contrast: Any, matrix: Any, ops: ArrayOps, *
     steps around it; otherwise a batched einsum, the fast form for ops run one by one.
     """
     xp = ops.module
-    shape = xp.shape(x)
     x = ops.clip(x + brightness[:, None, None, None] * 255.0, 0.0, 255.0)
-    # The mean over a [B, H*W, 3] view: XLA's CPU reduction over two spatial axes is ~2x slower.
-    mean = ops.mean(xp.reshape(x, [-1, shape[1] * shape[2], shape[3]]), axis=1)[:, None, None, :]
+    mean = channel_means(x, ops, fused=fused)[:, None, None, :]
     x = ops.clip((x - mean) * contrast[:, None, None, None] + mean, 0.0, 255.0)
-    x = ops.sum(x[..., None, :] * matrix[:, None, None, :, :], axis=-1) if fused else xp.einsum("bhwc,bdc->bhwd", x, matrix)
+    if fused:  # each output channel as three multiply-adds: one elementwise loop (a size-3 reduce is ~2x slower)
+        m = matrix[:, None, None, :, :]
+        r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
+        x = xp.concat([r * m[..., d, 0:1] + g * m[..., d, 1:2] + b * m[..., d, 2:3] for d in range(3)], -1)
+    else:
+        x = xp.einsum("bhwc,bdc->bhwd", x, matrix)
     return ops.clip(x, 0.0, 255.0)
+
+
+def channel_means(x: Any, ops: ArrayOps, *, fused: bool = False) -> Any:
+    """Per-image channel means [B, 3] of images [B, H, W, 3].
+
+    The mean over a [B, H*W, 3] view (XLA's CPU reduction over two spatial axes is ~2x slower). Under XLA
+    (``fused``), when H*W is a known multiple of 16, the sums are taken over a [B, H*W/16, 48] view first and
+    the 16 partial sums of each channel added after: a reduction whose kept axis is 48 wide vectorises, one
+    3 wide does not (1.7x faster at 380 px; the same sum in another order, equal to float rounding).
+    """
+    xp = ops.module
+    height, width, channels = (x.shape[1], x.shape[2], x.shape[3]) if fused else (None, None, None)
+    pixels = height * width if height is not None and width is not None else None
+    if fused and channels == 3 and pixels and pixels % 16 == 0:
+        partial = ops.sum(xp.reshape(x, [-1, pixels // 16, 48]), axis=1)  # [B, 48]: 16 partial sums per channel
+        return ops.sum(xp.reshape(partial, [-1, 16, 3]), axis=1) / float(pixels)
+    shape = xp.shape(x)
+    return ops.mean(xp.reshape(x, [-1, shape[1] * shape[2], shape[3]]), axis=1)
 
 
 # --------------------------------------------------------------------------------------------------
