@@ -161,13 +161,15 @@ def jitter(x: Any, brightness: Any, contrast: Any, matrix: Any, ops: ArrayOps, *
     x = ops.clip(x + brightness[:, None, None, None] * 255.0, 0.0, 255.0)
     mean = channel_means(x, ops, fused=fused)[:, None, None, :]
     x = ops.clip((x - mean) * contrast[:, None, None, None] + mean, 0.0, 255.0)
-    if fused:  # each output channel as three multiply-adds: one elementwise loop (a size-3 reduce is ~2x slower)
-        m = matrix[:, None, None, :, :]
-        r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
-        x = xp.concat([r * m[..., d, 0:1] + g * m[..., d, 1:2] + b * m[..., d, 2:3] for d in range(3)], -1)
-    else:
-        x = xp.einsum("bhwc,bdc->bhwd", x, matrix)
+    x = color_mix(x, matrix[:, None, None, :, :], ops) if fused else xp.einsum("bhwc,bdc->bhwd", x, matrix)
     return ops.clip(x, 0.0, 255.0)
+
+
+def color_mix(x: Any, matrix: Any, ops: ArrayOps) -> Any:
+    """``x @ matrix^T`` over the channel axis, each output channel as three multiply-adds: one elementwise loop
+    under XLA (a size-3 reduce is ~2x slower). ``matrix`` broadcasts against [..., 3, 3]."""
+    r, g, b = x[..., 0:1], x[..., 1:2], x[..., 2:3]
+    return ops.module.concat([r * matrix[..., d, 0:1] + g * matrix[..., d, 1:2] + b * matrix[..., d, 2:3] for d in range(3)], -1)
 
 
 def channel_means(x: Any, ops: ArrayOps, *, fused: bool = False) -> Any:
