@@ -226,8 +226,9 @@ def section_p1_jpeg(ctx: Context) -> dict:
             f"OpenCV single-threaded. {ctx.sizes.p1_rounds} alternating round(s) per case (loop, build, build, loop).",
             "kit decodes a JPEG at 1/2, 1/4 or 1/8 scale inside libjpeg when both sides stay >= the target "
             "(kit.data.images.decode_with_size): at 64 px a 768x512 file decodes at 96x64, at 224 px at 384x256; at 380 px "
-            "no reduction keeps 512 >= 380, so both sides decode in full. PSNR compares kit's pixels before encoding with "
-            "the full decode + INTER_AREA of the same file (JPEG records add their own q95 loss on top).",
+            "only the 768x768 squares halve (384 >= 380), every other file decodes in full on both sides. PSNR compares "
+            "kit's pixels before encoding with the full decode + INTER_AREA of the same file (JPEG records add their own "
+            "q95 loss on top).",
         ],
     }
 

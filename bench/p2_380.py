@@ -133,7 +133,7 @@ def section_p2_380(ctx: Context) -> dict:
             )
             for stage, rate in rates.items():
                 rows.append(row(f"  {size} px {fmt}: {stage}", f"{rate:,.0f} img/s", note="information"))
-    jitter = {size: jitter_before_after(size, 3 if ctx.quick else 8) for size in (380, 224)}
+    jitter = {size: jitter_before_after(size, 1 if ctx.quick else 8) for size in (380, 224)}
     raw_jitter = {str(size): value for size, value in jitter.items()}
     for size, value in jitter.items():
         rows.append(

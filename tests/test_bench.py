@@ -103,7 +103,9 @@ def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path
     ]
     for run in jpeg["raw"]["runs"]:
         assert run["build_rate"] > 0 and run["loop_rate"] > 0
-        assert run["psnr_db"] >= 30 and run["reduced_share"] == (0.0 if run["size"] == 380 else 1.0)
+        assert run["psnr_db"] >= 30
+        # Every file of the mix halves at least once at 64 and 224 px; at 380 px only the 768x768 squares (384 >= 380).
+        assert run["reduced_share"] == 1.0 if run["size"] < 380 else run["reduced_share"] < 0.2
     p2 = json.loads((results / "quick" / "p2-380.json").read_text())
     assert "error" not in p2 and set(p2["raw"]["rates"]) == {"380-png", "380-jpeg", "224-png", "224-jpeg"}
     assert all(rate > 0 for rates in p2["raw"]["rates"].values() for rate in rates.values())
