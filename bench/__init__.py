@@ -14,6 +14,15 @@ Run as ``python -m bench [--quick] [--only P1,P2,...]`` from the repository root
 - **JITTER** (:mod:`bench.jitter`) keras.layers.RandomColorJitter against kit's vectorised jitter at 224 px,
   batch 32 (information).
 - **ACC** (:mod:`bench.acc`) Fashion-MNIST test accuracy of ResNet20 / CNN / LSTM trained with kit's defaults.
+- **T** (:mod:`bench.time_to_accuracy`) time to accuracy (issue 19): E = one bare ``model.fit`` epoch of ResNet20
+  over the same training images in the same run; T1 resnet20, T2 cnn, T4 the fastest scratch preset
+  (``--t-fast-model``, default resnet9) trained with kit's train entry point, test accuracy and wall time in
+  minutes and in E against the goals; T3 ``kit demo``; a plot of test accuracy against wall-clock minutes.
+- **P1-JPEG** (:mod:`bench.p1_jpeg`) records from >= 5,000 generated JPEGs of the AI-vs-human size mix to 64, 224
+  and 380 px over ``cores`` naive full-decode OpenCV loops (goal >= 2x at 64 and 224 px), with the PSNR of kit's
+  reduced-scale decode against the full decode (goal >= 38 dB).
+- **P2-380** (:mod:`bench.p2_380`) the online pipeline at 380 px (records -> flip + colour jitter + CutMix, batch 32),
+  goal >= 1,000 img/s, also at 224 px, PNG and JPEG records, stage by stage, and the jitter kernel before/after.
 
 Why ratios: the 2 CPU cores this runs on are shared, so absolute images/s drift by tens of percent from one
 minute to the next. Each speed figure is kit against its baseline measured side by side, in alternating

@@ -20,10 +20,13 @@ from bench.common import DOC, FULL, QUICK, RESULTS, ROOT, SECTIONS, WORK, Contex
 from bench.jitter import section_jitter
 from bench.p1 import section_p1
 from bench.p1_build import p1_child
+from bench.p1_jpeg import section_p1_jpeg
 from bench.p2 import section_p2
+from bench.p2_380 import section_p2_380
 from bench.p3 import section_p3
 from bench.p4 import section_p4
 from bench.report import render_doc, write_result
+from bench.time_to_accuracy import section_t
 
 RUNNERS: dict[str, Callable[[Context], dict]] = {
     "P1": section_p1,
@@ -32,6 +35,9 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
     "P4": section_p4,
     "JITTER": section_jitter,
     "ACC": section_acc,
+    "T": section_t,
+    "P1-JPEG": section_p1_jpeg,
+    "P2-380": section_p2_380,
 }
 
 
@@ -44,6 +50,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown report to write")
     parser.add_argument("--acc-models", default="", help="ACC: comma-separated models to train (default: resnet20,cnn,lstm)")
     parser.add_argument("--acc-rescore", action="store_true", help="ACC: score the recorded runs again, no training")
+    parser.add_argument("--t-fast-model", default="resnet9", help="T4: the fastest scratch preset to time (default: resnet9)")
     parser.add_argument("--p1-sizes", default="", help="override P1's image counts, e.g. 200,400 (tests)")
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
     return parser.parse_args(argv)
@@ -71,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(args.quick, sizes, results, args.work, "python -m bench " + " ".join(argv), machine_info())
     ctx.acc_models = tuple(m.strip() for m in args.acc_models.split(",") if m.strip())
     ctx.acc_rescore = args.acc_rescore
+    ctx.t_fast_model = args.t_fast_model
     log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
     log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
     failed = []

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work"
 DOC = ROOT / "BENCHMARKS.md"
-SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC")
+SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380")
 GIB = 1024**3
 BATCH = 64
 
@@ -64,6 +64,7 @@ class Context:
     machine: dict[str, Any] = field(default_factory=dict)
     acc_models: tuple[str, ...] = ()  # ACC: the models to train (empty: all of ACC_GOALS)
     acc_rescore: bool = False  # ACC: score the recorded runs again instead of training
+    t_fast_model: str = "resnet9"  # T4: the fastest scratch preset (skipped when the registry lacks it)
 
 
 def log(message: str) -> None:

@@ -33,13 +33,13 @@ def p1_child(spec: dict) -> None:
     cfg.data.records_root = spec["records_root"]
     cfg.data.shard_mb = spec["shard_mb"]
     # PNG records: the same decode + resize + encode work as the OpenCV baseline loop (the default, raw
-    # pixels for small images, would skip the encode and flatter kit).
-    cfg.data.image_format = "png"
+    # pixels for small images, would skip the encode and flatter kit). P1-JPEG names its own format.
+    cfg.data.image_format = spec.get("format", "png")
     classes = [f"c{k:03d}" for k in range(num_classes)]
     cfg.comp.classes = classes
     root = Path(spec["source"])
     # The index as `kit records` gets it: kit.data.sources.load_index reads <records_root>/<comp>/index.csv.
-    index_csv = Path(spec["records_root"]) / f"index-{n}.csv"
+    index_csv = Path(spec.get("index") or Path(spec["records_root"]) / f"index-{n}.csv")  # P1-JPEG writes its own
     if not index_csv.is_file():
         from kit.io import atomic_write
 

@@ -49,7 +49,7 @@ def _section_md(key: str, result: dict, folder: Path, doc_dir: Path) -> list[str
         lines += ["| figure | value | goal | ratio | result | note |", "|---|---|---|---|---|---|"]
         for r in result["rows"]:
             ratio = "" if r.get("ratio") is None else f"{r['ratio']:.2f}"
-            verdict = {True: "PASS", False: "FAIL", None: ""}[r.get("pass")]
+            verdict = {True: "PASS", False: "FAIL", None: ""}[{"True": True, "False": False}.get(r.get("pass"), r.get("pass"))]
             if result.get("quick") and r.get("goal"):  # tiny sizes: a verdict, but not one to quote
                 verdict = f"{verdict} (quick)" if verdict else "n/a (quick)"
             cells = [r["figure"], r["value"], r.get("goal", ""), ratio, verdict, r.get("note", "")]
@@ -88,7 +88,7 @@ def render_doc(results_dir: Path, doc: Path) -> Path:
         "```",
         "make bench                 # full run (hours on 2 cores: the accuracy section trains three models on Fashion-MNIST)",
         "make bench QUICK=1         # smoke run, a few minutes: tiny sizes, results in bench/results/quick/",
-        "make bench ARGS='--only P2,P3'   # some sections (P1 P2 P3 P4 JITTER ACC)",
+        "make bench ARGS='--only P2,P3'   # some sections (" + " ".join(SECTIONS) + ")",
         "```",
         "",
         "## Full results",
@@ -105,8 +105,8 @@ def render_doc(results_dir: Path, doc: Path) -> Path:
         "## Quick results (smoke run)",
         "",
         "**QUICK MODE**: tiny sizes (P1 at N = 2k/5k, few batches and epochs, a 2k-image Fashion-MNIST subset for 2 "
-        "epochs) to prove every path works. These numbers are NOT the benchmark: start-up costs dominate them and the "
-        "accuracy goals do not apply.",
+        "epochs, 120 JPEGs for P1-JPEG, 64 records for P2-380) to prove every path works. These numbers are NOT the "
+        "benchmark: start-up costs dominate them and the accuracy goals do not apply.",
         "",
     ]
     if not quick:

@@ -103,3 +103,45 @@ def test_full_keras_augmenter_in_tf_data_is_in_range_with_exact_label_sums() -> 
         assert out_images.dtype == np.float32 and out_images.shape == tuple(images.shape)
         assert out_images.min() >= 0.0 and out_images.max() <= 255.0
         np.testing.assert_allclose(out_labels.sum(axis=1), 1.0, atol=1e-6)
+
+
+def old_fused_jitter(x: tf.Tensor, brightness: tf.Tensor, contrast: tf.Tensor, matrix: tf.Tensor) -> tf.Tensor:
+    """The fused jitter as it was before the 380 px speed-up: a plain mean over [B, H*W, 3] and the colour matrix
+    as a broadcast multiply summed over a size-3 axis."""
+    shape = tf.shape(x)
+    x = tf.clip_by_value(x + brightness[:, None, None, None] * 255.0, 0.0, 255.0)
+    mean = tf.reduce_mean(tf.reshape(x, [-1, shape[1] * shape[2], 3]), axis=1)[:, None, None, :]
+    x = tf.clip_by_value((x - mean) * contrast[:, None, None, None] + mean, 0.0, 255.0)
+    return tf.clip_by_value(tf.reduce_sum(x[..., None, :] * matrix[:, None, None, :, :], axis=-1), 0.0, 255.0)
+
+
+@pytest.mark.parametrize("size", [48, 38])  # 48*48 is a multiple of 16 (the wide reduction), 38*38 is not
+def test_faster_fused_jitter_equals_the_old_ops_on_fixed_seeds(size: int) -> None:
+    from kit.data.augment import draws, ops
+
+    rng = np.random.default_rng(5)
+    images = tf.constant(rng.integers(0, 256, (6, size, size, 3)).astype(np.float32))
+    for seed in ([1, 2], [3, 4], [9, 1]):
+        brightness, contrast, matrix = draws.jitter(tf.constant(seed), 6, 0.4)
+        new = tf.function(lambda x, b, c, m: ops.jitter(x, b, c, m, ops.tensorflow_ops(), fused=True), jit_compile=True)
+        old = tf.function(old_fused_jitter, jit_compile=True)
+        got, want = new(images, brightness, contrast, matrix).numpy(), old(images, brightness, contrast, matrix).numpy()
+        np.testing.assert_allclose(got, want, atol=0.01)  # float summation order only: 1/100 of a grey level
+        assert np.abs(got - want).mean() < 1e-3
+    means = ops.channel_means(images, ops.tensorflow_ops(), fused=True).numpy()
+    np.testing.assert_allclose(means, images.numpy().astype(np.float64).mean(axis=(1, 2)), rtol=1e-5)
+
+
+def test_augmenter_with_faster_jitter_gives_the_same_batches_as_the_plain_ops() -> None:
+    # The whole XLA augmenter (flip + jitter + CutMix) against the same augmenter run op by op (einsum jitter).
+    images, labels = batch(n=16, size=32)
+    cfg = AugmentConfig(flip="horizontal", color_jitter=0.2, cutmix=1.0, seed=21)
+    runs = []
+    for jit in (True, False):
+        augment = build_online_augmenter(AugmentConfig(**{**cfg.__dict__, "jit_compile": jit}), 5)
+        runs.append(
+            list(tf.data.Dataset.from_tensors((tf.cast(images, tf.uint8), labels)).repeat(3).map(augment).as_numpy_iterator())
+        )
+    for (xla_images, xla_labels), (plain_images, plain_labels) in zip(*runs, strict=True):
+        np.testing.assert_allclose(xla_images, plain_images, atol=0.01)
+        np.testing.assert_array_equal(xla_labels, plain_labels)

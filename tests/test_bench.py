@@ -56,3 +56,63 @@ def test_quick_p1_tiny_writes_results_and_report(tmp_path: Path) -> None:
     assert "## Full results" in text and "JITTER: full run" in text
     assert "## Quick results" in text and "P1: records build speed and memory" in text
     assert "| figure | value | goal | ratio | result | note |" in text
+
+
+def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path) -> None:
+    """The issue-19 sections in quick mode: T (E, T1/T2 trained through kit's train entry point with a per-epoch test
+    curve, T4 skipped when the registry lacks its model, T3 `kit demo`), P1-JPEG and P2-380, each row with its goal."""
+    results, work, doc = tmp_path / "results", tmp_path / "work", tmp_path / "BENCHMARKS.md"
+    results.mkdir()
+    # A full ACC result with a history: the old defaults' curve comes from it, labelled as val accuracy.
+    old = {"raw": {"resnet20": {"wall_seconds": 120.0, "test_accuracy": 0.9, "history": {"val_accuracy": [0.5, 0.7, 0.8]}}}}
+    (results / "acc.json").write_text(json.dumps(old))
+    command = [sys.executable, "-m", "bench", "--quick", "--only", "T,P1-JPEG,P2-380", "--t-fast-model", "no-such-model"]
+    command += ["--results", str(results), "--work", str(work), "--doc", str(doc)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3 * COMMAND_TIMEOUT_S)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    t = json.loads((results / "quick" / "t.json").read_text())
+    assert "error" not in t and t["quick"] is True
+    assert t["raw"]["e"]["seconds"] > 0 and t["raw"]["e"]["images"] == 1600  # the 80 % train split of 2,000
+    figures = [r["figure"] for r in t["rows"]]
+    assert any(f.startswith("T1 resnet20") for f in figures) and any(f.startswith("T2 cnn") for f in figures)
+    assert any(f.startswith("T3 kit demo") for f in figures)
+    skipped = next(r for r in t["rows"] if r["figure"].startswith("T4"))
+    assert skipped["value"] == "skipped" and "no-such-model" in skipped["note"]
+    for key in ("T1", "T2"):
+        model = t["raw"]["models"][key]
+        assert model["epochs"] == 2 and len(model["curve"]) == 2
+        seconds = [p["seconds"] for p in model["curve"]]
+        assert 0 < seconds[0] < seconds[1] <= model["wall_seconds"]  # the test scoring's own time is off the clock
+        assert all(0.0 <= p["test_accuracy"] <= 1.0 for p in model["curve"]) and model["test_eval_seconds_excluded"] > 0
+        assert model["e_units"] == model["wall_seconds"] / t["raw"]["e"]["seconds"]
+        assert model["command"].startswith("kit train comp=") and f"model={model['model']}" in model["command"]
+    assert 0.0 <= t["raw"]["demo"]["hidden_test_accuracy"] <= 1.0 and t["raw"]["demo"]["command"].startswith("kit demo ")
+    assert t["raw"]["old_curves"]["resnet20"]["minutes"] == [2 / 3, 4 / 3, 2.0]
+    assert (results / "quick" / "t_time_to_accuracy.png").stat().st_size > 10_000
+
+    jpeg = json.loads((results / "quick" / "p1-jpeg.json").read_text())
+    assert "error" not in jpeg
+    assert [(r["size"], r["format"]) for r in jpeg["raw"]["runs"]] == [
+        (64, "raw"),
+        (224, "png"),
+        (224, "jpeg"),
+        (380, "png"),
+        (380, "jpeg"),
+    ]
+    for run in jpeg["raw"]["runs"]:
+        assert run["build_rate"] > 0 and run["loop_rate"] > 0
+        assert run["psnr_db"] >= 30
+        # Every file of the mix halves at least once at 64 and 224 px; at 380 px only the 768x768 squares (384 >= 380).
+        assert run["reduced_share"] == 1.0 if run["size"] < 380 else run["reduced_share"] < 0.2
+    p2 = json.loads((results / "quick" / "p2-380.json").read_text())
+    assert "error" not in p2 and set(p2["raw"]["rates"]) == {"380-png", "380-jpeg", "224-png", "224-jpeg"}
+    assert all(rate > 0 for rates in p2["raw"]["rates"].values() for rate in rates.values())
+    goal_rows = [r for r in p2["rows"] if r["goal"]]
+    assert len(goal_rows) == 2 and all(r["goal"] == ">= 1,000 img/s" for r in goal_rows)
+
+    text = doc.read_text()
+    for title in ("T: time to accuracy", "P1-JPEG: records from real-size JPEGs", "P2-380: online pipeline"):
+        assert title in text
+    assert "kit train comp=" in text and "t_time_to_accuracy.png" in text

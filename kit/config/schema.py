@@ -146,6 +146,8 @@ class AugmentConfig:
     color_jitter: float = ranged(0.0, 0, 1, high_open=True)  # strength of brightness/contrast/saturation/hue jitter
     cutmix: float = ranged(0.0, 0, 1)  # probability that a batch (online) or a copy (offline) is CutMixed
     cutmix_alpha: float = ranged(1.0, 0, 100, low_open=True)  # Beta(alpha, alpha) for the mixed area
+    mixup: float = ranged(0.0, 0, 1)  # probability that a batch (online) or a copy (offline) is MixUped (then no CutMix)
+    mixup_alpha: float = ranged(0.2, 0, 100, low_open=True)  # Beta(alpha, alpha) for the partner's weight (Zhang et al.)
     offline_copies: int = ranged(1, 1, 100)  # offline: augmented copies of the training set baked into the records
     jit_compile: bool = True  # online, library=keras: flips, jitter and CutMix as one XLA kernel (false: plain TF ops)
     seed: int = ranged(1337, **SEED)

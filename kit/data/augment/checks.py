@@ -36,3 +36,9 @@ def check_config(cfg: AugmentConfig) -> None:
         raise KitError(
             f"augment.cutmix_alpha={cfg.cutmix_alpha} must be positive", "use augment.cutmix_alpha=1.0 as in the CutMix paper"
         )
+    if not 0.0 <= cfg.mixup <= 1.0:
+        raise KitError(f"augment.mixup={cfg.mixup} is not a probability", "use e.g. augment.mixup=0.5 (0 turns MixUp off)")
+    if cfg.mixup > 0 and not cfg.mixup_alpha > 0:
+        raise KitError(
+            f"augment.mixup_alpha={cfg.mixup_alpha} must be positive", "use augment.mixup_alpha=0.2 as in the MixUp paper"
+        )

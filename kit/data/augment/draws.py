@@ -93,3 +93,20 @@ def cutmix(seed: Any, batch: Any, height: Any, width: Any, alpha: float, probabi
     rows *= mixes[:, None]
     area = tf.reduce_mean(rows, axis=1) * tf.reduce_mean(cols, axis=1)
     return partner, rows, cols, area
+
+
+def mixup(seed: Any, batch: Any, alpha: float, probability: float) -> tuple[Any, Any, Any]:
+    """One batch's MixUp: (partner [B], weight [B], applied []).
+
+    Image b becomes ``(1 - weight[b]) * itself + weight[b] * image partner[b]``, the weight drawn per image
+    from Beta(alpha, alpha) (Zhang et al. 2018; timm's ``elem`` mode), the partner from a random permutation.
+    With ``probability < 1`` the whole batch is mixed or not: ``applied`` is 1.0 or 0.0 and the weights are 0
+    on a batch left alone (a batch is MixUped or CutMixed, never both, as timm's ``Mixup`` switches).
+    """
+    seed_weight, seed_perm, seed_apply = split(seed, 3)
+    weight = beta(seed_weight, [batch], alpha)
+    partner = permutation(seed_perm, batch)
+    applied = tf.constant(1.0)
+    if probability < 1.0:
+        applied = tf.cast(uniform(seed_apply, [], 0.0, 1.0) < probability, tf.float32)
+    return partner, weight * applied, applied

@@ -73,12 +73,25 @@ def _cutmix(
     return images, ops.mix_labels(soft_labels, partner, area, ops.NUMPY).astype(np.float32)
 
 
+def _mixup_draws(n: int, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mixes [N] bool, partner [N], weight [N]) from a stream of their own (seeded by ``(seed, 1)``), so turning
+    MixUp on leaves every other draw, and so the records without it, byte for byte as they were."""
+    rng = np.random.default_rng((seed, 1))
+    mixes = rng.random(n) < cfg.mixup
+    partner = rng.integers(0, n - 1, n)
+    partner += partner >= np.arange(n)  # another image, never itself
+    weight = rng.beta(cfg.mixup_alpha, cfg.mixup_alpha, n) * mixes
+    return mixes, partner, weight
+
+
 def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One augmented copy of a batch, as baked into the records in offline mode.
 
     Each image is flipped/rotated/shifted/jittered; then, with probability ``cfg.cutmix`` per image, a box from
     another (augmented, unmixed) image of the batch is pasted in and the soft label becomes
-    ``(1 - a) * own + a * other`` with ``a`` the exact pasted pixel fraction. Deterministic for ``seed``.
+    ``(1 - a) * own + a * other`` with ``a`` the exact pasted pixel fraction. With probability ``cfg.mixup``
+    per image it is instead blended with another one, ``(1 - w) * own + w * other`` for pixels (rounded to
+    uint8) and labels alike, ``w ~ Beta(mixup_alpha, mixup_alpha)``. Deterministic for ``seed``.
 
     Args:
         images: uint8 [N, H, W, 3].
@@ -102,6 +115,14 @@ def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentCon
     n = images.shape[0]
     base = np.stack([_augment_one(image, cfg, rng) for image in images]) if n else images.copy()
     labels = soft_labels.astype(np.float32, copy=True)
+    out_images, out_labels = base, labels
     if cfg.cutmix > 0 and n > 1:
-        return _cutmix(base, labels, cfg, rng)
-    return base, labels
+        out_images, out_labels = _cutmix(base, labels, cfg, rng)
+    if cfg.mixup > 0 and n > 1:
+        # MixUp blends two augmented, unmixed images; an image MixUped is not CutMixed too (timm switches too).
+        mixes, partner, weight = _mixup_draws(n, cfg, seed)
+        blended = ops.blend(base.astype(np.float32), partner, weight, ops.NUMPY)
+        out_images = np.where(mixes[:, None, None, None], np.clip(np.rint(blended), 0, 255).astype(np.uint8), out_images)
+        mixed_labels = ops.mix_labels(labels, partner, weight, ops.NUMPY).astype(np.float32)
+        out_labels = np.where(mixes[:, None], mixed_labels, out_labels)
+    return out_images, out_labels

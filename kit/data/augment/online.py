@@ -11,7 +11,7 @@ Measured at 64 px, batch 64, in tf.data on 2 shared cores: flip + jitter + CutMi
 as ``keras.layers.RandomRotation`` between the flips and the kernel.
 
 keras-cv (``augment.library=keras_cv``): its public layers one after the other (flip, rotation,
-translation, CutMix), kit's colour jitter. keras-cv's CutMix box is clipped at the border without
+translation, CutMix), kit's colour jitter and MixUp. keras-cv's CutMix box is clipped at the border without
 correcting the label weight (its labels can be off by half the box), so it runs on the images plus a
 "source index" channel and the labels are mixed by the pixels each image actually received.
 """
@@ -77,6 +77,7 @@ class OnlineAugmenter:
                 ("translate", cfg.translate > 0),
                 ("color_jitter", cfg.color_jitter > 0),
                 (f"cutmix(p={cfg.cutmix}, alpha={float(cfg.cutmix_alpha)})", cfg.cutmix > 0),
+                (f"mixup(p={cfg.mixup}, alpha={float(cfg.mixup_alpha)})", cfg.mixup > 0),
             ]
             if on
         ]
@@ -154,20 +155,27 @@ class OnlineAugmenter:
                 images = layer(images, training=True)
         shifts = draws.shifts(seed_shifts, batch, height, width, cfg.translate) if cfg.translate > 0 else None
         jitter = draws.jitter(seed_jitter, batch, cfg.color_jitter) if cfg.color_jitter > 0 else None
-        paste = None
+        paste, blend, tf_ops = None, None, ops.tensorflow_ops()
+        if cfg.mixup > 0:  # its seed split off CutMix's only when on, so CutMix alone draws as before
+            seed_cutmix, seed_mixup = draws.split(seed_cutmix, 2)
+            partner, weight, mixed_up = draws.mixup(seed_mixup, batch, float(cfg.mixup_alpha), cfg.mixup)
+            labels = ops.mix_labels(labels, partner, weight, tf_ops)
+            blend = (partner, weight)
         if cfg.cutmix > 0:
             partner, rows, cols, area = draws.cutmix(seed_cutmix, batch, height, width, float(cfg.cutmix_alpha), cfg.cutmix)
-            labels = ops.mix_labels(labels, partner, area, ops.tensorflow_ops())
+            if blend is not None:  # a MixUped batch is not CutMixed too
+                rows, area = rows * (1.0 - mixed_up), area * (1.0 - mixed_up)
+            labels = ops.mix_labels(labels, partner, area, tf_ops)
             paste = (partner, rows, cols)
-        mixed = self.kernel(images, flips, shifts, jitter, paste)
+        mixed = self.kernel(images, flips, shifts, jitter, paste, blend)
         return tf.ensure_shape(mixed, images.shape), labels
 
-    def _kernel(self, images: Any, flips: list[tuple[int, Any]], shifts: Any, jitter: Any, paste: Any) -> Any:
+    def _kernel(self, images: Any, flips: list[tuple[int, Any]], shifts: Any, jitter: Any, paste: Any, blend: Any) -> Any:
         """The pixel work of one batch (compiled by XLA unless ``augment.jit_compile=false``).
 
         uint8 or float images [B, H, W, 3] -> float32 in 0..255: each image flipped along each axis where drawn,
-        whole-pixel shifts, jitter with the drawn parameters, the CutMix paste (an exact 0/1 blend), then a
-        clip (the rotation's interpolation can overshoot 0..255 slightly).
+        whole-pixel shifts, jitter with the drawn parameters, the CutMix paste (an exact 0/1 blend) or the MixUp
+        blend, then a clip (the rotation's interpolation can overshoot 0..255 slightly).
         """
         import tensorflow as tf
 
@@ -181,6 +189,8 @@ class OnlineAugmenter:
             x = ops.jitter(x, *jitter, tf_ops, fused=bool(self.cfg.jit_compile))
         if paste is not None:
             x = ops.paste(x, *paste, tf_ops)
+        if blend is not None:
+            x = ops.blend(x, *blend, tf_ops)
         return tf.clip_by_value(x, 0.0, 255.0)
 
     # ---- keras-cv: its layers one after the other ---------------------------------------------------------
@@ -199,10 +209,20 @@ class OnlineAugmenter:
             images = ops.jitter(images, *jitter, ops.tensorflow_ops())  # clips to 0..255
         else:  # rotation interpolation can overshoot slightly; models expect 0..255
             images = tf.clip_by_value(images, 0.0, 255.0)
-        if self.cfg.cutmix >= 1.0:
+        mixed_up = None
+        if self.cfg.mixup > 0:  # keras-cv's MixUp draws one weight a batch; kit's blend is per image, as online above
+            seed_apply, seed_mixup = draws.split(seed_apply, 2)
+            partner, weight, mixed_up = draws.mixup(seed_mixup, tf.shape(images)[0], float(self.cfg.mixup_alpha), self.cfg.mixup)
+            images, labels = (
+                ops.blend(images, partner, weight, ops.tensorflow_ops()),
+                ops.mix_labels(labels, partner, weight, ops.tensorflow_ops()),
+            )
+        if self.cfg.cutmix >= 1.0 and mixed_up is None:
             images, labels = self._cutmix_tagged(images, labels)
         elif self.cfg.cutmix > 0:
             apply = draws.uniform(seed_apply, [], 0.0, 1.0) < self.cfg.cutmix
+            if mixed_up is not None:  # a MixUped batch is not CutMixed too
+                apply = apply & (mixed_up == 0.0)
             images, labels = tf.cond(apply, lambda: self._cutmix_tagged(images, labels), lambda: (images, labels))
         return images, labels
 
@@ -232,8 +252,9 @@ def build_online_augmenter(cfg: AugmentConfig, num_classes: int) -> Callable[[An
     or soft [B, num_classes].
     Applies, in order: random flips (``cfg.flip``; ``both`` flips each axis on its own draw), rotation
     (``cfg.rotation``, reflect fill), whole-pixel shifts (``cfg.translate``, reflect fill), color jitter
-    (``cfg.color_jitter`` strength), then CutMix on the whole batch with probability ``cfg.cutmix``, mixing
-    labels by the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
+    (``cfg.color_jitter`` strength), then MixUp on the whole batch with probability ``cfg.mixup`` (per-image
+    Beta(mixup_alpha) weights) or else CutMix with probability ``cfg.cutmix``, mixing labels by the blend
+    weight or the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
     The same ``cfg.seed`` gives the same sequence of batches' draws.
     Raises :class:`KitError` at trace time for integer or unbatched labels or unbatched images.
     """
