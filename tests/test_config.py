@@ -55,7 +55,7 @@ def test_comp_accepts_a_yaml_path(tmp_path: Path):
         (["strategy=tpu"], "gs://"),
         (["threshold=high"], "threshold=auto"),
         (["epochs"], "key=value"),
-        (["model.name=resnet"], "unknown model 'resnet' (fix: use one of: resnet50, resnet20"),
+        (["model.name=resnet"], "unknown model 'resnet' (fix: use one of: resnet9, resnet50, resnet20"),
         (["tuner.space={model.dropout: {type: float}}"], "tuner.space of model resnet20.model.dropout: type float needs min"),
         (["augment.mode=onlin"], "unknown value for augment.mode 'onlin' (fix: use one of: online"),
         (["train.optimizer=Adam"], "value for train.optimizer 'Adam' (fix: use one of: adam, adamw (all: adam, adamw, sgd))"),

@@ -87,17 +87,16 @@ def _set_phase(model: keras.Model, phase: Phase, cfg: Config) -> None:
 def compile_phase(
     model: keras.Model, cfg: Config, phase: Phase, strategy: tf.distribute.Strategy, binary: bool, num_classes: int
 ) -> None:
+    from kit.train.lr_schedules import build_optimizer, jit_compile
     from kit.train.metrics import build_loss, build_metrics
-    from kit.train.schedules import build_optimizer
     from kit.train.strategy import device_type
 
     with strategy.scope():
         model.compile(
-            optimizer=build_optimizer(cfg.train, phase.learning_rate),
+            optimizer=build_optimizer(cfg.train, phase.learning_rate, int(strategy.num_replicas_in_sync)),
             loss=build_loss(binary, cfg.train.label_smoothing),
             metrics=build_metrics(binary, num_classes),
-            # XLA compiling pays off on accelerators; on CPUs it mostly costs start-up time.
-            jit_compile="auto" if device_type(strategy) != "cpu" else False,
+            jit_compile=jit_compile(cfg.train, device_type(strategy)),
         )
 
 
@@ -144,11 +143,13 @@ def fit_phases(
     import tensorflow as tf
 
     from kit.train import multiworker
+    from kit.train.lr_schedules import scaled_rate
     from kit.train.metrics import monitor_mode, monitored_metric
     from kit.train.schedules import Tracker, build_callbacks, read_history, write_history
     from kit.train.strategy import is_chief
 
     strategy = strategy or tf.distribute.get_strategy()
+    replicas = int(strategy.num_replicas_in_sync)  # the global batch the rate is scaled to (train.lr_scale_batch)
     run_dir = as_path(run_dir)  # gs:// (TPU) run dirs stay URLs
     chief = is_chief(strategy)
     out_dir = run_dir if chief else Path(tempfile.mkdtemp(prefix="kit-worker-"))
@@ -199,9 +200,10 @@ def fit_phases(
             multiworker.prepare(model, strategy, train_ds)  # every variable must exist before loading
             _load_checkpoint(model, run_dir / "checkpoint" / state["weights"])
         trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
+        rate = scaled_rate(cfg.train, phase.learning_rate, replicas)  # the rate the optimizer uses, not the setting
         print(
             f"phase {phase.index}/{len(phases)}: {phase.what}; {trainable:,} trainable parameters; "
-            f"epochs {initial_epoch + 1}-{end_epoch}; learning rate {phase.learning_rate:g} ({cfg.train.schedule}); "
+            f"epochs {initial_epoch + 1}-{end_epoch}; learning rate {rate:g} ({cfg.train.schedule}); "
             f"monitor {monitor}",
             flush=True,
         )
@@ -216,6 +218,7 @@ def fit_phases(
             base_lr=phase.learning_rate,
             steps_per_epoch=steps_per_epoch,
             restore=state.get("callbacks") if resuming else None,
+            replicas=replicas,
         )
         fit_args = {
             "epochs": end_epoch,

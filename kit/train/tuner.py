@@ -93,9 +93,11 @@ def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_
             trial_cfg = apply_values(cfg, {d.name: hp.get(d.name) for d in dims})
             epochs = int(kwargs.get("epochs", trial_epochs(cfg)))
             callbacks = list(kwargs.pop("callbacks", []))
-            callbacks.append(
-                StepLearningRate(make_schedule(trial_cfg.train, trial_cfg.train.learning_rate, steps_per_epoch, epochs))
-            )
+            if trial_cfg.train.ema:  # trials are scored on the averaged weights, as kit train scores its runs
+                callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            schedule = make_schedule(trial_cfg.train, trial_cfg.train.learning_rate, steps_per_epoch, epochs, replicas)
+            callbacks.append(StepLearningRate(schedule))
             if trial_cfg.train.early_stopping_patience > 0:
                 callbacks.append(
                     keras.callbacks.EarlyStopping(
