@@ -101,6 +101,19 @@ def _ended_trials(search: Path) -> list[str]:
         return []
 
 
+def _completed_trials(search: Path) -> dict[str, str]:
+    """The ended trials whose trial.json says COMPLETED (a trial can also end INVALID, e.g. a NaN score), by folder."""
+    done = {}
+    for name in _ended_trials(search):
+        try:
+            text = (search / name / "trial.json").read_text()
+        except FileNotFoundError:
+            continue
+        if '"COMPLETED"' in text:
+            done[name] = text
+    return done
+
+
 def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     cfg = tiny_search(tmp_path, "random", max_trials=3, max_epochs=3)
     config = tmp_path / "tune.yaml"
@@ -109,14 +122,14 @@ def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     search = tmp_path / "runs" / "tiny" / "cnn" / "tune-random" / "search"
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # A trial is finished once oracle.json lists it as ended (keras-tuner writes trial.json just before it).
-        wait_until(lambda: bool(_ended_trials(search)), "finished trial", proc)
+        # A trial is finished once oracle.json lists it as ended (keras-tuner writes trial.json just before it) and
+        # its trial.json says COMPLETED: one that ended INVALID is run no more either way, and proves nothing here.
+        wait_until(lambda: bool(_completed_trials(search)), "completed trial", proc)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()  # a no-op after the SIGKILL; a failed wait must not leave the child running
         proc.wait(timeout=REAP_TIMEOUT_S)
-    done_before = {name: (search / name / "trial.json").read_text() for name in _ended_trials(search)}
-    done_before = {name: text for name, text in done_before.items() if '"COMPLETED"' in text}
+    done_before = _completed_trials(search)
     assert done_before, "no trial finished before the kill"
     from kit.train.tuner import tune
 
