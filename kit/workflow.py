@@ -111,7 +111,8 @@ def score_against_solution(cfg: Config, submission: Path) -> float:
 
 
 def demo(settings: list[str]) -> float:
-    """Make the digits competition, build records, train ResNet20, predict, validate and score."""
+    """Make the digits competition, build records, train ResNet-9 (the quick baseline; model=... for another), predict,
+    validate and score."""
     from kit.data import demo as demo_data
     from kit.data import records, sources
     from kit.data.manifest import records_dir
@@ -120,7 +121,7 @@ def demo(settings: list[str]) -> float:
     from kit.quiet import import_tensorflow
     from kit.train import trainer
 
-    cfg = load_settings(["comp=demo", *settings])
+    cfg = load_settings(["comp=demo", "model=resnet9", *settings])  # a model= in settings comes later and wins
     import_tensorflow()
     started = time.perf_counter()
 
