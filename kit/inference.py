@@ -15,8 +15,11 @@ from kit.data.manifest import read_manifest, records_dir
 from kit.data.pipeline import make_dataset
 from kit.data.sources import load_index
 from kit.errors import KitError, unknown_choice
+from kit.runs import read_threshold, threshold_runs
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import keras
     import tensorflow as tf
 
@@ -198,3 +201,11 @@ def true_labels(targets: np.ndarray) -> np.ndarray:
     if targets.ndim == 1 or targets.shape[1] == 1:
         return (targets.reshape(-1) >= 0.5).astype(np.int64)
     return targets.argmax(axis=1).astype(np.int64)
+
+
+def resolve_threshold(setting: str, run_dirs: Sequence[Path]) -> float:
+    """The binary threshold of a submission: ``predict.threshold`` as a number; ``auto``: the runs' saved thresholds
+    (a k-fold parent's own, else its folds'; their mean for an ensemble). One rule for kit predict and kernels."""
+    if str(setting).strip().lower() != "auto":
+        return float(setting)
+    return float(np.mean([read_threshold(run) for run in threshold_runs(list(run_dirs))]))

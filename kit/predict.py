@@ -33,11 +33,12 @@ from kit.inference import (
     labels_from_probs,
     predict_labelled,
     predict_probabilities,
+    resolve_threshold,
     split_dataset,
     to_class_probs,
 )
 from kit.io import as_path, write_csvs, write_json
-from kit.runs import expand_runs, latest_run, load_model, read_threshold, run_config, run_fold, threshold_runs
+from kit.runs import expand_runs, latest_run, load_model, run_config, run_fold
 from kit.scores import degenerate_warning
 from kit.submission import submission_frame, validate_submission
 
@@ -63,13 +64,6 @@ def _align(ids: np.ndarray, probs: np.ndarray, reference: np.ndarray, run_dir: P
     return frame.loc[reference].to_numpy()
 
 
-def resolve_threshold(cfg: Config, runs: Sequence[Path]) -> float:
-    """``predict.threshold`` as a number; ``auto``: the runs' saved thresholds (their mean for an ensemble)."""
-    if str(cfg.predict.threshold).strip().lower() != "auto":
-        return float(cfg.predict.threshold)
-    return float(np.mean([read_threshold(run) for run in runs]))
-
-
 # --------------------------------------------------------------------------------------- kit predict
 
 
@@ -87,7 +81,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         run_dirs = [latest_run(cfg)]
     runs = expand_runs(run_dirs)
     if cfg.binary:
-        resolve_threshold(cfg, threshold_runs(run_dirs))  # fail before loading any model when threshold.json is missing
+        resolve_threshold(cfg.predict.threshold, run_dirs)  # fail before loading any model when threshold.json is missing
     ids: np.ndarray | None = None
     total: np.ndarray | None = None
     test_truth: np.ndarray | None = None  # true class indices of a labelled test split, in ``ids`` order
@@ -128,7 +122,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
 
     assert ids is not None and total is not None
     class_probs = to_class_probs(total / len(runs))
-    threshold = resolve_threshold(cfg, threshold_runs(run_dirs)) if class_probs.shape[1] == 2 else 0.5
+    threshold = resolve_threshold(cfg.predict.threshold, run_dirs) if class_probs.shape[1] == 2 else 0.5
     if warning := degenerate_warning(class_probs, threshold):
         print(
             f"WARNING: {warning} on the test split; the submission would score as chance (kit submit refuses it without --force)"

@@ -13,11 +13,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from kit.errors import KitError
+from kit.inference import resolve_threshold
 from kit.io import as_path, write_json
-from kit.runs import BEST_MODEL, CONFIG_FILE, KFOLD, THRESHOLD_FILE, expand_runs, read_threshold, run_fold, threshold_runs
+from kit.runs import BEST_MODEL, CONFIG_FILE, KFOLD, THRESHOLD_FILE, expand_runs, run_fold
 
 SUMMARY_FILE = "kit-model.json"
 # What an inference kernel needs of a run (model, settings, threshold) and what tells the user how good it was.
@@ -42,11 +41,7 @@ def member_names(run_dirs: Sequence[Path]) -> list[str]:
 def chosen_threshold(binary: bool, setting: str, run_dirs: Sequence[Path]) -> float | None:
     """The threshold a binary submission uses: ``predict.threshold`` as a number, or (auto) the mean of the runs'
     saved thresholds, as ``kit predict`` resolves it; None for more than two classes (argmax)."""
-    if not binary:
-        return None
-    if str(setting).strip().lower() != "auto":
-        return float(setting)
-    return float(np.mean([read_threshold(run) for run in threshold_runs(list(run_dirs))]))
+    return resolve_threshold(setting, run_dirs) if binary else None
 
 
 def pack(run_dirs: Sequence[Path], folder: Path, threshold: float | None, comp: str) -> list[str]:
