@@ -30,7 +30,7 @@ import numpy as np
 from kit.config import from_yaml, git_commit
 from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError, unknown_choice
-from kit.inference import class_names, split_dataset
+from kit.inference import class_names, resolve_threshold, split_dataset
 from kit.io import as_path, read_json, write_json
 from kit.runs import BEST_MODEL, CONFIG_FILE, THRESHOLD_FILE, expand_runs, latest_run, load_model, run_config
 
@@ -332,15 +332,16 @@ def _classes(cfg: Config, run: Path, outputs: int) -> list[str]:
 
 
 def _threshold(cfg: Config, run: Path) -> tuple[float, str]:
-    """The binary threshold kit predict would use for this run alone, and where it came from."""
+    """The binary threshold kit predict would use for this run alone (kit.inference.resolve_threshold: a number in
+    predict.threshold wins; ``auto`` reads the run's threshold.json), and where it came from."""
+    threshold = resolve_threshold(cfg.predict.threshold, [run])
+    if str(cfg.predict.threshold).strip().lower() != "auto":
+        return threshold, f"the predict.threshold setting ({cfg.predict.threshold}; predict.threshold=auto reads {THRESHOLD_FILE})"
     path = run / THRESHOLD_FILE
     if path.is_file():
         saved = read_json(path)
-        return float(saved["threshold"]), f"{THRESHOLD_FILE} ({saved.get('rule', 'F1-best')} on {saved.get('chosen_on', 'val')})"
-    setting = str(cfg.predict.threshold).strip().lower()
-    if setting != "auto":
-        return float(setting), "the predict.threshold setting"
-    return 0.5, f"0.5: the run has no {THRESHOLD_FILE} (kit evaluate writes one; then export again)"
+        return threshold, f"{THRESHOLD_FILE} ({saved.get('rule', 'F1-best')} on {saved.get('chosen_on', 'val')})"
+    return threshold, f"the mean of the folds' {THRESHOLD_FILE}"
 
 
 def _versions(fmt: str) -> dict[str, str]:

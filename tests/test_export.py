@@ -67,6 +67,7 @@ def test_each_format_reproduces_best_keras_in_its_own_runtime(tmp_path, capsys, 
     cfg, run = _run(tmp_path, classes, keras_model)
     if len(classes) == 2:
         write_threshold(run, 0.37, "val", N_VAL, None)
+        cfg.predict.threshold = "auto"  # as kit predict: auto reads threshold.json
 
     path = export(cfg, run, fmt)
 
@@ -143,6 +144,25 @@ def test_a_second_export_replaces_the_first_and_random_pixels_are_named(tmp_path
     assert second == first and not (second.parent / "stale").exists()
     meta = read_json(second.parent / EXPORT_JSON)
     assert meta["check"]["on"].startswith("32 random images") and meta["threshold"] == 0.5
+
+
+def test_the_threshold_follows_kit_predicts_rule(tmp_path):
+    """A number in predict.threshold wins over the run's threshold.json, as in kit predict; auto reads it; auto
+    without one is the same one-line error as kit predict's."""
+    cfg = make_config(tmp_path, ["neg", "pos"])
+    run = make_run(cfg, runs_of(cfg) / "r1", make_model(1, seed=1))
+    mark_done(run)
+    with pytest.raises(KitError, match="threshold=auto but .*threshold.json does not exist"):
+        cfg.predict.threshold = "auto"
+        export(cfg, run, "savedmodel")
+    write_threshold(run, 0.37, "val", N_VAL, None)
+    found = {}
+    for setting in ("0.5", "auto"):
+        cfg.predict.threshold = setting
+        meta = read_json(export(cfg, run, "savedmodel").parent / EXPORT_JSON)
+        found[setting] = (meta["threshold"], meta["threshold_source"])
+    assert found["0.5"][0] == 0.5 and "predict.threshold setting" in found["0.5"][1]
+    assert found["auto"] == (0.37, "threshold.json (F1-best on val)")
 
 
 def test_bad_format_missing_package_and_k_fold_parent_are_one_line_errors(tmp_path, monkeypatch):
