@@ -62,6 +62,8 @@ def test_two_phase_fine_tuning(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     assert loaded.get_layer("backbone") is not None
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["metrics"]["val_f1_score"] == pytest.approx(best, abs=1e-4)  # final metrics are the best model's
+    best_row = next(r for r in rows if int(r["epoch"]) == metrics["best_epoch"])  # counted from 1 in both files
+    assert float(best_row["val_f1_score"]) == pytest.approx(best) and int(best_row["phase"]) == metrics["best_phase"]
     assert (run_dir / "plots" / "learning_curves.png").stat().st_size > 0
     assert any((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     state = json.loads((run_dir / "checkpoint" / "state.json").read_text())

@@ -244,6 +244,8 @@ def fit_phases(
     if best is not None:
         model.set_weights(best)
     result = {**tracker.to_json(), "epochs": len(history), "phases": len(phases)}
+    if tracker.best_epoch is not None:  # counted from 1 as history.csv and the log; the tracker keeps Keras' index
+        result["best_epoch"] = tracker.best_epoch + 1
     if val_ds is not None:
         if not model.compiled:  # resumed after the last epoch's checkpoint (killed before `done`): no phase compiled
             compile_phase(model, cfg, phases[-1], strategy, binary, num_classes)
