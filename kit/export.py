@@ -336,7 +336,7 @@ def _threshold(cfg: Config, run: Path) -> tuple[float, str]:
     predict.threshold wins; ``auto`` reads the run's threshold.json), and where it came from."""
     threshold = resolve_threshold(cfg.predict.threshold, [run])
     if str(cfg.predict.threshold).strip().lower() != "auto":
-        return threshold, f"the predict.threshold setting ({cfg.predict.threshold}; predict.threshold=auto reads {THRESHOLD_FILE})"
+        return threshold, f"the predict.threshold setting ({cfg.predict.threshold}; auto reads {THRESHOLD_FILE})"
     path = run / THRESHOLD_FILE
     if path.is_file():
         saved = read_json(path)

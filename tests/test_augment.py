@@ -3,6 +3,8 @@ pixels stay in 0..255, everything-off is the identity, and wrong label shapes fa
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -203,6 +205,13 @@ def test_offline_translate_is_the_same_shift() -> None:
     out, _ = offline_augment(images, np.eye(8, dtype=np.float32), AugmentConfig(flip="none", translate=0.125), seed=1)
     shifts = [find_shift(src, got, most=2) for src, got in zip(images, out, strict=True)]
     assert None not in shifts and len(set(shifts)) > 2
+
+
+def test_keras_cv_missing_is_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "keras_cv", None)  # what `import keras_cv` meets on an install without the extra
+    with pytest.raises(KitError, match="augment.library=keras_cv needs keras-cv, which is not installed") as raised:
+        build_online_augmenter(AugmentConfig(library="keras_cv"), 2)
+    assert "pip install -e '.[keras-cv]'" in raised.value.hint
 
 
 def test_keras_cv_translate_keeps_shape_and_range() -> None:

@@ -102,7 +102,13 @@ class OnlineAugmenter:
 
     def _library_layers(self) -> list[Any]:
         """keras-cv's layers for flip, rotation and translation, in that order (jitter and CutMix follow)."""
-        import keras_cv
+        try:
+            import keras_cv
+        except ImportError:  # an optional extra: a user install has only kit's own requirements
+            raise KitError(
+                "augment.library=keras_cv needs keras-cv, which is not installed",
+                "pip install -e '.[keras-cv]' in kit's folder, or set augment.library=keras",
+            ) from None
 
         cfg, seed, layers = self.cfg, int(self.cfg.seed), keras_cv.layers
         stages = []
