@@ -165,7 +165,7 @@ class Task:
     metric: str  # the competition metric the row judges: accuracy | f1
 
 
-def digits_task(ctx: Context, base: Path, models: list[str]) -> Task:
+def digits_task(base: Path, models: list[str]) -> Task:
     """The demo competition's data, with configs/competitions/demo.yaml's own settings (flips off, rotation), its
     hidden labels (solution.csv) as the labelled test table, and 32 px for every model."""
     import yaml
@@ -182,7 +182,7 @@ def digits_task(ctx: Context, base: Path, models: list[str]) -> Task:
     return Task("digits", path, "accuracy")
 
 
-def binary_task(ctx: Context, base: Path, models: list[str], sizes: RecipeSizes) -> Task:
+def binary_task(base: Path, models: list[str], sizes: RecipeSizes) -> Task:
     """The generated binary competition, laid out and configured as configs/competitions/ai-vs-human.yaml (metric F1,
     0/1 labels), its hidden labels (solution.csv) as the labelled test table, and 32 px for every model."""
     data_root = make_binary_task(base / "data", sizes.binary_train, sizes.binary_test, seed=0)
@@ -197,6 +197,13 @@ def binary_task(ctx: Context, base: Path, models: list[str], sizes: RecipeSizes)
     }
     path = write_comp_yaml(base / "comp.yaml", "bench-binary", data_root, BINARY_CLASSES, comp=comp)
     return Task("binary", path, "f1")
+
+
+def epochs_trained(run_dir: Path) -> int:
+    """Epochs the run trained (history.csv has one line per epoch; early stopping may end before train.epochs)."""
+    import pandas as pd
+
+    return len(pd.read_csv(run_dir / "history.csv"))
 
 
 def train_and_score(task: Task, model: str, preset_overrides: list[str], epochs: int) -> dict[str, Any]:
@@ -229,7 +236,8 @@ def train_and_score(task: Task, model: str, preset_overrides: list[str], epochs:
         "threshold": metrics.get("threshold"),
         "test_examples": int(metrics["examples"]),
         "seconds": seconds,
-        "epochs": int(cfg.train.epochs),
+        "epochs": epochs_trained(run_dir),
+        "max_epochs": int(cfg.train.epochs),
         "tta": list(cfg.predict.tta),
         "command": " ".join(shown) + " && kit predict",
         "run_dir": _rel(run_dir),
@@ -298,7 +306,7 @@ def recipe_check(ctx: Context, models: list[str], old_presets: dict[str, list[st
     model) its old one, as ``kit train`` + ``kit predict`` run them; (rows, raw). Writes ctx.results/t5_recipes.png."""
     sizes = recipe_sizes(ctx)
     base = ctx.work / ("t5-recipes-quick" if ctx.quick else "t5-recipes")
-    tasks = [digits_task(ctx, base / "digits", models), binary_task(ctx, base / "binary", models, sizes)]
+    tasks = [digits_task(base / "digits", models), binary_task(base / "binary", models, sizes)]
     rows, results = [], []
     for task in tasks:
         for model in models:
@@ -313,6 +321,7 @@ def recipe_check(ctx: Context, models: list[str], old_presets: dict[str, list[st
                 results.append(old)
             rows.append(recipe_row(task, model, new, old))
             log(f"T5 {task.key} {model}: {rows[-1]['value']}")
+    ctx.results.mkdir(parents=True, exist_ok=True)
     png = recipes_png(ctx.results / PNG_NAME, results, ctx.quick)
     raw = {
         "sizes": dataclasses.asdict(sizes),
