@@ -296,7 +296,7 @@ def recipes_png(path: Path, results: list[dict[str, Any]], quick: bool) -> str:
     ax.grid(axis="y", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+    fig.legend(unique.values(), unique.keys(), fontsize=8, loc="outside lower center", ncols=2)  # off the bars
     plots.save(fig, path)
     return path.name
 
