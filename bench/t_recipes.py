@@ -253,7 +253,13 @@ def _score_text(result: dict[str, Any]) -> str:
 def recipe_row(task: Task, model: str, new: dict[str, Any], old: dict[str, Any] | None) -> dict:
     figure = f"T5 {task.key} {model}: hidden-test {task.metric}, training wall time"
     value = f"new preset {_score_text(new)} in {new['seconds']:.0f} s"
-    note = f"{new['test_examples']} labelled test images; new: {new['epochs']} epochs, tta={new['tta'] or 'none'}"
+    # The binomial standard error of a test accuracy on this many images: what a rerun may move it by (CPU training
+    # is not bit-reproducible; the binary task's 800 images give about +-0.01, the digits' 360 about +-0.004).
+    error = float(np.sqrt(new["accuracy"] * (1 - new["accuracy"]) / max(new["test_examples"], 1)))
+    note = (
+        f"{new['test_examples']} labelled test images (accuracy SE +-{error:.3f}); "
+        f"new: {new['epochs']} epochs, tta={new['tta'] or 'none'}"
+    )
     if old is None:
         return row(figure, value, "no old preset given", None, None, note)
     value += f" vs old {_score_text(old)} in {old['seconds']:.0f} s"
