@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from kit.config import Config
@@ -104,10 +105,30 @@ def score_against_solution(cfg: Config, submission: Path) -> float:
     predicted = pd.read_csv(submission, dtype={id_col: str, label_col: str})
     merged = solution.merge(predicted, on=id_col, suffixes=("_true", "_pred"), validate="one_to_one")
     classes = list(cfg.comp.classes) or sorted(solution[label_col].unique())
-    to_index = {name: i for i, name in enumerate(classes)}
-    y_true = merged[f"{label_col}_true"].map(to_index).to_numpy()
-    y_pred = merged[f"{label_col}_pred"].map(to_index).to_numpy()
+    fmt, ids = str(cfg.comp.submission.label_format), merged[id_col]
+    y_true = _label_indices(merged[f"{label_col}_true"], ids, solution_path, fmt, classes)
+    y_pred = _label_indices(merged[f"{label_col}_pred"], ids, submission, fmt, classes)
     return float(score(cfg, y_true, y_pred))
+
+
+def _label_indices(labels: pd.Series, ids: pd.Series, source: Path, label_format: str, classes: list[str]) -> np.ndarray:
+    """Class indices of a solution or submission column written as ``comp.submission.label_format``: class names,
+    indices 0..k-1, or a binary probability (class 1 at >= 0.5); a label that is none of them is one line."""
+    if label_format == "name":
+        indices = labels.map({name: i for i, name in enumerate(classes)})
+    else:
+        indices = pd.to_numeric(labels, errors="coerce")
+        if label_format == "probability":
+            indices = indices.where(indices.isna(), (indices >= 0.5).astype(float))
+        indices = indices.where(indices.isin(range(len(classes))))
+    if indices.isna().any():
+        first = int(np.flatnonzero(indices.isna().to_numpy())[0])
+        raise KitError(
+            f"{source}: id {ids.iloc[first]} has label {labels.iloc[first]!r}, not a class as comp.submission.label_format="
+            f"{label_format} writes them",
+            f"write class names {classes} (label_format: name) or indices 0..{len(classes) - 1} (index)",
+        )
+    return indices.astype(int).to_numpy()
 
 
 def demo(settings: list[str]) -> float:

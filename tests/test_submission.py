@@ -152,3 +152,27 @@ def test_a_submission_path_the_os_refuses_is_one_line(sample):
     with pytest.raises(KitError) as info:
         _validate(cfg, path.parent / ("s" * 300 + ".csv"))
     assert "cannot be read (File name too long)" in info.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "truth", "written"),
+    [
+        ("index", ["0", "1", "1", "0"], ["0", "1", "0", "0"]),
+        ("name", ["human", "ai", "ai", "human"], ["human", "ai", "human", "human"]),
+    ],
+)
+def test_offline_score_reads_labels_as_the_submission_writes_them(tmp_path: Path, fmt: str, truth: list, written: list) -> None:
+    """Index labels (ai-vs-human's 0/1) scored 0.0 before: they were mapped through the class names only."""
+    from kit.config import Config
+    from kit.workflow import score_against_solution
+
+    cfg = Config()
+    cfg.data.root, cfg.comp.solution, cfg.comp.classes = str(tmp_path), "solution.csv", ["human", "ai"]
+    cfg.comp.metric, cfg.comp.submission.label_format = "accuracy", fmt
+    pd.DataFrame({"id": list("abcd"), "label": truth}).to_csv(tmp_path / "solution.csv", index=False)
+    pd.DataFrame({"id": list("dcba"), "label": written[::-1]}).to_csv(tmp_path / "submission.csv", index=False)
+    assert score_against_solution(cfg, tmp_path / "submission.csv") == pytest.approx(0.75)
+
+    pd.DataFrame({"id": list("abcd"), "label": [*truth[:2], "7", "cat"]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(KitError, match=r"bad.csv: id c has label '7', not a class"):
+        score_against_solution(cfg, tmp_path / "bad.csv")
