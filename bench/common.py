@@ -65,7 +65,7 @@ class Context:
     acc_models: tuple[str, ...] = ()  # ACC: the models to train (empty: all of ACC_GOALS)
     acc_rescore: bool = False  # ACC: score the recorded runs again instead of training
     t_fast_model: str = "resnet9"  # T4: the fastest scratch preset (skipped when the registry lacks it)
-    t_rows: str = ""  # T: comma-separated rows to run among T1,T2,T3,T4 (default: all)
+    t_rows: str = ""  # T: comma-separated rows to run among T1,T2,T3,T4,T5 (default: all)
 
 
 def log(message: str) -> None:

@@ -80,6 +80,8 @@ def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path
     assert any(f.startswith("T3 kit demo") for f in figures)
     skipped = next(r for r in t["rows"] if r["figure"].startswith("T4"))
     assert skipped["value"] == "skipped" and "no-such-model" in skipped["note"]
+    recipes = next(r for r in t["rows"] if r["figure"].startswith("T5"))  # T5's own test: tests/test_bench_recipes.py
+    assert recipes["value"] == "skipped" and "no-such-model" in recipes["note"]
     for key in ("T1", "T2"):
         model = t["raw"]["models"][key]
         assert model["epochs"] == 2 and len(model["curve"]) == 2
