@@ -298,8 +298,9 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     from kit.train.strategy import is_chief
 
     session = start_session(cfg, fold, manifest)
+    session = with_jitter_on(session)
     cfg = session.cfg
-    print(session.summary())
+    print(f"{session.summary()}{jitter_summary(cfg)}")
 
     run_dir = find_resumable(cfg, fold) if resume else None
     if resume and run_dir is None:
@@ -321,14 +322,35 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     return run_dir
 
 
+def with_jitter_on(session: Session) -> Session:
+    """The session with ``augment.jitter_on`` resolved for its device (pipeline | model), once: the datasets
+    (``session.datasets()``: the augmenter skips the jitter for ``model``) and the model builder both read it."""
+    import dataclasses
+
+    from kit.config.schema import JitterOn
+    from kit.train.strategy import choose_jitter_on
+
+    augment = dataclasses.replace(session.cfg.augment, jitter_on=JitterOn(choose_jitter_on(session.cfg, session.device)))
+    return dataclasses.replace(session, cfg=dataclasses.replace(session.cfg, augment=augment))
+
+
+def jitter_summary(cfg: Config) -> str:
+    """``; colour jitter in the pipeline|model`` for the setup line, when the online augmenter jitters."""
+    if str(cfg.augment.mode) != "online" or cfg.augment.color_jitter <= 0:
+        return ""
+    return f"; colour jitter in the {cfg.augment.jitter_on} (augment.jitter_on)"
+
+
 def _fit(session: Session, cfg: Config, run_dir: Path, resuming: bool) -> None:
     """Build the model in the session's strategy and precision, and train it through its phases into ``run_dir``."""
+    from kit.data.augment.layer import model_augmentation
     from kit.models.registry import build_model
 
     with session.precision_policy():
         train_ds, val_ds = session.datasets()
         with session.strategy.scope():
-            model = build_model(cfg.model, len(session.classes))
+            # augment.jitter_on=model: kit's colour jitter as the model's first layer (identity in inference).
+            model = build_model(cfg.model, len(session.classes), first_layer=model_augmentation(cfg.augment))
         fit_phases(
             cfg,
             model,
