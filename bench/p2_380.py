@@ -170,9 +170,10 @@ def section_p2_380(ctx: Context) -> dict:
                     f">= {GOAL:,.0f} img/s",
                     None,
                     bool(in_model >= GOAL),
-                    f"the CPU pipeline only; the jitter runs in the model on the GPU (x{in_model / full:.2f} the row above)"
+                    f"the CPU pipeline only (the jitter runs in the model, on the accelerator): x{in_model / full:.2f} "
+                    "the flip + jitter + CutMix pipeline"
                     if full
-                    else "the CPU pipeline only",
+                    else "the CPU pipeline only (the jitter runs in the model, on the accelerator)",
                 )
             )
     jitter = {size: jitter_before_after(size, 1 if ctx.quick else 8) for size in (380, 224)}

@@ -183,12 +183,14 @@ def overrides(tmp_path: Path, *more: str) -> list[str]:
 
 def test_auto_on_this_cpu_keeps_the_jitter_in_the_pipeline(tmp_path: Path) -> None:
     from kit.train.session import start_session
-    from kit.train.trainer import jitter_summary, with_jitter_on
+    from kit.train.strategy import with_jitter_on
+    from kit.train.trainer import jitter_summary
 
     _write_records(tmp_path / "records" / "tiny" / str(SIZE))
-    session = with_jitter_on(start_session(load_config(overrides(tmp_path))))
-    assert session.device == "cpu" and session.cfg.augment.jitter_on == "pipeline"
-    assert jitter_summary(session.cfg) == "; colour jitter in the pipeline (augment.jitter_on)"
+    session = start_session(load_config(overrides(tmp_path)))
+    cfg = with_jitter_on(session.cfg, session.device)
+    assert session.device == "cpu" and cfg.augment.jitter_on == "pipeline"
+    assert jitter_summary(cfg) == "; colour jitter in the pipeline (augment.jitter_on)"
 
 
 def test_a_run_with_the_jitter_in_the_model_trains_and_its_best_keras_predicts_without_it(

@@ -195,6 +195,17 @@ def choose_jitter_on(cfg: Config, device: str) -> str:
     return mode
 
 
+def with_jitter_on(cfg: Config, device: str) -> Config:
+    """``cfg`` with ``augment.jitter_on`` resolved for ``device`` (pipeline | model): what the datasets (the augmenter
+    skips the jitter for ``model``), the model builder (the jitter layer first) and the run's config.yaml all read."""
+    import dataclasses
+
+    from kit.config.schema import JitterOn
+
+    augment = dataclasses.replace(cfg.augment, jitter_on=JitterOn(choose_jitter_on(cfg, device)))
+    return dataclasses.replace(cfg, augment=augment)
+
+
 def set_precision(policy: str) -> str:
     """Set Keras' global dtype policy; returns the previous one so callers can put it back."""
     import keras

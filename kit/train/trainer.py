@@ -24,6 +24,7 @@ run root must be a shared file system (or gs://).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -295,10 +296,11 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     ``manifest``: the records' manifest when the caller has read it already (k-fold reads it once for every fold).
     """
     from kit.train.session import start_session
-    from kit.train.strategy import is_chief
+    from kit.train.strategy import is_chief, with_jitter_on
 
     session = start_session(cfg, fold, manifest)
-    session = with_jitter_on(session)
+    # augment.jitter_on resolved once for the device: session.datasets() and the model builder both read it.
+    session = dataclasses.replace(session, cfg=with_jitter_on(session.cfg, session.device))
     cfg = session.cfg
     print(f"{session.summary()}{jitter_summary(cfg)}")
 
@@ -320,18 +322,6 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
         if chief:
             finish_run(run_dir)  # not marked done without a best.keras: latest_run would pick a run that cannot predict
     return run_dir
-
-
-def with_jitter_on(session: Session) -> Session:
-    """The session with ``augment.jitter_on`` resolved for its device (pipeline | model), once: the datasets
-    (``session.datasets()``: the augmenter skips the jitter for ``model``) and the model builder both read it."""
-    import dataclasses
-
-    from kit.config.schema import JitterOn
-    from kit.train.strategy import choose_jitter_on
-
-    augment = dataclasses.replace(session.cfg.augment, jitter_on=JitterOn(choose_jitter_on(session.cfg, session.device)))
-    return dataclasses.replace(session, cfg=dataclasses.replace(session.cfg, augment=augment))
 
 
 def jitter_summary(cfg: Config) -> str:
