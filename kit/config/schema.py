@@ -21,6 +21,7 @@ LabelFormat = StrEnum("LabelFormat", "index name probability")
 ImageFormat = StrEnum("ImageFormat", "auto raw png jpeg")  # auto: raw pixels up to 128 px, else png
 AugmentMode = StrEnum("AugmentMode", "online offline none")
 AugmentLibrary = StrEnum("AugmentLibrary", "keras keras_cv")
+JitterOn = StrEnum("JitterOn", "pipeline model auto")  # auto: in the model on GPUs and TPUs, in the tf.data pipeline on CPUs
 Flip = StrEnum("Flip", "none horizontal vertical both")
 Optimizer = StrEnum("Optimizer", "adam adamw sgd")
 LrSchedule = StrEnum("LrSchedule", "constant plateau cosine cosine_restarts one_cycle")
@@ -150,6 +151,7 @@ class AugmentConfig:
     mixup_alpha: float = ranged(0.2, 0, 100, low_open=True)  # Beta(alpha, alpha) for the partner's weight (Zhang et al.)
     offline_copies: int = ranged(1, 1, 100)  # offline: augmented copies of the training set baked into the records
     jit_compile: bool = True  # online, library=keras: flips, jitter and CutMix as one XLA kernel (false: plain TF ops)
+    jitter_on: JitterOn = JitterOn.auto  # online colour jitter: in the tf.data pipeline, or the model's first layer (its device)
     seed: int = ranged(1337, **SEED)
 
 

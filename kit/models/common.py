@@ -8,8 +8,10 @@ layer computes in float32 even under a global ``mixed_float16`` policy: the Kera
 keeps the last activation in float32 because a float16 softmax/sigmoid under- and overflows and makes
 the loss numerically unstable.
 
-Only built-in Keras layers are used (no Lambda, no custom classes), so ``keras.models.load_model`` needs
-no ``custom_objects`` and no prior ``import kit``.
+The builders use only built-in Keras layers (no Lambda, no custom classes), so ``keras.models.load_model`` needs
+no ``custom_objects`` and no prior ``import kit``. One exception, by setting: with ``augment.jitter_on=model`` the
+trainer puts kit's colour jitter first (``registry.build_model(first_layer=...)``), a layer registered as
+``kit>ColorJitter`` that loads once ``kit.data.augment.layer`` is imported (identity in inference).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ KitError, never a silent fallback (a user who asked for a TPU must not train for
 
 The global batch is ``train.batch_size`` (per replica) x replicas. Mixed precision follows the device:
 float16 on GPUs, bfloat16 on TPUs, off on CPUs (``train.mixed_precision=auto``); the models keep their
-output layer in float32.
+output layer in float32. The online colour jitter follows it too (``augment.jitter_on=auto``): the model's first
+layer on GPUs and TPUs, the tf.data pipeline on CPUs (:func:`choose_jitter_on`).
 """
 
 from __future__ import annotations
@@ -179,6 +180,30 @@ def choose_precision(cfg: Config, device: str) -> str:
     if mode == "float16" and device == "tpu":
         raise KitError("train.mixed_precision=float16 is not supported on TPUs", "use train.mixed_precision=bfloat16 (or auto)")
     return {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}[mode]
+
+
+def choose_jitter_on(cfg: Config, device: str) -> str:
+    """Where the online colour jitter runs for ``augment.jitter_on`` on ``device`` (cpu | gpu | tpu): pipeline | model.
+
+    auto: ``model`` on GPUs and TPUs, where the jitter's pixel work leaves the CPU pipeline (at 380 px it bounds it:
+    BENCHMARKS.md P2-380) for the accelerator, as Keras' on-device preprocessing layers do; ``pipeline`` on CPUs, where
+    both share the same cores and the pipeline's jitter runs in parallel with the train step.
+    """
+    mode = str(cfg.augment.jitter_on)
+    if mode == "auto":
+        return "pipeline" if device == "cpu" else "model"
+    return mode
+
+
+def with_jitter_on(cfg: Config, device: str) -> Config:
+    """``cfg`` with ``augment.jitter_on`` resolved for ``device`` (pipeline | model): what the datasets (the augmenter
+    skips the jitter for ``model``), the model builder (the jitter layer first) and the run's config.yaml all read."""
+    import dataclasses
+
+    from kit.config.schema import JitterOn
+
+    augment = dataclasses.replace(cfg.augment, jitter_on=JitterOn(choose_jitter_on(cfg, device)))
+    return dataclasses.replace(cfg, augment=augment)
 
 
 def set_precision(policy: str) -> str:

@@ -24,6 +24,7 @@ run root must be a shared file system (or gs://).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -295,11 +296,13 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     ``manifest``: the records' manifest when the caller has read it already (k-fold reads it once for every fold).
     """
     from kit.train.session import start_session
-    from kit.train.strategy import is_chief
+    from kit.train.strategy import is_chief, with_jitter_on
 
     session = start_session(cfg, fold, manifest)
+    # augment.jitter_on resolved once for the device: session.datasets() and the model builder both read it.
+    session = dataclasses.replace(session, cfg=with_jitter_on(session.cfg, session.device))
     cfg = session.cfg
-    print(session.summary())
+    print(f"{session.summary()}{jitter_summary(cfg)}")
 
     run_dir = find_resumable(cfg, fold) if resume else None
     if resume and run_dir is None:
@@ -321,14 +324,23 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     return run_dir
 
 
+def jitter_summary(cfg: Config) -> str:
+    """``; colour jitter in the pipeline|model`` for the setup line, when the online augmenter jitters."""
+    if str(cfg.augment.mode) != "online" or cfg.augment.color_jitter <= 0:
+        return ""
+    return f"; colour jitter in the {cfg.augment.jitter_on} (augment.jitter_on)"
+
+
 def _fit(session: Session, cfg: Config, run_dir: Path, resuming: bool) -> None:
     """Build the model in the session's strategy and precision, and train it through its phases into ``run_dir``."""
+    from kit.data.augment.layer import model_augmentation
     from kit.models.registry import build_model
 
     with session.precision_policy():
         train_ds, val_ds = session.datasets()
         with session.strategy.scope():
-            model = build_model(cfg.model, len(session.classes))
+            # augment.jitter_on=model: kit's colour jitter as the model's first layer (identity in inference).
+            model = build_model(cfg.model, len(session.classes), first_layer=model_augmentation(cfg.augment))
         fit_phases(
             cfg,
             model,

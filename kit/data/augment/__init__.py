@@ -7,6 +7,9 @@ Two entry points, one per :attr:`AugmentConfig.mode`:
 - :func:`offline_augment` (:mod:`.offline`) makes one augmented copy of a numpy batch (uint8) for the records
   writer: numpy + OpenCV, nothing heavy imported at module load, deterministic for a seed.
 
+With ``augment.jitter_on=model`` the colour jitter runs instead in :class:`.layer.ColorJitter`, a Keras layer the
+trainer puts first in the model (on the model's device; the same draws and ops; identity in inference).
+
 Inside: :mod:`.draws` holds all the online randomness (pure functions of a seed tensor, stateless TF ops),
 :mod:`.ops` the pixel maths that both paths apply (flip, reflect-index shift, jitter colour matrix, the
 CutMix box, paste and label mixing, each written once for numpy and TensorFlow), :mod:`.checks` the

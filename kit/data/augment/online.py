@@ -10,6 +10,10 @@ Measured at 64 px, batch 64, in tf.data on 2 shared cores: flip + jitter + CutMi
 ``augment.jit_compile=false`` runs the same kernel as plain TF ops. A rotation (which interpolates) runs
 as ``keras.layers.RandomRotation`` between the flips and the kernel.
 
+``augment.jitter_on=model`` (resolved by :func:`kit.train.strategy.choose_jitter_on`; ``auto`` unresolved counts as
+``pipeline``): the augmenter skips the colour jitter, which the model's first layer applies instead
+(:class:`kit.data.augment.layer.ColorJitter`, after CutMix/MixUp rather than before).
+
 keras-cv (``augment.library=keras_cv``): its public layers one after the other (flip, rotation,
 translation, CutMix), kit's colour jitter and MixUp. keras-cv's CutMix box is clipped at the border without
 correcting the label weight (its labels can be off by half the box), so it runs on the images plus a
@@ -69,13 +73,15 @@ class OnlineAugmenter:
         self.num_classes = int(num_classes)
         self.library = choice(cfg.library)
         self.flip_axes = FLIP_AXES[choice(cfg.flip)]
+        # The jitter runs here unless the model's first layer runs it (augment.jitter_on=model, kit.data.augment.layer).
+        self.jitter = cfg.color_jitter if cfg.color_jitter > 0 and choice(cfg.jitter_on) != "model" else 0.0
         self.names = [
             name
             for name, on in [
                 ("flip", bool(self.flip_axes)),
                 ("rotation", cfg.rotation > 0),
                 ("translate", cfg.translate > 0),
-                ("color_jitter", cfg.color_jitter > 0),
+                ("color_jitter", self.jitter > 0),
                 (f"cutmix(p={cfg.cutmix}, alpha={float(cfg.cutmix_alpha)})", cfg.cutmix > 0),
                 (f"mixup(p={cfg.mixup}, alpha={float(cfg.mixup_alpha)})", cfg.mixup > 0),
             ]
@@ -160,7 +166,7 @@ class OnlineAugmenter:
             for layer in self.layers:
                 images = layer(images, training=True)
         shifts = draws.shifts(seed_shifts, batch, height, width, cfg.translate) if cfg.translate > 0 else None
-        jitter = draws.jitter(seed_jitter, batch, cfg.color_jitter) if cfg.color_jitter > 0 else None
+        jitter = draws.jitter(seed_jitter, batch, self.jitter) if self.jitter > 0 else None
         paste, blend, tf_ops = None, None, ops.tensorflow_ops()
         if cfg.mixup > 0:  # its seed split off CutMix's only when on, so CutMix alone draws as before
             seed_cutmix, seed_mixup = draws.split(seed_cutmix, 2)
@@ -210,8 +216,8 @@ class OnlineAugmenter:
         images = tf.cast(images, tf.float32)
         for layer in self.layers:
             images = layer(images)  # keras-cv layers always augment and take no `training` argument
-        if self.cfg.color_jitter > 0:
-            jitter = draws.jitter(seed_jitter, tf.shape(images)[0], self.cfg.color_jitter)
+        if self.jitter > 0:
+            jitter = draws.jitter(seed_jitter, tf.shape(images)[0], self.jitter)
             images = ops.jitter(images, *jitter, ops.tensorflow_ops())  # clips to 0..255
         else:  # rotation interpolation can overshoot slightly; models expect 0..255
             images = tf.clip_by_value(images, 0.0, 255.0)
@@ -258,7 +264,7 @@ def build_online_augmenter(cfg: AugmentConfig, num_classes: int) -> Callable[[An
     or soft [B, num_classes].
     Applies, in order: random flips (``cfg.flip``; ``both`` flips each axis on its own draw), rotation
     (``cfg.rotation``, reflect fill), whole-pixel shifts (``cfg.translate``, reflect fill), color jitter
-    (``cfg.color_jitter`` strength), then MixUp on the whole batch with probability ``cfg.mixup`` (per-image
+    (``cfg.color_jitter`` strength; skipped with ``cfg.jitter_on=model``, the model's layer), then MixUp on the whole batch with probability ``cfg.mixup`` (per-image
     Beta(mixup_alpha) weights) or else CutMix with probability ``cfg.cutmix``, mixing labels by the blend
     weight or the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
     The same ``cfg.seed`` gives the same sequence of batches' draws.
