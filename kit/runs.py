@@ -361,11 +361,13 @@ def load_model(run_dir: Path | URLPath) -> keras.Model:
 
 
 def _register_custom_objects() -> None:
-    """Import the model modules so any custom layer they register is known to the loader."""
+    """Import the model modules so any custom layer they register is known to the loader (and kit's ColorJitter,
+    the first layer of a model trained with augment.jitter_on=model)."""
     from kit.models.registry import MODELS
 
     for entry in MODELS.values():
         importlib.import_module(entry.builder.split(":")[0])
+    importlib.import_module("kit.data.augment.layer")
 
 
 def read_threshold(run_dir: Path | URLPath) -> float:

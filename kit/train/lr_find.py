@@ -66,6 +66,7 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
     import keras
 
     from kit import plots
+    from kit.data.augment.layer import model_augmentation
     from kit.models.registry import build_model
     from kit.runs import runs_of
     from kit.train.lr_schedules import build_optimizer, jit_compile
@@ -98,7 +99,7 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
         train_ds, _ = session.datasets()
         with session.strategy.scope():
             keras.utils.set_random_seed(cfg.train.seed)
-            model = build_model(cfg.model, len(session.classes))
+            model = build_model(cfg.model, len(session.classes), first_layer=model_augmentation(session.cfg.augment))
             model.compile(
                 optimizer=build_optimizer(cfg.train, start),
                 loss=build_loss(session.binary, cfg.train.label_smoothing),

@@ -106,7 +106,14 @@ class Session:
 def start_session(cfg: Config, fold: int | None = None, manifest: Manifest | None = None) -> Session:
     """The session of ``cfg`` (for ``fold``): reads the manifest unless handed in, picks the strategy."""
     from kit.data.pipeline import count_examples, steps_per_epoch
-    from kit.train.strategy import check_tpu_batch, choose_precision, choose_strategy, device_type, global_batch_size
+    from kit.train.strategy import (
+        check_tpu_batch,
+        choose_precision,
+        choose_strategy,
+        device_type,
+        global_batch_size,
+        with_jitter_on,
+    )
 
     cfg, manifest = open_records(cfg, manifest)
     strategy, description = choose_strategy(cfg)
@@ -117,6 +124,7 @@ def start_session(cfg: Config, fold: int | None = None, manifest: Manifest | Non
     if is_tpu:
         check_tpu_batch(global_batch, replicas)
     precision = choose_precision(cfg, device)
+    cfg = with_jitter_on(cfg, device)  # augment.jitter_on resolved once: the datasets and the model builders read it
     steps = cfg.train.steps_per_epoch or steps_per_epoch(manifest, "train", global_batch, fold=fold, drop_remainder=is_tpu)
     val_count = count_examples(manifest, "val", fold)
     # An exact step count: multi-worker evaluation needs one (every worker runs the same steps), and with

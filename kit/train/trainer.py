@@ -24,7 +24,6 @@ run root must be a shared file system (or gs://).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import shutil
 import sys
 import tempfile
@@ -296,11 +295,9 @@ def train(cfg: Config, resume: bool = False, fold: int | None = None, *, manifes
     ``manifest``: the records' manifest when the caller has read it already (k-fold reads it once for every fold).
     """
     from kit.train.session import start_session
-    from kit.train.strategy import is_chief, with_jitter_on
+    from kit.train.strategy import is_chief
 
-    session = start_session(cfg, fold, manifest)
-    # augment.jitter_on resolved once for the device: session.datasets() and the model builder both read it.
-    session = dataclasses.replace(session, cfg=with_jitter_on(session.cfg, session.device))
+    session = start_session(cfg, fold, manifest)  # resolves augment.jitter_on for the device
     cfg = session.cfg
     print(f"{session.summary()}{jitter_summary(cfg)}")
 

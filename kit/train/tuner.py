@@ -66,6 +66,7 @@ def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_
     import keras_tuner as kt
     import tensorflow as tf
 
+    from kit.data.augment.layer import model_augmentation
     from kit.models.registry import build_model
     from kit.train.schedules import StepLearningRate, make_schedule
     from kit.train.trainer import Phase, compile_phase, plan_phases
@@ -78,7 +79,7 @@ def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_
 
         def build(self, hp: kt.HyperParameters) -> keras.Model:
             trial_cfg = apply_values(cfg, {d.name: d.declare(hp) for d in dims})
-            model = build_model(trial_cfg.model, num_classes)
+            model = build_model(trial_cfg.model, num_classes, first_layer=model_augmentation(trial_cfg.augment))
             phase = plan_phases(trial_cfg, model)[0]
             if cfg.tuner.phase1_only:
                 from kit.models.pretrained import freeze_backbone
@@ -223,7 +224,7 @@ def tune(cfg: Config) -> Path:
 
     with session.precision_policy():
         train_ds, val_ds = session.datasets()
-        hypermodel = _hypermodel(cfg, dims, len(session.classes), session.steps_per_epoch)
+        hypermodel = _hypermodel(session.cfg, dims, len(session.classes), session.steps_per_epoch)  # jitter_on resolved
         tuner = _make_tuner(cfg, hypermodel, session.strategy, out_dir)
         settled = settle_finished_trials(tuner.oracle)
         if settled:
