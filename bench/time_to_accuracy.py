@@ -212,6 +212,21 @@ def run_demo(ctx: Context) -> tuple[dict, dict]:
     ), raw
 
 
+def acc_figure(ctx: Context, model: str) -> str:
+    """The ACC section's last full result for ``model`` (its preset, trained to the end), for a T row not run here:
+    what the preset reached, and in how long, on the machine and commit ACC names."""
+    path = (ctx.results.parent if ctx.quick else ctx.results) / "acc.json"
+    try:
+        saved = json.loads(path.read_text())
+        result = saved["raw"][model]
+        return (
+            f"ACC's last full run of this preset: {result['test_accuracy']:.2%} test in {result['wall_seconds'] / 60:.1f} min, "
+            f"{result['epochs']} epochs (bench/results/acc.json, commit {saved['machine']['commit']})"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no ACC result for it in bench/results/acc.json"
+
+
 def old_curves(ctx: Context) -> dict[str, dict]:
     """The old defaults' curves from the full ACC results (bench/results/acc.json) when present: val accuracy by
     epoch (ACC scored test only at the end) at evenly spread times (it recorded only the total), and the final
@@ -312,7 +327,14 @@ def section_t(ctx: Context) -> dict:
     wanted = {r.strip().upper() for r in ctx.t_rows.split(",") if r.strip()}
     for goal in goals(fast):
         if wanted and goal.key not in wanted:
-            rows.append(row(f"{goal.key} {goal.model}", "not run", goal.text(), note=f"--t-rows {ctx.t_rows}"))
+            rows.append(
+                row(
+                    f"{goal.key} {goal.model}",
+                    "not run",
+                    goal.text(),
+                    note=f"--t-rows {ctx.t_rows}; {acc_figure(ctx, goal.model)}",
+                )
+            )
             notes.append(f"{goal.key} not run in this run (--t-rows {ctx.t_rows}).")
             continue
         if goal.model not in MODELS:
