@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import COMMAND_TIMEOUT_S
 from test_trainer import _write_records
-from train_helpers import SIZE, python
+from train_helpers import SIZE, python, tiny_cnn_overrides
 
 from kit.config import AugmentConfig, Config, load_config
 from kit.train.strategy import choose_jitter_on
@@ -164,21 +164,7 @@ def test_the_layer_trains_under_mirrored_strategy_on_two_logical_cpus() -> None:
 
 
 def overrides(tmp_path: Path, *more: str) -> list[str]:
-    return [
-        "model=cnn",
-        "comp.name=tiny",
-        "comp.classes=[]",
-        f"data.records_root={tmp_path / 'records'}",
-        f"run.root={tmp_path / 'runs'}",
-        f"model.image_size={SIZE}",
-        "model.options={filters: [4]}",
-        "augment.mode=online",
-        "augment.color_jitter=0.2",
-        "train.epochs=2",
-        "train.batch_size=16",
-        "train.verbose=0",
-        *more,
-    ]
+    return [*tiny_cnn_overrides(tmp_path, augment_mode="online"), "augment.color_jitter=0.2", *more]
 
 
 def test_auto_on_this_cpu_keeps_the_jitter_in_the_pipeline(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
-from train_helpers import SIZE, config, datasets, python, tiny_pretrained
+from train_helpers import SIZE, config, datasets, python, tiny_cnn_overrides, tiny_pretrained
 
 from kit.errors import KitError
 
@@ -171,19 +171,7 @@ def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
     from kit.runs import find_resumable, latest_run
     from kit.train.trainer import train
 
-    overrides = [
-        "model=cnn",
-        "comp.name=tiny",
-        "comp.classes=[]",
-        f"data.records_root={tmp_path / 'records'}",
-        f"run.root={tmp_path / 'runs'}",
-        f"model.image_size={SIZE}",
-        "model.options={filters: [4]}",
-        "augment.mode=none",
-        "train.epochs=2",
-        "train.batch_size=16",
-        "train.verbose=0",
-    ]
+    overrides = tiny_cnn_overrides(tmp_path)
     cfg = load_config(overrides)
     with pytest.raises(KitError, match="no finished run of tiny/cnn"):
         latest_run(cfg)

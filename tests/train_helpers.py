@@ -78,6 +78,23 @@ def config(run_root: str | Path, **train):
     return cfg
 
 
+def tiny_cnn_overrides(tmp_path: Path, augment_mode: str = "none") -> list[str]:
+    """Settings of a two-epoch CNN run on the tiny records ``test_trainer._write_records`` writes under tmp_path."""
+    return [
+        "model=cnn",
+        "comp.name=tiny",
+        "comp.classes=[]",
+        f"data.records_root={tmp_path / 'records'}",
+        f"run.root={tmp_path / 'runs'}",
+        f"model.image_size={SIZE}",
+        "model.options={filters: [4]}",
+        f"augment.mode={augment_mode}",
+        "train.epochs=2",
+        "train.batch_size=16",
+        "train.verbose=0",
+    ]
+
+
 def free_ports(n: int) -> list[int]:
     socks = []
     for _ in range(n):
