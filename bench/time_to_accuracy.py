@@ -212,6 +212,26 @@ def run_demo(ctx: Context) -> tuple[dict, dict]:
     ), raw
 
 
+def previous_result(ctx: Context) -> dict:
+    """This section's last results (t.json), read before this run writes any: rows not run now are carried over."""
+    try:
+        return json.loads((ctx.results / "t.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def carried_rows(previous: dict, key: str) -> list[dict]:
+    """The rows of ``key`` (T1..T5) that ``previous`` measured, each noting the run they come from (its own E)."""
+    found = [
+        r
+        for r in previous.get("rows", [])
+        if r.get("figure", "").startswith(f"{key} ") and r.get("value") not in ("not run", "skipped")
+    ]
+    commit = (previous.get("machine") or {}).get("commit", "?")
+    source = f"carried over from the run of {previous.get('started', '?')} (commit {commit}; its own E)"
+    return [{**r, "note": f"{r.get('note') or ''}; {source}".lstrip("; ")} for r in found]
+
+
 def acc_figure(ctx: Context, model: str) -> str:
     """The ACC section's last full result for ``model`` (its preset, trained to the end), for a T row not run here:
     what the preset reached, and in how long, on the machine and commit ACC names."""
@@ -325,8 +345,13 @@ def section_t(ctx: Context) -> dict:
             "proves the path, not the goals."
         )
     wanted = {r.strip().upper() for r in ctx.t_rows.split(",") if r.strip()}
+    previous = previous_result(ctx) if wanted else {}
     for goal in goals(fast):
         if wanted and goal.key not in wanted:
+            if earlier := carried_rows(previous, goal.key):
+                rows += earlier
+                raw["models"][goal.key] = previous["raw"]["models"][goal.key]
+                continue
             rows.append(
                 row(
                     f"{goal.key} {goal.model}",
@@ -356,6 +381,9 @@ def section_t(ctx: Context) -> dict:
         demo_row, demo_raw = run_demo(ctx)
         rows.append(demo_row)
         raw["demo"] = demo_raw
+    elif earlier := carried_rows(previous, "T3"):
+        rows += earlier
+        raw["demo"] = previous["raw"]["demo"]
     else:
         rows.append(
             row(
@@ -374,6 +402,10 @@ def section_t(ctx: Context) -> dict:
         recipe_plot = raw["recipes"]["plot"]
     elif not wanted or "T5" in wanted:
         rows.append(row("T5 recipes check", "skipped", "new >= old within noise", note=f"no model {fast!r} in kit's registry"))
+    elif earlier := carried_rows(previous, "T5"):
+        rows += earlier
+        raw["recipes"] = previous["raw"]["recipes"]
+        recipe_plot = raw["recipes"]["plot"]  # still in the results folder: T5 did not run to replace it
     else:
         skipped = f"--t-rows {ctx.t_rows}"
         rows.append(row("T5 recipes check (digits, generated binary)", "not run", "new >= old within noise", note=skipped))

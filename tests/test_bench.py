@@ -118,3 +118,28 @@ def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path
     for title in ("T: time to accuracy", "P1-JPEG: records from real-size JPEGs", "P2-380: online pipeline"):
         assert title in text
     assert "kit train comp=" in text and "t_time_to_accuracy.png" in text
+
+
+def test_t_rows_not_run_are_carried_over_from_the_last_run_with_their_source() -> None:
+    from bench.time_to_accuracy import carried_rows
+
+    previous = {
+        "started": "2026-12-02 04:40:30",
+        "machine": {"commit": "abc1234"},
+        "rows": [
+            {"figure": "T1 resnet20", "value": "not run", "note": "--t-rows T4"},
+            {
+                "figure": "T4 resnet9: test accuracy, training wall time",
+                "value": "93.60% in 9.0 min = 6.2 E",
+                "note": "12 epochs",
+            },
+            {"figure": "T5 digits resnet9: hidden-test accuracy", "value": "new 0.99", "note": ""},
+            {"figure": "T5 binary resnet9: hidden-test f1", "value": "new 0.88", "note": "800 images"},
+        ],
+    }
+    assert carried_rows(previous, "T1") == []  # a row that was not measured then is not carried either
+    (t4,) = carried_rows(previous, "T4")
+    assert t4["value"] == "93.60% in 9.0 min = 6.2 E"
+    assert t4["note"] == "12 epochs; carried over from the run of 2026-12-02 04:40:30 (commit abc1234; its own E)"
+    assert [r["value"] for r in carried_rows(previous, "T5")] == ["new 0.99", "new 0.88"]
+    assert carried_rows(previous, "T5")[0]["note"].startswith("carried over from")
