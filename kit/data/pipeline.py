@@ -119,9 +119,10 @@ def make_dataset(
 
     images: float32 [B, S, S, 3] in 0..255. targets: float32 [B, 1] (binary: probability of class 1) or
     [B, C]. ``training`` shuffles, and augments when ``cfg.augment.mode == "online"``; otherwise the order
-    is the records' order. ``cfg.augment.jitter_on == "model"`` (resolved from the device by the trainer,
-    :func:`kit.train.strategy.with_jitter_on`): the augmenter leaves the colour jitter to the model's first layer. ``fold=k`` (records built with data.folds > 1): "train" = train shards with
-    fold != k, "val" = fold == k without offline-augmented copies. ``repeat`` repeats (training) forever.
+    is the records' order. ``cfg.augment.jitter_on == "model"`` (resolved from the device by the session,
+    :func:`kit.train.strategy.with_jitter_on`): the augmenter leaves the colour jitter to the model's first layer.
+    ``fold=k`` (records built with data.folds > 1): "train" = train shards with fold != k, "val" = fold == k
+    without offline-augmented copies. ``repeat`` repeats (training) forever.
     """
     import tensorflow as tf
 

@@ -264,9 +264,9 @@ def build_online_augmenter(cfg: AugmentConfig, num_classes: int) -> Callable[[An
     or soft [B, num_classes].
     Applies, in order: random flips (``cfg.flip``; ``both`` flips each axis on its own draw), rotation
     (``cfg.rotation``, reflect fill), whole-pixel shifts (``cfg.translate``, reflect fill), color jitter
-    (``cfg.color_jitter`` strength; skipped with ``cfg.jitter_on=model``, the model's layer), then MixUp on the whole batch with probability ``cfg.mixup`` (per-image
-    Beta(mixup_alpha) weights) or else CutMix with probability ``cfg.cutmix``, mixing labels by the blend
-    weight or the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
+    (``cfg.color_jitter`` strength; skipped with ``cfg.jitter_on=model``, the model's layer), then MixUp on the
+    whole batch with probability ``cfg.mixup`` (per-image Beta(mixup_alpha) weights) or else CutMix with
+    probability ``cfg.cutmix``, mixing labels by the blend weight or the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
     The same ``cfg.seed`` gives the same sequence of batches' draws.
     Raises :class:`KitError` at trace time for integer or unbatched labels or unbatched images.
     """
