@@ -337,11 +337,8 @@ def _threshold(cfg: Config, run: Path) -> tuple[float, str]:
     threshold = resolve_threshold(cfg.predict.threshold, [run])
     if str(cfg.predict.threshold).strip().lower() != "auto":
         return threshold, f"the predict.threshold setting ({cfg.predict.threshold}; auto reads {THRESHOLD_FILE})"
-    path = run / THRESHOLD_FILE
-    if path.is_file():
-        saved = read_json(path)
-        return threshold, f"{THRESHOLD_FILE} ({saved.get('rule', 'F1-best')} on {saved.get('chosen_on', 'val')})"
-    return threshold, f"the mean of the folds' {THRESHOLD_FILE}"
+    saved = read_json(run / THRESHOLD_FILE)  # there: resolve_threshold raised otherwise (a k-fold parent is refused earlier)
+    return threshold, f"{THRESHOLD_FILE} ({saved.get('rule', 'F1-best')} on {saved.get('chosen_on', 'val')})"
 
 
 def _versions(fmt: str) -> dict[str, str]:
