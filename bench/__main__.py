@@ -50,7 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown report to write")
     parser.add_argument("--acc-models", default="", help="ACC: comma-separated models to train (default: resnet20,cnn,lstm)")
     parser.add_argument("--acc-rescore", action="store_true", help="ACC: score the recorded runs again, no training")
-    parser.add_argument("--t-rows", default="", help="T: rows to run, e.g. T3,T4,T5 (default: all; the others say 'not run')")
+    parser.add_argument(
+        "--t-rows", default="", help="T: rows to run, e.g. T3,T4,T5 (default: all; others: the last t.json's, else 'not run')"
+    )
     parser.add_argument("--t-fast-model", default="resnet9", help="T4: the fastest scratch preset to time (default: resnet9)")
     parser.add_argument("--p1-sizes", default="", help="override P1's image counts, e.g. 200,400 (tests)")
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
