@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import ROOT, Context, clocked_kit_training, images_per_second, log, row, steady_seconds, write_comp_yaml
+from bench.common import ROOT, Context, epoch_clock, images_per_second, log, row, steady_seconds, write_comp_yaml
 from bench.report import write_result
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -216,13 +216,13 @@ def section_acc(ctx: Context) -> dict:
         train_images = manifest.counts["train"].total
         log(f"ACC {model_name}: training on {train_images:,} images ({cfg.train.epochs} epochs max, kit defaults otherwise)")
         start = time.perf_counter()
-        with clocked_kit_training() as clocks:
-            run_dir = train(cfg)
+        clock = epoch_clock()
+        run_dir = train(cfg, callbacks=[clock])
         wall = time.perf_counter() - start
         scores = score_test_split(cfg, run_dir)
         history = pd.read_csv(run_dir / "history.csv")
         epochs = len(history)
-        steady = steady_seconds(clocks[0].ends) if clocks else None
+        steady = steady_seconds(clock.ends)
         rate = images_per_second(train_images, steady) if steady else images_per_second(train_images * epochs, wall)
         plots.learning_curves(history, png, title=f"Fashion-MNIST {model_name}{' (quick)' if ctx.quick else ''}")
         accuracy = scores["test_accuracy"]

@@ -10,7 +10,6 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,28 +216,3 @@ def steady_seconds(ends: list[float]) -> float | None:
     if len(ends) < 2:
         return None
     return (ends[-1] - ends[0]) / (len(ends) - 1)
-
-
-@contextlib.contextmanager
-def clocked_kit_training() -> Iterator[list[Any]]:
-    """Append an epoch clock to the callbacks kit's trainer builds for each phase.
-
-    ``kit.train.trainer.train`` takes no extra callbacks, and its fit_phases imports ``build_callbacks`` from
-    kit.train.schedules when it runs, so swapping the module attribute for the duration of one train() call
-    times kit's real training loop without touching its code. Yields the clocks (one per phase).
-    """
-    from kit.train import schedules
-
-    original = schedules.build_callbacks
-    clocks: list[Any] = []
-
-    def build_callbacks(*args: Any, **kwargs: Any) -> list[Any]:
-        callbacks = original(*args, **kwargs)
-        clocks.append(epoch_clock())
-        return [*callbacks, clocks[-1]]
-
-    schedules.build_callbacks = build_callbacks
-    try:
-        yield clocks
-    finally:
-        schedules.build_callbacks = original

@@ -7,7 +7,6 @@ import numpy as np
 from bench.common import (
     BATCH,
     Context,
-    clocked_kit_training,
     ensure_synth_folder,
     epoch_clock,
     images_per_second,
@@ -25,7 +24,7 @@ def section_p4(ctx: Context) -> dict:
     from kit.config import load_config
     from kit.data.records import build_from_config
     from kit.models.registry import build_model
-    from kit.train.schedules import build_optimizer
+    from kit.train.lr_schedules import build_optimizer
     from kit.train.trainer import train
 
     s, num_classes, size = ctx.sizes, 10, 32
@@ -56,9 +55,9 @@ def section_p4(ctx: Context) -> dict:
     y = keras.utils.to_categorical(np.arange(len(paths)) % num_classes, num_classes).astype(np.float32)
 
     def kit_run() -> float:
-        with clocked_kit_training() as clocks:
-            train(cfg)
-        seconds = steady_seconds(clocks[0].ends)
+        clock = epoch_clock()
+        train(cfg, callbacks=[clock])
+        seconds = steady_seconds(clock.ends)
         if seconds is None:
             raise RuntimeError("kit train stopped before two epochs")
         return images_per_second(steps * BATCH, seconds)

@@ -106,22 +106,11 @@ def epoch_test_curve(x: np.ndarray, labels: np.ndarray) -> Any:
 
 
 def train_with_curve(cfg: Any, curve: Any) -> Path:
-    """``kit.train.trainer.train(cfg)`` with ``curve`` appended to the callbacks of every phase (the same swap of
-    ``kit.train.schedules.build_callbacks`` as :func:`bench.common.clocked_kit_training`; kit's code is untouched)."""
-    from kit.train import schedules
+    """``kit.train.trainer.train(cfg)`` with ``curve`` added to the callbacks of every phase."""
     from kit.train.trainer import train
 
-    original = schedules.build_callbacks
-
-    def build_callbacks(*args: Any, **kwargs: Any) -> list[Any]:
-        return [*original(*args, **kwargs), curve]
-
-    schedules.build_callbacks = build_callbacks
-    try:
-        curve.start, curve.excluded = time.perf_counter(), 0.0
-        return train(cfg)
-    finally:
-        schedules.build_callbacks = original
+    curve.start, curve.excluded = time.perf_counter(), 0.0
+    return train(cfg, callbacks=[curve])
 
 
 def kit_command(overrides: list[str]) -> str:

@@ -86,8 +86,8 @@ def test_fit_phases_writes_its_run_dir_on_a_url() -> None:
     from train_helpers import config, datasets, tiny_scratch
 
     from kit.runs import read_state
-    from kit.train.schedules import read_history
-    from kit.train.trainer import fit_phases
+    from kit.train.callbacks import read_history
+    from kit.train.fitting import fit_phases
 
     run_dir = _ram("run")
     cfg = config(run_dir, epochs=2)

@@ -16,7 +16,7 @@ WORKER_SCRIPT = """
 import json, os, sys
 from train_helpers import config, datasets, tiny_scratch
 from kit.train.strategy import choose_strategy, global_batch_size, is_chief
-from kit.train.trainer import fit_phases
+from kit.train.fitting import fit_phases
 cfg = config(sys.argv[1], epochs=3, batch_size=8, schedule="cosine", early_stopping_patience=2)
 strategy, description = choose_strategy(cfg)  # auto: TF_CONFIG names two workers
 batch = global_batch_size(cfg, strategy.num_replicas_in_sync)

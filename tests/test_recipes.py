@@ -51,7 +51,7 @@ def test_jit_compile_setting() -> None:
 def _fit(tmp_path: Path, name: str, epochs: int = 3, **train) -> tuple[Path, list[np.ndarray], dict]:
     import keras
 
-    from kit.train.trainer import fit_phases
+    from kit.train.fitting import fit_phases
 
     keras.utils.set_random_seed(0)
     model = tiny_scratch()
@@ -86,7 +86,7 @@ def test_ema_best_keras_holds_the_averaged_weights_the_val_metrics_came_from(tmp
     assert result["best_loss"] == pytest.approx(val_loss, rel=1e-4)
     # A resume restores whether the EMA weights are in the model (swapped back at the next epoch's start).
     state = json.loads((ema_dir / "checkpoint" / "state.json").read_text())
-    assert state["callbacks"]["ema"] == {"_ema_weights_in_model": True}
+    assert state["ema_swapped"] is True
 
 
 def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Path) -> None:
@@ -143,14 +143,14 @@ def test_a_resumed_ema_run_trains_on_from_the_raw_weights_not_the_average(tmp_pa
     near epoch 1's; training on from the raw weights keeps it near the last epoch's."""
     import keras
 
-    from kit.train.trainer import fit_phases
+    from kit.train.fitting import fit_phases
 
     # The average barely moves, so val_f1_score does not improve and patience 2 stops the run after epoch 3 of 4
     # (not its last epoch: Keras' SwapEMAWeights copies the average over the raw weights only at the last one).
     run_dir, _, _ = _fit(tmp_path, "ema", epochs=4, ema=True, ema_momentum=0.999999, early_stopping_patience=2)
     state_path = run_dir / "checkpoint" / "state.json"
     state = json.loads(state_path.read_text())
-    assert state["next_epoch"] == 3 and state["callbacks"]["ema"] == {"_ema_weights_in_model": True}
+    assert state["next_epoch"] == 3 and state["ema_swapped"] is True
     state["phase_done"] = False  # as if killed after epoch 3 of 4 instead
     state_path.write_text(json.dumps(state))
     keras.utils.set_random_seed(1)

@@ -92,7 +92,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from train_helpers import config, datasets, tiny_scratch
 from kit.train.strategy import choose_strategy, describe, global_batch_size
-from kit.train.trainer import fit_phases
+from kit.train.fitting import fit_phases
 cfg = config(sys.argv[1], epochs=2, strategy="mirrored", batch_size=8)
 strategy, description = choose_strategy(cfg)
 batch = global_batch_size(cfg, strategy.num_replicas_in_sync)

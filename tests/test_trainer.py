@@ -23,7 +23,7 @@ def _history(run_dir: Path) -> list[dict]:
 def test_two_phase_fine_tuning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import keras
 
-    from kit.train.trainer import fit_phases
+    from kit.train.fitting import fit_phases
 
     cfg = config(tmp_path, epochs=3, learning_rate=3e-2, fine_tune={"epochs": 3, "learning_rate": 1e-2, "unfreeze": 3})
     model = tiny_pretrained()
@@ -74,7 +74,7 @@ def test_two_phase_fine_tuning(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 RESUME_SCRIPT = """
 import os, sys, tensorflow as tf
 from train_helpers import config, datasets, tiny_pretrained
-from kit.train.trainer import fit_phases
+from kit.train.fitting import fit_phases
 tf.random.set_seed(0)
 hold_at = int(os.environ.get("HOLD_AT_EPOCH", "0"))
 state_path = os.path.join(sys.argv[2], "checkpoint", "state.json")
@@ -229,7 +229,7 @@ def test_schedules() -> None:
     import keras
 
     from kit.config import TrainConfig
-    from kit.train.schedules import build_optimizer, make_schedule
+    from kit.train.lr_schedules import build_optimizer, make_schedule
 
     warm = make_schedule(TrainConfig(schedule="constant", warmup_epochs=1), 0.1, steps_per_epoch=10, epochs=3)
     assert [round(warm(s), 3) for s in (0, 4, 9)] == [0.01, 0.05, 0.1]
@@ -259,7 +259,7 @@ def test_metrics_names() -> None:
 def test_best_checkpoint_breaks_a_saturated_metric_tie_by_val_loss(tmp_path: Path) -> None:
     import keras
 
-    from kit.train.schedules import BestCheckpoint, Tracker
+    from kit.train.callbacks import BestCheckpoint, Tracker
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     tracker = Tracker("val_accuracy", "max")

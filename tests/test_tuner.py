@@ -229,3 +229,86 @@ def test_tuning_plot_has_a_log_axis_for_log_sampled_rates_and_whole_trial_number
     assert list(by_trial.get_xticks()) == [1, 2, 3]  # whole trial numbers, not 0.0, 0.5, 1.0, ...
     assert rate.get_xscale() == "log" and rate.get_xlabel() == "train.learning_rate (log scale)"
     assert units.get_xscale() == "linear"
+
+
+# --- a trial trains as kit train does: the same phase plan, phase set-up and phase callbacks ------------------
+
+
+def _rates_by_epoch(cfg, model, epochs: int) -> dict[int, list[float]]:
+    """Fit one trial of ``cfg`` on ``model`` as keras-tuner would (its own callback last), recording the optimizer's
+    rate after every batch and the backbone's trainable weights per epoch."""
+    import keras
+    import keras_tuner as kt
+    from train_helpers import datasets
+
+    from kit.train.tuner import trial_hypermodel
+
+    rates: dict[int, list[float]] = {}
+
+    class Recorder(keras.callbacks.Callback):  # stands where keras-tuner's reporting callback stands
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            rates.setdefault(self.epoch, []).append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    train_ds, val_ds = datasets(16)
+    hypermodel = trial_hypermodel(cfg, [], num_classes=2, steps_per_epoch=2)
+    hypermodel.fit(
+        kt.HyperParameters(),
+        model,
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=2,
+        callbacks=[Recorder()],
+        verbose=0,
+    )
+    return rates
+
+
+def test_a_two_phase_trial_fine_tunes_at_the_fine_tune_rate_with_the_backbone_unfrozen(tmp_path):
+    """With tuner.phase1_only=false a trial's epochs are shared between the phases as the settings share them, and
+    phase 2 follows its own cosine from train.fine_tune.learning_rate (phase 1's schedule does not overwrite it)."""
+    from train_helpers import config, tiny_pretrained
+
+    fine_tune = {"epochs": 2, "learning_rate": 1e-4, "unfreeze": -1}
+    cfg = config(tmp_path, epochs=2, learning_rate=1e-2, schedule="cosine", fine_tune=fine_tune)
+    cfg.tuner.phase1_only = False
+    model = tiny_pretrained()
+    rates = _rates_by_epoch(cfg, model, epochs=4)
+    assert sorted(rates) == [0, 1, 2, 3]
+    phase1, phase2 = rates[0] + rates[1], rates[2] + rates[3]
+    assert phase1[0] == pytest.approx(1e-2) and phase1 == sorted(phase1, reverse=True), rates
+    assert phase2[0] == pytest.approx(1e-4) and max(phase2) <= 1e-4 * (1 + 1e-6), rates
+    assert phase2 == sorted(phase2, reverse=True) and phase2[-1] < phase2[0]  # its own decay, from its own start
+    assert model.get_layer("backbone").get_layer("conv1").trainable  # unfrozen (BatchNorm stays frozen)
+    assert not model.get_layer("backbone").get_layer("bn1").trainable
+
+
+def test_a_plateau_trial_reduces_its_rate_as_kit_train_does(tmp_path):
+    """schedule=plateau: a trial whose metric stops improving has its rate cut by the plateau callback kit train uses
+    (factor 0.2 after half the early-stopping patience). At a rate of 1e-8 the weights cannot move the metric."""
+    from train_helpers import config, tiny_scratch
+
+    cfg = config(tmp_path, epochs=4, learning_rate=1e-8, schedule="plateau", early_stopping_patience=2, optimizer="adam")
+    rates = _rates_by_epoch(cfg, tiny_scratch(), epochs=4)
+    assert rates[0][-1] == pytest.approx(1e-8) and rates[1][-1] == pytest.approx(1e-8)
+    assert rates[2][0] == pytest.approx(2e-9), rates  # reduced after epoch 2 did not improve on epoch 1
+    assert 3 not in rates  # early stopping (patience 2) ended the trial, as it would end the run
+
+
+def test_a_trial_budget_is_shared_between_the_phases_as_the_settings_share_them(tmp_path):
+    from train_helpers import config, tiny_pretrained, tiny_scratch
+
+    from kit.train.phases import plan_phases
+
+    cfg = config(tmp_path, epochs=3, fine_tune={"epochs": 12, "learning_rate": 1e-4})
+    model = tiny_pretrained()
+    assert [p.epochs for p in plan_phases(cfg, model)] == [3, 12]
+    shares = {budget: [p.epochs for p in plan_phases(cfg, model, budget=budget)] for budget in (1, 2, 5, 10, 30)}
+    assert shares == {1: [1], 2: [1, 1], 5: [1, 4], 10: [2, 8], 30: [6, 24]}
+    assert [p.learning_rate for p in plan_phases(cfg, model, budget=5)] == [cfg.train.learning_rate, 1e-4]
+    assert [p.epochs for p in plan_phases(cfg, tiny_scratch(), budget=7)] == [7]  # no backbone: one phase

@@ -3,8 +3,12 @@
 The original notebooks tuned the frozen EfficientNetB4 head with Hyperband (units, dropout, learning
 rate, ``first_decay_steps``; objective ``val_f1_score``) and the CNN with RandomSearch (15 trials). Here
 each model's YAML declares its space (``tuner.space``, see :mod:`kit.train.search_space`); a trial is
-``cfg`` with the trial's values merged in, built by the model registry and compiled by the trainer's
-``compile_phase``, so there is no second training path.
+``cfg`` with the trial's values merged in, built by the model registry and trained through the same phase plan,
+phase set-up and phase callbacks as ``kit train`` (:mod:`kit.train.phases`, :func:`kit.train.callbacks.
+training_callbacks`): the trial's epochs shared between the phases as the settings share them, phase 2 at
+``train.fine_tune.learning_rate``, the plateau reduction and EMA as the run would have them. What a trial does not
+keep is the run folder (best.keras, history, resume point): keras-tuner keeps its own; so phase 2 of a trial goes
+on from phase 1's last weights, not its best.
 
 Hyperband: Li et al. 2018, "Hyperband: A Novel Bandit-Based Approach to Hyperparameter Optimization".
 
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     import keras_tuner as kt
 
     from kit.config import Config
+    from kit.train.phases import Phase
 
 SEARCH_DIR = "search"
 
@@ -61,64 +66,65 @@ def objective_of(cfg: Config) -> tuple[str, str]:
     return name, monitor_mode(name)
 
 
-def _hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_epoch: int) -> kt.HyperModel:
+def trial_hypermodel(cfg: Config, dims: list[Dimension], num_classes: int, steps_per_epoch: int) -> kt.HyperModel:
+    """The keras-tuner HyperModel of a search: ``build`` makes the trial's model, ``fit`` trains it through its phases."""
     import keras
     import keras_tuner as kt
     import tensorflow as tf
 
     from kit.data.augment.layer import model_augmentation
     from kit.models.registry import build_model
-    from kit.train.schedules import StepLearningRate, make_schedule
-    from kit.train.trainer import Phase, compile_phase, plan_phases
+    from kit.train.callbacks import PhaseSpan, training_callbacks
+    from kit.train.phases import enter_phase, plan_phases
 
     binary = num_classes == 2
     monitor, direction = objective_of(cfg)
 
-    class KitHyperModel(kt.HyperModel):
-        """Builds and fits one trial: ``cfg`` + the trial's values, phase 1 (head only for pretrained models)."""
+    def trial_phases(trial_cfg: Config, model: keras.Model, epochs: int) -> list[Phase]:
+        phases = plan_phases(trial_cfg, model, budget=epochs)
+        return phases[:1] if cfg.tuner.phase1_only else phases
 
+    class KitHyperModel(kt.HyperModel):
         def build(self, hp: kt.HyperParameters) -> keras.Model:
             trial_cfg = apply_values(cfg, {d.name: d.declare(hp) for d in dims})
             model = build_model(trial_cfg.model, num_classes, first_layer=model_augmentation(trial_cfg.augment))
-            phase = plan_phases(trial_cfg, model)[0]
-            if cfg.tuner.phase1_only:
-                from kit.models.pretrained import freeze_backbone
-
-                freeze_backbone(model)
             # keras-tuner builds inside the distribution strategy's scope already.
-            compile_phase(model, trial_cfg, phase, tf.distribute.get_strategy(), binary, num_classes)
+            first = plan_phases(trial_cfg, model)[0]
+            enter_phase(model, trial_cfg, first, tf.distribute.get_strategy(), binary=binary, num_classes=num_classes)
             return model
 
         def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
             # The values build() declared, read back from the trial's hyperparameters (not stored on the model).
             trial_cfg = apply_values(cfg, {d.name: hp.get(d.name) for d in dims})
-            epochs = int(kwargs.get("epochs", trial_epochs(cfg)))
-            callbacks = list(kwargs.pop("callbacks", []))
-            if trial_cfg.train.ema:  # trials are scored on the averaged weights, as kit train scores its runs
-                callbacks.insert(0, keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            schedule = make_schedule(trial_cfg.train, trial_cfg.train.learning_rate, steps_per_epoch, epochs, replicas)
-            callbacks.append(StepLearningRate(schedule))
-            if trial_cfg.train.early_stopping_patience > 0:
-                callbacks.append(
-                    keras.callbacks.EarlyStopping(
-                        monitor=monitor, mode=direction, patience=trial_cfg.train.early_stopping_patience
-                    )
+            end = int(kwargs.pop("epochs", trial_epochs(cfg)))
+            initial = int(kwargs.pop("initial_epoch", 0))  # Hyperband goes on with an earlier trial's model
+            searching = list(kwargs.pop("callbacks", []))  # keras-tuner's own: they report each epoch to the oracle
+            strategy = tf.distribute.get_strategy()
+            values: list[float] = []
+            history = None
+            start = 0
+            for phase in trial_phases(trial_cfg, model, end):
+                span = PhaseSpan(start, start + phase.epochs)
+                start = span.end
+                if span.end <= initial:
+                    continue
+                enter_phase(model, trial_cfg, phase, strategy, binary=binary, num_classes=num_classes)
+                behaviour, _ = training_callbacks(
+                    trial_cfg.train,
+                    monitor=monitor,
+                    mode=direction,
+                    learning_rate=phase.learning_rate,
+                    span=span,
+                    steps_per_epoch=steps_per_epoch,
+                    replicas=int(strategy.num_replicas_in_sync),
                 )
-            phases = plan_phases(trial_cfg, model)
-            if cfg.tuner.phase1_only or len(phases) == 1:
-                return model.fit(*args, callbacks=callbacks, **kwargs)
-            # Both phases: the first half of the epochs on the head, the rest unfrozen (BatchNorm frozen).
-            from kit.models.pretrained import unfreeze_top
-
-            first = model.fit(*args, callbacks=callbacks, **{**kwargs, "epochs": max(1, epochs // 2)})
-            unfreeze_top(model, trial_cfg.train.fine_tune.unfreeze)
-            fine = Phase(2, epochs, trial_cfg.train.fine_tune.learning_rate, "fine-tune")
-            compile_phase(model, trial_cfg, fine, tf.distribute.get_strategy(), binary, num_classes)
-            second = model.fit(*args, callbacks=callbacks, **{**kwargs, "initial_epoch": max(1, epochs // 2)})
-            values = first.history.get(monitor, []) + second.history.get(monitor, [])
-            best = (min if direction == "min" else max)(values) if values else None
-            return {monitor: best} if best is not None else second
+                history = model.fit(
+                    *args, epochs=span.end, initial_epoch=max(initial, span.start), callbacks=[*behaviour, *searching], **kwargs
+                )
+                values += history.history.get(monitor, [])
+            if not values:
+                return history
+            return {monitor: (min if direction == "min" else max)(values)}
 
     return KitHyperModel()
 
@@ -224,7 +230,7 @@ def tune(cfg: Config) -> Path:
 
     with session.precision_policy():
         train_ds, val_ds = session.datasets()
-        hypermodel = _hypermodel(session.cfg, dims, len(session.classes), session.steps_per_epoch)  # jitter_on resolved
+        hypermodel = trial_hypermodel(session.cfg, dims, len(session.classes), session.steps_per_epoch)  # jitter_on resolved
         tuner = _make_tuner(cfg, hypermodel, session.strategy, out_dir)
         settled = settle_finished_trials(tuner.oracle)
         if settled:

@@ -1,6 +1,9 @@
 """The callbacks of a training phase: the rate schedule, weight EMA, early stopping, the best model, the resume point.
 
-Optimizers and rate schedules live in :mod:`kit.train.lr_schedules` (re-exported here).
+Two builders, one per concern: :func:`training_callbacks` is how a phase trains (the rate at every step, the
+averaged weights, when to stop, the plateau reduction) and is what both ``kit train`` and every ``kit tune`` trial
+use; :func:`run_folder_callbacks` is what a run keeps (best.keras, history.csv, TensorBoard, the resume point).
+Optimizers and rate schedules live in :mod:`kit.train.lr_schedules`.
 
 The checkpoint callbacks write every file atomically (temp file + rename): a kill at any moment leaves the
 previous complete file, never half of one. On multi-worker runs every worker runs the same callbacks (a
@@ -21,13 +24,9 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from kit.io import URLPath, as_path, atomic_write, is_url, put_file, write_json
-
-# Re-exported under their old home (the tuner, bench/p4 and tests import them from here).
-from kit.train.lr_schedules import Schedule as Schedule
-from kit.train.lr_schedules import StepLearningRate as StepLearningRate
-from kit.train.lr_schedules import build_optimizer as build_optimizer
-from kit.train.lr_schedules import make_schedule, scaled_rate
+from kit.train.lr_schedules import StepLearningRate, make_schedule, scaled_rate
 from kit.train.metrics import is_better, scalar_logs
+from kit.train.resume import ResumeState
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,41 +36,31 @@ if TYPE_CHECKING:
 # --- callbacks that survive a resume -------------------------------------------------------------------
 
 
-class _Resumable:
+class Resumable:
     """Mixin: counters (patience, best so far) saved in ``state.json`` and put back after ``on_train_begin``."""
 
     FIELDS: tuple[str, ...] = ()
 
     def __init__(self, *args: Any, restore: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._restore = dict(restore or {})
+        self.restore_values = dict(restore or {})
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)  # resets the counters, so restore after it
-        for name, value in self._restore.items():
+        for name, value in self.restore_values.items():
             setattr(self, name, value)
-        self._restore = {}
+        self.restore_values = {}
 
     def snapshot(self) -> dict[str, Any]:
         return {name: _plain(getattr(self, name, None)) for name in self.FIELDS}
 
 
-class ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+class ResumableEarlyStopping(Resumable, keras.callbacks.EarlyStopping):
     FIELDS = ("wait", "best", "best_epoch")
 
 
-class ResumablePlateau(_Resumable, keras.callbacks.ReduceLROnPlateau):
+class ResumablePlateau(Resumable, keras.callbacks.ReduceLROnPlateau):
     FIELDS = ("wait", "best", "cooldown_counter")
-
-
-class ResumableSwapEMA(_Resumable, keras.callbacks.SwapEMAWeights):
-    """Keras' own EMA swap with ``swap_on_epoch=True``: the averaged weights are in the model for validation
-    (``on_test_begin``) and from each epoch's end to the next epoch's start, so ``best.keras``, the tracker and
-    the resume checkpoint hold the weights the validation metrics were computed with; the raw weights go back
-    at the next epoch's begin. Whether the EMA weights are in the model is saved in state.json, so a resumed
-    run swaps the raw weights back in before training on (the checkpoint holds both sets, swapped)."""
-
-    FIELDS = ("_ema_weights_in_model",)
 
 
 def _plain(value: Any) -> Any:
@@ -222,11 +211,12 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """The resume point: model + optimizer weights and ``state.json`` after every epoch.
+    """The resume point: model + optimizer weights and ``state.json`` (a :class:`ResumeState`) after every epoch.
 
     Weights go to a new file per epoch and ``state.json`` names it, written after it: whatever moment a
     kill hits, ``state.json`` points at a complete file of the same epoch. Older files are removed after.
-    Must run after the other callbacks of the epoch (it records their counters and the stop decision).
+    Must run after the other callbacks of the epoch (it records their counters and the stop decision), the
+    EMA swap included: with ``ema_swapped`` the checkpoint holds the averaged weights in the model.
     """
 
     def __init__(
@@ -237,7 +227,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         phase: int,
         phase_start: int,
         end_epoch: int,
-        resumables: dict[str, _Resumable],
+        resumables: dict[str, Resumable],
+        ema_swapped: bool,
     ) -> None:
         super().__init__()
         self.directory = as_path(directory)
@@ -246,20 +237,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.phase_start = phase_start
         self.end_epoch = end_epoch
         self.resumables = resumables
+        self.ema_swapped = ema_swapped
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         name = f"epoch-{epoch + 1:04d}.weights.h5"
         save_model_atomic(self.model, self.directory / name, weights_only=True)
-        state = {
-            "phase": self.phase,
-            "phase_start": self.phase_start,
-            "next_epoch": epoch + 1,
-            "phase_done": bool(epoch + 1 >= self.end_epoch or self.model.stop_training),
-            "weights": name,
-            "tracker": self.tracker.to_json(),
-            "callbacks": {key: cb.snapshot() for key, cb in self.resumables.items()},
-        }
-        write_json(self.directory / "state.json", state)
+        state = ResumeState(
+            phase=self.phase,
+            phase_start=self.phase_start,
+            next_epoch=epoch + 1,
+            phase_done=bool(epoch + 1 >= self.end_epoch or self.model.stop_training),
+            weights=name,
+            tracker=self.tracker.to_json(),
+            callbacks={key: cb.snapshot() for key, cb in self.resumables.items()},
+            ema_swapped=self.ema_swapped,
+        )
+        write_json(self.directory / "state.json", state.to_json())
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -268,34 +261,44 @@ class EpochCheckpoint(keras.callbacks.Callback):
 # --- one phase's callbacks ------------------------------------------------------------------------------
 
 
-def build_callbacks(
+@dataclass(frozen=True)
+class PhaseSpan:
+    """Where a phase sits in the run's global epoch count: it began at ``start`` and ends before ``end``."""
+
+    start: int
+    end: int
+
+    @property
+    def epochs(self) -> int:
+        return self.end - self.start
+
+
+def training_callbacks(
     train: TrainConfig,
     *,
-    out_dir: Path,
-    tracker: Tracker,
-    history_rows: list[dict[str, Any]],
-    phase: int,
-    phase_start: int,
-    end_epoch: int,
-    base_lr: float,
+    monitor: str,
+    mode: str,
+    learning_rate: float,
+    span: PhaseSpan,
     steps_per_epoch: int,
-    restore: dict[str, dict[str, Any]] | None = None,
     replicas: int = 1,
-) -> list[keras.callbacks.Callback]:
-    """The callbacks of one phase, in the order they must run at each epoch's end.
+    restore: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[keras.callbacks.Callback], dict[str, Resumable]]:
+    """How one phase trains, for ``kit train`` and every tuner trial alike: the rate at every step (the phase's
+    schedule from ``learning_rate``, scaled to the global batch of ``replicas``), the EMA swap, early stopping and
+    the plateau reduction, in the order they must run at each epoch's end.
 
-    Early stopping keeps ``restore_best_weights=False``: ``best.keras`` is the one best across phases and
-    resumes, and the trainer puts those weights back at the end of each phase. ``replicas`` makes the global
-    batch the rate is scaled to (``train.lr_scale_batch``).
+    Returns the callbacks and, by name, those whose counters a resume restores (``restore`` holds them).
     """
     restore = restore or {}
-    monitor, mode = tracker.monitor, tracker.mode
     callbacks: list[keras.callbacks.Callback] = [
-        StepLearningRate(make_schedule(train, base_lr, steps_per_epoch, end_epoch - phase_start, replicas)),
+        StepLearningRate(make_schedule(train, learning_rate, steps_per_epoch, span.epochs, replicas)),
     ]
-    resumables: dict[str, _Resumable] = {}
-    if train.ema:  # first: the EMA weights are in the model before any other callback sees the epoch's end
-        resumables["ema"] = ResumableSwapEMA(swap_on_epoch=True, restore=restore.get("ema"))
+    if train.ema:
+        # First: the averaged weights are in the model before any other callback sees the epoch's end, so
+        # validation, best.keras and the resume point all hold them (raw weights go back at the next epoch's begin).
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    resumables: dict[str, Resumable] = {}
     if train.early_stopping_patience > 0:
         resumables["early_stopping"] = ResumableEarlyStopping(
             monitor=monitor, mode=mode, patience=train.early_stopping_patience, verbose=1, restore=restore.get("early_stopping")
@@ -306,12 +309,26 @@ def build_callbacks(
             mode=mode,
             factor=0.2,
             patience=max(1, train.early_stopping_patience // 2),
-            min_lr=scaled_rate(train, base_lr, replicas) * 1e-3,
+            min_lr=scaled_rate(train, learning_rate, replicas) * 1e-3,
             verbose=1,
             restore=restore.get("plateau"),
         )
-    callbacks += list(resumables.values())
-    callbacks += [
+    return [*callbacks, *resumables.values()], resumables
+
+
+def run_folder_callbacks(
+    out_dir: Path,
+    *,
+    tracker: Tracker,
+    history_rows: list[dict[str, Any]],
+    phase: int,
+    span: PhaseSpan,
+    resumables: dict[str, Resumable],
+    ema_swapped: bool,
+) -> list[keras.callbacks.Callback]:
+    """What a run keeps of a phase, after :func:`training_callbacks`: best.keras (the best of every phase and
+    resume), history.csv, TensorBoard and, last, the resume point (which records the others' counters)."""
+    return [
         BestCheckpoint(out_dir / "best.keras", tracker, phase),
         HistoryCSV(out_dir / "history.csv", history_rows, phase),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False, profile_batch=0),
@@ -319,9 +336,9 @@ def build_callbacks(
             out_dir / "checkpoint",
             tracker=tracker,
             phase=phase,
-            phase_start=phase_start,
-            end_epoch=end_epoch,
+            phase_start=span.start,
+            end_epoch=span.end,
             resumables=resumables,
+            ema_swapped=ema_swapped,
         ),
     ]
-    return callbacks
