@@ -238,9 +238,9 @@ def new_comp(
     ),
 ) -> None:
     """Infer a competition YAML from a downloaded folder (CSV columns, class folders, sample_submission)."""
-    from kit.data import infer
+    from kit.data import comp_from_folder
 
-    path = infer.write_competition_yaml(folder, name=name or None, output=output)
+    path = comp_from_folder.write_competition_yaml(folder, name=name or None, output=output)
     say(f"wrote {path}: check it, then use comp={path}")
 
 
@@ -266,12 +266,13 @@ def runs(
     Numbers: best val = best monitored value on val during training; cv = k-fold out-of-fold score; threshold = the
     binary threshold and where it was chosen (val or oof); public = newest scored Kaggle submission naming the run."""
     cfg = load(settings)
-    from kit.kaggle import runs_table
+    from kit import runs_table
+    from kit.kaggle.public_scores import attach_public_scores
 
     if diff:
         typer.echo(runs_table.diff_runs(cfg, *diff))
         return
-    rows, _, why = runs_table.runs_table(cfg, sort=sort, scores=not offline)
+    rows, _, why = runs_table.runs_table(cfg, sort=sort, public_scores=None if offline else attach_public_scores)
     if not rows:
         say(f"no runs of {cfg.comp.name} under {Path(cfg.run.root) / cfg.comp.name}: train one with kit train")
         return

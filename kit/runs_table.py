@@ -1,4 +1,5 @@
-"""``kit runs``: one table of every run of a competition, with the public score each got on Kaggle.
+"""``kit runs``: one table of every run of a competition, read from the run folders (the public score each got on
+Kaggle is filled in by :func:`kit.kaggle.public_scores.attach_public_scores`).
 
 A row is one run folder ``<run.root>/<comp>/<model>/<run-id>/`` (a k-fold parent is one row; its ``fold<k>/``
 sub-runs are not rows of their own). Each figure is read from what the run wrote, and labelled for what it is:
@@ -11,8 +12,7 @@ sub-runs are not rows of their own). Each figure is read from what the run wrote
     public      the public score of the newest scored Kaggle submission whose message names the run
                 (``kit submit`` writes ``kit <model> run <run-id> ...``); the column says why when there is none
 
-Kaggle is asked once (``competition_submissions``); offline or without credentials the public column says so and
-the table still prints. ``settings`` lists the settings that differ between the runs (locations and display
+``settings`` lists the settings that differ between the runs (locations and display
 settings left out: ``RESUME_FREE_SETTINGS``).
 """
 
@@ -21,8 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from kit.config import read_settings
 from kit.errors import KitError, unknown_choice
 from kit.io import atomic_write, read_json
-from kit.kaggle.client import api, call
 from kit.runs import CONFIG_FILE, DONE, KFOLD, RESUME_FREE_SETTINGS, STATE, THRESHOLD_FILE
 
 if TYPE_CHECKING:
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
 CV_FILE = "cv.json"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
-SUBMISSIONS_PAGE = 100  # Kaggle's list is paged; the newest page holds the submissions a table is about
 SETTINGS_SHOWN = 60  # characters of the settings column in the printed table (the CSV holds them all)
 # Columns in table order; numbers sort best (highest) first, text alphabetically.
 COLUMNS = ("run", "model", "state", "epochs", "monitor", "best_val", "cv", "tta", "threshold", "public", "settings")
@@ -115,13 +112,13 @@ def _best_from_history(rows: list[dict[str, str]], monitor: str | None) -> tuple
     name = next((c for c in (monitor, "val_f1_score", "val_accuracy") if c and c in columns), None)
     if name is None:
         return None, None
-    values = [v for row in rows if (v := _parse_float(row.get(name))) is not None]
+    values = [v for row in rows if (v := parse_float(row.get(name))) is not None]
     if not values:
         return name, None
     return name, (min(values) if name.endswith("loss") else max(values))
 
 
-def _parse_float(text: str | None) -> float | None:
+def parse_float(text: str | None) -> float | None:
     try:
         value = float(text) if text not in (None, "") else None
     except ValueError:
@@ -191,38 +188,7 @@ def differing_settings(rows: Sequence[RunRow]) -> list[str]:
 # --- the public scores ------------------------------------------------------------------------------------
 
 
-def _run_pattern(model: str, run_id: str) -> re.Pattern[str]:
-    """What ``kit submit``'s message says about a run: ``<model> run <run-id>`` (a longer id is another run)."""
-    return re.compile(rf"(?:^|\s){re.escape(model)} run {re.escape(run_id)}(?=\s|$)")
-
-
-def attach_public_scores(cfg: Config, rows: Sequence[RunRow]) -> str | None:
-    """Fill ``public`` from the competition's Kaggle submissions; return why there are none (offline, ...)."""
-    slug = cfg.comp.slug
-    if cfg.comp.source != "competition" or not slug:
-        return _no_scores(rows, f"no public scores: {cfg.comp.name} is not a Kaggle competition", "n/a")
-    try:
-        submissions = call(
-            "list submissions", api().competition_submissions, slug, page_size=SUBMISSIONS_PAGE, slug=slug, kind="competition"
-        )
-    except KitError as exc:  # no credentials, offline, rules not accepted: the table prints all the same
-        note = "no credentials" if "credentials" in exc.message else "offline" if "cannot reach" in exc.message else "unavailable"
-        return _no_scores(rows, f"no public scores ({exc.one_line()})", note)
-    for row in rows:
-        pattern = _run_pattern(row.values["model"], row.values["run"])
-        mine = [s for s in submissions or [] if s is not None and pattern.search(getattr(s, "description", "") or "")]
-        scored = [s for s in mine if _parse_float(str(getattr(s, "public_score", "") or "")) is not None]
-        row.values["public"] = _parse_float(str(scored[0].public_score)) if scored else None  # the list is newest first
-        if len(scored) > 1:
-            row.notes["public"] = f"newest of {len(scored)}"
-        elif mine and not scored:
-            row.notes["public"] = getattr(getattr(mine[0], "status", None), "name", "pending").lower()
-        elif not mine:
-            row.notes["public"] = "not submitted"
-    return None
-
-
-def _no_scores(rows: Sequence[RunRow], why: str, note: str) -> str:
+def no_scores(rows: Sequence[RunRow], why: str, note: str) -> str:
     for row in rows:
         row.values["public"] = None
         row.notes["public"] = note
@@ -232,19 +198,22 @@ def _no_scores(rows: Sequence[RunRow], why: str, note: str) -> str:
 # --- the table --------------------------------------------------------------------------------------------
 
 
-def runs_table(cfg: Config, sort: str = "run", scores: bool = True) -> tuple[list[RunRow], list[str], str | None]:
+def runs_table(
+    cfg: Config, sort: str = "run", public_scores: Callable[[Config, Sequence[RunRow]], str | None] | None = None
+) -> tuple[list[RunRow], list[str], str | None]:
     """Every run of the competition as rows (sorted by ``sort``), the settings that differ, and why there are no
-    public scores (None when Kaggle answered)."""
+    public scores (None when they were filled). ``public_scores`` fills the public column (kit.kaggle asks Kaggle);
+    without it the column says the scores were not asked for."""
     if sort not in COLUMNS:
         raise unknown_choice("runs column", sort, COLUMNS)
     rows = [read_row(run) for run in competition_runs(cfg)]
     differ = differing_settings(rows)
     for row in rows:
         row.values["settings"] = " ".join(f"{k}={_plain(row.settings.get(k, '<unset>'))}" for k in differ)
-    if not scores:
-        why = _no_scores(rows, "public scores not asked (--offline)", "not asked")
+    if public_scores is None:
+        why = no_scores(rows, "public scores not asked (--offline)", "not asked")
     else:
-        why = attach_public_scores(cfg, rows) if rows else None
+        why = public_scores(cfg, rows) if rows else None
     return sort_rows(rows, sort), differ, why
 
 

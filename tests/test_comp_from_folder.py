@@ -1,4 +1,4 @@
-"""kit.data.infer (`kit new-comp`): the inferred YAML indexes each layout like the hand-written preset."""
+"""kit.data.comp_from_folder (`kit new-comp`): the inferred YAML indexes each layout like the hand-written preset."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from kaggle_layouts import make_ai_100, make_ai_vs_human, make_cifake, preset
 from kit.config import PROJECT_ROOT, load_config, presets
 from kit.data import sources
 from kit.data.demo import make_demo_competition
-from kit.data.infer import infer_competition, write_competition_yaml
+from kit.data.comp_from_folder import infer_competition, write_competition_yaml
 from kit.errors import KitError
 
 LAYOUTS = {
