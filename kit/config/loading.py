@@ -13,8 +13,8 @@ Two settings are constraints rather than values, so the order alone does not set
 
 - ``augment.flip`` is the symmetry the data allows. A model preset may narrow it (lstm: no flips) but never
   widen it: when both set it, the result is the flips both allow (horizontal + none = none).
-- ``predict.tta`` views must be symmetries the resolved ``augment.flip`` allows: ``flip``/``hflip`` need
-  horizontal, ``vflip`` vertical, ``rot90``/``rot180``/``rot270``/``transpose`` both (orientation-free images).
+- ``predict.tta`` views must be symmetries the resolved ``augment.flip`` allows (each view's needs are in
+  :data:`kit.config.symmetry.TTA_VIEWS`: ``flip`` needs horizontal, ``vflip`` vertical, the rotations both).
   A view a preset or hparams file asks for that the data forbids is dropped (``kit config --origin`` says so);
   views given on the command line are kept as given.
 
@@ -42,6 +42,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from kit.config.checks import validate
 from kit.config.folders import preset_dirs
 from kit.config.schema import Config, Flip
+from kit.config.symmetry import FLIP_AXES, TTA_VIEWS, allowed_flips, flip_word, view_name
 from kit.config.yaml_files import read_yaml, refuse_resolvers
 from kit.errors import KitError, nearest, unknown_choice
 
@@ -163,24 +164,6 @@ def check_hparams(settings: dict, space: Any, path: Path, model: str) -> None:
             )
 
 
-# The flips each augment.flip value allows, and the flips each TTA view needs the data to allow.
-FLIP_AXES: dict[str, frozenset[str]] = {
-    "none": frozenset(),
-    "horizontal": frozenset({"h"}),
-    "vertical": frozenset({"v"}),
-    "both": frozenset({"h", "v"}),
-}
-TTA_NEEDS: dict[str, frozenset[str]] = {
-    "flip": frozenset({"h"}),
-    "hflip": frozenset({"h"}),
-    "vflip": frozenset({"v"}),
-    "rot90": frozenset({"h", "v"}),
-    "rot180": frozenset({"h", "v"}),
-    "rot270": frozenset({"h", "v"}),
-    "transpose": frozenset({"h", "v"}),
-}
-
-
 class _Origins:
     """Where each dotted key got its value: the last source whose settings named it."""
 
@@ -211,8 +194,7 @@ def _narrow_flip(cfg: DictConfig, model_settings: dict, comp_settings: dict, ori
     model_flip, comp_flip = _flip_of(model_settings), _flip_of(comp_settings)
     if model_flip is None or comp_flip is None or model_flip not in FLIP_AXES or comp_flip not in FLIP_AXES:
         return  # one source only (the order settled it), or a bad choice that the merge has already refused
-    allowed = FLIP_AXES[model_flip] & FLIP_AXES[comp_flip]
-    cfg.augment.flip = Flip[next(name for name, axes in FLIP_AXES.items() if axes == allowed)]
+    cfg.augment.flip = Flip[flip_word(allowed_flips(model_flip) & allowed_flips(comp_flip))]
     origins.by_key["augment.flip"] = where
 
 
@@ -221,9 +203,9 @@ def _allowed_tta(cfg: DictConfig, origins: _Origins) -> None:
     source = origins.of("predict.tta")
     if source in ("command line", "default"):
         return
-    allowed = FLIP_AXES.get(str(cfg.augment.flip), frozenset())
+    allowed = allowed_flips(cfg.augment.flip)
     views = [str(v) for v in cfg.predict.tta]
-    kept = [v for v in views if TTA_NEEDS.get(v.strip().lower(), frozenset()) <= allowed]
+    kept = [v for v in views if view_name(v) not in TTA_VIEWS or TTA_VIEWS[view_name(v)].needs <= allowed]
     if kept != views:
         dropped = ", ".join(v for v in views if v not in kept)
         cfg.predict.tta = kept
