@@ -135,24 +135,13 @@ def check_finite(probs: np.ndarray, ids: np.ndarray, source: str) -> None:
 
 
 def predict_labelled(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    tta: Sequence[str] = (),
-    *,
-    total: int | None = None,
-    progress: bool = True,
-    source: str = "the model",
+    model: keras.Model, dataset: tf.data.Dataset, tta: Sequence[str] = (), **options: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``predict_probabilities`` over a labelled split, plus its true class indices: ``(ids, probs, y_true)``."""
+    """``predict_probabilities`` over a labelled split, plus its true class indices: ``(ids, probs, y_true)``.
+    ``options``: its keywords (``total``, ``progress``, ``source``), passed on with their defaults there."""
     targets: list[np.ndarray] = []
     ids, probs = predict_probabilities(
-        model,
-        dataset,
-        tta,
-        total=total,
-        progress=progress,
-        on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets),
-        source=source,
+        model, dataset, tta, on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets), **options
     )
     return ids, probs, true_labels(np.concatenate(targets))
 

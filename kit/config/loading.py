@@ -174,6 +174,12 @@ class _Origins:
         for leaf in dotted_leaves(settings):
             self.by_key[leaf] = origin
 
+    def merged(self, cfg: DictConfig, settings: dict, origin: str) -> DictConfig:
+        """``settings`` (a file's) merged over ``cfg``, each key it sets recorded as coming from ``origin``."""
+        merged = merge(cfg, settings, origin)
+        self.record(settings, origin)
+        return merged
+
     def of(self, key: str) -> str:
         parts = key.split(".")
         for n in range(len(parts), 0, -1):  # tuner.space.x.min came with tuner.space.x
@@ -232,12 +238,10 @@ def load_config_with_origins(
     cfg = OmegaConf.structured(Config)
     model_path = _preset_path("models", model)
     model_settings = read_settings(model_path)
-    cfg = merge(cfg, model_settings, str(model_path))
-    origins.record(model_settings, str(model_path))
+    cfg = origins.merged(cfg, model_settings, str(model_path))
     comp_path = _preset_path("competitions", comp)
     comp_settings = read_settings(comp_path)
-    cfg = merge(cfg, comp_settings, str(comp_path))
-    origins.record(comp_settings, str(comp_path))
+    cfg = origins.merged(cfg, comp_settings, str(comp_path))
     _narrow_flip(cfg, model_settings, comp_settings, origins, f"{comp_path} narrowed by {model_path}")
     if cfg.model.name in cfg.comp.image_sizes:
         cfg.model.image_size = int(cfg.comp.image_sizes[cfg.model.name])
@@ -248,8 +252,7 @@ def load_config_with_origins(
             raise KitError(f"hparams file {hparams_path} does not exist", "pass the best_hparams.yaml that kit tune wrote")
         hparams = read_settings(hparams_path, "hparams file")
         check_hparams(hparams, OmegaConf.to_container(cfg.tuner.space, resolve=False), hparams_path, str(cfg.model.name))
-        cfg = merge(cfg, hparams, str(hparams_path))
-        origins.record(hparams, str(hparams_path))
+        cfg = origins.merged(cfg, hparams, str(hparams_path))
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as exc:
