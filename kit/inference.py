@@ -1,7 +1,8 @@
 """Predicting with a trained model: test-time augmentation, probabilities over a split, labels from them.
 
 Every model takes raw 0..255 pixels and does its own preprocessing, so a TTA view is just a flipped or
-rotated copy of the batch. ``kit predict``, ``kit evaluate`` and the k-fold driver all predict through here.
+rotated copy of the batch; the views are rows of :data:`kit.config.symmetry.TTA_VIEWS` (beside the flips each
+needs, which config loading reads). ``kit predict``, ``kit evaluate`` and the k-fold driver all predict through here.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kit.config.symmetry import TTA_VIEWS, check_tta
 from kit.data.manifest import read_manifest, records_dir
 from kit.data.pipeline import make_dataset
 from kit.data.sources import load_index
-from kit.errors import KitError, unknown_choice
+from kit.errors import KitError
 from kit.runs import read_threshold, threshold_runs
 
 if TYPE_CHECKING:
@@ -25,26 +27,6 @@ if TYPE_CHECKING:
 
     from kit.config import Config
     from kit.data.manifest import Manifest
-
-# Test-time views of a batch (B, H, W, C); images are square, so the rotations keep the shape.
-TTA_TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "flip": lambda x: x[:, :, ::-1],
-    "hflip": lambda x: x[:, :, ::-1],
-    "vflip": lambda x: x[:, ::-1],
-    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
-    "rot180": lambda x: x[:, ::-1, ::-1],
-    "rot270": lambda x: np.rot90(x, 3, axes=(1, 2)),
-    "transpose": lambda x: np.swapaxes(x, 1, 2),
-}
-
-
-def check_tta(names: Sequence[str]) -> list[str]:
-    """The TTA names, checked (a typo fails before any model is loaded)."""
-    names = [str(n).strip().lower() for n in names if str(n).strip() and str(n).strip().lower() != "none"]
-    for name in names:
-        if name not in TTA_TRANSFORMS:
-            raise unknown_choice("TTA transform", name, TTA_TRANSFORMS)
-    return names
 
 
 # --- the data ---------------------------------------------------------------------------------------------
@@ -114,7 +96,7 @@ def predict_probabilities(
     """
     from tqdm.auto import tqdm
 
-    views = [TTA_TRANSFORMS[name] for name in check_tta(tta)]
+    views = [TTA_VIEWS[name].transform for name in check_tta(tta)]
     all_ids: list[np.ndarray] = []
     all_probs: list[np.ndarray] = []
     counter = 0
@@ -153,24 +135,13 @@ def check_finite(probs: np.ndarray, ids: np.ndarray, source: str) -> None:
 
 
 def predict_labelled(
-    model: keras.Model,
-    dataset: tf.data.Dataset,
-    tta: Sequence[str] = (),
-    *,
-    total: int | None = None,
-    progress: bool = True,
-    source: str = "the model",
+    model: keras.Model, dataset: tf.data.Dataset, tta: Sequence[str] = (), **options: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``predict_probabilities`` over a labelled split, plus its true class indices: ``(ids, probs, y_true)``."""
+    """``predict_probabilities`` over a labelled split, plus its true class indices: ``(ids, probs, y_true)``.
+    ``options``: its keywords (``total``, ``progress``, ``source``), passed on with their defaults there."""
     targets: list[np.ndarray] = []
     ids, probs = predict_probabilities(
-        model,
-        dataset,
-        tta,
-        total=total,
-        progress=progress,
-        on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets),
-        source=source,
+        model, dataset, tta, on_batch=lambda _images, batch_targets, _probs: targets.append(batch_targets), **options
     )
     return ids, probs, true_labels(np.concatenate(targets))
 

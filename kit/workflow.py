@@ -148,12 +148,11 @@ def demo(settings: list[str]) -> float:
 
     t = _stage(f"1/6 competition: scikit-learn digits as {cfg.comp.name} in {cfg.data.root}")
     demo_data.make_demo_competition(Path(cfg.data.root), size=DEMO_IMAGE_SIZE)
-    index, classes = sources.read_index(cfg)
-    sources.write_index(cfg)
+    index, classes = sources.load_index(cfg)  # built and written once (or read back, when the folder is unchanged)
     print(f"   {index.groupby('split').size().to_dict()} images, {len(classes)} classes ({time.perf_counter() - t:.1f} s)")
 
     t = _stage(f"2/6 records: {records_dir(cfg)}")
-    manifest = records.build_records(cfg, index, classes)
+    manifest = records.build_records(cfg, index, classes)  # the index just built, not built again
     print(f"   done ({time.perf_counter() - t:.1f} s)")
 
     t = _stage(f"3/6 train: {cfg.model.name}, {cfg.train.epochs} epochs at most")

@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from kit.config import AugmentConfig
 from kit.data.augment import build_online_augmenter, offline_augment
-from kit.data.augment.checks import check_config
 from kit.errors import KitError
 
 SIZE = 12
@@ -110,8 +109,14 @@ def test_offline_mixup_off_leaves_the_cutmix_records_byte_for_byte() -> None:
 
 @pytest.mark.parametrize(
     ("settings", "match"),
-    [({"mixup": 1.5}, "augment.mixup=1.5 is not a probability"), ({"mixup": 0.5, "mixup_alpha": 0.0}, "mixup_alpha=0.0")],
+    [
+        ({"mixup": 1.5}, r"augment.mixup=1.5 is outside its allowed range \[0, 1\]"),
+        ({"mixup": 0.5, "mixup_alpha": 0.0}, r"augment.mixup_alpha=0.0 is outside its allowed range \(0, 100\]"),
+    ],
 )
 def test_mixup_settings_out_of_range_are_one_line_kit_errors(settings: dict, match: str) -> None:
+    images, labels, _ = flat_batch(4)
     with pytest.raises(KitError, match=match):
-        check_config(AugmentConfig(**settings))
+        build_online_augmenter(AugmentConfig(**settings), num_classes=4)
+    with pytest.raises(KitError, match=match):
+        offline_augment(images, labels, AugmentConfig(**settings), seed=0)

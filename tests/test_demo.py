@@ -38,3 +38,22 @@ def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
     # The score printed is the one the hidden labels give.
     solution = pd.read_csv(tmp_path / "raw" / "solution.csv", dtype=str).merge(submission, on="id")
     assert abs((solution["label_x"] == solution["label_y"]).mean() - accuracy) < 1e-3
+
+
+def test_the_demo_builds_its_index_once_and_hands_it_to_the_records(tmp_path, monkeypatch):
+    from kit import workflow
+    from kit.data import sources
+
+    builds = []
+    build_index = sources.read_index
+
+    def counted(cfg):
+        builds.append(cfg.comp.name)
+        return build_index(cfg)
+
+    monkeypatch.setattr(sources, "read_index", counted)  # write_index and load_index build through it too
+    monkeypatch.chdir(tmp_path)
+    settings = [f"data.root={tmp_path / 'raw'}", f"data.records_root={tmp_path / 'records'}", f"run.root={tmp_path / 'runs'}"]
+    workflow.demo([*settings, "train.epochs=1", "train.verbose=0"])
+    assert builds == ["demo"]
+    assert (tmp_path / "records" / "demo" / "index.csv").is_file()

@@ -12,7 +12,7 @@ import pytest
 from conftest import COMMAND_TIMEOUT_S
 
 from kit.config import PROJECT_ROOT, load_config, load_config_with_origins, presets
-from kit.config.loading import FLIP_AXES, TTA_NEEDS
+from kit.config.symmetry import TTA_VIEWS, allowed_flips
 
 DEMO = str(PROJECT_ROOT / "configs" / "competitions" / "demo.yaml")
 RESNET20 = str(PROJECT_ROOT / "configs" / "models" / "resnet20.yaml")
@@ -74,9 +74,9 @@ def test_every_preset_pair_loads_and_keeps_the_datas_symmetry() -> None:
         comp_flip = load_config([f"comp={comp}", "model=cnn"]).augment.flip  # cnn sets no flip
         for model in presets("models"):
             cfg = load_config([f"comp={comp}", f"model={model}"])
-            allowed = FLIP_AXES[str(cfg.augment.flip)]
-            assert allowed <= FLIP_AXES[str(comp_flip)], (comp, model)
-            assert all(TTA_NEEDS[view] <= allowed for view in cfg.predict.tta), (comp, model, cfg.predict.tta)
+            allowed = allowed_flips(cfg.augment.flip)
+            assert allowed <= allowed_flips(comp_flip), (comp, model)
+            assert all(TTA_VIEWS[view].needs <= allowed for view in cfg.predict.tta), (comp, model, cfg.predict.tta)
             sizes = cfg.comp.image_sizes
             assert cfg.model.image_size == sizes.get(model, cfg.model.image_size), (comp, model)
 

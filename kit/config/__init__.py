@@ -1,11 +1,12 @@
-"""Typed configuration, the public face of five modules:
+"""Typed configuration, the public face of six modules:
 
 - :mod:`kit.config.schema`: the declaration (dataclasses, StrEnum choices, each numeric setting's range);
+- :mod:`kit.config.symmetry`: the flips each ``augment.flip`` word allows and the TTA views (transform, flips needed);
 - :mod:`kit.config.yaml_files`: reading a settings file as untrusted input (size, aliases, sections);
 - :mod:`kit.config.folders`: where presets are searched and where a user's new preset is written;
 - :mod:`kit.config.loading`: the merge order (the data beats the model, the command line beats both),
-  overrides, ``load_config``, where each value came from; :mod:`kit.config.checks`: ranges, folder names and
-  classes of the resolved config.
+  overrides, ``load_config``, where each value came from; :mod:`kit.config.checks`: ranges (of a whole config
+  or one section, e.g. an AugmentConfig edited in Python), folder names and classes of the resolved config.
 
 Declaration only: the checks that need the model registry or the search space are in :mod:`kit.settings`.
 """

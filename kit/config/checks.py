@@ -41,13 +41,18 @@ def range_error(key: str, value: Any, allowed: Range) -> KitError:
     return KitError(f"{key}={value} is outside its allowed range {allowed}", how)
 
 
-def check_ranges(cfg: Config) -> None:
-    for key, _, allowed in ranged_fields():
-        value = cfg
-        for part in key.split("."):
+def check_ranges(section: Any, prefix: str = "") -> None:
+    """Each numeric setting of ``section`` (the whole Config, or one section such as an AugmentConfig under
+    ``prefix="augment."``) against the range declared beside its field."""
+    for key, _, allowed in ranged_fields(type(section), prefix):
+        value = section
+        for part in key.removeprefix(prefix).split("."):
             value = getattr(value, part)
         if allowed is not None and not allowed.holds(value):
             raise range_error(key, value, allowed)
+
+
+def check_image_sizes(cfg: Config) -> None:
     for model, size in cfg.comp.image_sizes.items():
         if not IMAGE_SIZE.holds(size):
             raise range_error(f"comp.image_sizes.{model}", size, IMAGE_SIZE)
@@ -132,6 +137,7 @@ def check_tpu(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     """Every check of a resolved config that the types cannot express (choices are Enum fields, checked on merge)."""
     check_ranges(cfg)
+    check_image_sizes(cfg)
     check_names(cfg)
     check_classes(cfg.comp.classes)
     check_threshold(cfg.predict.threshold)

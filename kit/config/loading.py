@@ -13,8 +13,8 @@ Two settings are constraints rather than values, so the order alone does not set
 
 - ``augment.flip`` is the symmetry the data allows. A model preset may narrow it (lstm: no flips) but never
   widen it: when both set it, the result is the flips both allow (horizontal + none = none).
-- ``predict.tta`` views must be symmetries the resolved ``augment.flip`` allows: ``flip``/``hflip`` need
-  horizontal, ``vflip`` vertical, ``rot90``/``rot180``/``rot270``/``transpose`` both (orientation-free images).
+- ``predict.tta`` views must be symmetries the resolved ``augment.flip`` allows (each view's needs are in
+  :data:`kit.config.symmetry.TTA_VIEWS`: ``flip`` needs horizontal, ``vflip`` vertical, the rotations both).
   A view a preset or hparams file asks for that the data forbids is dropped (``kit config --origin`` says so);
   views given on the command line are kept as given.
 
@@ -42,6 +42,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from kit.config.checks import validate
 from kit.config.folders import preset_dirs
 from kit.config.schema import Config, Flip
+from kit.config.symmetry import FLIP_AXES, TTA_VIEWS, allowed_flips, flip_word, view_name
 from kit.config.yaml_files import read_yaml, refuse_resolvers
 from kit.errors import KitError, nearest, unknown_choice
 
@@ -163,24 +164,6 @@ def check_hparams(settings: dict, space: Any, path: Path, model: str) -> None:
             )
 
 
-# The flips each augment.flip value allows, and the flips each TTA view needs the data to allow.
-FLIP_AXES: dict[str, frozenset[str]] = {
-    "none": frozenset(),
-    "horizontal": frozenset({"h"}),
-    "vertical": frozenset({"v"}),
-    "both": frozenset({"h", "v"}),
-}
-TTA_NEEDS: dict[str, frozenset[str]] = {
-    "flip": frozenset({"h"}),
-    "hflip": frozenset({"h"}),
-    "vflip": frozenset({"v"}),
-    "rot90": frozenset({"h", "v"}),
-    "rot180": frozenset({"h", "v"}),
-    "rot270": frozenset({"h", "v"}),
-    "transpose": frozenset({"h", "v"}),
-}
-
-
 class _Origins:
     """Where each dotted key got its value: the last source whose settings named it."""
 
@@ -190,6 +173,12 @@ class _Origins:
     def record(self, settings: Any, origin: str) -> None:
         for leaf in dotted_leaves(settings):
             self.by_key[leaf] = origin
+
+    def merged(self, cfg: DictConfig, settings: dict, origin: str) -> DictConfig:
+        """``settings`` (a file's) merged over ``cfg``, each key it sets recorded as coming from ``origin``."""
+        merged = merge(cfg, settings, origin)
+        self.record(settings, origin)
+        return merged
 
     def of(self, key: str) -> str:
         parts = key.split(".")
@@ -211,8 +200,7 @@ def _narrow_flip(cfg: DictConfig, model_settings: dict, comp_settings: dict, ori
     model_flip, comp_flip = _flip_of(model_settings), _flip_of(comp_settings)
     if model_flip is None or comp_flip is None or model_flip not in FLIP_AXES or comp_flip not in FLIP_AXES:
         return  # one source only (the order settled it), or a bad choice that the merge has already refused
-    allowed = FLIP_AXES[model_flip] & FLIP_AXES[comp_flip]
-    cfg.augment.flip = Flip[next(name for name, axes in FLIP_AXES.items() if axes == allowed)]
+    cfg.augment.flip = Flip[flip_word(allowed_flips(model_flip) & allowed_flips(comp_flip))]
     origins.by_key["augment.flip"] = where
 
 
@@ -221,9 +209,9 @@ def _allowed_tta(cfg: DictConfig, origins: _Origins) -> None:
     source = origins.of("predict.tta")
     if source in ("command line", "default"):
         return
-    allowed = FLIP_AXES.get(str(cfg.augment.flip), frozenset())
+    allowed = allowed_flips(cfg.augment.flip)
     views = [str(v) for v in cfg.predict.tta]
-    kept = [v for v in views if TTA_NEEDS.get(v.strip().lower(), frozenset()) <= allowed]
+    kept = [v for v in views if view_name(v) not in TTA_VIEWS or TTA_VIEWS[view_name(v)].needs <= allowed]
     if kept != views:
         dropped = ", ".join(v for v in views if v not in kept)
         cfg.predict.tta = kept
@@ -250,12 +238,10 @@ def load_config_with_origins(
     cfg = OmegaConf.structured(Config)
     model_path = _preset_path("models", model)
     model_settings = read_settings(model_path)
-    cfg = merge(cfg, model_settings, str(model_path))
-    origins.record(model_settings, str(model_path))
+    cfg = origins.merged(cfg, model_settings, str(model_path))
     comp_path = _preset_path("competitions", comp)
     comp_settings = read_settings(comp_path)
-    cfg = merge(cfg, comp_settings, str(comp_path))
-    origins.record(comp_settings, str(comp_path))
+    cfg = origins.merged(cfg, comp_settings, str(comp_path))
     _narrow_flip(cfg, model_settings, comp_settings, origins, f"{comp_path} narrowed by {model_path}")
     if cfg.model.name in cfg.comp.image_sizes:
         cfg.model.image_size = int(cfg.comp.image_sizes[cfg.model.name])
@@ -266,8 +252,7 @@ def load_config_with_origins(
             raise KitError(f"hparams file {hparams_path} does not exist", "pass the best_hparams.yaml that kit tune wrote")
         hparams = read_settings(hparams_path, "hparams file")
         check_hparams(hparams, OmegaConf.to_container(cfg.tuner.space, resolve=False), hparams_path, str(cfg.model.name))
-        cfg = merge(cfg, hparams, str(hparams_path))
-        origins.record(hparams, str(hparams_path))
+        cfg = origins.merged(cfg, hparams, str(hparams_path))
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as exc:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from kit.config.symmetry import FLIP_AXES
+
 # The settings with a fixed set of values. OmegaConf checks Enum fields on every merge (presets, hparams, command
 # line, a run's config.yaml). Each member is named as its value, so it equals, hashes, prints and saves as that
 # text: ``cfg.augment.mode == "online"`` and lookups by name keep working, and config.yaml reads ``mode: online``.
@@ -22,7 +24,7 @@ ImageFormat = StrEnum("ImageFormat", "auto raw png jpeg")  # auto: raw pixels up
 AugmentMode = StrEnum("AugmentMode", "online offline none")
 AugmentLibrary = StrEnum("AugmentLibrary", "keras keras_cv")
 JitterOn = StrEnum("JitterOn", "pipeline model auto")  # auto: in the model on GPUs and TPUs, in the tf.data pipeline on CPUs
-Flip = StrEnum("Flip", "none horizontal vertical both")
+Flip = StrEnum("Flip", list(FLIP_AXES))  # the words and the axes each allows: kit.config.symmetry
 Optimizer = StrEnum("Optimizer", "adam adamw sgd")
 LrSchedule = StrEnum("LrSchedule", "constant plateau cosine cosine_restarts one_cycle")
 JitCompile = StrEnum("JitCompile", "auto on off")  # auto: XLA on GPUs and TPUs, off on CPUs

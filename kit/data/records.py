@@ -38,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kit.config.checks import check_ranges
 from kit.data.image_headers import max_file_bytes, max_pixels
 from kit.data.manifest import VERSION, FoldCount, Manifest, SplitCounts, records_dir
 from kit.data.schema import MANIFEST, SHARD_SUFFIX, SPLITS
@@ -223,8 +224,7 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> Manif
     A no-op when the manifest is up to date; resumes an interrupted build; see the module docstring.
     """
     index = _check_index(index, classes)
-    if cfg.data.shard_mb <= 0:
-        raise KitError(f"data.shard_mb={cfg.data.shard_mb} must be positive", "use e.g. data.shard_mb=100")
+    check_ranges(cfg.data, "data.")  # data.shard_mb and the rest, should a config edited in Python reach here
     folder = Path(records_dir(cfg))  # local: the build holds an flock on it
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ trainer puts first in the model (on the model's device; the same draws and ops; 
 
 Inside: :mod:`.draws` holds all the online randomness (pure functions of a seed tensor, stateless TF ops),
 :mod:`.ops` the pixel maths that both paths apply (flip, reflect-index shift, jitter colour matrix, the
-CutMix box, paste and label mixing, each written once for numpy and TensorFlow), :mod:`.checks` the
-config's range checks.
+CutMix box, paste and label mixing, each written once for numpy and TensorFlow). Both augmenters check their
+settings against the ranges declared in :mod:`kit.config.schema` (a config edited in Python skips load_config)
+and flip along the axes :data:`kit.config.symmetry.FLIP_AXES` gives each ``augment.flip`` word.
 
 Label mixing is by the *true* pasted area: the CutMix box is clipped at the border and the label weight is
 the clipped box's pixel fraction (timm's ``correct_lam``), counted from the same 0/1 masks that paste.

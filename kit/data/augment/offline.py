@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kit.config.checks import check_ranges
+from kit.config.symmetry import FLIP_AXES, HEIGHT, WIDTH
 from kit.data.augment import ops
-from kit.data.augment.checks import check_config, choice
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -27,11 +28,11 @@ def _augment_one(image: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
     most_y, most_x = round(cfg.translate * h), round(cfg.translate * w)
     shift_y, shift_x = int(rng.integers(-most_y, most_y + 1)), int(rng.integers(-most_x, most_x + 1))
     out = image[None]  # a batch of one: the ops work on [B, H, W, C]
-    flip = choice(cfg.flip)
-    if flip in ("horizontal", "both"):
-        out = ops.flip(out, np.array([flip_h]), 2, ops.NUMPY)
-    if flip in ("vertical", "both"):
-        out = ops.flip(out, np.array([flip_v]), 1, ops.NUMPY)
+    flip_axes = FLIP_AXES[str(cfg.flip)]
+    if WIDTH in flip_axes:
+        out = ops.flip(out, np.array([flip_h]), WIDTH, ops.NUMPY)
+    if HEIGHT in flip_axes:
+        out = ops.flip(out, np.array([flip_v]), HEIGHT, ops.NUMPY)
     if cfg.rotation > 0:
         import cv2
 
@@ -99,7 +100,7 @@ def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentCon
     Returns:
         (uint8 [N, H, W, 3], float32 [N, C]).
     """
-    check_config(cfg)
+    check_ranges(cfg, "augment.")  # a config edited in Python never passed load_config's checks
     images = np.asarray(images)
     soft_labels = np.asarray(soft_labels)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:

@@ -25,15 +25,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from kit.config.checks import check_ranges
+from kit.config.symmetry import FLIP_AXES, HEIGHT, WIDTH
 from kit.data.augment import ops
-from kit.data.augment.checks import check_config, choice
 from kit.errors import KitError
 
 if TYPE_CHECKING:
     from kit.config import AugmentConfig
 
-KERAS_CV_FLIP_MODES = {"horizontal": "horizontal", "vertical": "vertical", "both": "horizontal_and_vertical"}
-FLIP_AXES = {"none": (), "horizontal": (2,), "vertical": (1,), "both": (2, 1)}  # image axes of [B, H, W, C]
+# keras-cv's RandomFlip mode for each set of flipped axes (kit's words and their axes: kit.config.symmetry).
+KERAS_CV_FLIP_MODES = {
+    frozenset({WIDTH}): "horizontal",
+    frozenset({HEIGHT}): "vertical",
+    frozenset({WIDTH, HEIGHT}): "horizontal_and_vertical",
+}
 
 
 def check_batch(images: Any, labels: Any, num_classes: int) -> None:
@@ -68,13 +73,13 @@ class OnlineAugmenter:
     """Callable ``(images, labels) -> (images, labels)`` on batches; see :func:`build_online_augmenter`."""
 
     def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
-        check_config(cfg)
+        check_ranges(cfg, "augment.")  # a config edited in Python never passed load_config's checks
         self.cfg = cfg
         self.num_classes = int(num_classes)
-        self.library = choice(cfg.library)
-        self.flip_axes = FLIP_AXES[choice(cfg.flip)]
+        self.library = str(cfg.library)
+        self.flip_axes = FLIP_AXES[str(cfg.flip)]
         # The jitter runs here unless the model's first layer runs it (augment.jitter_on=model, kit.data.augment.layer).
-        self.jitter = cfg.color_jitter if cfg.color_jitter > 0 and choice(cfg.jitter_on) != "model" else 0.0
+        self.jitter = cfg.color_jitter if cfg.color_jitter > 0 and str(cfg.jitter_on) != "model" else 0.0
         self.names = [
             name
             for name, on in [
@@ -119,7 +124,7 @@ class OnlineAugmenter:
         cfg, seed, layers = self.cfg, int(self.cfg.seed), keras_cv.layers
         stages = []
         if self.flip_axes:
-            stages.append(layers.RandomFlip(mode=KERAS_CV_FLIP_MODES[choice(cfg.flip)], seed=seed, dtype="float32"))
+            stages.append(layers.RandomFlip(mode=KERAS_CV_FLIP_MODES[frozenset(self.flip_axes)], seed=seed, dtype="float32"))
         if cfg.rotation > 0:
             stages.append(layers.RandomRotation(cfg.rotation, fill_mode="reflect", seed=seed + 1, dtype="float32"))
         if cfg.translate > 0:
