@@ -14,7 +14,7 @@ Run as ``python -m bench [--quick] [--only P1,P2,...]`` from the repository root
 - **JITTER** (:mod:`bench.jitter`) keras.layers.RandomColorJitter against kit's vectorised jitter at 224 px,
   batch 32 (information).
 - **ACC** (:mod:`bench.acc`) Fashion-MNIST test accuracy of ResNet20 / CNN / LSTM trained with kit's defaults.
-- **T** (:mod:`bench.time_to_accuracy`) time to accuracy (issue 19): E = one bare ``model.fit`` epoch of ResNet20
+- **T** (:mod:`bench.time_to_accuracy`) time to accuracy: E = one bare ``model.fit`` epoch of ResNet20
   over the same training images in the same run; T1 resnet20, T2 cnn, T4 the fastest scratch preset
   (``--t-fast-model``, default resnet9) trained with kit's train entry point, test accuracy and wall time in
   minutes and in E against the goals; T3 ``kit demo``; a plot of test accuracy against wall-clock minutes.

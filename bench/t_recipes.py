@@ -1,4 +1,4 @@
-"""T5: the recipes check (issue 19, point 5 "Honest defaults"): no preset may be tuned to Fashion-MNIST alone.
+"""T5: the recipes check (honest defaults): no preset may be tuned to Fashion-MNIST alone.
 
 Each model's current preset and its old one (the overrides the caller passes) are trained on two other tasks and
 scored on their hidden test labels:

@@ -1,4 +1,4 @@
-"""T: time to accuracy (issue 19). Fashion-MNIST test accuracy against training wall time for each model's preset,
+"""T: time to accuracy. Fashion-MNIST test accuracy against training wall time for each model's preset,
 in minutes and in E, the seconds of one bare ``model.fit`` epoch of ResNet20 over the same training images
 measured in the same run (machines differ by 3x; E cancels most of it), plus the ``kit demo`` pipeline.
 
@@ -385,7 +385,7 @@ def section_t(ctx: Context) -> dict:
     recipe_plot = None
     if (not wanted or "T5" in wanted) and fast in MODELS:
         # The quick baseline changed from ResNet20 (the demo's model before) to the ResNet-9 preset: both on two
-        # tasks that are not Fashion-MNIST, so the new default is not tuned to it alone (issue 19, point 5).
+        # tasks that are not Fashion-MNIST, so the new default is not tuned to it alone.
         recipe_rows, raw["recipes"] = recipe_check(ctx, [fast], {fast: list(QUICK_BASELINE_BEFORE)})
         rows += recipe_rows
         recipe_plot = raw["recipes"]["plot"]

@@ -5,7 +5,7 @@
 #   <image> bash | python ...        -> that program, as is
 set -euo pipefail
 
-# kit's commands (tests/test_docker.py checks every command of kit/cli.py is here; export is issue 18's new one).
+# kit's commands (tests/test_docker.py checks that every command of the kit CLI is listed here).
 KIT_COMMANDS=" config list data records train tune evaluate predict submit audit runs new-comp demo kernel export lr-find "
 
 # The Kaggle client warns when kaggle.json is readable by others, as it often is after a bind mount.

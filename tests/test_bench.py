@@ -59,7 +59,7 @@ def test_quick_p1_tiny_writes_results_and_report(tmp_path: Path) -> None:
 
 
 def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path) -> None:
-    """The issue-19 sections in quick mode: T (E, T1/T2 trained through kit's train entry point with a per-epoch test
+    """The time-to-accuracy sections in quick mode: T (E, T1/T2 trained through kit's train entry point with a per-epoch test
     curve, T4 skipped when the registry lacks its model, T3 `kit demo`), P1-JPEG and P2-380, each row with its goal."""
     results, work, doc = tmp_path / "results", tmp_path / "work", tmp_path / "BENCHMARKS.md"
     results.mkdir()

@@ -1,4 +1,4 @@
-"""bench T5 (issue 19, point 5): the generated binary task is a Kaggle-shaped competition kit reads as it is, and the
+"""The recipes check of the benchmarks: the generated binary task is a Kaggle-shaped competition kit reads as it is, and the
 recipes check trains new vs old presets on digits and that task, scored as kit predict scores a hidden test."""
 
 from __future__ import annotations
@@ -11,7 +11,18 @@ import cv2
 import pandas as pd
 
 from bench.common import QUICK, Context
-from bench.t_recipes import AI_FRACTION, LABEL_NOISE, PNG_NAME, RecipeSizes, binary_task, make_binary_task, recipe_check
+from bench.t_recipes import (
+    AI_FRACTION,
+    LABEL_NOISE,
+    NOISE,
+    PNG_NAME,
+    RecipeSizes,
+    Task,
+    binary_task,
+    make_binary_task,
+    recipe_check,
+    recipe_row,
+)
 
 CNN_OLD = [
     "train.batch_size=64",
@@ -74,8 +85,11 @@ def test_recipe_check_tiny_rows_scores_and_plot(tmp_path: Path) -> None:
     )
     rows, raw = recipe_check(ctx, ["cnn"], {"cnn": CNN_OLD})
     assert [r["figure"].split(":")[0] for r in rows] == ["T5 digits cnn", "T5 binary cnn"]
-    assert all(r["pass"] in (True, False) and " vs old " in r["value"] for r in rows)
+    assert all(" vs old " in r["value"] for r in rows)
     results = raw["results"]
+    for row_, (new, old) in zip(rows, (results[0:2], results[2:4]), strict=True):  # pass: no worse within noise
+        error = (new["accuracy"] * (1 - new["accuracy"]) / new["test_examples"]) ** 0.5
+        assert row_["pass"] is (new["score"] >= old["score"] - max(NOISE, 2 * error))
     assert [(r["task"], r["preset"]) for r in results] == [
         ("digits", "new"),
         ("digits", "old"),
@@ -88,3 +102,34 @@ def test_recipe_check_tiny_rows_scores_and_plot(tmp_path: Path) -> None:
     assert [r["metric"] for r in results] == ["accuracy", "accuracy", "f1", "f1"]
     assert results[0]["test_examples"] == 360 and results[2]["test_examples"] == 100
     assert (tmp_path / "results" / PNG_NAME).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and raw["plot"] == PNG_NAME
+
+
+def test_a_recipe_row_passes_within_noise_and_fails_beyond_it() -> None:
+    """new >= old - max(NOISE, 2 standard errors of the new test accuracy): 400 images at 0.9 give SE 0.015."""
+    task = Task("binary", Path("binary.yaml"), "f1")
+
+    def result(score: float) -> dict:
+        return {
+            "score": score,
+            "metric": "f1",
+            "accuracy": 0.9,
+            "test_examples": 400,
+            "seconds": 10.0,
+            "epochs": 1,
+            "tta": "",
+            "model": "cnn",
+        }
+
+    tolerance = 2 * (0.9 * 0.1 / 400) ** 0.5
+    assert tolerance > NOISE
+    assert (
+        recipe_row(
+            task,
+            "cnn",
+            result(0.80),
+            result(0.80 + tolerance * 0.9),
+        )["pass"]
+        is True
+    )
+    assert recipe_row(task, "cnn", result(0.80), result(0.80 + tolerance * 1.1))["pass"] is False
+    assert recipe_row(task, "cnn", result(0.80), None)["pass"] is None  # no old preset: nothing to judge

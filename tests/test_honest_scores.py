@@ -1,4 +1,4 @@
-"""Issue 17 points 1 and 5: no score is measured on the rows its threshold was chosen on; a constant model is named."""
+"""Honest scores: no score is measured on the rows its threshold was chosen on; a constant model is named."""
 
 from __future__ import annotations
 

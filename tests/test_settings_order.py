@@ -1,4 +1,4 @@
-"""Issue 17, point 2: what the data dictates (symmetry, sizes, metric) beats what a model prefers; the command
+"""Settings order: what the data dictates (symmetry, sizes, metric) beats what a model prefers; the command
 line beats both; ``kit config --origin`` names where each value came from."""
 
 from __future__ import annotations

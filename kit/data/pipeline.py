@@ -8,7 +8,7 @@ Training::
 
 Why batch first: ``tf.io.parse_example`` on a batch and, for raw records (``image_format: raw``, the default
 up to 128 px), one ``tf.io.decode_raw`` for the whole batch replace a graph call per example; at 64 px and
-batch 64 the per-example path's op overhead and PNG decode bounded the pipeline (BENCHMARKS.md, P2/P3).
+batch 64 the per-example path's op overhead and PNG decode bounded the pipeline (BENCHMARKS.md, input pipeline).
 PNG/JPEG records are still decoded one image at a time, by a ``map_fn`` inside the batch's map call. Measured
 at 64 px, batch 64, 2 shared cores (img/s, no augmentation / flip + jitter + CutMix): raw batched 35-37k /
 10.1k; PNG batched 11-12k / 6.7k; PNG parsed per example before batching (the old way) 9-10k / 5.5k.

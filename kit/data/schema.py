@@ -15,7 +15,7 @@ fold           int64       k-fold number of labelled examples; -1 when folds are
 
 The ``image`` encoding is the manifest's ``image_format`` (:func:`resolve_image_format`). ``raw`` needs no
 codec at all: the input pipeline turns a whole batch into pixels with one ``tf.io.decode_raw``, where PNG
-decoding per image bounded it (BENCHMARKS.md, P2/P3). It costs disk (12 KB per 64 px image, 49 KB at 128 px,
+decoding per image bounded it (BENCHMARKS.md, input pipeline). It costs disk (12 KB per 64 px image, 49 KB at 128 px,
 433 KB at 380 px), hence ``auto`` = raw up to :data:`RAW_MAX_SIZE` px and PNG above.
 
 :func:`serialize` encodes with the protobuf runtime and the message classes of :mod:`kit.data.tfrecord`,

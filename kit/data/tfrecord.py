@@ -2,7 +2,7 @@
 
 Why: the records workers (:mod:`kit.data.records`) only need to *write* examples. Importing TensorFlow for
 ``tf.io.TFRecordWriter`` and ``tf.train.Example`` cost every spawned worker 7-15 s of start-up and ~0.6 GiB
-of memory, which dominated ``kit records`` (BENCHMARKS.md, P1). So the ``Example`` messages are defined here
+of memory, which dominated ``kit records`` (BENCHMARKS.md, records build speed). So the ``Example`` messages are defined here
 in Python (:func:`example_proto`) and serialized by the ``protobuf`` runtime TensorFlow itself uses, and the
 framing is written with the standard library and ``google_crc32c`` (a C CRC-32C); the tests
 (tests/test_tfrecord.py) prove the bytes equal TensorFlow's and that ``tf.data`` reads the files back.

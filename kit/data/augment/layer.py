@@ -1,6 +1,6 @@
 """kit's colour jitter as a Keras layer, for ``augment.jitter_on=model``: the model's first layer, on its device.
 
-At 380 px the colour jitter bounds the CPU input pipeline (BENCHMARKS.md, P2-380: JPEG records 2,861 img/s
+At 380 px the colour jitter bounds the CPU input pipeline (BENCHMARKS.md, the pipeline at 380 px: JPEG records 2,861 img/s
 with flip, 1,127 with flip + jitter on 2 cores). Keras runs preprocessing layers that sit inside the model on the
 model's device (keras.io, "Working with preprocessing layers": on-device preprocessing), while ``tf.data``
 maps always run on the CPU; so on a GPU or TPU the jitter moves here and the pipeline keeps the flips and

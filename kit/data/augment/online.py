@@ -6,7 +6,7 @@ uint8 -> float, flips, shifts, brightness, contrast, the colour matrix, the CutM
 clip -- is one ``tf.function(jit_compile=True)`` kernel: XLA fuses it into about three passes over the
 batch where the ops one by one make over fifteen (each a full read and write of [B, H, W, 3] floats).
 Measured at 64 px, batch 64, in tf.data on 2 shared cores: flip + jitter + CutMix went from 11.3 ms to
-4.7 ms a batch; in BENCHMARKS.md (P2) the whole pipeline goes from 8.1k to 17.1k img/s with it.
+4.7 ms a batch; in BENCHMARKS.md (input pipeline) the whole pipeline goes from 8.1k to 17.1k img/s with it.
 ``augment.jit_compile=false`` runs the same kernel as plain TF ops. A rotation (which interpolates) runs
 as ``keras.layers.RandomRotation`` between the flips and the kernel.
 
