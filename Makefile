@@ -49,7 +49,7 @@ SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(
 KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
 .PHONY: help install dev demo data records train tune evaluate predict submit audit runs export lr-find kernel \
-        test test-loaded test-min lint bench \
+        test test-fast test-loaded test-min lint bench \
         docker-build docker-train docker-shell clean
 
 # One line per target; `make help` prints them (keep in step with the targets below).
@@ -70,6 +70,7 @@ HELP_LINES := \
   "lr-find        the learning-rate range test for MODEL on COMP: lr_find.png and the rate to set" \
   "kernel         build and push a Kaggle kernel that trains and predicts (ARGS=\"--from-run RUN\": predict only)" \
   "test           run the test suite (2 workers)" \
+  "test-fast      the tests not marked slow (no subprocess or training): the edit-test loop, under a minute" \
   "test-loaded    run the test suite beside a CPU hog (stress-ng): no test may depend on the machine's speed" \
   "test-min       a fast subset of the tests in $(VENV_MIN), with the lowest versions setup.cfg allows" \
   "lint           ruff check, ruff format --check and the import-layer contracts" \
@@ -139,6 +140,11 @@ kernel: $(STAMP)
 
 test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -n 2 -q tests
+
+# The edit-test loop: the tests not marked slow (no subprocess, worker pool or training; tests/conftest.py fails one
+# that does without the mark). make test stays the complete suite.
+test-fast: $(DEV_STAMP)
+	KIT_TEST_FAST=1 $(BIN)/python -m pytest -n 2 -q -m "not slow" tests
 
 # A fresh venv each time the requirements change: nothing left over from earlier floors. uv comes with `make dev`.
 $(MIN_STAMP): setup.cfg pyproject.toml | $(DEV_STAMP)

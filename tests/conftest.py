@@ -1,4 +1,4 @@
-"""Shared test set-up: quiet TensorFlow, a private Keras home, small thread pools on 2 cores.
+"""Shared test set-up: quiet TensorFlow, a private Keras home, small thread pools on 2 cores, the fast lane's guard.
 
 Also the suite's only wall-clock limits. No test may depend on how fast the machine is: a test waits for a child
 to reach a state by watching a file or a line it writes (``wait_until``), never by sleeping a fixed time, and every
@@ -8,10 +8,13 @@ them all with KIT_TEST_TIMEOUT_SCALE (e.g. KIT_TEST_TIMEOUT_SCALE=3 make test).
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -49,3 +52,31 @@ def kit_error_line(args: list[str], cwd: str | os.PathLike, env: dict[str, str],
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
     return errors[0]
+
+
+# --- the fast lane ---------------------------------------------------------------------------------------------
+
+FAST_LANE = os.environ.get("KIT_TEST_FAST") == "1"  # set by `make test-fast`, which also leaves out -m slow
+
+
+@pytest.fixture(autouse=True)
+def fast_lane_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``make test-fast`` runs the tests not marked ``slow``. In that lane a test that starts a process (a kit command,
+    a records worker pool) or trains a model (``keras.Model.fit``) without the mark fails at that call, naming the
+    mark: the lane stays fast as tests are added, and ``make test`` still runs everything."""
+    if not FAST_LANE or request.node.get_closest_marker("slow"):
+        yield
+        return
+
+    def refuse(what: str) -> Callable[..., None]:
+        def refused(*_args: object, **_kwargs: object) -> None:
+            pytest.fail(f"{request.node.nodeid} {what}: mark it @pytest.mark.slow (make test-fast leaves those out)")
+
+        return refused
+
+    import keras  # the fast lane pays TensorFlow's import once per worker to guard fit
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a subprocess"))
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse("starts a worker process"))
+    monkeypatch.setattr(keras.Model, "fit", refuse("trains a model"))
+    yield
