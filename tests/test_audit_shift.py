@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from run_fixtures import folder_comp_config
 
-from kit.audit import acknowledge, audit, near_pairs, reminders
+from kit.audit import acknowledge, audit, reminders
+from kit.data.duplicates import near_pairs
 from kit.data.sources import load_index
 from kit.errors import KitError
 
