@@ -146,8 +146,7 @@ def _copies_competition(tmp_path: Path):
 def test_exact_copies_never_straddle_validation_or_folds_without_an_audit(tmp_path, folds):
     """data.duplicate_groups=exact by default: the index build itself keeps byte-identical files together."""
     cfg, groups = _copies_competition(tmp_path)
-    cfg.data.folds = folds
-    cfg.data.group_max_share = 0.05  # 3 of 67 rows
+    cfg.data.folds = folds  # the default data.group_max_share: 1%, and never under 5 images
 
     index, _ = load_index(cfg)
 
@@ -232,7 +231,6 @@ def _tree(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 def test_audit_writes_nothing_that_changes_a_split(tmp_path):
     cfg, groups = _copies_competition(tmp_path)
-    cfg.data.group_max_share = 0.05
     before, _ = load_index(cfg)
     records = _tree(Path(cfg.data.records_root))
 

@@ -6,14 +6,13 @@ Hamming range search): every pair of 64-bit perceptual hashes is compared, so no
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from kit.data.duplicates import cap_groups, duplicate_groups, group_summary, near_pairs
+from kit.data.duplicates import cap_groups, duplicate_groups, group_limit, group_summary, near_pairs
 
 
 def pair_kind(a: str, b: str) -> str:
@@ -79,7 +78,7 @@ def split_groups(labelled: pd.DataFrame, near_distance: int, max_share: float) -
     (computed by :mod:`kit.data.duplicates`, as the index build does): reported here, used only there."""
     sha1 = labelled["sha1"].astype(str).tolist()
     phash = [None if pd.isna(h) else int(h) for h in labelled["phash"]]
-    limit = max(2, math.floor(max_share * len(labelled)))
+    limit = group_limit(max_share, len(labelled))
     out = {}
     for rule, groups in (
         ("exact", duplicate_groups(sha1)),

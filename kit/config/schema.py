@@ -140,7 +140,7 @@ class DataConfig:
     # only reports them): exact: byte-identical files (reads only files whose size another shares); near: also mutual
     # near duplicates, pHash within audit.near_distance of every member of the group (decodes every labelled image).
     duplicate_groups: DuplicateGroups = DuplicateGroups.exact
-    group_max_share: float = ranged(0.01, 0, 1, low_open=True)  # a group over this share of labelled rows: reported, not used
+    group_max_share: float = ranged(0.01, 0, 1, low_open=True)  # a larger group (and over 5 images) is reported, not used
 
 
 @dataclass

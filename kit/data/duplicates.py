@@ -16,12 +16,13 @@ which it is within the distance of *every* member, else starts its own. A chain 
 at each step becomes runs of neighbours, never one component. Byte-identical copies count as one image.
 
 A group larger than a small share of the labelled rows (``data.group_max_share``) is reported, not used: its
-images are split one by one (:func:`cap_groups`).
+images are split one by one (:func:`cap_groups`; :func:`group_limit`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ import pandas as pd
 
 from kit.data.image_headers import ImageError, read_image_bytes
 
+MIN_GROUP_LIMIT = 5  # a handful of copies is always kept together, however small the data set
 RULES = {
     "exact": "byte-identical files",
     "near": "byte-identical files and mutual near duplicates (pHash within {distance} bits of every member)",
@@ -85,9 +87,13 @@ def content_hashes(paths: Sequence[str], workers: int) -> list[str]:
     sizes = pd.Series([_file_size(p) for p in paths])
     shared = np.flatnonzero(sizes.duplicated(keep=False).to_numpy() & (sizes > 0).to_numpy())
     hashes = [""] * len(paths)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # file reads and hashlib release the GIL
-        for i, digest in zip(shared, pool.map(_content_hash, [paths[i] for i in shared]), strict=True):
-            hashes[i] = digest
+    # in a few chunks per thread: file reads and hashlib release the GIL, but a task per small file costs more
+    # in thread hand-offs than its hash
+    chunks = np.array_split(shared, max(1, min(len(shared) // 256, 4 * workers)))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for chunk, digests in zip(chunks, pool.map(lambda c: [_content_hash(paths[i]) for i in c], chunks), strict=True):
+            for i, digest in zip(chunk, digests, strict=True):
+                hashes[i] = digest
     return hashes
 
 
@@ -130,6 +136,11 @@ def duplicate_groups(sha1: Sequence[str], phash: Sequence[int | None] | None = N
         return content.astype(np.int64)
     first = pd.Series(np.arange(len(keys))).groupby(content).first().to_numpy()
     return _mutual_groups([phash[i] for i in first], max_distance)[content]
+
+
+def group_limit(max_share: float, rows: int) -> int:
+    """The most rows a group may have and still be used: ``max_share`` of the rows, and never under MIN_GROUP_LIMIT."""
+    return max(MIN_GROUP_LIMIT, math.floor(max_share * rows))
 
 
 def cap_groups(groups: np.ndarray, max_size: int) -> tuple[np.ndarray, list[int]]:

@@ -12,9 +12,14 @@ a CSV is caught while it is built, once, with a one-line :class:`~kit.errors.Kit
 the row and the fix: :mod:`kit.data.tables` reads each split and maps its labels, and
 :func:`kit.submission.check_test_ids` checks the test ids against the sample submission.
 
+Without a ``comp.val`` table, ``data.val_fraction`` of the labelled rows validate (or, with ``data.folds > 1``,
+every row gets a fold): :mod:`kit.data.splits` stratifies by class and keeps the duplicate groups that
+``data.duplicate_groups`` asks for whole; :mod:`kit.data.duplicates` computes them here, from the files, so
+no other command's leftovers change a split.
+
 The index is cached as ``<data.records_root>/<comp>/index.csv`` (+ ``classes.json`` and ``index.json``,
-the settings it was built with) beside the records built from it; :func:`load_index` rebuilds it when
-the CSVs or folders are newer or the settings changed.
+the settings it was built with and the duplicate groups its split used) beside the records built from it;
+:func:`load_index` rebuilds it when the CSVs or folders are newer or the settings changed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,7 +67,7 @@ def _row_groups(cfg: Config, paths: pd.Series) -> tuple[np.ndarray | None, dict]
     else:
         sha1, phash = duplicates.image_hashes(listed, workers)
         groups = duplicates.duplicate_groups(sha1, phash, cfg.audit.near_distance)
-    limit = max(2, math.floor(cfg.data.group_max_share * len(listed)))  # a pair of copies is always kept together
+    limit = duplicates.group_limit(cfg.data.group_max_share, len(listed))
     groups, unused = duplicates.cap_groups(groups, limit)
     summary = duplicates.group_summary(groups, unused, rule, limit)
     return (groups if summary["groups"] else None), summary

@@ -126,10 +126,13 @@ def check_balance(
     n = len(labels)
     classes, overall = np.unique(labels, return_counts=True)
     problem = ""
-    for k, (share, name) in enumerate(zip(shares, names, strict=True)):
-        inside = labels[parts == k]
+    for k in np.argsort(shares, kind="stable"):  # the smallest part first: validation, where a miss shows most
+        share, name, inside = shares[k], names[k], labels[parts == k]
         if abs(len(inside) / n - share) > SHARE_TOLERANCE + 1 / n:
-            problem = f"{name} gets {len(inside) / n:.1%} of the {n} labelled rows, not {share:.1%} (± {SHARE_TOLERANCE:.0%})"
+            problem = (
+                f"{name} gets {len(inside) / n:.1%} of the {n} labelled rows, not {share:.1%} "
+                f"(± {SHARE_TOLERANCE * 100:.0f} points)"
+            )
             break
         per_class = np.array([(inside == c).sum() for c in classes]) / max(len(inside), 1)
         off = np.abs(per_class - overall / n)
