@@ -157,12 +157,12 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str], dict]:
     frame = pd.concat(parts, ignore_index=True)
     frame["fold"] = np.int64(-1)
 
-    groups = _split(cfg, frame, any(t.split == "val" for t in tables), tables[0].source)
+    groups_used = _split(cfg, frame, any(t.split == "val" for t in tables), tables[0].source)
     frame["id"] = frame["id"].astype(str)
     frame["path"] = frame["path"].astype(str)
     frame["label"] = frame["label"].astype(np.int64)
     frame["fold"] = frame["fold"].astype(np.int64)
-    return frame[COLUMNS], classes, groups
+    return frame[COLUMNS], classes, groups_used
 
 
 def _split(cfg: Config, frame: pd.DataFrame, val_table: bool, source: str) -> dict:
@@ -229,12 +229,12 @@ def _sources_mtime(cfg: Config) -> float:
 def write_index(cfg: Config) -> pd.DataFrame:
     """Build the index and write ``index.csv``, ``classes.json`` and ``index.json`` atomically."""
     with table_errors(cfg):
-        frame, classes, groups = _read_index(cfg)
+        frame, classes, groups_used = _read_index(cfg)
     folder = index_dir(cfg)
     atomic_write(folder / "index.csv", frame.to_csv(index=False))
     write_json(folder / "classes.json", classes)
     counts = {split: int(n) for split, n in frame.groupby("split").size().items()}
-    meta = {"fingerprint": _fingerprint(cfg), "classes": classes, "counts": counts, "duplicate_groups": groups}
+    meta = {"fingerprint": _fingerprint(cfg), "classes": classes, "counts": counts, "duplicate_groups": groups_used}
     write_json(folder / "index.json", meta)
     return frame
 
