@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from run_fixtures import folder_comp_config
 
-from kit.audit import audit, near_pairs
+from kit.audit import audit
+from kit.data.duplicates import near_pairs
 from kit.data.image_headers import jpeg_quality
 from kit.data.images import phash
 

@@ -1,9 +1,8 @@
-"""kit.audit, issue 17 point 4: warnings named by the feature that drives them, near duplicates over every image,
-adversarial validation on pixels, duplicate groups kept on one side of every split, SHORTCUT/SHIFT until acknowledged."""
+"""kit.audit: warnings named by the feature that drives them, near duplicates over every image, adversarial
+validation on pixels, SHORTCUT/SHIFT until acknowledged. (Duplicate groups: tests/test_duplicate_groups.py.)"""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -11,8 +10,8 @@ import numpy as np
 import pytest
 from run_fixtures import folder_comp_config
 
-from kit.audit import acknowledge, audit, near_pairs, reminders
-from kit.data.sources import load_index
+from kit.audit import acknowledge, audit, reminders
+from kit.data.duplicates import near_pairs
 from kit.errors import KitError
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -101,45 +100,6 @@ def test_adversarial_validation_on_pixels(tmp_path, offset, shifted):
     plot = Path(cfg.run.root) / "shift" / "audit" / "adversarial_validation.png"
     assert plot.read_bytes()[:8] == PNG
     assert "## Adversarial validation" in (plot.parent / "audit.md").read_text()
-
-
-@pytest.mark.parametrize("folds", [1, 5])
-def test_duplicate_groups_never_straddle_validation_or_folds(tmp_path, folds):
-    """12 images with 3 byte-identical copies each and one with a near copy: after `kit audit`, the
-    validation split (folds=1) and the 5 folds keep every group on one side."""
-    cfg = folder_comp_config(tmp_path, "shift", test=False)
-    cfg.data.folds = folds
-    raw, rng = Path(cfg.data.root), np.random.default_rng(4)
-    groups = []
-    for i in range(12):
-        cls = "ab"[i % 2]
-        first = _write(raw / "train" / cls / f"g{i}_0.png", _smooth(rng))
-        for k in (1, 2):
-            shutil.copy(first, raw / "train" / cls / f"g{i}_{k}.png")
-        groups.append({f"g{i}_{k}.png" for k in range(3)})
-    for i in range(30):
-        _write(raw / "train" / "ab"[i % 2] / f"u{i}.png", _smooth(rng))
-    source = cv2.imread(str(raw / "train" / "a" / "u0.png"))
-    _write(raw / "train" / "b" / "near_u0.png", np.clip(source.astype(int) + 8, 0, 255).astype(np.uint8))
-    groups.append({"u0.png", "near_u0.png"})
-    before, _ = load_index(cfg)
-
-    summary = audit(cfg)
-    after, _ = load_index(cfg)  # the cached index is rebuilt: the groups changed
-
-    assert summary["duplicate_groups"] == 13
-    column = "split" if folds == 1 else "fold"
-    names = after["path"].map(lambda p: Path(p).name)
-
-    def straddling(frame):
-        return sum(frame.loc[names.isin(g), column].nunique() > 1 for g in groups)
-
-    assert straddling(before) > 0  # without the groups the split cuts through them (old behaviour)
-    assert straddling(after) == 0
-    if folds == 1:
-        assert 0.1 < (after["split"] == "val").mean() < 0.3  # data.val_fraction 0.2 still holds roughly
-    else:
-        assert sorted(after["fold"].unique()) == [0, 1, 2, 3, 4]
 
 
 def test_shortcut_is_repeated_until_acknowledged(tmp_path):

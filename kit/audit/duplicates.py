@@ -1,7 +1,7 @@
-"""Exact and near duplicates over every image, and the duplicate groups the fold split keeps together.
+"""Exact and near duplicates over every image, and the duplicate groups a split would keep whole (reported only).
 
-Near duplicates are found with faiss's ``IndexBinaryFlat`` (an exhaustive Hamming range search in optimised
-C++): every pair of 64-bit perceptual hashes is compared, so nothing is sampled or capped.
+Near duplicates are found with :func:`kit.data.duplicates.near_pairs` (faiss's ``IndexBinaryFlat``, an exhaustive
+Hamming range search): every pair of 64-bit perceptual hashes is compared, so nothing is sampled or capped.
 """
 
 from __future__ import annotations
@@ -12,30 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-def near_pairs(hashes: np.ndarray, max_distance: int, block: int = 65536) -> list[tuple[int, int, int]]:
-    """All pairs (i, j, distance), i < j, of 64-bit hashes within ``max_distance`` bits (exhaustive, faiss)."""
-    try:
-        import faiss
-    except ImportError:
-        from kit.errors import KitError
-
-        raise KitError("kit audit needs faiss-cpu for the near-duplicate search", "pip install faiss-cpu==1.15.1") from None
-    hashes = np.ascontiguousarray(np.asarray(hashes, dtype=np.uint64))
-    if len(hashes) < 2:
-        return []
-    codes = hashes.view(np.uint8).reshape(len(hashes), 8)  # the same byte order on both sides keeps Hamming distances
-    index = faiss.IndexBinaryFlat(64)
-    index.add(codes)
-    pairs: list[tuple[int, int, int]] = []
-    for start in range(0, len(codes), block):  # blocks bound the result buffers on a large competition
-        limits, distances, neighbours = index.range_search(codes[start : start + block], max_distance + 1)  # radius is strict
-        for row in range(len(limits) - 1):
-            i = start + row
-            for j, d in zip(neighbours[limits[row] : limits[row + 1]], distances[limits[row] : limits[row + 1]], strict=True):
-                if j > i:
-                    pairs.append((i, int(j), int(d)))
-    return sorted(pairs)
+from kit.data.duplicates import cap_groups, duplicate_groups, group_limit, group_summary, near_pairs
 
 
 def pair_kind(a: str, b: str) -> str:
@@ -76,8 +53,8 @@ def exact_duplicates(meta: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def near_duplicates(meta: pd.DataFrame, max_distance: int) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Pairs of images within ``max_distance`` pHash bits that are not byte-identical; also every such pair's paths."""
+def near_duplicates(meta: pd.DataFrame, max_distance: int) -> dict[str, Any]:
+    """Pairs of images within ``max_distance`` pHash bits that are not byte-identical: counts per split pair, examples."""
     hashed = meta[meta["phash"].notna()]
     hashes = np.array([int(h) for h in hashed["phash"]], dtype=np.uint64)
     sha1 = hashed["sha1"].to_numpy()
@@ -85,41 +62,28 @@ def near_duplicates(meta: pd.DataFrame, max_distance: int) -> tuple[dict[str, An
     paths = hashed["path"].astype(str).to_numpy()
     kinds: Counter[str] = Counter()
     examples = []
-    linked: list[tuple[str, str]] = []
     for i, j, d in near_pairs(hashes, max_distance):
         if sha1[i] == sha1[j]:
             continue  # exact duplicates are reported on their own
         kinds[pair_kind(splits[i], splits[j])] += 1
-        linked.append((paths[i], paths[j]))
         if len(examples) < 20:
             examples.append({"a": paths[i], "b": paths[j], "splits": f"{splits[i]}/{splits[j]}", "distance": d})
     summary = {"hashed": len(hashed), "images": len(meta), "max_distance": max_distance, "pairs": dict(kinds)}
     summary["examples"] = examples
-    return summary, linked
+    return summary
 
 
-def duplicate_groups(meta: pd.DataFrame, near_links: list[tuple[str, str]]) -> dict[str, int]:
-    """Group number per path for every image that has an exact or near copy (union-find over both kinds of link)."""
-    parent: dict[str, str] = {}
-
-    def root(path: str) -> str:
-        while parent.setdefault(path, path) != path:
-            parent[path] = parent[parent[path]]
-            path = parent[path]
-        return path
-
-    def join(a: str, b: str) -> None:
-        parent[root(a)] = root(b)
-
-    ok = meta[meta["sha1"] != ""]
-    for _, group in ok.groupby("sha1", sort=False):
-        paths = group["path"].astype(str).tolist()
-        for other in paths[1:]:
-            join(paths[0], other)
-    for a, b in near_links:
-        join(a, b)
-    members: dict[str, list[str]] = {}
-    for path in parent:
-        members.setdefault(root(path), []).append(path)
-    groups = sorted(sorted(m) for m in members.values() if len(m) > 1)
-    return {path: number for number, paths in enumerate(groups) for path in paths}
+def split_groups(labelled: pd.DataFrame, near_distance: int, max_share: float) -> dict[str, dict[str, Any]]:
+    """The duplicate groups a split of the labelled rows would keep whole under each rule of data.duplicate_groups
+    (computed by :mod:`kit.data.duplicates`, as the index build does): reported here, used only there."""
+    sha1 = labelled["sha1"].astype(str).tolist()
+    phash = [None if pd.isna(h) else int(h) for h in labelled["phash"]]
+    limit = group_limit(max_share, len(labelled))
+    out = {}
+    for rule, groups in (
+        ("exact", duplicate_groups(sha1)),
+        ("near", duplicate_groups(sha1, phash, near_distance)),
+    ):
+        capped, unused = cap_groups(groups, limit)
+        out[rule] = group_summary(capped, unused, rule, limit)
+    return out

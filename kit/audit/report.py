@@ -79,6 +79,14 @@ def _group_row(name: str, e: dict) -> list[Any]:
     return [name, e["count"], *ranges, formats, sizes]
 
 
+def _split_groups(groups: dict, distance: int) -> list[str]:
+    """What a split of the labelled rows would keep whole under each rule, and which rule the settings pick."""
+    from kit.data.duplicates import describe
+
+    lines = [f"- the index build uses data.duplicate_groups={groups['setting']}; under each rule it would keep:"]
+    return lines + [f"  - {rule}: {describe(groups[rule], distance)}" for rule in ("exact", "near")]
+
+
 def markdown(summary: dict) -> str:
     parts = [f"# Data audit: {summary['comp']}", "", f"{summary['images']} images; splits {summary['splits']}.", ""]
     parts += ["## Warnings", ""]
@@ -101,7 +109,7 @@ def markdown(summary: dict) -> str:
         f"- near (pHash distance <= {near['max_distance']}; {near['hashed']} of {near['images']} images hashed, "
         f"every pair compared): pairs by split {near['pairs'] or '{}'}"
     )
-    parts.append(f"- duplicate groups kept on one side of every validation/fold split: {summary['duplicate_groups']}")
+    parts += _split_groups(summary["duplicate_groups"], near["max_distance"])
     for group in exact["examples"][:5]:
         parts.append("  - exact: " + " = ".join(f"`{g['path']}` ({g['split']}, {g['class']})" for g in group))
     for pair in near["examples"][:5]:

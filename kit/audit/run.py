@@ -8,8 +8,9 @@ What it checks, and why it matters on Kaggle:
 - exact duplicates (SHA-1 of the file bytes) and near duplicates (64-bit DCT perceptual hash within a
   small Hamming distance, every pair of every image compared with faiss), within train and across
   train/val/test: duplicates across splits inflate the validation score, duplicates with conflicting
-  labels are noise. The duplicate groups are written beside the index (:func:`kit.data.sources.write_duplicate_groups`),
-  and the validation split and folds keep each group on one side;
+  labels are noise. The duplicate groups a split would keep whole are reported under both rules of
+  ``data.duplicate_groups`` (exact, near); the audit writes nothing that changes a split: the index build
+  computes the groups it uses (:mod:`kit.data.duplicates`);
 - a shortcut score: the cross-validated AUC (binary) or accuracy (multi-class) of a random forest that
   sees only the metadata above, worded by the feature that drives it; the same model telling test
   images from training images on metadata, and adversarial validation on pixels (gradient boosting on
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from kit.audit.duplicates import duplicate_groups, exact_duplicates, near_duplicates
+from kit.audit.duplicates import exact_duplicates, near_duplicates, split_groups
 from kit.audit.models import adversarial_validation, driver_advice, metadata_model_score, shortcut_warning
 from kit.audit.report import adversarial_plot, describe, markdown, write_plots
 from kit.errors import KitError
@@ -53,7 +54,7 @@ def audit(cfg: Config) -> dict:
     from tqdm.auto import tqdm
 
     from kit.data.images import file_facts
-    from kit.data.sources import load_index, write_duplicate_groups
+    from kit.data.sources import load_index
 
     settings = cfg.audit
     index, classes = load_index(cfg)
@@ -97,12 +98,12 @@ def audit(cfg: Config) -> dict:
     summary["by_split"] = describe(readable, "split")
 
     exact = exact_duplicates(meta)
-    near, near_links = near_duplicates(readable, settings.near_distance)
+    near = near_duplicates(readable, settings.near_distance)
     summary["exact_duplicates"] = exact
     summary["near_duplicates"] = near
-    groups = duplicate_groups(meta, near_links)
-    summary["duplicate_groups"] = len(set(groups.values()))
-    write_duplicate_groups(cfg, groups)
+    splittable = meta[meta["split"].isin(["train", "val"])]  # the rows a validation split or the folds divide
+    summary["duplicate_groups"] = split_groups(splittable, settings.near_distance, cfg.data.group_max_share)
+    summary["duplicate_groups"]["setting"] = str(cfg.data.duplicate_groups)
     if exact["test_groups_with_labelled_copy"]:
         warnings.append(f"{exact['test_groups_with_labelled_copy']} test images have a byte-identical copy in the labelled data")
     cross = {k: v for k, v in exact["pairs"].items() if k != "train-train"}

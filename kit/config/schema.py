@@ -32,6 +32,7 @@ MixedPrecision = StrEnum("MixedPrecision", "auto off float16 bfloat16")
 DistributionStrategy = StrEnum("DistributionStrategy", "auto cpu gpu mirrored multiworker tpu")
 TunerKind = StrEnum("TunerKind", "hyperband random bayesian")
 KernelAccelerator = StrEnum("KernelAccelerator", "none gpu tpu")  # what a pushed Kaggle kernel runs on
+DuplicateGroups = StrEnum("DuplicateGroups", "exact near none")  # which copies the validation split and folds keep whole
 
 # Resource limits among the ranges: named here, once; the range error names the constant to raise.
 MAX_IMAGE_SIZE = 2048  # pixels a side fed to a model (a 64-image batch at 2048 px is 3.2 GB of float32 input)
@@ -137,6 +138,11 @@ class DataConfig:
     workers: int = ranged(0, 0, MAX_WORKERS, limit="MAX_WORKERS")  # 0: all cores
     image_format: ImageFormat = ImageFormat.auto  # how records store images
     jpeg_quality: int = ranged(95, 1, 100)
+    # Duplicate groups the validation split and folds keep on one side, computed when the index is built (kit audit
+    # only reports them): exact: byte-identical files (reads only files whose size another shares); near: also mutual
+    # near duplicates, pHash within audit.near_distance of every member of the group (decodes every labelled image).
+    duplicate_groups: DuplicateGroups = DuplicateGroups.exact
+    group_max_share: float = ranged(0.01, 0, 1, low_open=True)  # a larger group (and over 5 images) is reported, not used
 
 
 @dataclass

@@ -319,7 +319,8 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> Manif
 
 def build_from_config(cfg: Config) -> Manifest:
     """``kit records``: load (or build) the index, then write the records for ``cfg``."""
-    from kit.data.sources import load_index
+    from kit.data.sources import duplicate_groups_line, load_index
 
     index, classes = load_index(cfg)
+    print(duplicate_groups_line(cfg), file=sys.stderr)
     return build_records(cfg, index, classes)

@@ -12,9 +12,14 @@ a CSV is caught while it is built, once, with a one-line :class:`~kit.errors.Kit
 the row and the fix: :mod:`kit.data.tables` reads each split and maps its labels, and
 :func:`kit.submission.check_test_ids` checks the test ids against the sample submission.
 
+Without a ``comp.val`` table, ``data.val_fraction`` of the labelled rows validate (or, with ``data.folds > 1``,
+every row gets a fold): :mod:`kit.data.splits` stratifies by class and keeps the duplicate groups that
+``data.duplicate_groups`` asks for whole; :mod:`kit.data.duplicates` computes them here, from the files, so
+no other command's leftovers change a split.
+
 The index is cached as ``<data.records_root>/<comp>/index.csv`` (+ ``classes.json`` and ``index.json``,
-the settings it was built with) beside the records built from it; :func:`load_index` rebuilds it when
-the CSVs or folders are newer or the settings changed.
+the settings it was built with and the duplicate groups its split used) beside the records built from it;
+:func:`load_index` rebuilds it when the CSVs or folders are newer or the settings changed.
 """
 
 from __future__ import annotations
@@ -22,9 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,135 +36,52 @@ import numpy as np
 import pandas as pd
 
 from kit.config import Config, TableConfig
+from kit.data.splits import assign_folds, split_val
 from kit.data.tables import map_labels, read_table, table_defined
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
 from kit.submission import Reference, check_test_ids, sample_reference
 
 COLUMNS = ["id", "path", "label", "split", "fold"]
-GROUPS_FILE = "duplicate_groups.csv"  # written by kit audit: path, group of every image with an exact or near copy
 SPLITS = ("train", "val", "test")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: duplicate groups computed here (data.duplicate_groups), not read from an audit file
 
 
 # ----------------------------------------------------------------------------------------------------
-# Splits and folds
+# Duplicate groups: computed here, with the split that keeps them whole
 # ----------------------------------------------------------------------------------------------------
 
 
-def _split_val(labels: np.ndarray, fraction: float, seed: int, source: str) -> np.ndarray:
-    """Boolean mask of the validation rows: stratified when every class can be split.
+def _row_groups(cfg: Config, paths: pd.Series) -> tuple[np.ndarray | None, dict]:
+    """Duplicate group per labelled row under data.duplicate_groups, groups over data.group_max_share split up;
+    None when no two rows share a group. Also the summary index.json keeps (:func:`duplicate_groups_line`)."""
+    from kit.data import duplicates
 
-    Both sides must keep an example (scikit-learn's rounding: ``ceil(fraction * n)`` rows go to validation);
-    otherwise a one-line error names data.val_fraction instead of scikit-learn's traceback.
-    """
-    from sklearn.model_selection import train_test_split
+    rule = str(cfg.data.duplicate_groups)
+    if rule not in duplicates.RULES:
+        return None, {"rule": "none", "reason": f"data.duplicate_groups={rule}: rows are split one by one"}
+    listed = paths.astype(str).tolist()
+    workers = cfg.data.workers or min(16, os.cpu_count() or 1)
+    if rule == "exact":
+        groups = duplicates.duplicate_groups(duplicates.content_hashes(listed, workers))
+    else:
+        sha1, phash = duplicates.image_hashes(listed, workers)
+        groups = duplicates.duplicate_groups(sha1, phash, cfg.audit.near_distance)
+    limit = duplicates.group_limit(cfg.data.group_max_share, len(listed))
+    groups, unused = duplicates.cap_groups(groups, limit)
+    summary = duplicates.group_summary(groups, unused, rule, limit)
+    return (groups if summary["groups"] else None), summary
 
-    n_val = math.ceil(fraction * len(labels))
-    n_train = len(labels) - n_val
-    if n_train < 1 or n_val < 1:
-        raise KitError(
-            f"{source}: data.val_fraction={fraction} of {len(labels)} labelled examples leaves {n_train} for training "
-            f"and {n_val} for validation",
-            "add labelled rows, lower data.val_fraction (0 trains without validation), or give a comp.val table",
-        )
-    positions = np.arange(len(labels))
+
+def duplicate_groups_line(cfg: Config) -> str:
+    """One line: the duplicate groups the cached index's split kept whole (``kit records`` prints it)."""
+    from kit.data.duplicates import describe
+
     try:
-        _, val = train_test_split(positions, test_size=fraction, stratify=labels, random_state=seed)
-    except ValueError:
-        # a class with a single example (or more classes than validation rows) cannot be stratified
-        warnings.warn("validation split is not stratified: some classes have too few examples", stacklevel=3)
-        _, val = train_test_split(positions, test_size=fraction, random_state=seed)
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[val] = True
-    return mask
-
-
-def _assign_folds(labels: np.ndarray, folds: int, seed: int, source: str) -> np.ndarray:
-    """Fold number per row; depends only on row order, labels and seed, so every model gets the same folds."""
-    from sklearn.model_selection import StratifiedKFold
-
-    if len(labels) < folds:
-        raise KitError(f"{source}: {len(labels)} labelled examples cannot make {folds} folds", "use fewer data.folds")
-    out = np.full(len(labels), -1, dtype=np.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
-        try:
-            splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
-            for k, (_, held) in enumerate(splits):
-                out[held] = k
-        except ValueError:
-            from sklearn.model_selection import KFold
-
-            for k, (_, held) in enumerate(KFold(n_splits=folds, shuffle=True, random_state=seed).split(labels)):
-                out[held] = k
-    return out
-
-
-def _group_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Fold number per row with every duplicate group inside one fold (StratifiedGroupKFold)."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    out = np.full(len(labels), -1, dtype=np.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "least populated class has only n members"
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
-            out[held] = k
-    return out
-
-
-def _assign_group_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int, source: str) -> np.ndarray:
-    if groups is None:
-        return _assign_folds(labels, folds, seed, source)
-    distinct = len(np.unique(groups))
-    if distinct < folds:
-        raise KitError(f"{source}: {distinct} groups of distinct images cannot make {folds} folds", "use fewer data.folds")
-    return _group_folds(labels, groups, folds, seed)
-
-
-def _split_val_grouped(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, source: str) -> np.ndarray:
-    """Like :func:`_split_val`; with duplicate groups, one fold of ``round(1 / fraction)`` stratified group folds,
-    so no group straddles train and validation (the validation share is then ``1 / round(1 / fraction)``)."""
-    if groups is None:
-        return _split_val(labels, fraction, seed, source)
-    n_splits = max(2, round(1 / fraction))
-    if len(np.unique(groups)) < n_splits:
-        raise KitError(
-            f"{source}: {len(np.unique(groups))} duplicate-free groups cannot give data.val_fraction={fraction}",
-            "add labelled rows, raise data.val_fraction, or give a comp.val table",
-        )
-    return _group_folds(labels, groups, n_splits, seed) == 0
-
-
-def _groups_path(cfg: Config) -> Path:
-    return index_dir(cfg) / GROUPS_FILE
-
-
-def write_duplicate_groups(cfg: Config, groups: dict[str, int]) -> None:
-    """Keep the audit's duplicate groups (path -> group) beside the index; the next index keeps each group on one
-    side of the validation split and inside one fold. An empty mapping removes the file."""
-    path = _groups_path(cfg)
-    if not groups:
-        path.unlink(missing_ok=True)
-        return
-    frame = pd.DataFrame({"path": list(groups), "group": list(groups.values())})
-    atomic_write(path, frame.to_csv(index=False))
-
-
-def _row_groups(cfg: Config, paths: pd.Series) -> np.ndarray | None:
-    """Group per row: the audit's duplicate group, or a group of its own; None when no two rows share one."""
-    path = _groups_path(cfg)
-    if not path.is_file():
-        return None
-    try:
-        table = pd.read_csv(path, dtype={"path": str}, keep_default_na=False)
-        by_path = dict(zip(table["path"].astype(str), table["group"].astype(np.int64), strict=True))
-    except (OSError, ValueError, KeyError) as exc:
-        raise KitError(f"{path}: unreadable duplicate groups ({exc})", "run `kit audit` again, or delete the file") from None
-    own = len(by_path) + np.arange(len(paths))  # group numbers no listed group uses
-    groups = np.array([by_path.get(p, own[i]) for i, p in enumerate(paths.astype(str))], dtype=np.int64)
-    return groups if len(np.unique(groups)) < len(groups) else None
+        summary = json.loads((index_dir(cfg) / "index.json").read_text())["duplicate_groups"]
+    except (OSError, ValueError, KeyError, TypeError):
+        summary = {"rule": "none", "reason": "no index"}
+    return describe(summary, cfg.audit.near_distance)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -207,10 +127,11 @@ def read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     keeps its labels so it can be scored.
     """
     with table_errors(cfg):
-        return _read_index(cfg)
+        frame, classes, _ = _read_index(cfg)
+    return frame, classes
 
 
-def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
+def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str], dict]:
     root = data_root(cfg)
     comp = cfg.comp
     if not table_defined(comp.train):
@@ -236,25 +157,31 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     frame = pd.concat(parts, ignore_index=True)
     frame["fold"] = np.int64(-1)
 
-    labelled_train = frame["split"].isin(["train", "val"]).to_numpy()
-    if cfg.data.folds > 1:
-        frame.loc[labelled_train, "split"] = "train"
-        positions = np.flatnonzero(labelled_train)
-        labels = frame["label"].to_numpy()[positions]
-        groups = _row_groups(cfg, frame["path"].iloc[positions])
-        frame.loc[positions, "fold"] = _assign_group_folds(labels, groups, cfg.data.folds, cfg.data.seed, tables[0].source)
-    elif not any(t.split == "val" for t in tables) and cfg.data.val_fraction > 0:
-        positions = np.flatnonzero(labelled_train)
-        groups = _row_groups(cfg, frame["path"].iloc[positions])
-        labels = frame["label"].to_numpy()[positions]
-        val = _split_val_grouped(labels, groups, cfg.data.val_fraction, cfg.data.seed, tables[0].source)
-        frame.loc[positions[val], "split"] = "val"
-
+    groups_used = _split(cfg, frame, any(t.split == "val" for t in tables), tables[0].source)
     frame["id"] = frame["id"].astype(str)
     frame["path"] = frame["path"].astype(str)
     frame["label"] = frame["label"].astype(np.int64)
     frame["fold"] = frame["fold"].astype(np.int64)
-    return frame[COLUMNS], classes
+    return frame[COLUMNS], classes, groups_used
+
+
+def _split(cfg: Config, frame: pd.DataFrame, val_table: bool, source: str) -> dict:
+    """Set the folds (data.folds > 1) or the validation rows (no comp.val table) of ``frame`` in place, keeping
+    duplicate groups whole; return the summary of the groups used."""
+    labelled = frame["split"].isin(["train", "val"]).to_numpy()
+    positions = np.flatnonzero(labelled)
+    labels = frame["label"].to_numpy()[positions]
+    if cfg.data.folds > 1:
+        frame.loc[labelled, "split"] = "train"
+        groups, summary = _row_groups(cfg, frame["path"].iloc[positions])
+        frame.loc[positions, "fold"] = assign_folds(labels, groups, cfg.data.folds, cfg.data.seed, source)
+    elif not val_table and cfg.data.val_fraction > 0:
+        groups, summary = _row_groups(cfg, frame["path"].iloc[positions])
+        val = split_val(labels, groups, cfg.data.val_fraction, cfg.data.seed, source)
+        frame.loc[positions[val], "split"] = "val"
+    else:
+        summary = {"rule": "none", "reason": "no split made: the validation rows come from comp.val"}
+    return summary
 
 
 def index_dir(cfg: Config) -> Path:
@@ -277,16 +204,9 @@ def _fingerprint(cfg: Config) -> str:
         "val_fraction": cfg.data.val_fraction,
         "seed": cfg.data.seed,
         "folds": cfg.data.folds,
-        "duplicate_groups": _file_digest(_groups_path(cfg)),
+        "duplicate_groups": [cfg.data.duplicate_groups, cfg.data.group_max_share, cfg.audit.near_distance],
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str:
-    try:
-        return hashlib.sha1(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 def _sources_mtime(cfg: Config) -> float:
@@ -308,12 +228,14 @@ def _sources_mtime(cfg: Config) -> float:
 
 def write_index(cfg: Config) -> pd.DataFrame:
     """Build the index and write ``index.csv``, ``classes.json`` and ``index.json`` atomically."""
-    frame, classes = read_index(cfg)
+    with table_errors(cfg):
+        frame, classes, groups_used = _read_index(cfg)
     folder = index_dir(cfg)
     atomic_write(folder / "index.csv", frame.to_csv(index=False))
     write_json(folder / "classes.json", classes)
     counts = {split: int(n) for split, n in frame.groupby("split").size().items()}
-    write_json(folder / "index.json", {"fingerprint": _fingerprint(cfg), "classes": classes, "counts": counts})
+    meta = {"fingerprint": _fingerprint(cfg), "classes": classes, "counts": counts, "duplicate_groups": groups_used}
+    write_json(folder / "index.json", meta)
     return frame
 
 
