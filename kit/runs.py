@@ -53,6 +53,7 @@ LOCK_FILE = "lock"
 RESUME_FREE_SETTINGS = (
     "run", "predict", "kaggle", "tuner", "audit", "train.verbose", "train.strategy",
     "comp.slug", "comp.source", "comp.sample_submission", "comp.solution", "comp.submission", "comp.image_sizes",
+    "comp.code_competition",
     "data.root", "data.records_root", "data.workers", "data.shard_mb",
 )  # fmt: skip
 _FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$")

@@ -191,10 +191,20 @@ def submit(
     file: Path = typer.Option(None, "--file", help="Submission CSV; default: the newest one under runs/<comp>/."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would be sent; upload nothing."),
     force: bool = typer.Option(False, "--force", help="Submit even a run that predicts a constant."),
+    kernel: bool = typer.Option(
+        False, "--kernel", help="Submit a kernel version instead of a file (the default when comp.code_competition)."
+    ),
+    version: int = typer.Option(None, "--version", help="With --kernel: its version; default: the one kit pushed last."),
+    predict: bool = typer.Option(False, "--predict", help="With --kernel: the inference kernel (pushed with --from-run)."),
 ) -> None:
-    """Validate submission.csv, upload it to Kaggle and wait for the public score."""
+    """Validate submission.csv, upload it to Kaggle and wait for the public score (--kernel: submit a kernel version)."""
     cfg = load(settings)
     _audit_reminders(cfg)
+    if kernel or cfg.comp.code_competition:
+        from kit.kaggle.kernel_submit import submit_kernel
+
+        submit_kernel(cfg, predict, version, file, dry_run=dry_run or cfg.kaggle.dry_run, force=force)
+        return
     from kit.kaggle import submit as submit_mod
 
     submit_mod.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run, force=force)

@@ -114,6 +114,9 @@ class CompetitionConfig:
     # A kernel's run-time limit in hours (Kaggle: 12 for CPU/GPU sessions, 9 for TPU; code competitions often
     # less): the kernel's session timeout, and its training stops early enough to predict within it.
     kernel_hours: float = ranged(9.0, 0, 12, low_open=True)
+    # Kaggle scores a kernel version rerun on the hidden test set, not an uploaded file: kit submit (make submit)
+    # submits the kernel's version (kit submit --kernel).
+    code_competition: bool = False
 
 
 @dataclass
