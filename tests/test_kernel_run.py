@@ -258,3 +258,25 @@ def test_code_competition_is_a_comp_setting_a_resume_may_gain(workdir):
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     check_resume_settings(cfg, run)
+
+
+def test_a_run_trained_in_a_kernel_feeds_the_inference_kernel(fake_kaggle, workdir):
+    """Train on Kaggle, then predict there: the fetched run folder is a --from-run run (its best.keras packed)."""
+    from run_fixtures import make_model, make_run
+
+    from kit.kaggle import kernel
+    from kit.runs import write_threshold
+
+    cfg = _cfg(workdir, "model=cnn", "predict.threshold=auto")
+    trained = make_run(cfg, workdir / "kernel-side", make_model(1, seed=1))
+    write_threshold(trained, 0.4, "val", 10, None)
+    outputs = {**kernel_outputs(), **{f"run/{p.name}": p.read_bytes() for p in trained.iterdir() if p.is_file()}}
+    fake_kaggle.kernel_plan = KernelPlan(states=("COMPLETE",), files=outputs)
+    folder = kernel_run.run(cfg)
+    assert (folder / "best.keras").read_bytes() == (trained / "best.keras").read_bytes()
+    kernel.push(cfg, runs=[folder])
+    assert kernel.last_pushed(cfg, inference=True).ref == f"{REF}-predict"
+    packed = Path("build/model/fake-comp")
+    names = {p.relative_to(packed).as_posix() for p in packed.rglob("*") if p.is_file()}
+    assert {f"0-{folder.name}/{name}" for name in ("best.keras", "config.yaml", "threshold.json")} <= names
+    assert (packed / f"0-{folder.name}" / "best.keras").read_bytes() == (trained / "best.keras").read_bytes()
