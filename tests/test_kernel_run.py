@@ -142,7 +142,7 @@ def test_ctrl_c_stops_the_waiting_not_the_kernel_and_says_how_to_wait_again(fake
         proc.communicate()
     text = log.read_text()
     assert proc.returncode == 130, text
-    hint = f"stopped waiting: {REF} version 1 keeps running on Kaggle; wait for it again with `"
+    hint = f"stopped waiting for {REF} version 1, which goes on on Kaggle; wait for it again with `"
     assert hint in text and "Traceback" not in text and not RUN.exists()
     command = shlex.split(text.split(hint, 1)[1].split("`", 1)[0])
     assert command == ["kit", "kernel", "status", f"comp={comp}", "--version", "1", "--wait"]
@@ -160,6 +160,7 @@ def test_ctrl_c_stops_the_waiting_not_the_kernel_and_says_how_to_wait_again(fake
 # ----------------------------------------------------------------------------- kit submit --kernel
 
 
+@pytest.mark.slow  # the message names the git commit (git rev-parse)
 def test_submit_kernel_sends_the_version_with_a_message_naming_its_run_and_reads_the_score(fake_kaggle, workdir):
     from kit.kaggle.public_scores import attach_public_scores
     from kit.runs_table import runs_table
@@ -181,6 +182,7 @@ def test_submit_kernel_sends_the_version_with_a_message_naming_its_run_and_reads
     assert row.values["run"] == RUN.name and row.values["public"] == pytest.approx(0.87654)  # kit runs: beside the run
 
 
+@pytest.mark.slow  # the message names the git commit (git rev-parse)
 def test_submit_kernel_fetches_the_outputs_of_a_version_it_has_not_seen(fake_kaggle, workdir, capsys):
     cfg = _cfg(workdir)
     fake_kaggle.kernel_plan = KernelPlan(states=("COMPLETE",))
@@ -280,3 +282,22 @@ def test_a_run_trained_in_a_kernel_feeds_the_inference_kernel(fake_kaggle, workd
     names = {p.relative_to(packed).as_posix() for p in packed.rglob("*") if p.is_file()}
     assert {f"0-{folder.name}/{name}" for name in ("best.keras", "config.yaml", "threshold.json")} <= names
     assert (packed / f"0-{folder.name}" / "best.keras").read_bytes() == (trained / "best.keras").read_bytes()
+
+
+def test_on_a_terminal_the_progress_line_is_rewritten_in_place(fake_kaggle, workdir, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    cfg = _cfg(workdir)
+    push(cfg)
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    client = kernel_run.api()
+    assert kernel_run.wait(client, kernel_run.chosen_version(cfg, client)) == ("complete", "")
+    text = screen.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n") and text.count("\r") == 3  # one line, drawn three times
+    last = text.rsplit("\r", 1)[1]
+    assert last.startswith(f"{REF} version 1: complete, ") and len(last.rstrip("\n")) >= len(text.split("\r")[1])

@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 @contextlib.contextmanager
 def waiting(settings: list[str] | None, predict: bool) -> Iterator[None]:
-    """Ctrl-C while waiting stops the waiting, not the kernel: say how to wait again, exit 130."""
+    """Ctrl-C while waiting (or fetching the outputs) stops kit, not the kernel: say how to wait again, exit 130."""
     from kit.kaggle.kernel_run import WaitStopped
 
     try:
@@ -37,7 +37,7 @@ def waiting(settings: list[str] | None, predict: bool) -> Iterator[None]:
         version = stopped.version
         again = ["kit", "kernel", "status", *(settings or []), *(["--predict"] if predict else [])]
         again += ["--version", str(version.number), "--wait"] if version.number else ["--wait"]
-        say(f"stopped waiting: {version.label} keeps running on Kaggle; wait for it again with `{shlex.join(again)}`")
+        say(f"stopped waiting for {version.label}, which goes on on Kaggle; wait for it again with `{shlex.join(again)}`")
         raise SystemExit(EXIT_INTERRUPTED) from None
 
 

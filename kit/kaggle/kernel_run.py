@@ -82,7 +82,8 @@ class Version:
 
 
 class WaitStopped(KeyboardInterrupt):
-    """Ctrl-C while waiting for ``version``: the kernel keeps running on Kaggle (the command says how to wait again)."""
+    """Ctrl-C while waiting for ``version`` or fetching its outputs: the kernel goes on on Kaggle (the command says how
+    to wait again)."""
 
     def __init__(self, version: Version) -> None:
         super().__init__(version.label)
@@ -133,7 +134,7 @@ def progress_line(version: Version, state: str, elapsed_s: float) -> str:
 
 def wait(client: KaggleApi, version: Version, started: float | None = None) -> tuple[str, str]:
     """Poll until the version completes or fails; return (state, failure message). One progress line per state
-    (rewritten in place on a terminal, repeated every PROGRESS_EVERY_S in a log). Ctrl-C raises WaitStopped."""
+    (rewritten in place on a terminal, repeated every PROGRESS_EVERY_S in a log)."""
     started = time.monotonic() if started is None else started
     terminal, pause = sys.stderr.isatty(), poll_interval()
     shown, shown_at, width = "", -PROGRESS_EVERY_S, 0
@@ -154,8 +155,6 @@ def wait(client: KaggleApi, version: Version, started: float | None = None) -> t
                 return state, failure
             time.sleep(pause)
             pause = min(pause * BACKOFF, max(MAX_POLL_S, poll_interval()))
-    except KeyboardInterrupt:
-        raise WaitStopped(version) from None
     finally:
         if terminal and width:
             sys.stderr.write("\n")
@@ -260,10 +259,13 @@ def log_tail(folder: Path, n: int = LOG_TAIL_LINES) -> list[str]:
 
 def follow(cfg: Config, client: KaggleApi, version: Version, started: float | None = None) -> Path:
     """Wait for the version, fetch its outputs into a run folder and return it; a failed version's Kaggle message
-    and last log lines are shown, then a KitError (so the command exits non-zero)."""
+    and last log lines are shown, then a KitError (so the command exits non-zero). Ctrl-C raises WaitStopped."""
     version = numbered(version)
-    state, failure = wait(client, version, started)
-    folder = fetch(cfg, client, version, state, failure)
+    try:
+        state, failure = wait(client, version, started)
+        folder = fetch(cfg, client, version, state, failure)
+    except KeyboardInterrupt:  # the kernel goes on; waiting (and fetching) again is what is left to do
+        raise WaitStopped(version) from None
     if state in FAILED:
         tail = log_tail(folder)
         if tail:
