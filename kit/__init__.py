@@ -6,7 +6,7 @@ each function imports its stage when called, TensorFlow only when training or pr
     import kit
 
     if __name__ == "__main__":  # a script's guard, as for any code that starts worker processes
-        cfg = kit.load_config(["comp=demo", "model=cnn", "train.epochs=1"])  # the words `kit train` takes
+        cfg = kit.load_config(["comp=demo", "model=resnet9", "train.epochs=1"])  # the words `kit train` takes
         kit.fetch_data(cfg)                  # kit data: the demo is written locally, other comps come from Kaggle
         manifest = kit.build_records(cfg)    # kit records (kit.fit builds them too when missing or stale)
         print(manifest.counts["train"].total, "training images in", manifest.records_dir)

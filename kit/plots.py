@@ -157,6 +157,7 @@ def _panel_of(monitor: str | None) -> str | None:
 def _rate_panel(ax: Axes, x: np.ndarray, rate: pd.Series) -> None:
     """The learning rate at each epoch's end; a log axis when it spans more than 10x (warmup, one-cycle, decay)."""
     ax.plot(x, rate, marker=".", color="tab:green", label="learning rate")
+    ax.set_ylabel("at the epoch's end", fontsize=8)  # what Keras logs: after a schedule's last step of the epoch
     positive = rate[rate > 0]
     if len(positive) == len(rate.dropna()) and len(positive) and positive.max() > 10 * positive.min():
         ax.set_yscale("log")
