@@ -5,8 +5,8 @@ How a page marks its commands (all a page's writer needs to know):
   ``$ `` lines of ```console blocks. The lines after a ``$ `` line are output the command must print (``...``
   stands for anything; an ``error:`` line means kit's user-error exit code 2). ```python blocks run as script files.
 - A block runs by default, in page order, in a copy of one small trained demo folder (the block marked
-  ``shared-run``, run once); kit's data and training commands get tiny settings appended (``TINY``), so a page
-  can show the real commands.
+  ``shared-run``, run once; a command it ran is not run again); kit's training commands get tiny settings
+  appended (``TINY``), so a page can show the real commands.
 - ``<!-- docs-check: parse-only (why) -->`` on the line before a block: its commands need the network, Kaggle
   credentials, a GPU, minutes or a shell of their own. They are parsed: a ``kit`` command by kit's own
   command-line parser (the command and each ``--flag`` exist) with its settings loaded as ``kit`` would load them;
@@ -102,10 +102,6 @@ def commands(block: Block) -> list[Command]:
             found.append(Command(block, words[:cut], []))
             words = words[cut + 1 :]
     return found
-
-
-def page_blocks() -> list[Block]:
-    return [block for page in PAGES for block in blocks(page)]
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -246,20 +242,26 @@ def run_python(block: Block, cwd: Path) -> None:
     assert result.returncode == 0, f"{block.where()}: exit {result.returncode}\n{result.stderr[-3000:]}"
 
 
-def run_block(block: Block, cwd: Path) -> None:
+def run_block(block: Block, cwd: Path, done: frozenset[tuple[str, ...]] = frozenset()) -> None:
+    """Run the block's commands in ``cwd``, but not those in ``done`` (the shared run ran them in this folder)."""
     if block.lang == "python":
         run_python(block, cwd)
         return
     for command in commands(block):
-        run(command, cwd)
+        if tuple(command.argv) not in done:
+            run(command, cwd)
+
+
+def shared_block() -> Block:
+    (block,) = [b for page in PAGES for b in blocks(page) if b.mode == "shared-run"]
+    return block
 
 
 @pytest.fixture(scope="session")
 def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The one block marked shared-run (data, records, a tiny trained run, evaluate, predict), run once."""
-    (block,) = [b for b in page_blocks() if b.mode == "shared-run"]
     folder = tmp_path_factory.mktemp("docs-shared")
-    run_block(block, folder)
+    run_block(shared_block(), folder)
     return folder
 
 
@@ -269,12 +271,14 @@ RUN_PAGES = [page for page in PAGES if any(b.mode != "parse-only" for b in block
 @pytest.mark.slow
 @pytest.mark.parametrize("page", RUN_PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_the_page_commands_run(page: Path, shared_run: Path, tmp_path: Path) -> None:
-    """The page's runnable blocks in order, in a copy of the shared demo folder."""
+    """The page's runnable blocks in order, in a copy of the shared demo folder (a command the shared run ran
+    there already is not run again)."""
     work = tmp_path / "work"
     shutil.copytree(shared_run, work, symlinks=True)
+    done = frozenset(tuple(command.argv) for command in commands(shared_block()))
     for block in blocks(page):
         if block.mode == "run":
-            run_block(block, work)
+            run_block(block, work, done)
 
 
 # ------------------------------------------------------------------------------------------------ the pages
