@@ -170,14 +170,14 @@ def versions() -> dict[str, str]:
     import numpy as np
     import tensorflow as tf
 
-    import kit
+    from kit.version import __version__
 
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        "kit": getattr(kit, "__version__", "unknown"),
+        "kit": __version__,
     }
 
 

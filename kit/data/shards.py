@@ -7,8 +7,8 @@
   (``.<shard>.<pid>.partial``), fsyncs it and ``os.replace``s it under its final name, then records the
   shard's counts (per class and per fold) and skips in ``.progress/<shard>.json``. A shard counts as done
   only when both exist.
-- **Parallel** with a ``spawn`` process pool (never fork after TensorFlow is imported) whose workers each
-  write whole shards. Workers never import TensorFlow: examples are encoded and framed by
+- **Parallel** with a ``spawn`` process pool (:mod:`kit.data.workers`: no fork, no rerun of the caller's script)
+  whose workers each write whole shards. Workers never import TensorFlow: examples are encoded and framed by
   :mod:`kit.data.tfrecord` (byte-identical to ``tf.io.TFRecordWriter``), because importing TensorFlow cost
   each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, P1); a worker now starts in well under a
   second. With one worker everything runs in this process.
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kit.data.schema import SHARD_SUFFIX, SPLITS, resolve_image_format
+from kit.data.workers import SPAWN, main_script_hidden
 from kit.errors import KitError
 from kit.io import atomic_write
 
@@ -326,11 +327,9 @@ class ShardWriters:
     def start(self) -> None:
         """Start the worker processes (if not yet); they import numpy and OpenCV while this process goes on."""
         if self.workers > 1 and self.pool is None:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("spawn")
-            self.progress = ctx.Queue()
-            self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.settings, self.progress))
+            self.progress = SPAWN.Queue()
+            with main_script_hidden():  # the pool starts all its workers here
+                self.pool = SPAWN.Pool(self.workers, initializer=_init_worker, initargs=(self.settings, self.progress))
 
     def close(self) -> None:
         if self.pool is not None:

@@ -291,7 +291,7 @@ def _publish_folder(client: Any, folder: Path, ref: str, title: str, notes: str)
 
 def publish_dataset(cfg: Config) -> list[str]:
     """Build the wheel set and create or version ``<user>/kit-wheel`` (and ``kit-weights`` for a weights file)."""
-    import kit
+    from kit.version import __version__
 
     client = api()
     user = username(client)
@@ -301,7 +301,7 @@ def publish_dataset(cfg: Config) -> list[str]:
     built = wheels.build_wheel_set(folder, pins)
     refuse_secrets(upload_files([built[0]]), "wheel dataset")  # kit's code and kit/configs travel
     commit = git_commit()
-    notes = f"kit {kit.__version__}" + (f" git {commit}" if commit else "")
+    notes = f"kit {__version__}" + (f" git {commit}" if commit else "")
     published = [f"{user}/{WHEEL_DATASET}"]
     _publish_folder(client, folder, published[0], "kit wheel", notes)
     say(f"{', '.join(w.name for w in built)} are in {published[0]}")
