@@ -166,7 +166,7 @@ def predict(
     """Predict the test set (optional TTA, ensembles with runs=a,b,c) and write a validated submission.csv."""
     settings, runs = runs_setting(settings, run)
     cfg = load(settings, tensorflow=True)
-    from kit.predict import predict as predict_runs  # not `from kit import predict`: that is the API function
+    from kit.predict import predict as predict_runs
 
     predict_runs(cfg, runs)
 

@@ -10,7 +10,7 @@
 - **Parallel** with a ``spawn`` process pool (:mod:`kit.data.workers`: no fork, no rerun of the caller's script)
   whose workers each write whole shards. Workers never import TensorFlow: examples are encoded and framed by
   :mod:`kit.data.tfrecord` (byte-identical to ``tf.io.TFRecordWriter``), because importing TensorFlow cost
-  each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, P1); a worker now starts in well under a
+  each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, records build speed); a worker now starts in well under a
   second. With one worker everything runs in this process.
 - **Memory** does not grow with the number of images beyond the index table the caller holds: shard rows
   are made into Python objects only when the shard is handed to a worker (:class:`ShardRows`), at most
@@ -366,7 +366,7 @@ def write_tasks(cfg: Config, tasks: list[ShardTask], writers: ShardWriters, fold
         writers.start()
         # Finished shards come back through the pool's callbacks into ``finished``, so the loop wakes the
         # moment one is done (polling job.ready() between progress reads cost up to 0.15 s at the end of
-        # every build: ~10% of a 10k-image build; BENCHMARKS.md, P1).
+        # every build: ~10% of a 10k-image build; BENCHMARKS.md, records build speed).
         finished: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         waiting, running = list(reversed(tasks)), 0
         while waiting or running:

@@ -313,6 +313,9 @@ def _plot(history: list[dict[str, Any]], out_dir: Path, best_epoch: int | None, 
     target, title = out_dir / "plots" / "learning_curves.png", f"{out_dir.parent.name}/{out_dir.name}"
     if isinstance(target, URLPath):  # plots write local files (matplotlib): render locally, then upload atomically
         with tempfile.TemporaryDirectory(prefix="kit-plot-") as folder:
-            put_file(plots.learning_curves(pd.DataFrame(history), Path(folder) / target.name, title=title), target)
+            drawn = plots.learning_curves(
+                pd.DataFrame(history), Path(folder) / target.name, title=title, best_epoch=best_epoch, monitor=monitor
+            )
+            put_file(drawn, target)
         return
-    plots.learning_curves(pd.DataFrame(history), target, title=title)
+    plots.learning_curves(pd.DataFrame(history), target, title=title, best_epoch=best_epoch, monitor=monitor)
