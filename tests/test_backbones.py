@@ -168,6 +168,27 @@ def test_efficientnetv2_scales_its_input_as_its_variant_expects() -> None:
         np.testing.assert_allclose(stem.predict(images, verbose=0), expected, atol=1e-4, err_msg=name)
 
 
+def test_keras_notop_h5_format_loads_into_the_backbone(tmp_path: Path) -> None:
+    """Keras' *_notop.h5 files are legacy HDF5 model files, loaded by layer order; kit's backbone (the constructor's
+    model wrapped under the name "backbone") takes them as the constructor's own model does."""
+    import warnings
+
+    import keras
+
+    from kit.models.pretrained import get_backbone
+
+    native = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        native.save(path)  # the legacy HDF5 format Keras' notop files are in
+    loaded = get_backbone(build(model_cfg("mobilenetv3_small", weights=str(path)))).get_weights()
+    saved = native.get_weights()
+    assert len(loaded) == len(saved) > 100
+    for want, got in zip(saved, loaded, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_presets_agree_with_their_rows() -> None:
     import yaml
 
@@ -263,6 +284,16 @@ def test_another_backbones_weights_path_names_the_backbone_it_was_given_for(tmp_
         build(model_cfg("effnetb0", weights=str(path)))
     text = err.value.one_line()
     assert f"weights file {path} does not fit the effnetb0 backbone" in text and "none of the table's" in text
+
+
+def test_kit_list_groups_the_backbones_by_family_with_native_size_and_parameters() -> None:
+    result = subprocess.run([sys.executable, "-m", "kit", "list"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    for family, rows in by_family().items():
+        start = lines.index(family)
+        for offset, row in enumerate(rows, start=1):
+            assert lines[start + offset].split() == [row.name, str(row.native_size), "px", f"{row.params / 1e6:.1f}", "M"]
 
 
 def test_weights_list_prints_every_backbone_file_presence_and_size(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ Where the facts come from (``keras`` 3.15, ``keras/src/applications/<family>.py`
 - ``params``: ``backbone.count_params()`` of the notop backbone, measured once (it does not depend on the input
   size); the parametrized test checks it against the built model, so the column cannot go stale.
 - ``unfreeze``: about the last block(s) of the top stage. 20 for EfficientNet as keras-io's fine-tuning example,
-  30 for ResNet as kit's resnet50 preset; elsewhere the count that ends on a block boundary (ConvNeXt: the whole
-  last stage, 22; InceptionV3: the ``mixed10`` block, 31). BatchNorm stays frozen whatever the count.
+  30 for ResNet as kit's resnet50 preset; elsewhere a count that starts on a block boundary in every row of the
+  family (ConvNeXt: the whole last stage, 22; EfficientNetV2 and MobileNetV3: the last block and the top, 18;
+  InceptionV3: the ``mixed10`` block, 31). BatchNorm stays frozen whatever the count.
 - ``feature_layer``: the name of the backbone's output layer; None where Keras leaves that layer unnamed (ConvNeXt's
   final LayerNormalization, MobileNetV3's last activation get counter-numbered names).
 """
@@ -113,7 +114,7 @@ EFFICIENTNET = Family(
     "EfficientNet", "https://storage.googleapis.com/keras-applications/", "included", 20, "top_activation",
     post_load="efficientnet_variance",
 )  # fmt: skip
-EFFICIENTNETV2 = Family("EfficientNetV2", KERAS_WEIGHTS + "efficientnet_v2/", "included", 20, "top_activation")
+EFFICIENTNETV2 = Family("EfficientNetV2", KERAS_WEIGHTS + "efficientnet_v2/", "included", 18, "top_activation")
 RESNET = Family("ResNet", KERAS_WEIGHTS + "resnet/", "caffe", 30, "conv5_block3_out")
 RESNETV2 = Family("ResNetV2", KERAS_WEIGHTS + "resnet/", "tf", 24, "post_relu")
 DENSENET = Family("DenseNet", KERAS_WEIGHTS + "densenet/", "torch", 30, "relu")
@@ -123,7 +124,7 @@ MOBILENETV3 = Family("MobileNetV3", KERAS_WEIGHTS + "mobilenet_v3/", "included",
 
 _TF_KERNELS = "_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
-# name, constructor, native size, notop file, its hash, backbone parameters
+# family, name, constructor, native size, notop file, its hash, backbone parameters
 _ROWS: list[tuple[Family, str, str, int, str, str, int]] = [
     (CONVNEXT, "convnext_tiny", "ConvNeXtTiny", 224, "convnext_tiny_notop.h5",
      "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1", 27_820_128),

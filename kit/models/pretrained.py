@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from kit.config import ModelConfig
 
+
 # --- building ----------------------------------------------------------------------------------------
 
 
