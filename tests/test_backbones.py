@@ -196,7 +196,8 @@ def test_presets_agree_with_their_rows() -> None:
         preset = yaml.safe_load((Path(__file__).parents[1] / "configs" / "models" / f"{name}.yaml").read_text())
         row = row_settings(name)
         assert {key: preset["model"][key] for key in row["model"]} == row["model"]
-        assert preset["train"]["fine_tune"]["unfreeze"] == row["train"]["fine_tune"]["unfreeze"]
+        assert preset["train"]["fine_tune"] == row["train"]["fine_tune"]
+    assert row_settings("cnn") is None
 
 
 def test_kit_imports_nothing_from_keras_src() -> None:

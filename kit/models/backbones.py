@@ -184,11 +184,15 @@ def by_family() -> dict[str, list[Backbone]]:
     return groups
 
 
-def row_settings(name: str) -> dict:
-    """The settings a backbone brings by itself, as a partial config: its native size, ImageNet weights and
-    its unfreeze count. What a model preset YAML for it would hold (configs/models/effnetb4.yaml agrees)."""
-    row = BACKBONES[name]
+def row_settings(name: str) -> dict | None:
+    """The settings a backbone brings by itself, as a partial config (None for a name that is not a row): its
+    native size, ImageNet weights, and a phase 2 that unfreezes its ``unfreeze`` top layers at a hundredth
+    of phase 1's default rate, as kit's effnetb4 and resnet50 presets do (tests/test_backbones.py holds them to it).
+    What a model preset YAML of the backbone would hold, for a preset loader that finds no YAML of that name."""
+    row = BACKBONES.get(name)
+    if row is None:
+        return None
     return {
         "model": {"name": row.name, "image_size": row.native_size, "weights": "imagenet"},
-        "train": {"fine_tune": {"unfreeze": row.unfreeze}},
+        "train": {"fine_tune": {"epochs": 5, "learning_rate": 1e-5, "unfreeze": row.unfreeze}},
     }
