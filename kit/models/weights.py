@@ -103,7 +103,7 @@ def fits(path: Path, rows: Iterable[Backbone] | None = None) -> str:
 
 def check_cached(path: Path, spec: Backbone, rows: Iterable[Backbone] | None = None) -> None:
     """Refuse a cached ``spec.weights_file`` that is not Keras' file for ``spec`` (one line, the backbone it fits)."""
-    hint = f"delete {path} (kit downloads it again when online) or copy Keras' {spec.weights_file} there; `kit weights list`"
+    hint = f"delete {path} (kit downloads it again when online) or copy Keras' {spec.weights_file} there (see `kit weights list`)"
     problem = file_problem(path)
     if problem is not None:
         raise KitError(f"{path} {problem}: it fits no backbone, and {spec.name} needs Keras' {spec.weights_file} there", hint)
