@@ -8,7 +8,7 @@ after loading weights, and the backbone's parameter count. Adding a backbone is 
 names a backbone. What a family shares (download folder, preprocessing, unfreeze count, fix) is written once in
 its :class:`Family` and copied into each of its rows.
 
-Where the facts come from (``keras`` 3.15, ``keras/src/applications/<family>.py``, read as text, never imported):
+Where the facts come from (Keras 3.15's own ``applications/<family>.py`` sources, read as text, never imported):
 
 - ``weights_file`` and ``file_hash``: the name ``keras.applications`` gives the notop file in the Keras cache and
   the hash ``keras.utils.get_file`` checks (md5, or sha256 for ConvNeXt; Keras' ``WEIGHTS_HASHES[...][1]`` or the
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
-# ImageNet statistics as keras/src/applications/imagenet_utils.py uses them.
+# ImageNet statistics as Keras' applications/imagenet_utils.py uses them.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # "caffe" mode, on the 0-255 scale
