@@ -6,7 +6,7 @@ the ``keras.applications`` constructor, the native input size, the preprocessing
 file name and hash, the feature layer the head pools, how many top layers phase 2 unfreezes, a named fix to run
 after loading weights, and the backbone's parameter count. Adding a backbone is one row here; nothing else in kit
 names a backbone. What a family shares (download folder, preprocessing, unfreeze count, fix) is written once in
-its :class:`Family` and copied into each of its rows.
+its :class:`Family`, which each of its rows reads through properties.
 
 Where the facts come from (Keras 3.15's own ``applications/<family>.py`` sources, read as text, never imported):
 
