@@ -15,12 +15,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer  # noqa: E402
 
+from kit.cli.backbones import backbone_lines, weights_app  # noqa: E402
 from kit.cli.common import Settings, app, load, run_setting, runs_setting, say  # noqa: E402
 from kit.cli.kernel import kernel_app  # noqa: E402
 from kit.config import Config, presets, to_yaml  # noqa: E402
 from kit.errors import EXIT_USER_ERROR, KitError, os_error, tf_disk_full  # noqa: E402
 
 app.add_typer(kernel_app, name="kernel")
+app.add_typer(weights_app, name="weights")
 
 # Distribution names TensorFlow ships under; read from the installed metadata, so `kit --version` is instant.
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-gpu", "tf-nightly")
@@ -80,12 +82,15 @@ def config(
 
 @app.command("list")
 def list_presets() -> None:
-    """List the competition and model presets."""
+    """List the competitions, the models trained from scratch and the pretrained backbones by family."""
     from kit.models.registry import MODELS
 
     typer.echo("competitions: " + ", ".join(presets("competitions")))
+    typer.echo("models trained from scratch:")
     for name, entry in MODELS.items():
-        typer.echo(f"model {name:9s} {'pretrained' if entry.pretrained else 'scratch   '}  {entry.description}")
+        if not entry.pretrained:
+            typer.echo(f"  {name:9s} {entry.description}")
+    typer.echo("\n".join(backbone_lines()))
 
 
 @app.command()
