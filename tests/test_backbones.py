@@ -200,10 +200,27 @@ def test_presets_agree_with_their_rows() -> None:
     assert row_settings("cnn") is None
 
 
-def test_kit_imports_nothing_from_keras_src() -> None:
-    root = Path(__file__).parents[1] / "kit"
-    offenders = [str(path) for path in root.rglob("*.py") if "keras.src" in path.read_text()]
-    assert offenders == []
+def test_a_row_without_a_preset_yaml_is_a_model_of_its_own() -> None:
+    """`model=convnext_tiny` works without configs/models/convnext_tiny.yaml: defaults/backbone.yaml, then the row
+    (native size, ImageNet weights, phase 2 unfreezing its top layers); the command line still wins, a preset YAML
+    of the same name wins over the row, and a misspelt row name suggests the rows."""
+    from kit.config import load_config_with_origins
+    from kit.models.backbones import row_presets
+    from kit.settings import load_settings
+
+    row = BACKBONES["convnext_tiny"]
+    cfg = load_settings(["model=convnext_tiny"])
+    assert (cfg.model.name, cfg.model.image_size, cfg.model.weights) == ("convnext_tiny", row.native_size, "imagenet")
+    assert cfg.train.fine_tune.unfreeze == row.unfreeze and cfg.train.fine_tune.epochs > 0
+    assert cfg.model.dense_units == 256 and cfg.train.batch_size == 16  # configs/defaults/backbone.yaml
+    _, origins = load_config_with_origins(["model=convnext_tiny"], model_defaults=row_presets())
+    assert origins["model.image_size"] == "backbone table row convnext_tiny (kit list)"
+    assert origins["train.batch_size"].endswith("defaults/backbone.yaml")
+    assert load_settings(["model=convnext_tiny", "model.image_size=64"]).model.image_size == 64
+    assert load_settings(["model=effnetb4"]).train.schedule == "cosine_restarts"  # its own YAML preset
+    with pytest.raises(KitError) as misspelt:
+        load_settings(["model=convnext_tinny"])
+    assert "convnext_tiny" in misspelt.value.one_line()
 
 
 # --- wrong weight files ---------------------------------------------------------------------------------------

@@ -74,8 +74,10 @@ def config(
     cfg = load(settings)
     if origin:
         from kit.config import load_config_with_origins, origin_lines
+        from kit.models.backbones import row_presets
 
-        typer.echo("\n".join(origin_lines(cfg, load_config_with_origins(list(settings or []))[1])))
+        origins = load_config_with_origins(list(settings or []), model_defaults=row_presets())[1]
+        typer.echo("\n".join(origin_lines(cfg, origins)))
     else:
         typer.echo(to_yaml(cfg))
 

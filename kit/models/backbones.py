@@ -196,3 +196,8 @@ def row_settings(name: str) -> dict | None:
         "model": {"name": row.name, "image_size": row.native_size, "weights": "imagenet"},
         "train": {"fine_tune": {"epochs": 5, "learning_rate": 1e-5, "unfreeze": row.unfreeze}},
     }
+
+
+def row_presets() -> dict[str, dict]:
+    """Every row's :func:`row_settings` by name: the model presets of the rows that have no YAML of their own."""
+    return {name: settings for name in BACKBONES if (settings := row_settings(name)) is not None}
