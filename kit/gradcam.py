@@ -105,7 +105,9 @@ def class_scores(logits: Any, class_indices: Any) -> Any:
     return tf.gather(logits, class_indices, axis=1, batch_dims=1)
 
 
-def heat_maps(model: keras.Model, images: np.ndarray, class_indices: Sequence[int], layer: keras.layers.Layer | None = None) -> np.ndarray:
+def heat_maps(
+    model: keras.Model, images: np.ndarray, class_indices: Sequence[int], layer: keras.layers.Layer | None = None
+) -> np.ndarray:
     """Grad-CAM maps (N, H, W) in 0..1 of ``images`` (N, H, W, 3) in 0..255, each for its class in ``class_indices``.
 
     ``layer``: the feature map's layer (default :func:`feature_layer`); a map with no positive evidence is all 0.

@@ -70,7 +70,7 @@ def row_of(label: np.ndarray, classes: tuple[str, ...], labelled: bool) -> str:
 
 
 def label_text(label: np.ndarray, classes: tuple[str, ...], labelled: bool) -> str:
-    """"ai"; a mix as "mix: ai 0.63 · human 0.37" (largest share first); "" without labels."""
+    """ "ai"; a mix as "mix: ai 0.63 · human 0.37" (largest share first); "" without labels."""
     if not labelled:
         return ""
     if label.max() >= 1.0 - MIXED:
