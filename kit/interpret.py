@@ -27,7 +27,7 @@ import pandas as pd
 from kit.data.pipeline import AUGMENTED_MARK
 from kit.data.sources import index_dir
 from kit.errors import KitError
-from kit.inference import to_class_probs, true_labels
+from kit.inference import labels_from_probs, to_class_probs, true_labels
 from kit.io import write_csv
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ def predictions_frame(
     """One row per val example (in records order): id, path, true and predicted class, probabilities, loss."""
     class_probs = np.asarray(class_probs, dtype=np.float64)
     y_true = np.asarray(y_true).astype(np.int64)
-    predicted = class_probs.argmax(axis=1)
+    predicted = labels_from_probs(class_probs)  # class 1 at p >= 0.5 for binary; else the argmax
     names = np.asarray([str(c) for c in classes], dtype=object)
     frame = pd.DataFrame(
         {
@@ -157,12 +157,12 @@ def write_val_predictions(run_dir: str | os.PathLike, frame: pd.DataFrame) -> Pa
 
 # --- the figures of a run -----------------------------------------------------------------------------------
 
-MANY_CLASSES = 4  # beyond this, a caption lists the true class and the most likely ones, not every class
-LIKELIEST = 3
+MANY_CLASSES = 3  # beyond this, a caption gives the true class's probability and the likeliest, not every class
+LIKELIEST = 2
 
 
 def probability_line(row: pd.Series, classes: Sequence[str]) -> str:
-    """Every class's probability ("human 0.96 · ai 0.04"); with many classes the true one and the likeliest."""
+    """Every class's probability ("human 0.96 · ai 0.04"); with many classes the true one's and the 2 likeliest."""
     probs = np.array([row[probability_column(str(c))] for c in classes], dtype=np.float64)
     if len(classes) <= MANY_CLASSES:
         return " · ".join(f"{c} {p:.2f}" for c, p in zip(classes, probs, strict=True))
@@ -171,12 +171,22 @@ def probability_line(row: pd.Series, classes: Sequence[str]) -> str:
 
 
 def top_loss_caption(row: pd.Series, classes: Sequence[str], paths: dict[str, str]) -> str:
-    """File name; true and predicted class; loss; the classes' probabilities."""
+    """File name; true and predicted class and the loss; the classes' probabilities (a line each: short enough
+    for a panel, so only a long file name is ever cut)."""
     return (
         f"{file_name(str(row['id']), paths)}\n"
-        f"true {row['true_class']} · pred {row['predicted_class']}\n"
-        f"loss {row['loss']:.2f} · {probability_line(row, classes)}"
+        f"true {row['true_class']} · pred {row['predicted_class']} · loss {row['loss']:.2f}\n"
+        f"{probability_line(row, classes)}"
     )
+
+
+def contrast_classes(rows: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """The class each row's second Grad-CAM explains: the true class when the prediction is wrong, else the
+    runner-up (what argued against the right answer)."""
+    probs = rows[[probability_column(str(c)) for c in classes]].to_numpy(dtype=np.float64)
+    runner_up = np.argsort(-probs, axis=1, kind="stable")[:, 1]
+    labels, predicted = rows["label"].to_numpy(), rows["predicted"].to_numpy()
+    return np.where(predicted != labels, labels, runner_up)
 
 
 def interpretation_plots(
@@ -198,16 +208,20 @@ def interpretation_plots(
     if layer is None:
         return written, f"no Grad-CAM: model {model.name} has no convolutional feature map (top_losses.png only)"
     shown, explained = images[:GRADCAM_IMAGES], rows.iloc[:GRADCAM_IMAGES]
-    for_predicted = gradcam.heat_maps(model, shown, explained["predicted"].to_numpy(), layer)
-    for_true = gradcam.heat_maps(model, shown, explained["label"].to_numpy(), layer)
+    explained_classes = np.stack([explained["predicted"].to_numpy(), contrast_classes(explained, classes)], axis=1)
+    maps = [gradcam.heat_maps(model, shown, explained_classes[:, side], layer) for side in (0, 1)]
     panels, heat, panel_captions = [], [], []
     for i, (_, row) in enumerate(explained.iterrows()):
         name = file_name(str(row["id"]), paths)
-        for which, maps, column in (("pred", for_predicted, "predicted_class"), ("true", for_true, "true_class")):
-            probability = row[probability_column(str(row[column]))]
+        for side, k in enumerate(explained_classes[i]):
+            which = "pred" if side == 0 else ("true" if k == row["label"] else "runner-up")
+            probability = row[probability_column(str(classes[k]))]
             panels.append(shown[i])
-            heat.append(maps[i])
-            panel_captions.append(f"{name}\nwhere {which} {row[column]} ({probability:.2f}) comes from")
-    title = f"Grad-CAM of the top-loss val images at {layer.name}: left for the predicted class, right for the true one"
+            heat.append(maps[side][i])
+            panel_captions.append(f"{name}\nfor {which} {classes[k]} ({probability:.2f})")
+    title = (
+        f"Grad-CAM of the top-loss val images at layer {layer.name} (red: where a class's evidence is): left for the "
+        "predicted class, right for the true class (the runner-up when the prediction is right)"
+    )
     written.append(write_grid(panels, panel_captions, plot_dir / "gradcam.png", cols=4, title=title, heat=heat))
     return written, None

@@ -76,7 +76,13 @@ def label_text(label: np.ndarray, classes: tuple[str, ...], labelled: bool) -> s
     if label.max() >= 1.0 - MIXED:
         return classes[int(np.argmax(label))]
     shares = [k for k in np.argsort(-label, kind="stable") if label[k] > MIXED][:3]
-    return "mix: " + " · ".join(f"{classes[k]} {label[k]:.2f}" for k in shares)
+    return "mix: " + " · ".join(f"{classes[k]} {percent(label[k])}" for k in shares)
+
+
+def percent(share: float) -> str:
+    """A share as a whole percentage, with a decimal when rounding would make it 0% or 100%."""
+    whole = f"{share:.0%}"
+    return f"{share:.1%}" if whole in ("0%", "100%") else whole
 
 
 def gather(cfg: Config, manifest: Manifest, split: str, *, augmented: bool, per_class: int) -> dict[str, Shown]:
@@ -104,13 +110,26 @@ def gather(cfg: Config, manifest: Manifest, split: str, *, augmented: bool, per_
     return shown
 
 
+def augmentation_words(cfg: Config, manifest: Manifest) -> str:
+    """What the training pipeline does to the images, in the augmenter's own names."""
+    mode = str(cfg.augment.mode)
+    if mode == "offline":
+        return "shuffled as training reads them, augmented copies (#aug) among the originals (augment.mode=offline)"
+    if mode != "online":
+        return f"shuffled as training reads them, not augmented (augment.mode={mode})"
+    from kit.data.augment import build_online_augmenter
+
+    names = build_online_augmenter(cfg.augment, manifest.num_classes).names
+    return (
+        f"after the training pipeline's {', '.join(names)}"
+        if names
+        else "shuffled as training reads them, every augmentation off"
+    )
+
+
 def title_of(cfg: Config, manifest: Manifest, split: str, augmented: bool, rows: int) -> str:
     """What the grid shows; ``rows``: classes drawn (0 for an unlabelled split)."""
-    how = (
-        f"after the training pipeline's augmentation (augment.mode={cfg.augment.mode})"
-        if augmented
-        else "as stored in the records (no augmentation)"
-    )
+    how = augmentation_words(cfg, manifest) if augmented else "as stored in the records (no augmentation)"
     title = f"{cfg.comp.name}: {split} split, {manifest.image_size} px, {how}"
     if 0 < rows < len(manifest.classes):
         title += f"; the first {rows} of {len(manifest.classes)} classes"

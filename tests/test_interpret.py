@@ -16,7 +16,7 @@ from kit.data.manifest import read_manifest, records_dir
 from kit.data.sources import index_dir
 from kit.evaluate import evaluate
 from kit.inference import predict_probabilities, split_dataset, to_class_probs
-from kit.interpret import TopLosses, predictions_frame, probability_line, top_loss_caption
+from kit.interpret import TopLosses, contrast_classes, predictions_frame, probability_line, top_loss_caption
 from kit.models.registry import build_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -83,15 +83,23 @@ def test_captions_name_the_file_and_every_class_or_the_true_and_likeliest(tmp_pa
     row = pd.Series({"id": "train_data/abc.jpg", "label": 1, "true_class": "ai", "predicted_class": "human",
                      "p_human": 0.93, "p_ai": 0.07, "loss": 2.66})  # fmt: skip
     caption = top_loss_caption(row, ["human", "ai"], {"train_data/abc.jpg": "/raw/train_data/abc.jpg"})
-    assert caption == "abc.jpg\ntrue ai · pred human\nloss 2.66 · human 0.93 · ai 0.07"
+    assert caption == "abc.jpg\ntrue ai · pred human · loss 2.66\nhuman 0.93 · ai 0.07"
     classes = [f"k{i}" for i in range(6)]
     probs = {f"p_k{i}": p for i, p in enumerate([0.02, 0.5, 0.3, 0.1, 0.05, 0.03])}
     many = pd.Series({"label": 0, **probs})
-    assert probability_line(many, classes) == "p(true) 0.02 · k1 0.50 · k2 0.30 · k3 0.10"
+    assert probability_line(many, classes) == "p(true) 0.02 · k1 0.50 · k2 0.30"
 
 
-def test_evaluate_of_a_convolutional_run_draws_gradcam(tmp_path):
-    model = tiny_scratch(size=SIZE)
+def test_the_second_gradcam_explains_the_true_class_or_else_the_runner_up():
+    rows = predictions_frame(
+        ["wrong", "right"], np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1]]), np.array([2, 1]), ["a", "b", "c"], {}
+    )
+    assert contrast_classes(rows, ["a", "b", "c"]).tolist() == [2, 0]  # wrong: its true class c; right: runner-up a
+
+
+@pytest.mark.parametrize("build", [tiny_scratch, tiny_pretrained])
+def test_evaluate_of_a_convolutional_run_draws_gradcam(build, tmp_path):
+    model = build(size=SIZE)  # tiny_pretrained: the feature map is the nested backbone's output
     cfg, run, *_ = _val_run(tmp_path, ["human", "ai"], model)
     result = evaluate(cfg, run)
     assert (run / "plots" / "gradcam.png").read_bytes()[:8] == PNG

@@ -16,7 +16,7 @@ from run_fixtures import SIZE, make_config, random_images, write_split
 from kit.data.manifest import read_manifest, records_dir
 from kit.data.sources import index_dir
 from kit.errors import KitError
-from kit.show import UNLABELLED, gather, label_text, panels, show
+from kit.show import UNLABELLED, gather, label_text, panels, show, title_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -98,6 +98,8 @@ def test_the_augmented_view_is_the_training_pipeline_with_mixed_labels(tmp_path)
     pairs = [(i, image) for row in shown.values() for i, image in zip(row.ids, row.images, strict=True)]
     # a mixed label always comes with pasted pixels
     assert sum(not np.array_equal(image, by_id[i]) for i, image in pairs) >= len(mixed)
+    title = title_of(cfg, manifest, "train", True, 2)
+    assert "after the training pipeline's cutmix(p=1.0" in title and "flip" not in title
     path = show(cfg, "train", augmented=True, per_class=4)
     assert path.name == f"train-{SIZE}px-augmented.png" and path.read_bytes()[:8] == PNG
 
@@ -105,7 +107,8 @@ def test_the_augmented_view_is_the_training_pipeline_with_mixed_labels(tmp_path)
 def test_label_text_names_the_class_or_the_mix_largest_share_first():
     classes = ("cat", "dog", "fox")
     assert label_text(np.array([0.0, 1.0, 0.0]), classes, True) == "dog"
-    assert label_text(np.array([0.25, 0.0, 0.75]), classes, True) == "mix: fox 0.75 · cat 0.25"
+    assert label_text(np.array([0.25, 0.0, 0.75]), classes, True) == "mix: fox 75% · cat 25%"
+    assert label_text(np.array([0.998, 0.002, 0.0]), classes, True) == "mix: cat 99.8% · dog 0.2%"  # never 100% · 0%
     assert label_text(np.zeros(3), classes, False) == ""
 
 
