@@ -3,12 +3,13 @@
 ``kit evaluate`` writes, beside metrics.json::
 
     val_predictions.csv   id, path, label, true_class, predicted, predicted_class, p_<class> per class, loss
-    plots/top_losses.png  the highest-loss val images: file name, true and predicted class, every class's
-                          probability (the true class and the 3 most likely when there are many)
-    plots/gradcam.png     Grad-CAM of the top-loss images, for the predicted and for the true class
+    plots/top_losses.png  the highest-loss val images: file name, true and predicted class, loss, every class's
+                          probability (the true class's and the 2 likeliest when there are more than 3)
+    plots/gradcam.png     Grad-CAM (kit.gradcam) of the 8 worst: for the predicted class, and for the true class
+                          (the runner-up when the prediction is right); skipped, with a line, without conv layers
 
 ``loss`` is the cross-entropy of the true class, ``-log p_true`` (probabilities clipped at 1e-7 as Keras
-does), the quantity training minimised; ``predicted`` is the argmax (0.5 for binary), not the tuned threshold:
+does), the quantity training minimised; ``predicted`` is the argmax (p >= 0.5 for binary), not the tuned threshold:
 these files are about the model. ``path`` is the image file the example was read from, from the competition's
 cached index (``index.csv`` beside the records); empty when that index is not there.
 """

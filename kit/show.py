@@ -70,7 +70,8 @@ def row_of(label: np.ndarray, classes: tuple[str, ...], labelled: bool) -> str:
 
 
 def label_text(label: np.ndarray, classes: tuple[str, ...], labelled: bool) -> str:
-    """ "ai"; a mix as "mix: ai 0.63 · human 0.37" (largest share first); "" without labels."""
+    """The caption of a soft label: its class ("ai"); a mix as "mix: ai 63% · human 37%" (largest share first);
+    "" without labels."""
     if not labelled:
         return ""
     if label.max() >= 1.0 - MIXED:
@@ -98,7 +99,7 @@ def gather(cfg: Config, manifest: Manifest, split: str, *, augmented: bool, per_
     batch_size = cfg.train.batch_size if augmented else cfg.predict.batch_size
     dataset = make_dataset(cfg, split, training=augmented, batch_size=batch_size, manifest=manifest, with_ids=True)
     for images, targets, ids in dataset:
-        labels = to_class_probs(np.asarray(targets)) if manifest.binary else np.asarray(targets, dtype=np.float64)
+        labels = to_class_probs(np.asarray(targets))  # binary targets are p(class 1): back to one share per class
         for image, label, example_id in zip(np.asarray(images), labels, np.asarray(ids), strict=True):
             row = shown.get(row_of(label, manifest.classes, labelled))
             if row is not None and len(row.ids) < per_class:
