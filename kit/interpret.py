@@ -29,7 +29,7 @@ from kit.data.pipeline import AUGMENTED_MARK
 from kit.data.sources import index_dir
 from kit.errors import KitError
 from kit.inference import labels_from_probs, to_class_probs, true_labels
-from kit.io import write_csv
+from kit.io import URLPath, join, write_csv
 
 if TYPE_CHECKING:
     import keras
@@ -151,9 +151,9 @@ def predictions_frame(
     return frame
 
 
-def write_val_predictions(run_dir: str | os.PathLike, frame: pd.DataFrame) -> Path:
-    """``val_predictions.csv`` in the run folder (atomically)."""
-    return Path(write_csv(frame, Path(run_dir) / VAL_PREDICTIONS))
+def write_val_predictions(run_dir: str | os.PathLike, frame: pd.DataFrame) -> Path | URLPath:
+    """``val_predictions.csv`` in the run folder (atomically; a gs:// run stays a URL)."""
+    return write_csv(frame, join(run_dir, VAL_PREDICTIONS))
 
 
 # --- the figures of a run -----------------------------------------------------------------------------------
