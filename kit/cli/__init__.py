@@ -18,6 +18,7 @@ import typer  # noqa: E402
 from kit.cli.backbones import backbone_lines, weights_app  # noqa: E402
 from kit.cli.common import Settings, app, load, run_setting, runs_setting, say  # noqa: E402
 from kit.cli.kernel import kernel_app  # noqa: E402
+from kit.cli.looking import show  # noqa: E402, F401  (registers `kit show` on the app)
 from kit.config import Config, presets, to_yaml  # noqa: E402
 from kit.errors import EXIT_USER_ERROR, KitError, os_error, tf_disk_full  # noqa: E402
 
