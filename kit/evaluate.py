@@ -28,7 +28,7 @@ from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError
 from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs
 from kit.io import write_json
-from kit.runs import latest_run, load_model, run_config, run_fold, write_threshold
+from kit.runs import latest_run, load_model, read_state, run_config, run_fold, write_threshold
 from kit.scores import degenerate_warning, honest_binary_scores, scored, threshold_parts
 
 if TYPE_CHECKING:
@@ -121,7 +121,16 @@ def _learning_curves(run_dir: Path, plot_dir: Path) -> Path | None:
         return None
     if history.empty:
         return None
-    return plots.learning_curves(history, plot_dir / "learning_curves.png", title=f"{run_dir.parent.name}/{run_dir.name}")
+    # The trainer's tracker (checkpoint/state.json) still holds the best epoch once this command rewrites metrics.json.
+    tracker = (read_state(run_dir) or {}).get("tracker") or {}
+    best = tracker.get("best_epoch")
+    return plots.learning_curves(
+        history,
+        plot_dir / "learning_curves.png",
+        title=f"{run_dir.parent.name}/{run_dir.name}",
+        best_epoch=None if best is None else int(best) + 1,  # the tracker counts from 0, history.csv from 1
+        monitor=tracker.get("monitor"),
+    )
 
 
 def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:

@@ -243,31 +243,6 @@ def pr_curve(y_true: np.ndarray, prob: np.ndarray, path: str | Path, threshold: 
     return save(fig, path)
 
 
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, cols: int = 4, title: str = "") -> Path:
-    """``image_grid_figure`` as a PNG at ``path``."""
-    return save(image_grid_figure(images, titles, cols, title), path)
-
-
-def image_grid_figure(images: Sequence[np.ndarray], titles: Sequence[str], cols: int = 4, title: str = "") -> Figure:
-    """A grid of uint8 RGB (or grayscale) images with one caption each."""
-    n = max(1, len(images))
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    fig = _figure(2.3 * cols, 2.5 * rows + (0.4 if title else 0.0))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, image, caption in zip(axes, images, titles, strict=False):
-        image = np.asarray(image)
-        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None, vmin=0, vmax=255)
-        ax.set_title(caption, fontsize=8)
-    if not len(images):
-        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
 def histograms(
     groups: dict[str, np.ndarray], path: str | Path, xlabel: str, title: str = "", bins: int = 40, log: bool = False
 ) -> Path:
