@@ -171,6 +171,7 @@ class FineTuneConfig:
     epochs: int = ranged(0, 0, MAX_EPOCHS, limit="MAX_EPOCHS")  # phase 2 epochs; 0: no phase 2
     learning_rate: float = ranged(1e-5, 0, 10, low_open=True)
     unfreeze: int = ranged(-1, -1, 100_000)  # top N backbone layers to unfreeze; -1: all (BatchNorm stays frozen)
+    lr_mult: float = ranged(1.0, 1, 1e6)  # discriminative rates: the lowest unfrozen layer at learning_rate / lr_mult
 
 
 @dataclass
