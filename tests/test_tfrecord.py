@@ -167,14 +167,13 @@ def test_google_crc32c_is_the_c_implementation() -> None:
 
 # ---------------------------------------------------------------------------------------------- workers
 
-PROBE = """
+# The probe is its own module: kit's workers never run (or import) the caller's __main__, so a function they
+# receive by reference must live in an importable module.
+PROBE_MODULE = """
 import json, os, sys, time
 from pathlib import Path
 
-import pandas as pd
-
-from kit.config import Config
-from kit.data import records, shards
+from kit.data import shards
 
 ORIGINAL = shards._write_shard
 
@@ -190,7 +189,16 @@ def probe(task):
     state.update(heavy=heavy, pid=os.getpid())
     out.write_text(json.dumps(state))
     return result
+"""
 
+PROBE = """
+import json, os, sys, time
+
+import pandas as pd
+
+from kit.config import Config
+from kit.data import records, shards
+from probe_module import probe
 
 if __name__ == "__main__":
     cfg = Config()
@@ -201,7 +209,7 @@ if __name__ == "__main__":
     cfg.data.workers = 2
     cfg.data.shard_mb = 0.002  # a couple of examples per shard: both workers get shards
     index = pd.read_csv(__INDEX__, dtype={"id": str})
-    shards._write_shard = probe  # the pool pickles the function by reference: the workers run probe
+    shards._write_shard = probe  # the pool pickles the function by reference: the workers run probe_module.probe
     os.environ["PROBE_T0"] = repr(time.time())
     records.build_records(cfg, index, __CLASSES__)
     print("PARENT", json.dumps({"pid": os.getpid(), "heavy": sorted(m for m in ("tensorflow", "keras") if m in sys.modules)}))
@@ -228,9 +236,10 @@ def test_records_workers_never_import_tensorflow(tmp_path: Path) -> None:
     script = tmp_path / "probe_build.py"
     source = PROBE.replace("__CLASSES__", repr(CLASSES)).replace("__ROOT__", repr(str(tmp_path / "records")))
     script.write_text(source.replace("__INDEX__", repr(str(index_csv))))
+    (tmp_path / "probe_module.py").write_text(PROBE_MODULE)
     probes = tmp_path / "probes"
     probes.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROBE_DIR": str(probes)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)]), "PROBE_DIR": str(probes)}
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
     )
