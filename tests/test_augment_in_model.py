@@ -76,7 +76,9 @@ def test_the_layer_applies_the_pipeline_kernels_jitter_for_the_same_draws() -> N
     kernel_out = augmenter.kernel(tf.constant(images), [], None, draws.jitter(seed, 8, STRENGTH), None, None).numpy()
     layer_out = layer(images, training=True).numpy()
     assert np.abs(layer_out - images).max() > 10
-    np.testing.assert_allclose(layer_out, kernel_out, atol=2e-3)  # XLA against eager: float rounding
+    # XLA against eager: float32 rounding of a chain of colour ops on 0..255 values (3e-3 seen); a wrong draw or
+    # formula is off by whole grey levels.
+    np.testing.assert_allclose(layer_out, kernel_out, atol=1e-2)
     assert not np.allclose(layer(images, training=True).numpy(), layer_out)  # the next batch, the next seed
     np.testing.assert_array_equal(layer(images, training=False).numpy(), images)
     np.testing.assert_array_equal(layer(images).numpy(), images)  # no training flag: inference
