@@ -111,6 +111,9 @@ class CompetitionConfig:
     metric: Metric = Metric.accuracy
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     image_sizes: dict[str, int] = field(default_factory=dict)  # per model name, overrides model.image_size (IMAGE_SIZE)
+    # A column of the train (and val) CSV naming each row's source, generator, photographer or subject: the validation
+    # split and folds keep its groups whole (with the duplicate groups), kit evaluate scores each group; empty cells: none.
+    group_column: str = ""
     # A kernel's run-time limit in hours (Kaggle: 12 for CPU/GPU sessions, 9 for TPU; code competitions often
     # less): the kernel's session timeout, and its training stops early enough to predict within it.
     kernel_hours: float = ranged(9.0, 0, 12, low_open=True)
@@ -143,6 +146,7 @@ class DataConfig:
     # near duplicates, pHash within audit.near_distance of every member of the group (decodes every labelled image).
     duplicate_groups: DuplicateGroups = DuplicateGroups.exact
     group_max_share: float = ranged(0.01, 0, 1, low_open=True)  # a larger group (and over 5 images) is reported, not used
+    holdout_group: str = ""  # a value of comp.group_column: all its rows validate, none train (a generator never seen)
 
 
 @dataclass
