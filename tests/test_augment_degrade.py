@@ -174,15 +174,15 @@ def degraded_batch(
 def test_online_with_every_degradation_keeps_shape_and_range_is_seeded_and_ignores_the_labels() -> None:
     x = np.rint(images(6)).astype(np.uint8)
     labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1, 0, 1]]
-    cfg = AugmentConfig(seed=5, flip="none", jit_compile=False, **ALL_ON)  # XLA: tested row by row below
+    # XLA is tested row by row below; a small blur kernel keeps the graph small (the seconds here are tracing)
+    cfg = AugmentConfig(seed=5, flip="none", jit_compile=False, blur_max_sigma=1.0, **ALL_ON)
     first, again = degraded_batch(cfg, x, labels), degraded_batch(cfg, x, labels)
     swapped = degraded_batch(cfg, x, labels[:, ::-1].copy())  # the other class for every image
-    other = degraded_batch(dataclasses.replace(cfg, seed=6), x, labels)
     for (a, _), (b, _), (c, _) in zip(first, again, swapped, strict=True):
         assert a.shape == x.shape and a.dtype == np.float32 and a.min() >= 0 and a.max() <= 255
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)  # both classes alike: what is drawn never depends on the label
-    assert not np.array_equal(first[0][0], first[1][0]) and not np.array_equal(first[0][0], other[0][0])
+    assert not np.array_equal(first[0][0], first[1][0])  # successive batches draw anew (other seeds: the draw test)
     assert not np.array_equal(first[0][0], x.astype(np.float32))
 
 
