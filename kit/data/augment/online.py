@@ -195,7 +195,7 @@ class OnlineAugmenter:
                 rows, area = rows * (1.0 - mixed_up), area * (1.0 - mixed_up)
             labels = ops.mix_labels(labels, partner, area, tf_ops)
             paste = (partner, rows, cols)
-        mixed = self.kernel(images, degraded, flips, shifts, jitter, erasing, paste, blend)
+        mixed = self.kernel(images, flips, shifts, jitter, paste, blend, degraded, erasing)
         return tf.ensure_shape(mixed, images.shape), labels
 
     def _draw_degradations(self, seed: Any, shape: Any) -> dict[str, Any]:
@@ -214,19 +214,19 @@ class OnlineAugmenter:
         """The drawn degradations as a stage of their own: the pixel maths as a kernel call, then JPEG per image."""
         pixel_rows = {name: params for name, params in degraded.items() if name != "jpeg"}
         if pixel_rows:
-            images = self.kernel(images, pixel_rows, [], None, None, None, None, None)
+            images = self.kernel(images, [], None, None, None, None, pixel_rows)
         return degrade.reencode_tf(images, degraded["jpeg"]) if "jpeg" in degraded else images
 
     def _kernel(
         self,
         images: Any,
-        degraded: dict[str, Any],
         flips: list[tuple[int, Any]],
         shifts: Any,
         jitter: Any,
-        erasing: Any,
         paste: Any,
         blend: Any,
+        degraded: dict[str, Any] | None = None,
+        erasing: Any = None,
     ) -> Any:
         """The pixel work of one batch (compiled by XLA unless ``augment.jit_compile=false``).
 
