@@ -15,7 +15,7 @@ from run_fixtures import SIZE, make_model, make_run, write_split
 from sklearn.metrics import f1_score
 
 from kit.config import Config
-from kit.data.sources import load_index, read_index
+from kit.data.sources import duplicate_groups_line, load_index, read_index
 from kit.data.splits import CLASS_TOLERANCE, SHARE_TOLERANCE, joined_groups
 from kit.errors import KitError
 from kit.evaluate import evaluate
@@ -129,6 +129,8 @@ def test_holdout_validates_one_generator_whole_and_trains_on_none_of_it(tmp_path
     assert_groups_whole(rest, "split")
     val = frame[frame["split"] == "val"]
     assert set(val["label"]) == {0, 1} and len(set(val["group"]) - {""}) == 2  # gen2 and one more, both whole
+    line = duplicate_groups_line(cfg)  # what kit records prints
+    assert "comp.group_column=generator: 5 groups kept whole, gen2 (20 rows) held out in validation" in line
 
 
 @pytest.mark.parametrize(

@@ -77,14 +77,35 @@ def _row_groups(cfg: Config, paths: pd.Series) -> tuple[np.ndarray | None, dict]
 
 
 def duplicate_groups_line(cfg: Config) -> str:
-    """One line: the duplicate groups the cached index's split kept whole (``kit records`` prints it)."""
+    """One line: the duplicate groups the cached index's split kept whole, and comp.group_column's groups with the
+    group data.holdout_group held out (``kit records`` prints it)."""
     from kit.data.duplicates import describe
 
     try:
-        summary = json.loads((index_dir(cfg) / "index.json").read_text())["duplicate_groups"]
-    except (OSError, ValueError, KeyError, TypeError):
-        summary = {"rule": "none", "reason": "no index"}
-    return describe(summary, cfg.audit.near_distance)
+        meta = json.loads((index_dir(cfg) / "index.json").read_text())
+        summary, column = meta["duplicate_groups"], meta.get("group_column")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        summary, column = {"rule": "none", "reason": "no index"}, None
+    line = describe(summary, cfg.audit.near_distance)
+    if isinstance(column, dict) and column.get("column"):
+        line += f"; comp.group_column={column['column']}: {column['groups']} groups kept whole"
+        if column.get("held_out"):
+            line += f", {column['held_out']} ({column['held_out_rows']} rows) held out in validation"
+    return line
+
+
+def _group_column_summary(cfg: Config, frame: pd.DataFrame) -> dict | None:
+    """comp.group_column's groups among the labelled rows, and the rows data.holdout_group put in validation."""
+    if not cfg.comp.group_column:
+        return None
+    labelled = frame[frame["split"].isin(["train", "val"])]
+    held = labelled["group"] == cfg.data.holdout_group
+    return {
+        "column": cfg.comp.group_column,
+        "groups": int(labelled.loc[labelled["group"] != "", "group"].nunique()),
+        "held_out": cfg.data.holdout_group,
+        "held_out_rows": int(held.sum()) if cfg.data.holdout_group else 0,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -276,6 +297,7 @@ def write_index(cfg: Config) -> pd.DataFrame:
     write_json(folder / "classes.json", classes)
     counts = {split: int(n) for split, n in frame.groupby("split").size().items()}
     meta = {"fingerprint": _fingerprint(cfg), "classes": classes, "counts": counts, "duplicate_groups": groups_used}
+    meta["group_column"] = _group_column_summary(cfg, frame)
     write_json(folder / "index.json", meta)
     return frame
 
