@@ -251,8 +251,8 @@ class Degradation:
 
 
 DEGRADATIONS = (  # in the order they are applied; erasing comes after the colour jitter (ERASING)
-    Degradation("resized_crop", "resized_crop_min_scale", 5, "", crop_params, lambda x, box, ops: resized_crop(x, box, ops)),
-    Degradation("resample", "resample_min_scale", 2, "", resample_params, lambda x, scale, ops: down_up(x, scale, ops)),
+    Degradation("resized_crop", "resized_crop_min_scale", 5, "", crop_params, resized_crop),
+    Degradation("resample", "resample_min_scale", 2, "", resample_params, down_up),
     Degradation("blur", "blur_max_sigma", 2, "", blur_params, lambda x, params, ops: blur(x, *params, ops)),
     Degradation("noise", "noise_max_std", 2, "normal", noise_params, lambda x, params, ops: add_noise(x, *params)),
     Degradation("jpeg", "jpeg_min_quality", 2, "", jpeg_params, None),
