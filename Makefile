@@ -63,7 +63,7 @@ HELP_LINES := \
   "tune           search MODEL's hyperparameters (TUNER=hyperband|random|bayesian); writes best_hparams.yaml" \
   "evaluate       score the newest run on the validation split: metrics.json, threshold, plots" \
   "predict        predict the test split with the newest run (TTA, ensembles) into a validated submission.csv" \
-  "submit         upload the newest submission.csv to Kaggle and wait for the score (DRY_RUN=1: check only)" \
+  "submit         upload the newest submission.csv and wait for the score (DRY_RUN=1: check only; a code competition: its kernel)" \
   "audit          audit the data before training: balance, sizes, duplicates, shortcuts; report and plots" \
   "runs           every run of COMP in one table: best val, CV, threshold, public score (ARGS=\"--diff A B\")" \
   "export         export the newest run's best.keras: format=savedmodel|tflite|onnx, checked in its own runtime" \
@@ -120,6 +120,7 @@ evaluate: $(STAMP)
 predict: $(STAMP)
 	$(KIT) predict $(KIT_ARGS)
 
+# A competition whose YAML says code_competition: true gets its kernel version submitted (kit submit --kernel).
 submit: $(STAMP)
 	$(KIT) submit $(KIT_ARGS) $(if $(DRY_RUN),--dry-run)
 

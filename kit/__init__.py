@@ -1,66 +1,79 @@
 """kit: a TensorFlow/Keras kit for Kaggle image-classification competitions.
 
-The same functions the ``kit`` command line calls, for notebooks (``import kit`` loads nothing heavy: each
-is imported on first use, TensorFlow only when training or predicting)::
+The functions the ``kit`` command line calls, for notebooks and scripts. ``import kit`` loads nothing heavy:
+each function imports its stage when called, TensorFlow only when training or predicting::
 
-    from kit import load_config, fetch_data, build_records, train, predict
+    import kit
 
-    cfg = load_config(["comp=demo", "model=cnn", "train.epochs=1"])  # the words `kit train ...` takes
-    fetch_data(cfg)                    # kit data: the demo is written locally; other comps come from Kaggle
-    manifest = build_records(cfg)      # kit records (train builds them too when missing or stale)
-    print(manifest.counts["train"].total, "training images in", manifest.records_dir)
-    run_dir = train(cfg)               # kit train: returns the run folder (history.csv, best.keras, plots/)
-    submission = predict(cfg, [run_dir])  # kit predict: a validated submission.csv
-    print(open(submission).read()[:80])
+    if __name__ == "__main__":  # a script's guard, as for any code that starts worker processes
+        cfg = kit.load_config(["comp=demo", "model=resnet9", "train.epochs=1"])  # the words `kit train` takes
+        kit.fetch_data(cfg)                  # kit data: the demo is written locally, other comps come from Kaggle
+        manifest = kit.build_records(cfg)    # kit records (kit.fit builds them too when missing or stale)
+        print(manifest.counts["train"].total, "training images in", manifest.records_dir)
+        run_dir = kit.fit(cfg)               # kit train: the run folder (history.csv, best.keras, plots/)
+        submission = kit.predict_test(cfg, [run_dir])  # kit predict: a validated submission.csv
+        print(open(submission).read()[:80])
 
-``load_config`` checks every setting as the CLI does (a mistake is one ``KitError`` line naming it).
+``load_config`` checks every setting as the CLI does (a mistake is one ``KitError`` line naming it). The names
+differ from the subpackages ``kit.train`` and ``kit.predict`` on purpose: ``kit.fit`` is always this function.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from kit.version import __version__
 
-# public name -> (module, function): the functions the CLI commands call.
-_API = {
-    "load_config": ("kit.settings", "load_settings"),
-    "fetch_data": ("kit.workflow", "fetch_data"),
-    "build_records": ("kit.data.records", "build_from_config"),
-    "train": ("kit.workflow", "train"),
-    "tune": ("kit.workflow", "tune"),
-    "predict": ("kit.predict", "predict"),
-}
-__all__ = ["__version__", *_API]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kit.config import Config
+    from kit.data.manifest import Manifest
+    from kit.io import URLPath
+
+__all__ = ["__version__", "build_records", "fetch_data", "fit", "load_config", "predict_test", "tune"]
 
 
-def _api_function(name: str) -> Any:
-    module, attribute = _API[name]
-    return getattr(importlib.import_module(module), attribute)
+def load_config(overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20") -> Config:
+    """The settings ``kit <command> WORDS`` would use (``overrides`` are those words), checked as the CLI does."""
+    from kit.settings import load_settings
+
+    return load_settings(overrides, comp=comp, model=model)
 
 
-def _api_property(name: str) -> property:
-    def get(_module: types.ModuleType) -> Any:
-        return _api_function(name)
+def fetch_data(cfg: Config) -> pd.DataFrame:
+    """``kit data``: the competition in ``data.root`` (the demo written locally) and its checked index."""
+    from kit.workflow import fetch_data as fetch
 
-    def set_submodule(_module: types.ModuleType, value: Any) -> None:
-        # Importing the subpackage kit.train (or kit.predict) makes Python set kit.train = <module>; the submodule
-        # stays reachable through sys.modules and `from kit.train import ...`, the name keeps the API function.
-        if not isinstance(value, types.ModuleType):
-            raise AttributeError(f"kit.{name} is kit's API function and cannot be replaced")
-
-    return property(get, set_submodule, doc=f"kit.{name}: {_API[name][0]}.{_API[name][1]}")
+    return fetch(cfg)
 
 
-class _KitPackage(types.ModuleType):
-    """The ``kit`` package with its API functions resolved on first use. ``train`` and ``predict`` share their
-    names with the subpackage ``kit.train`` and the module ``kit.predict``: a plain module ``__getattr__`` would
-    hand out the module once any code imported it, so the names are properties of the package's class."""
+def build_records(cfg: Config) -> Manifest:
+    """``kit records``: the sharded TFRecords of ``cfg`` (reused when up to date) and their manifest."""
+    from kit.data.records import build_from_config
 
-    locals().update({name: _api_property(name) for name in _API})
+    return build_from_config(cfg)
 
 
-sys.modules[__name__].__class__ = _KitPackage
+def fit(cfg: Config, resume: bool = False) -> Path | URLPath:
+    """``kit train``: records built when missing or stale, then one run (or every fold); the run folder."""
+    from kit.workflow import train
+
+    return train(cfg, resume=resume)
+
+
+def tune(cfg: Config) -> Path:
+    """``kit tune``: the hyperparameter search (resumed when killed); its folder, with best_hparams.yaml."""
+    from kit.workflow import tune as search
+
+    return search(cfg)
+
+
+def predict_test(cfg: Config, runs: Sequence[str | Path] = ()) -> Path:
+    """``kit predict``: the test split predicted by ``runs`` (default: the newest run; several: an ensemble),
+    written as a validated submission.csv; its path."""
+    from kit.predict import predict
+
+    return predict(cfg, [Path(run) for run in runs])

@@ -3,9 +3,12 @@
 ``kit evaluate`` writes into the run directory::
 
     metrics.json     accuracy, precision, recall, F1 (+ AUC, AP and the metrics at the best threshold
-                     for binary problems; macro and per-class for multi-class), the competition score
+                     for binary problems; macro and per-class for multi-class), the competition score;
+                     with comp.group_column, ``groups``: the score of each group (source, generator) on its own
     threshold.json   binary only: the threshold that maximises F1 on val (``predict.threshold=auto``)
-    plots/           learning_curves.png, confusion_matrix.png, roc.png, pr.png, most_wrong.png
+    val_predictions.csv  one row per val image: path, true and predicted class, probabilities, loss
+    plots/           learning_curves.png, confusion_matrix.png, roc.png, pr.png, scores.png,
+                     top_losses.png, gradcam.png (kit.interpret: the worst images, where the model looked)
 
 The threshold is tuned on the same val split it is reported on, so the F1 at that threshold is
 optimistic by a little; the plain 0.5 numbers are reported beside it.
@@ -14,7 +17,6 @@ optimistic by a little; the plain 0.5 numbers are reported beside it.
 from __future__ import annotations
 
 import functools
-import heapq
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,18 +24,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kit import plots
+from kit import interpret, plots
 from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError
-from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs, true_labels
+from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs
 from kit.io import write_json
-from kit.runs import latest_run, load_model, run_config, run_fold, write_threshold
+from kit.runs import latest_run, load_model, read_state, run_config, run_fold, write_threshold
 from kit.scores import degenerate_warning, group_scores, honest_binary_scores, scored, threshold_parts
 
 if TYPE_CHECKING:
     from kit.config import Config
-
-WORST_IMAGES = 16  # confidently wrong val images shown in most_wrong.png
 
 
 def classification_metrics(y_true: np.ndarray, class_probs: np.ndarray, classes: Sequence[str], threshold: float = 0.5) -> dict:
@@ -112,40 +112,6 @@ def score(
     raise KitError(f"unknown metric '{metric}'", "use comp.metric=accuracy, f1 or macro_f1")
 
 
-class _WorstErrors:
-    """Keeps the ``k`` most confidently wrong examples of a stream of batches (images as uint8)."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self.heap: list[tuple[float, int, np.ndarray, int, int]] = []  # (confidence, order, image, true, pred)
-        self.seen = 0
-        self.true: list[np.ndarray] = []
-
-    def __call__(self, images: np.ndarray, targets: np.ndarray | None, probs: np.ndarray) -> None:
-        if targets is None:
-            raise KitError("the val dataset yields no targets", "evaluate needs labelled val records (kit records)")
-        truth = true_labels(targets)
-        self.true.append(truth)
-        cp = to_class_probs(probs)
-        pred = cp.argmax(axis=1)  # at 0.5 for binary; the grid is about the model, not the threshold
-        for i in np.flatnonzero(pred != truth):
-            item = (
-                float(cp[i, pred[i]]),
-                self.seen + int(i),
-                np.clip(images[i], 0, 255).astype(np.uint8),
-                int(truth[i]),
-                int(pred[i]),
-            )
-            if len(self.heap) < self.k:
-                heapq.heappush(self.heap, item)
-            elif item[0] > self.heap[0][0]:
-                heapq.heapreplace(self.heap, item)
-        self.seen += len(images)
-
-    def worst(self) -> list[tuple[float, int, np.ndarray, int, int]]:
-        return sorted(self.heap, key=lambda item: (-item[0], item[1]))
-
-
 def _learning_curves(run_dir: Path, plot_dir: Path) -> Path | None:
     history_path = run_dir / "history.csv"
     if not history_path.is_file():
@@ -156,7 +122,16 @@ def _learning_curves(run_dir: Path, plot_dir: Path) -> Path | None:
         return None
     if history.empty:
         return None
-    return plots.learning_curves(history, plot_dir / "learning_curves.png", title=f"{run_dir.parent.name}/{run_dir.name}")
+    # The trainer's tracker (checkpoint/state.json) still holds the best epoch once this command rewrites metrics.json.
+    tracker = (read_state(run_dir) or {}).get("tracker") or {}
+    best = tracker.get("best_epoch")
+    return plots.learning_curves(
+        history,
+        plot_dir / "learning_curves.png",
+        title=f"{run_dir.parent.name}/{run_dir.name}",
+        best_epoch=None if best is None else int(best) + 1,  # the tracker counts from 0, history.csv from 1
+        monitor=tracker.get("monitor"),
+    )
 
 
 def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
@@ -166,11 +141,11 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     run_cfg = run_config(cfg, run_dir)
     fold = run_fold(run_dir)
     manifest = read_manifest(records_dir(run_cfg))  # once for the command: dataset, progress bar, class names
-    worst = _WorstErrors(WORST_IMAGES)
+    top = interpret.TopLosses(interpret.TOP_LOSSES)
     dataset = split_dataset(run_cfg, manifest, "val", fold)
     total = batches_in_split(manifest, "val", run_cfg.predict.batch_size, fold)
-    ids, probs = predict_probabilities(model, dataset, (), total=total, on_batch=worst, source=f"run {run_dir}")
-    y_true = np.concatenate(worst.true)
+    ids, probs = predict_probabilities(model, dataset, (), total=total, on_batch=top, source=f"run {run_dir}")
+    y_true = top.labels()
     class_probs = to_class_probs(probs)
     n = class_probs.shape[1]
     classes = class_names(run_cfg, manifest)
@@ -209,19 +184,17 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
         written.append(plots.pr_curve(y_true, class_probs[:, 1], plot_dir / "pr.png", threshold))
     title = f"{run_cfg.comp.metric} on val (hold-out)"
     written.append(plots.score_intervals(_score_rows(result), plot_dir / "scores.png", title=title))
-    errors = worst.worst()
-    written.append(
-        plots.image_grid(
-            [image for _, _, image, _, _ in errors],
-            [f"true {classes[t]} / pred {classes[p]}\n{c:.2f}" for c, _, _, t, p in errors],
-            plot_dir / "most_wrong.png",
-            title="most confidently wrong val images",
-        )
-    )
+    paths = interpret.example_paths(run_cfg)
+    rows = interpret.predictions_frame(ids, class_probs, y_true, classes, paths)
+    result["predictions"] = str(interpret.write_val_predictions(run_dir, rows))
+    figures, skipped = interpret.interpretation_plots(model, rows, top, classes, plot_dir, paths)
+    written += figures
     result["plots"] = [str(p) for p in written]
     result.update(score_groups(run_cfg, ids, y_true, class_probs, metric))  # "groups", with comp.group_column
     write_json(run_dir / "metrics.json", result)
     print(format_table(result))
+    if skipped:
+        print(skipped)
     if "groups" in result:
         print(format_groups(result["groups"]))
     return result

@@ -279,7 +279,7 @@ def describe(
     cfg: Config, run: Path, model: keras.Model, fmt: str, io_names: dict[str, Any], check: dict[str, Any]
 ) -> dict[str, Any]:
     """export.json: what goes in, what comes out, what it means, where it came from and how well it matches."""
-    import kit
+    from kit.version import __version__
 
     size = int(model.input_shape[1])
     outputs = int(model.output_shape[-1])
@@ -311,7 +311,7 @@ def describe(
         "run": str(run),
         "model": {"name": cfg.model.name, "image_size": size},
         "check": check,
-        "kit_version": kit.__version__,
+        "kit_version": __version__,
         "commit": git_commit(),
         "versions": _versions(fmt),
     }

@@ -7,6 +7,7 @@ headless machine, and ``Figure.savefig`` renders with Agg for PNG output.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,10 +19,14 @@ from kit.io import atomic_path
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
+    from matplotlib.backend_bases import RendererBase
     from matplotlib.figure import Figure
+    from matplotlib.text import Text
 
 # history.csv columns that are bookkeeping, not curves
 _NOT_CURVES = {"epoch", "phase", "lr", "learning_rate", "time", "seconds"}
+RATE_COLUMNS = ("learning_rate", "lr")  # the rate at each epoch's end, as Keras logs it (newer name first)
+TITLE_ROOM = 0.96  # share of its figure (or axes) a title may span: constrained layout's padding stays clear
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -31,11 +36,46 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Render ``fig`` to ``path`` as PNG atomically (a reader never sees half a file)."""
+    """Render ``fig`` to ``path`` as PNG atomically (a reader never sees half a file), its titles fitted first."""
     path = Path(path)
+    fit_titles(fig, dpi)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return path
+
+
+def fit_titles(fig: Figure, dpi: int = 100) -> None:
+    """Wrap (then, for a word too long, shrink) every title to its width: the figure's for the figure's titles
+    (``suptitle``), the axes' for an axes title, so none is cut at the edge or runs into its neighbour."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.set_dpi(dpi)  # measured in the pixels of the saved file
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for _ in range(6):  # a wrapped title is taller: the layout then narrows the axes a little, so fit again
+        fig.draw_without_rendering()  # the layout: each axes' width
+        room = [(text, fig.bbox.width) for text in fig.texts]
+        room += [(ax.title, ax.get_window_extent(renderer).width) for ax in fig.axes if ax.get_visible() and ax.title.get_text()]
+        crowded = [
+            (text, TITLE_ROOM * width) for text, width in room if text.get_window_extent(renderer).width > TITLE_ROOM * width
+        ]
+        if not crowded:
+            return
+        for text, width in crowded:
+            _fit_text(text, width, renderer)
+
+
+def _fit_text(text: Text, width: float, renderer: RendererBase) -> None:
+    for _ in range(4):
+        extent = text.get_window_extent(renderer).width
+        if extent <= width:
+            return
+        lines = text.get_text().splitlines()
+        chars = max(1, int(max(map(len, lines)) * width / extent))
+        wrapped = "\n".join(textwrap.fill(line, chars, break_long_words=False) for line in lines)
+        if wrapped != text.get_text():
+            text.set_text(wrapped)
+        else:  # one word wider than the room
+            text.set_fontsize(text.get_fontsize() * width / extent * 0.98)
 
 
 def integer_axis(ax: Axes, count: int) -> None:
@@ -49,24 +89,30 @@ def integer_axis(ax: Axes, count: int) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def learning_curves(history: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+def learning_curves(
+    history: pd.DataFrame, path: str | Path, title: str = "", best_epoch: int | None = None, monitor: str | None = None
+) -> Path:
     """``learning_curves_figure`` as a PNG at ``path``."""
-    return save(learning_curves_figure(history, title), path)
+    return save(learning_curves_figure(history, title, best_epoch, monitor), path)
 
 
-def learning_curves_figure(history: pd.DataFrame, title: str = "") -> Figure:
-    """One panel per metric (train and ``val_`` curves); a dashed line where the ``phase`` column changes.
+def learning_curves_figure(
+    history: pd.DataFrame, title: str = "", best_epoch: int | None = None, monitor: str | None = None
+) -> Figure:
+    """One panel per metric (train and ``val_`` curves), one for the learning rate when history.csv has it; a
+    dashed line where the ``phase`` column changes; the best epoch (1-based, as history.csv counts) marked in
+    every panel, with its value on the ``monitor`` curve (e.g. ``val_accuracy``).
 
-    Rows are plotted in file order (x = 1..n, history.csv's 1-based epochs) so a resumed or two-phase history
-    reads left to right even when the ``epoch`` column restarts.
+    Rows are plotted in file order (x = 1..n, history.csv's 1-based epochs, numbered across phases) so a resumed
+    or two-phase history reads left to right.
     """
     names = [c for c in history.columns if not c.startswith("val_") and c not in _NOT_CURVES]
     names += [c[4:] for c in history.columns if c.startswith("val_") and c[4:] not in names]
-    names = [
-        n for n in names if any(c in history.columns and np.issubdtype(history[c].dtype, np.number) for c in (n, f"val_{n}"))
-    ]
-    cols = min(3, max(1, len(names)))
-    rows = max(1, -(-len(names) // cols))
+    names = [n for n in names if any(_numeric(history, c) for c in (n, f"val_{n}"))]
+    rate = next((c for c in RATE_COLUMNS if _numeric(history, c)), None)
+    panels = [*names, "learning rate"] if rate is not None else names
+    cols = min(3, max(1, len(panels)))
+    rows = max(1, -(-len(panels) // cols))
     fig = _figure(4.2 * cols, 3.0 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     x = np.arange(1, len(history) + 1)
@@ -79,19 +125,54 @@ def learning_curves_figure(history: pd.DataFrame, title: str = "") -> Figure:
             ax.plot(x, history[name], marker=".", label="train")
         if f"val_{name}" in history.columns:
             ax.plot(x, history[f"val_{name}"], marker=".", label="val")
+        ax.set_title(name)
+    if rate is not None:
+        _rate_panel(axes[len(names)], x, history[rate])
+    for ax, panel in zip(axes, panels, strict=False):
         for b in boundaries:
             ax.axvline(b, color="gray", linestyle="--", linewidth=1)
             ax.text(b, 1.0, " phase 2", transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="gray")
-        ax.set_title(name)
+        if best_epoch is not None and 1 <= best_epoch <= len(history):
+            _mark_best(ax, history, best_epoch, monitor if panel == _panel_of(monitor) else None)
         ax.set_xlabel("epoch")
         integer_axis(ax, len(history))
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    for ax in axes[len(names) :]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _numeric(history: pd.DataFrame, column: str) -> bool:
+    return column in history.columns and np.issubdtype(history[column].dtype, np.number) and history[column].notna().any()
+
+
+def _panel_of(monitor: str | None) -> str | None:
+    """The panel a monitored metric is drawn in: ``val_accuracy`` -> ``accuracy``."""
+    return monitor[4:] if monitor and monitor.startswith("val_") else monitor
+
+
+def _rate_panel(ax: Axes, x: np.ndarray, rate: pd.Series) -> None:
+    """The learning rate at each epoch's end; a log axis when it spans more than 10x (warmup, one-cycle, decay)."""
+    ax.plot(x, rate, marker=".", color="tab:green", label="learning rate")
+    ax.set_ylabel("at the epoch's end", fontsize=8)  # what Keras logs: after a schedule's last step of the epoch
+    positive = rate[rate > 0]
+    if len(positive) == len(rate.dropna()) and len(positive) and positive.max() > 10 * positive.min():
+        ax.set_yscale("log")
+    ax.set_title("learning rate")
+
+
+def _mark_best(ax: Axes, history: pd.DataFrame, best_epoch: int, monitor: str | None) -> None:
+    """A dotted line at the best epoch; on the monitored curve's panel a star with its value in the legend."""
+    line = {"color": "tab:red", "linestyle": ":", "linewidth": 1.2}
+    if monitor is None or monitor not in history.columns:
+        ax.axvline(best_epoch, **line, label=f"best epoch {best_epoch}")
+        return
+    ax.axvline(best_epoch, **line)
+    value = float(history[monitor].iloc[best_epoch - 1])
+    ax.plot([best_epoch], [value], "*", color="tab:red", markersize=12, label=f"best {monitor} {value:.4f} (epoch {best_epoch})")
 
 
 def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "confusion matrix") -> Path:
@@ -159,26 +240,6 @@ def pr_curve(y_true: np.ndarray, prob: np.ndarray, path: str | Path, threshold: 
     ax.set_title("precision-recall")
     ax.legend(loc="lower left")
     ax.grid(alpha=0.3)
-    return save(fig, path)
-
-
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, cols: int = 4, title: str = "") -> Path:
-    """A grid of uint8 RGB (or grayscale) images with one caption each."""
-    n = max(1, len(images))
-    cols = max(1, min(cols, n))
-    rows = -(-n // cols)
-    fig = _figure(2.3 * cols, 2.5 * rows + (0.4 if title else 0.0))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes:
-        ax.axis("off")
-    for ax, image, caption in zip(axes, images, titles, strict=False):
-        image = np.asarray(image)
-        ax.imshow(image.squeeze(), cmap="gray" if image.ndim == 2 or image.shape[-1] == 1 else None, vmin=0, vmax=255)
-        ax.set_title(caption, fontsize=8)
-    if not len(images):
-        axes[0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
-    if title:
-        fig.suptitle(title)
     return save(fig, path)
 
 

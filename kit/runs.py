@@ -53,6 +53,7 @@ LOCK_FILE = "lock"
 RESUME_FREE_SETTINGS = (
     "run", "predict", "kaggle", "tuner", "audit", "train.verbose", "train.strategy",
     "comp.slug", "comp.source", "comp.sample_submission", "comp.solution", "comp.submission", "comp.image_sizes",
+    "comp.code_competition",
     "data.root", "data.records_root", "data.workers", "data.shard_mb",
 )  # fmt: skip
 _FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$")
@@ -169,14 +170,14 @@ def versions() -> dict[str, str]:
     import numpy as np
     import tensorflow as tf
 
-    import kit
+    from kit.version import __version__
 
     return {
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "numpy": np.__version__,
-        "kit": getattr(kit, "__version__", "unknown"),
+        "kit": __version__,
     }
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from kit.config import Config, load_config
 from kit.errors import unknown_choice
+from kit.models.backbones import row_presets
 from kit.models.registry import MODELS
 from kit.train.search_space import parse_space
 
 
 def load_settings(overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20") -> Config:
-    """:func:`kit.config.load_config`, then the model name checked against the registry and ``tuner.space``
-    parsed; every mistake is a one-line KitError."""
-    cfg = load_config(overrides, comp=comp, model=model)
+    """:func:`kit.config.load_config` with the backbone table's rows as model presets, then the model name checked
+    against the registry and ``tuner.space`` parsed; every mistake is a one-line KitError."""
+    cfg = load_config(overrides, comp=comp, model=model, model_defaults=row_presets())
     check_settings(cfg)
     return cfg
 

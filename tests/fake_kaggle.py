@@ -12,6 +12,14 @@ How the real client reaches it (read from kagglesdk 0.1.38 / kaggle 2.2.5):
 The server implements only the calls kit makes, records every request, and can be told to fail
 a method with a status code (optionally only the first K times) to test kit's error handling.
 
+Kernels behave as on Kaggle: each push (SaveKernel) makes a new version that follows a
+:class:`KernelPlan` (``fake.kernel_plan``, set before the push): its status moves one state per
+status request (queued -> running -> complete, or -> error with a failure message), never on a
+clock, so no test sleeps; once it ended, ListKernelSessionOutput lists its output files (fetched
+from here, like Kaggle's signed URLs) and its log, a JSON list of {stream_name, time, data}
+entries as Kaggle keeps it. CreateCodeSubmission refuses a version that did not complete or
+lacks the named file, as Kaggle does.
+
 PYTEST_DONT_REWRITE (no asserts here; lets test modules import helpers and load the fixture plugin).
 """
 
@@ -30,7 +38,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 from conftest import STATE_TIMEOUT_S
@@ -121,6 +129,58 @@ def write_comp_yaml(folder: Path, slug: str = "fake-comp", source: str = "compet
     return path
 
 
+# ----------------------------------------------------------------------------- kernels
+
+FAKE_RUN_CONFIG = "comp:\n  name: fake-comp\nmodel:\n  name: {model}\n  image_size: 32\ntrain:\n  epochs: 2\n"
+FAKE_SCORE = {"metric": "accuracy", "value": 0.75, "interval": [0.55, 0.9], "what": "hold-out at 0.5 (val, 40 rows)"}
+
+
+def kernel_log(*lines: str, stream: str = "stdout") -> str:
+    """A kernel log as Kaggle keeps it: a JSON list of {stream_name, time, data} entries, one a line here."""
+    return json.dumps([{"stream_name": stream, "time": 1.5 * i, "data": line + "\n"} for i, line in enumerate(lines)])
+
+
+def kernel_outputs(model: str = "cnn", submission: str = "id,label\nte0,0\nte1,1\nte2,0\n") -> dict[str, bytes]:
+    """What kit's training kernel leaves in /kaggle/working (kit/kaggle/kernel_script.py): the submission and
+    probabilities, the resolved config, and its best run's folder as run/ (config, metrics, history, plots, done)."""
+    config = FAKE_RUN_CONFIG.format(model=model).encode()
+    metrics = {"monitor": "val_accuracy", "best": 0.75, "epochs": 2, "score": FAKE_SCORE}
+    return {
+        "submission.csv": submission.encode(),
+        "probabilities.csv": b"id,p0,p1\nte0,0.9,0.1\nte1,0.2,0.8\nte2,0.7,0.3\n",
+        "kit-config.yaml": config,
+        "run/config.yaml": config,
+        "run/metrics.json": json.dumps(metrics).encode(),
+        "run/history.csv": b"epoch,loss,val_accuracy\n0,0.69,0.5\n1,0.52,0.75\n",
+        "run/plots/scores.png": png_bytes(200),
+        "run/best.keras": b"not a real model: the fake only carries bytes",
+        "run/done": b"",
+    }
+
+
+@dataclass
+class KernelPlan:
+    """What the next pushed kernel version does: the states its status answers, one per status request (the last one
+    held); the failure message it ends with (answered with ERROR); its output files and its log."""
+
+    states: tuple[str, ...] = ("QUEUED", "RUNNING", "COMPLETE")
+    failure: str = ""
+    files: dict[str, bytes] = field(default_factory=kernel_outputs)
+    log: str = field(default_factory=lambda: kernel_log("+ pip install kit", "kit: training", "kit: submission.csv"))
+
+
+@dataclass
+class KernelVersion:
+    plan: KernelPlan
+    looks: int = 0  # status requests answered so far
+
+    def state(self) -> str:
+        return self.plan.states[min(self.looks, len(self.plan.states) - 1)]
+
+    def ended(self) -> bool:
+        return self.state() in ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
+
+
 # ----------------------------------------------------------------------------- server
 
 
@@ -128,7 +188,7 @@ def write_comp_yaml(folder: Path, slug: str = "fake-comp", source: str = "compet
 class Request:
     method: str  # HTTP method
     path: str  # URL path, e.g. /api/v1/competitions.CompetitionApiService/DownloadDataFiles
-    name: str  # the API method (DownloadDataFiles), or FILE / UPLOAD for blob traffic
+    name: str  # the API method (DownloadDataFiles), or FILE / UPLOAD / KERNEL_FILE for blob traffic
     body: Any  # parsed JSON body, or the raw bytes of an upload
     auth: str  # the Authorization header ("" when absent)
 
@@ -152,8 +212,9 @@ class FakeKaggle:
         self.submissions: list[dict[str, Any]] = []  # a "public_score" key: that one's score, else public_score
         self.pending_polls = 2  # ListSubmissions answers PENDING this many times, then COMPLETE
         self.public_score = "0.87654"
-        self.kernels: dict[str, dict[str, Any]] = {}  # slug -> SaveKernel body
-        self.kernel_status = "RUNNING"
+        self.kernels: dict[str, dict[str, Any]] = {}  # "owner/slug" -> the last SaveKernel body
+        self.kernel_plan = KernelPlan()  # what the next pushed version does
+        self.kernel_versions: dict[str, list[KernelVersion]] = {}  # "owner/slug" -> its versions, oldest first
         self.existing_datasets: set[str] = set()  # owner/name known to GetDatasetStatus
         self.dataset_versions: list[dict[str, Any]] = []  # CreateDataset / CreateDatasetVersion bodies
         self.failures: dict[str, list[Failure]] = {}
@@ -211,6 +272,8 @@ class FakeKaggle:
         if method == "PUT" and path.startswith("/upload/"):
             self.uploads[path.rsplit("/", 1)[1]] = body
             return _json(200, {})
+        if method == "GET" and path.startswith("/kernel-output/"):
+            return self._kernel_file(path[len("/kernel-output/") :])
         if method == "GET" and path.startswith("/files/"):
             name = path[len("/files/") :]
             data = {**{f"{k}.zip": v for k, v in self.competitions.items()}, **self._dataset_files()}.get(name)
@@ -265,11 +328,24 @@ class FakeKaggle:
                 return _json(200, next((i for i in items if i["ref"] == body.get("ref")), {}))
             return _json(200, {"submissions": items})
         if name == "SaveKernel":
-            self.kernels[body.get("slug", "")] = body
             slug = body.get("slug", "")
-            return _json(200, {"ref": f"/code/{slug}", "url": f"https://www.kaggle.com/code/{slug}", "versionNumber": 1})
-        if name == "GetKernelSessionStatus":
-            return _json(200, {"status": self.kernel_status})
+            self.kernels[slug] = body
+            versions = self.kernel_versions.setdefault(slug, [])
+            versions.append(KernelVersion(self.kernel_plan))
+            url = f"https://www.kaggle.com/code/{slug}"
+            return _json(200, {"ref": f"/code/{slug}", "url": url, "versionNumber": len(versions)})
+        if name in ("GetKernelSessionStatus", "ListKernelSessionOutput"):
+            version, number = self._kernel_version(body)
+            if version is None:
+                return _json(404, {"code": 404, "message": "Kernel or version not found"})
+            if name == "GetKernelSessionStatus":
+                with self._lock:
+                    state = version.state()
+                    version.looks += 1
+                return _json(200, {"status": state, **({"failureMessage": version.plan.failure} if state == "ERROR" else {})})
+            return _json(200, self._kernel_output(body, version, number))
+        if name == "CreateCodeSubmission":
+            return self._code_submission(body)
         if name == "GetDatasetStatus":
             ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
             if ref not in self.existing_datasets:
@@ -284,6 +360,57 @@ class FakeKaggle:
             active = body.get("token") == TOKEN
             return _json(200, {"active": active, "username": USERNAME if active else ""})
         return _json(404, {"code": 404, "message": f"fake server does not implement {name}"})
+
+    def _kernel_version(self, body: dict) -> tuple[KernelVersion | None, int]:
+        """The version a request names (versionLabel v<N>; the latest without one) and its number."""
+        versions = self.kernel_versions.get(f"{body.get('userName')}/{body.get('kernelSlug')}", [])
+        label = body.get("versionLabel") or f"v{len(versions)}"
+        if not (label.startswith("v") and label[1:].isdigit()):  # the client writes a number N as v<N>
+            return None, 0
+        number = int(label[1:])
+        return (versions[number - 1], number) if 1 <= number <= len(versions) else (None, 0)
+
+    def _kernel_output(self, body: dict, version: KernelVersion, number: int) -> dict[str, Any]:
+        """One page of a version's outputs (none before it ended), each with a URL to fetch it from, and its log."""
+        if not version.ended():
+            return {"files": [], "log": ""}
+        names = sorted(version.plan.files)
+        start = int(body.get("pageToken") or 0)
+        end = start + int(body.get("pageSize") or 20)
+        ref = f"{body.get('userName')}/{body.get('kernelSlug')}/{number}"
+        files = [{"fileName": n, "url": f"http://localhost/kernel-output/{ref}/{quote(n, safe='')}"} for n in names[start:end]]
+        return {"files": files, "log": version.plan.log, **({"nextPageToken": str(end)} if end < len(names) else {})}
+
+    def _kernel_file(self, rest: str) -> tuple[int, dict[str, str], bytes]:
+        owner, slug, number, name = rest.split("/", 3)
+        versions = self.kernel_versions.get(f"{owner}/{slug}", [])
+        data = versions[int(number) - 1].plan.files.get(unquote(name)) if 1 <= int(number) <= len(versions) else None
+        if data is None:
+            return _json(404, {"code": 404, "message": "no such output"})
+        return 200, {"Content-Type": "application/octet-stream", "Last-Modified": formatdate(usegmt=True)}, data
+
+    def _code_submission(self, body: dict) -> tuple[int, dict[str, str], bytes]:
+        slug = f"{body.get('kernelOwner')}/{body.get('kernelSlug')}"
+        versions = self.kernel_versions.get(slug, [])
+        number = int(body.get("kernelVersion") or len(versions))
+        version = versions[number - 1] if 1 <= number <= len(versions) else None
+        if version is None:
+            return _json(404, {"code": 404, "message": f"Kernel {slug} version {number} not found"})
+        if version.state() != "COMPLETE":
+            return _json(400, {"code": 400, "message": f"Kernel version {number} has not completed successfully"})
+        if body.get("fileName") not in version.plan.files:
+            return _json(400, {"code": 400, "message": f"Output file {body.get('fileName')} not found in kernel output"})
+        ref = 1000 + len(self.submissions)
+        self.submissions.append(
+            {
+                "ref": ref,
+                "description": body.get("submissionDescription", ""),
+                "kernel": slug,
+                "version": number,
+                "bytes": version.plan.files[body["fileName"]],
+            }
+        )
+        return _json(200, {"message": "Your kernel submission was queued", "ref": ref})
 
     def _dataset_files(self) -> dict[str, bytes]:
         return {f"{ref.split('/')[1]}.zip": data for ref, data in self.datasets.items()}
@@ -326,6 +453,8 @@ class _Handler(BaseHTTPRequestHandler):
             name = "FILE"
         elif path.startswith("/upload/"):
             name = "UPLOAD"
+        elif path.startswith("/kernel-output/"):
+            name = "KERNEL_FILE"
         fake = self.fake
         with fake._lock:
             fake.requests.append(Request(self.command, path, name, body, self.headers.get("Authorization", "")))

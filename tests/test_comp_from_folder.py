@@ -14,8 +14,8 @@ from kaggle_layouts import make_ai_100, make_ai_vs_human, make_cifake, preset
 
 from kit.config import PROJECT_ROOT, load_config, presets
 from kit.data import sources
-from kit.data.demo import make_demo_competition
 from kit.data.comp_from_folder import infer_competition, write_competition_yaml
+from kit.data.demo import make_demo_competition
 from kit.errors import KitError
 
 LAYOUTS = {

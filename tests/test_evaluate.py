@@ -101,7 +101,7 @@ def test_evaluate_writes_metrics_threshold_and_plots(tmp_path, capsys):
     assert metrics["accuracy"] == pytest.approx(skm.accuracy_score(labels, prob >= 0.5))
     assert metrics["auc"] == pytest.approx(skm.roc_auc_score(labels, prob), abs=1e-6)
     assert result["examples"] == 16
-    for name in ("learning_curves", "confusion_matrix", "roc", "pr", "most_wrong", "scores"):
+    for name in ("learning_curves", "confusion_matrix", "roc", "pr", "top_losses", "scores"):
         assert _is_png(run / "plots" / f"{name}.png"), name
     out = capsys.readouterr().out
     assert "hold-out at the fixed threshold 0.5" in out and "never scored on them" in out
@@ -119,4 +119,4 @@ def test_evaluate_multiclass(tmp_path):
     assert result["macro_f1"] == pytest.approx(skm.f1_score(labels, pred, average="macro"))
     assert result["score"]["value"] == pytest.approx(result["macro_f1"])
     assert not (run / "threshold.json").exists()
-    assert _is_png(run / "plots" / "confusion_matrix.png") and _is_png(run / "plots" / "most_wrong.png")
+    assert _is_png(run / "plots" / "confusion_matrix.png") and _is_png(run / "plots" / "top_losses.png")

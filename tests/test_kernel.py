@@ -1,4 +1,5 @@
-"""kit.kaggle.kernel: the bundle, the wheel dataset and push/status against the fake Kaggle server."""
+"""kit.kaggle.kernel: the bundle, the wheel dataset and push/status against the fake Kaggle server (following a
+version to its outputs and submitting it: tests/test_kernel_run.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_kaggle import KEY, USERNAME, write_comp_yaml
+from fake_kaggle import KEY, USERNAME, KernelPlan, KernelVersion, write_comp_yaml
 
 from kit.config import PROJECT_ROOT, load_config
 from kit.errors import KitError
 from kit.io import write_json
-from kit.kaggle import kernel, wheels
+from kit.kaggle import kernel, kernel_run, wheels
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
 
@@ -90,9 +91,11 @@ def test_local_comp_has_no_kernel(fake_kaggle, workdir):
 
 def test_push_with_the_real_client(fake_kaggle, workdir, capsys):
     cfg = _cfg(workdir)
-    url = kernel.push(cfg)
-    assert url.endswith(f"{USERNAME}/kit-fake-comp")
-    (save,) = fake_kaggle.calls("SaveKernel")
+    pushed = kernel.push(cfg)
+    assert pushed.url.endswith(f"{USERNAME}/kit-fake-comp") and pushed.version == 1 and pushed.time_limit_s == 9 * 3600
+    assert kernel.last_pushed(cfg) == pushed and kernel.last_pushed(cfg, inference=True) is None
+    assert kernel.push(cfg).version == 2 and kernel.last_pushed(cfg).version == 2  # each push is a new version
+    save = fake_kaggle.calls("SaveKernel")[0]
     body = save.body
     assert body["slug"] == f"{USERNAME}/kit-fake-comp" and body["newTitle"] == "kit fake-comp"
     assert body["language"] == "python" and body["kernelType"] == "script"
@@ -103,15 +106,22 @@ def test_push_with_the_real_client(fake_kaggle, workdir, capsys):
     assert "pushed" in capsys.readouterr().out
 
 
-def test_status(fake_kaggle, workdir):
-    fake_kaggle.kernel_status = "COMPLETE"
-    assert kernel.status(_cfg(workdir)) == "complete"
-    assert kernel.status(_cfg(workdir), inference=True) == "complete"
-    first, second = fake_kaggle.calls("GetKernelSessionStatus")
-    assert first.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp"}
-    assert second.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp-predict"}
+def test_status_looks_once_at_the_version_pushed_last(fake_kaggle, workdir, capsys):
+    cfg = _cfg(workdir)
+    kernel.push(cfg)
+    kernel.push(cfg)
+    assert kernel_run.status(cfg) == "queued" and kernel_run.status(cfg) == "running"  # one look each
+    assert kernel_run.status(cfg, number=1) == "queued"
+    fake_kaggle.kernel_versions[f"{USERNAME}/kit-fake-comp-predict"] = [KernelVersion(KernelPlan(states=("COMPLETE",)))]
+    assert kernel_run.status(cfg, inference=True) == "complete"  # nothing pushed from here: Kaggle's latest
+    first, _, third, fourth = fake_kaggle.calls("GetKernelSessionStatus")
+    assert first.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp", "versionLabel": "v2"}
+    assert third.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp", "versionLabel": "v1"}
+    assert fourth.body == {"userName": USERNAME, "kernelSlug": "kit-fake-comp-predict"}
+    assert f"{USERNAME}/kit-fake-comp version 2: queued" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_publish_dataset_creates_then_versions(fake_kaggle, workdir, monkeypatch):
     pins = workdir / "image.txt"  # an image without omegaconf, holding kit's own versions of the rest it carries
     ours = ("faiss-cpu", "kaggle", "kagglesdk", "certifi")
@@ -134,6 +144,7 @@ def test_publish_dataset_creates_then_versions(fake_kaggle, workdir, monkeypatch
     assert [v["method"] for v in fake_kaggle.dataset_versions] == ["CreateDataset", "CreateDatasetVersion"]
 
 
+@pytest.mark.slow
 def test_cli_push_error_is_one_line(fake_kaggle, workdir):
     fake_kaggle.fail("SaveKernel", 403, "Permission 'kernels.create' was denied")
     comp = write_comp_yaml(workdir)
@@ -242,6 +253,7 @@ def test_imagenet_without_internet_is_an_error_naming_the_fix(fake_kaggle, workd
     assert meta["enable_internet"] is True
 
 
+@pytest.mark.slow
 def test_build_needs_no_credentials_with_owner(fake_kaggle, workdir):
     """`kit kernel build --owner NAME` with no key, no token, no kaggle.json; without a name, one line names --owner."""
     comp = write_comp_yaml(workdir)

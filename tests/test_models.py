@@ -153,13 +153,17 @@ def test_lstm_bidirectional_option() -> None:
     assert model.get_layer("bilstm1").output.shape == (None, 16)
 
 
-def test_registry_builds_every_model() -> None:
+def test_registry_builds_every_scratch_model_and_takes_the_backbones_from_their_table() -> None:
+    """Every pretrained entry is a backbone table row (tests/test_backbones.py builds each); scratch ones build here."""
+    from kit.models.backbones import BACKBONES
     from kit.models.pretrained import get_backbone
     from kit.models.registry import MODELS
 
-    assert set(MODELS) == {"resnet9", "resnet20", "cnn", "lstm", "effnetb4", "resnet50"}
-    for name, entry in MODELS.items():
-        size = 32 if entry.pretrained else 16  # keras.applications need >= 32 px
+    assert {name for name, entry in MODELS.items() if not entry.pretrained} == set(SCRATCH)
+    assert {name for name, entry in MODELS.items() if entry.pretrained} == set(BACKBONES)
+    assert {"effnetb4", "resnet50"} <= set(BACKBONES)  # the names presets and saved runs use
+    for name in [*SCRATCH, "resnet50"]:
+        size = 32 if MODELS[name].pretrained else 16  # keras.applications need >= 32 px
         model = build(model_cfg(name, size=size), 2)
         assert model.output.shape == (None, 1), name
-        assert (get_backbone(model) is not None) == entry.pretrained, name
+        assert (get_backbone(model) is not None) == MODELS[name].pretrained, name

@@ -1,5 +1,6 @@
 """Issue 17, the paths that must run as written: `kit data comp=demo` writes the demo locally, `kit train` and
-`kit tune` build missing or stale records themselves, `kit --version`, `make help`, and the notebook API."""
+`kit tune` build missing or stale records themselves, `kit --version` and `make help` (the notebook API:
+tests/test_notebook.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from importlib import metadata
 from pathlib import Path
 
@@ -120,42 +120,3 @@ def test_make_help_gives_one_line_per_target(tmp_path: Path) -> None:
         described[name] = words.strip()
     assert set(described) == targets
     assert all(len(words.split()) >= 3 for words in described.values()), described
-
-
-def test_import_kit_is_light_and_names_stay_the_api() -> None:
-    """`import kit` loads no TensorFlow (nor pandas); `train` and `predict` stay the API functions even after the
-    subpackage kit.train and the module kit.predict are imported (Python sets them on the package)."""
-    script = textwrap.dedent(
-        """
-        import sys
-        import kit
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "pandas", "cv2"))
-        print("heavy", heavy)
-        from kit.train import trainer
-        import kit.predict
-        from kit import load_config, build_records, train, predict
-        from kit.workflow import train as workflow_train
-        from kit.predict import predict as predict_function
-        print("api", train is workflow_train, predict is predict_function, load_config.__name__, build_records.__name__)
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, env=_env())
-    assert result.returncode == 0, result.stderr
-    assert "heavy []" in result.stdout
-    assert "api True True load_settings build_from_config" in result.stdout
-
-
-def test_notebook_example_runs_on_the_demo(tmp_path: Path) -> None:
-    """The example in kit/__init__.py's docstring, run as written (settings made tiny) in a fresh folder."""
-    example = textwrap.dedent(kit.__doc__.split("::\n", 1)[1].split("\n\n``load_config``", 1)[0])
-    assert "from kit import load_config" in example and len(example.strip().splitlines()) <= 10
-    tiny = example.replace('["comp=demo", "model=cnn", "train.epochs=1"]', repr(["comp=demo", *TINY]))
-    assert tiny != example
-    result = subprocess.run(
-        [sys.executable, "-c", tiny], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, cwd=tmp_path, env=_env()
-    )
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"^\d+ training images in .*data/records/demo/32$", result.stdout, re.M), result.stdout
-    assert "id,label\n" in result.stdout
-    submissions = list((tmp_path / "runs/demo/cnn").glob("*/submission.csv"))
-    assert len(submissions) == 1 and len(submissions[0].read_text().splitlines()) == 361  # header + 360 test digits

@@ -95,7 +95,8 @@ def test_efficientnet_file_in_keras_convention_is_normalized_like_keras(tmp_path
     still compute (x/255 - mean) / std, as EfficientNetB4(weights="imagenet") does."""
     import keras
 
-    from kit.models.pretrained import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB, get_backbone
+    from kit.models.backbones import IMAGENET_MEAN_RGB, IMAGENET_STDDEV_RGB
+    from kit.models.pretrained import get_backbone
 
     source = get_backbone(build(model_cfg("effnetb4")))
     norm = next(layer for layer in source.layers if isinstance(layer, keras.layers.Normalization))

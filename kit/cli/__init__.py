@@ -15,12 +15,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import typer  # noqa: E402
 
+from kit.cli.backbones import backbone_lines, weights_app  # noqa: E402
 from kit.cli.common import Settings, app, load, run_setting, runs_setting, say  # noqa: E402
 from kit.cli.kernel import kernel_app  # noqa: E402
+from kit.cli.looking import show  # noqa: E402, F401  (registers `kit show` on the app)
 from kit.config import Config, presets, to_yaml  # noqa: E402
 from kit.errors import EXIT_USER_ERROR, KitError, os_error, tf_disk_full  # noqa: E402
 
 app.add_typer(kernel_app, name="kernel")
+app.add_typer(weights_app, name="weights")
 
 # Distribution names TensorFlow ships under; read from the installed metadata, so `kit --version` is instant.
 _TENSORFLOW_DISTRIBUTIONS = ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-gpu", "tf-nightly")
@@ -72,20 +75,25 @@ def config(
     cfg = load(settings)
     if origin:
         from kit.config import load_config_with_origins, origin_lines
+        from kit.models.backbones import row_presets
 
-        typer.echo("\n".join(origin_lines(cfg, load_config_with_origins(list(settings or []))[1])))
+        origins = load_config_with_origins(list(settings or []), model_defaults=row_presets())[1]
+        typer.echo("\n".join(origin_lines(cfg, origins)))
     else:
         typer.echo(to_yaml(cfg))
 
 
 @app.command("list")
 def list_presets() -> None:
-    """List the competition and model presets."""
+    """List the competitions, the models trained from scratch and the pretrained backbones by family."""
     from kit.models.registry import MODELS
 
     typer.echo("competitions: " + ", ".join(presets("competitions")))
+    typer.echo("models trained from scratch:")
     for name, entry in MODELS.items():
-        typer.echo(f"model {name:9s} {'pretrained' if entry.pretrained else 'scratch   '}  {entry.description}")
+        if not entry.pretrained:
+            typer.echo(f"  {name:9s} {entry.description}")
+    typer.echo("\n".join(backbone_lines()))
 
 
 @app.command()
@@ -166,7 +174,7 @@ def predict(
     """Predict the test set (optional TTA, ensembles with runs=a,b,c) and write a validated submission.csv."""
     settings, runs = runs_setting(settings, run)
     cfg = load(settings, tensorflow=True)
-    from kit.predict import predict as predict_runs  # not `from kit import predict`: that is the API function
+    from kit.predict import predict as predict_runs
 
     predict_runs(cfg, runs)
 
@@ -191,10 +199,20 @@ def submit(
     file: Path = typer.Option(None, "--file", help="Submission CSV; default: the newest one under runs/<comp>/."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and show what would be sent; upload nothing."),
     force: bool = typer.Option(False, "--force", help="Submit even a run that predicts a constant."),
+    kernel: bool = typer.Option(
+        False, "--kernel", help="Submit a kernel version instead of a file (the default when comp.code_competition)."
+    ),
+    version: int = typer.Option(None, "--version", help="With --kernel: its version; default: the one kit pushed last."),
+    predict: bool = typer.Option(False, "--predict", help="With --kernel: the inference kernel (pushed with --from-run)."),
 ) -> None:
-    """Validate submission.csv, upload it to Kaggle and wait for the public score."""
+    """Validate submission.csv, upload it to Kaggle and wait for the public score (--kernel: submit a kernel version)."""
     cfg = load(settings)
     _audit_reminders(cfg)
+    if kernel or cfg.comp.code_competition:
+        from kit.kaggle.kernel_submit import submit_kernel
+
+        submit_kernel(cfg, predict, version, file, dry_run=dry_run or cfg.kaggle.dry_run, force=force)
+        return
     from kit.kaggle import submit as submit_mod
 
     submit_mod.submit(cfg, file, dry_run=dry_run or cfg.kaggle.dry_run, force=force)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,8 @@ def presets(kind: str) -> list[str]:
     return sorted(names)
 
 
-def _preset_path(kind: str, name_or_path: str) -> Path:
+def _preset_path(kind: str, name_or_path: str, also: Iterable[str] = ()) -> Path:
+    """The YAML of a preset name (or a path given as one); an unknown name's error suggests presets and ``also``."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
@@ -80,7 +82,7 @@ def _preset_path(kind: str, name_or_path: str) -> Path:
         candidate = base / kind / f"{name_or_path}.yaml"
         if candidate.is_file():
             return candidate
-    raise unknown_choice("competition" if kind == "competitions" else "model", name_or_path, presets(kind))
+    raise unknown_choice("competition" if kind == "competitions" else "model", name_or_path, sorted({*presets(kind), *also}))
 
 
 def read_settings(path: Path, what: str = "config file") -> dict:
@@ -220,25 +222,52 @@ def _allowed_tta(cfg: DictConfig, origins: _Origins) -> None:
         )
 
 
-def load_config(overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20") -> Config:
-    """Build the resolved :class:`Config` from presets and ``key=value`` overrides (order: module docstring)."""
-    return load_config_with_origins(overrides, comp=comp, model=model)[0]
+def _model_presets(model: str, model_defaults: Mapping[str, dict]) -> list[tuple[dict, str]]:
+    """The model's preset YAML, or, for a model that has none but brings its own settings (a backbone table row),
+    ``defaults/backbone.yaml`` and then the row's settings: each with the origin ``kit config --origin`` names."""
+    own = model_defaults.get(model) if not _is_path(model) else None
+    if own is None or any((base / "models" / f"{model}.yaml").is_file() for base in preset_dirs()):
+        path = _preset_path("models", model, also=model_defaults)
+        return [(read_settings(path), str(path))]
+    base = next((d / "defaults" / "backbone.yaml" for d in preset_dirs() if (d / "defaults" / "backbone.yaml").is_file()), None)
+    common = [(read_settings(base), str(base))] if base is not None else []
+    return [*common, (own, f"backbone table row {model} (kit list)")]
+
+
+def _is_path(name: str) -> bool:
+    return Path(name).suffix in (".yaml", ".yml")
+
+
+def load_config(
+    overrides: list[str] | None = None,
+    comp: str = "demo",
+    model: str = "resnet20",
+    model_defaults: Mapping[str, dict] | None = None,
+) -> Config:
+    """Build the resolved :class:`Config` from presets and ``key=value`` overrides (order: module docstring);
+    ``model_defaults``: see :func:`load_config_with_origins`."""
+    return load_config_with_origins(overrides, comp=comp, model=model, model_defaults=model_defaults)[0]
 
 
 def load_config_with_origins(
-    overrides: list[str] | None = None, comp: str = "demo", model: str = "resnet20"
+    overrides: list[str] | None = None,
+    comp: str = "demo",
+    model: str = "resnet20",
+    model_defaults: Mapping[str, dict] | None = None,
 ) -> tuple[Config, dict[str, str]]:
     """:func:`load_config`, and for every dotted key of the result the source of its value: a file path,
-    ``command line``, or ``default``; a value a constraint changed says which and why."""
+    ``command line``, or ``default``; a value a constraint changed says which and why.
+
+    ``model_defaults``: the settings each model without a preset YAML brings by itself, by name (kit's backbone table
+    rows, :func:`kit.models.backbones.row_settings`), merged over ``defaults/backbone.yaml``."""
     selectors, dotlist = _parse_overrides(list(overrides or []))
     comp = selectors.get("comp", comp)
     model = selectors.get("model", model)
     origins = _Origins()
 
     cfg = OmegaConf.structured(Config)
-    model_path = _preset_path("models", model)
-    model_settings = read_settings(model_path)
-    cfg = origins.merged(cfg, model_settings, str(model_path))
+    for model_settings, model_path in _model_presets(model, model_defaults or {}):
+        cfg = origins.merged(cfg, model_settings, str(model_path))
     comp_path = _preset_path("competitions", comp)
     comp_settings = read_settings(comp_path)
     cfg = origins.merged(cfg, comp_settings, str(comp_path))

@@ -117,6 +117,9 @@ class CompetitionConfig:
     # A kernel's run-time limit in hours (Kaggle: 12 for CPU/GPU sessions, 9 for TPU; code competitions often
     # less): the kernel's session timeout, and its training stops early enough to predict within it.
     kernel_hours: float = ranged(9.0, 0, 12, low_open=True)
+    # Kaggle scores a kernel version rerun on the hidden test set, not an uploaded file: kit submit (make submit)
+    # submits the kernel's version (kit submit --kernel).
+    code_competition: bool = False
 
 
 @dataclass
@@ -186,6 +189,7 @@ class FineTuneConfig:
     epochs: int = ranged(0, 0, MAX_EPOCHS, limit="MAX_EPOCHS")  # phase 2 epochs; 0: no phase 2
     learning_rate: float = ranged(1e-5, 0, 10, low_open=True)
     unfreeze: int = ranged(-1, -1, 100_000)  # top N backbone layers to unfreeze; -1: all (BatchNorm stays frozen)
+    lr_mult: float = ranged(1.0, 1, 1e6)  # discriminative rates: the lowest unfrozen layer at learning_rate / lr_mult
 
 
 @dataclass

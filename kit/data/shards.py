@@ -7,10 +7,10 @@
   (``.<shard>.<pid>.partial``), fsyncs it and ``os.replace``s it under its final name, then records the
   shard's counts (per class and per fold) and skips in ``.progress/<shard>.json``. A shard counts as done
   only when both exist.
-- **Parallel** with a ``spawn`` process pool (never fork after TensorFlow is imported) whose workers each
-  write whole shards. Workers never import TensorFlow: examples are encoded and framed by
+- **Parallel** with a ``spawn`` process pool (:mod:`kit.data.workers`: no fork, no rerun of the caller's script)
+  whose workers each write whole shards. Workers never import TensorFlow: examples are encoded and framed by
   :mod:`kit.data.tfrecord` (byte-identical to ``tf.io.TFRecordWriter``), because importing TensorFlow cost
-  each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, P1); a worker now starts in well under a
+  each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, records build speed); a worker now starts in well under a
   second. With one worker everything runs in this process.
 - **Memory** does not grow with the number of images beyond the index table the caller holds: shard rows
   are made into Python objects only when the shard is handed to a worker (:class:`ShardRows`), at most
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kit.data.schema import SHARD_SUFFIX, SPLITS, resolve_image_format
+from kit.data.workers import SPAWN, main_script_hidden
 from kit.errors import KitError
 from kit.io import atomic_write
 
@@ -326,11 +327,9 @@ class ShardWriters:
     def start(self) -> None:
         """Start the worker processes (if not yet); they import numpy and OpenCV while this process goes on."""
         if self.workers > 1 and self.pool is None:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("spawn")
-            self.progress = ctx.Queue()
-            self.pool = ctx.Pool(self.workers, initializer=_init_worker, initargs=(self.settings, self.progress))
+            self.progress = SPAWN.Queue()
+            with main_script_hidden():  # the pool starts all its workers here
+                self.pool = SPAWN.Pool(self.workers, initializer=_init_worker, initargs=(self.settings, self.progress))
 
     def close(self) -> None:
         if self.pool is not None:
@@ -367,7 +366,7 @@ def write_tasks(cfg: Config, tasks: list[ShardTask], writers: ShardWriters, fold
         writers.start()
         # Finished shards come back through the pool's callbacks into ``finished``, so the loop wakes the
         # moment one is done (polling job.ready() between progress reads cost up to 0.15 s at the end of
-        # every build: ~10% of a 10k-image build; BENCHMARKS.md, P1).
+        # every build: ~10% of a 10k-image build; BENCHMARKS.md, records build speed).
         finished: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         waiting, running = list(reversed(tasks)), 0
         while waiting or running:

@@ -383,3 +383,9 @@ def call(action: str, fn: Callable[..., T], *args: Any, slug: str = "", kind: st
             say(f"Kaggle {action}: {_status(exc) or type(exc).__name__}; retry {attempt}/{MAX_TRIES - 1} in {delay:.1f}s")
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def poll_interval() -> float:
+    """Seconds before the first look again at something Kaggle is still doing (a kernel, a score); KIT_KAGGLE_POLL
+    makes tests fast."""
+    return float(os.environ.get("KIT_KAGGLE_POLL", "10.0"))

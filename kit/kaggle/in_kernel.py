@@ -17,8 +17,9 @@ def build_test_records(settings: list[str]) -> int:
     """Build the test records for ``settings``; return how many test examples they hold."""
     from kit.data.records import build_records
     from kit.data.sources import load_index
+    from kit.models.backbones import row_presets
 
-    cfg = load_config(settings)
+    cfg = load_config(settings, model_defaults=row_presets())  # the kernel's model may be a backbone table row
     index, classes = load_index(cfg)
     test = index[index["split"] == "test"]
     if test.empty:

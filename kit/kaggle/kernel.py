@@ -1,4 +1,4 @@
-"""Train or predict inside a Kaggle kernel: a bundle (metadata + script), the datasets it attaches, push, status.
+"""Train or predict inside a Kaggle kernel: a bundle (metadata + script), the datasets it attaches, push.
 
 A kernel of a code competition usually has no internet, so nothing can be pip-installed from PyPI there.
 kit therefore travels as wheels in a private dataset (``<user>/kit-wheel``, published by
@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ import yaml
 
 from kit.config import git_commit
 from kit.errors import KitError
-from kit.io import atomic_write, write_json
+from kit.io import atomic_write, read_json, write_json
 from kit.kaggle import kernel_script, model_dataset, wheels
 from kit.kaggle.client import WEB, api, call, dataset_url, refuse_secrets, say, slug_name, upload_files, username
 
@@ -60,6 +61,11 @@ def kernel_slug(cfg: Config, inference: bool = False) -> str:
 
 def kernel_ref(cfg: Config, user: str, inference: bool = False) -> str:
     return f"{user}/{kernel_slug(cfg, inference)}"
+
+
+def bundle_folder(cfg: Config, inference: bool = False) -> Path:
+    """Where the bundle of the training kernel (or with ``inference`` the --from-run one) is written."""
+    return BUILD_ROOT / "kernel" / (cfg.comp.name + ("-predict" if inference else ""))
 
 
 def model_dataset_ref(cfg: Config, user: str) -> str:
@@ -225,7 +231,7 @@ def build(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = No
     inference = bool(runs)
     check_offline(cfg, inference)
     meta = metadata(cfg, user, inference)
-    folder = BUILD_ROOT / "kernel" / (cfg.comp.name + ("-predict" if inference else ""))
+    folder = bundle_folder(cfg, inference)
     files: dict[str, str | bytes] = {}
     if runs:
         models = BUILD_ROOT / "model" / cfg.comp.name
@@ -285,7 +291,7 @@ def _publish_folder(client: Any, folder: Path, ref: str, title: str, notes: str)
 
 def publish_dataset(cfg: Config) -> list[str]:
     """Build the wheel set and create or version ``<user>/kit-wheel`` (and ``kit-weights`` for a weights file)."""
-    import kit
+    from kit.version import __version__
 
     client = api()
     user = username(client)
@@ -295,7 +301,7 @@ def publish_dataset(cfg: Config) -> list[str]:
     built = wheels.build_wheel_set(folder, pins)
     refuse_secrets(upload_files([built[0]]), "wheel dataset")  # kit's code and kit/configs travel
     commit = git_commit()
-    notes = f"kit {kit.__version__}" + (f" git {commit}" if commit else "")
+    notes = f"kit {__version__}" + (f" git {commit}" if commit else "")
     published = [f"{user}/{WHEEL_DATASET}"]
     _publish_folder(client, folder, published[0], "kit wheel", notes)
     say(f"{', '.join(w.name for w in built)} are in {published[0]}")
@@ -316,8 +322,32 @@ def publish_dataset(cfg: Config) -> list[str]:
 # ----------------------------------------------------------------------------- kernels
 
 
-def push(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = None) -> str:
-    """Build the bundle and push it (a new kernel version that runs on Kaggle); returns its URL.
+@dataclass(frozen=True)
+class Pushed:
+    """A kernel version kit pushed; what ``kit kernel status --wait`` and ``kit submit --kernel`` follow by default."""
+
+    ref: str  # owner/slug
+    version: int | None  # None when Kaggle's answer did not say
+    url: str
+    time_limit_s: int  # the session limit it was pushed with (comp.kernel_hours)
+
+
+def pushed_record(cfg: Config, inference: bool = False) -> Path:
+    """The record of the last version pushed from here, beside the bundle (never inside it: the bundle is uploaded)."""
+    folder = bundle_folder(cfg, inference)
+    return folder.with_name(folder.name + ".pushed.json")
+
+
+def last_pushed(cfg: Config, inference: bool = False) -> Pushed | None:
+    """The version of this kernel that kit pushed last from this folder; None when there is none (or no readable record)."""
+    try:
+        return Pushed(**read_json(pushed_record(cfg, inference)))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def push(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = None) -> Pushed:
+    """Build the bundle and push it (a new kernel version that runs on Kaggle); returns what was pushed.
 
     With ``runs`` the packed runs are published first as ``<user>/kit-model-<comp>`` (created or versioned).
     """
@@ -331,8 +361,8 @@ def push(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = Non
         ref = model_dataset_ref(cfg, user)
         _publish_folder(client, models, ref, f"kit model {cfg.comp.name}", f"runs {', '.join(str(r) for r in runs)}")
     ref = kernel_ref(cfg, user, bool(runs))
-    timeout = str(round(cfg.comp.kernel_hours * 3600))  # the session's limit (comp.kernel_hours)
-    response = call("kernel push", client.kernels_push, str(folder), timeout, slug=ref, kind="kernel")
+    timeout = round(cfg.comp.kernel_hours * 3600)  # the session's limit (comp.kernel_hours)
+    response = call("kernel push", client.kernels_push, str(folder), str(timeout), slug=ref, kind="kernel")
     if getattr(response, "error", None):
         raise KitError(f"Kaggle refused kernel {ref}: {response.error}", "fix what the message names, then rerun kit kernel push")
     invalid = [
@@ -344,20 +374,8 @@ def push(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = Non
             f"kernel {ref} refers to sources Kaggle does not know: {', '.join(invalid)}",
             "run kit kernel dataset to publish the kit wheel, and accept the competition rules",
         )
-    url = getattr(response, "url", "") or f"{WEB}/code/{ref}"
     version = getattr(response, "version_number", None)
-    print(f"pushed {ref}" + (f" version {version}" if version else "") + f": {url}")
-    return url
-
-
-def status(cfg: Config, inference: bool = False) -> str:
-    """Print and return the kernel's status (queued, running, complete, error, ...)."""
-    client = api()
-    ref = kernel_ref(cfg, username(client), inference)
-    response = call("kernel status", client.kernels_status, ref, slug=ref, kind="kernel")
-    state = getattr(response.status, "name", str(response.status)).lower()
-    failure = getattr(response, "failure_message", None)
-    print(f"{ref}: {state}" + (f" ({failure})" if failure else ""))
-    if state == "complete":
-        say(f"outputs: kaggle kernels output {ref} -p <folder>")
-    return state
+    pushed = Pushed(ref, version, getattr(response, "url", "") or f"{WEB}/code/{ref}", timeout)
+    write_json(pushed_record(cfg, bool(runs)), asdict(pushed))
+    print(f"pushed {ref}" + (f" version {version}" if version else "") + f": {pushed.url}")
+    return pushed

@@ -18,6 +18,7 @@ from kit.errors import KitError
 from kit.kaggle.wheels import INSTALL_ARGS
 
 CODE_FILE = "kit_kernel.py"
+SUBMISSION_FILE = "submission.csv"  # what both kernels write to the working folder: the file a code competition scores
 CONFIG_FILE = "kit-config.yaml"  # written into the working folder by the script, from the embedded text
 
 PRELUDE = '''\
@@ -132,7 +133,7 @@ except subprocess.TimeoutExpired:
 best = newest_run()
 if best is None:
     sys.exit(f"kit: training ended (exit {code}) without a best.keras")
-out = os.path.join(WORKING, "submission.csv")
+out = os.path.join(WORKING, __SUBMISSION__)
 run(sys.executable, "-m", "kit", "predict", *settings, f"run={best}", f"predict.output={out}")
 kept = os.path.join(WORKING, "run")
 shutil.rmtree(kept, ignore_errors=True)
@@ -147,7 +148,7 @@ models = find_input(MODEL_DATASET)
 run_dirs = [os.path.join(models, name) for name in RUNS]
 for run_dir in run_dirs:  # the test records at each run's image size (an ensemble may mix sizes)
     run(sys.executable, "-m", "kit.kaggle.in_kernel", "test-records", *settings, f"model={os.path.join(run_dir, 'config.yaml')}")
-out = os.path.join(WORKING, "submission.csv")
+out = os.path.join(WORKING, __SUBMISSION__)
 run(sys.executable, "-m", "kit", "predict", *settings, "runs=" + ",".join(run_dirs), f"predict.output={out}")
 print(f"kit: {out} from {len(run_dirs)} run(s) of {MODEL_DATASET}")
 """
@@ -190,6 +191,7 @@ def script(
         "__INPUT__": input_name,
         "__WHEEL_DATASET__": wheel_dataset,
         "__TIME_LIMIT_S__": int(time_limit_s),
+        "__SUBMISSION__": SUBMISSION_FILE,
     }
     if inference:
         template += PREDICT_BODY

@@ -157,10 +157,11 @@ def submit(cfg: Config, file: Path | None = None, dry_run: bool = False, force: 
         raise KitError(f"upload of {path} to {slug} failed", "rerun kit submit")
     if LIMIT_WORDS.search(text) and not getattr(response, "ref", 0):
         raise daily_limit_error(slug, text)
-    return _wait_for_score(cfg, client, getattr(response, "ref", 0) or 0, message)
+    return wait_for_score(cfg, client, getattr(response, "ref", 0) or 0, message)
 
 
-def _wait_for_score(cfg: Config, client: KaggleApi, ref: int, message: str) -> float | None:
+def wait_for_score(cfg: Config, client: KaggleApi, ref: int, message: str) -> float | None:
+    """The public score of submission ``ref`` (or the one with ``message``); None once cfg.kaggle.poll_timeout passed."""
     slug = cfg.comp.slug
     url = f"{competition_url(slug)}/submissions"
     deadline = time.monotonic() + max(0, cfg.kaggle.poll_timeout)

@@ -1,28 +1,19 @@
 """Pretrained backbones from ``keras.applications`` with a small classification head (transfer learning).
 
-- EfficientNetB4 (Tan & Le 2019, "EfficientNet: Rethinking Model Scaling for CNNs"), native input 380 px.
-  Its stem rescales and normalizes 0-255 pixels itself (``include_preprocessing``), so nothing is added.
-- ResNet50 (He et al. 2016), native input 224 px. It expects ``resnet50.preprocess_input`` ("caffe" mode:
-  RGB -> BGR and subtraction of the ImageNet channel means, no scaling); we put exactly that in the graph
-  with built-in ops (``keras.ops.flip`` + a constant ``Normalization`` layer), so a saved model loads
-  without custom objects and takes raw pixels.
+Every backbone is a row of :mod:`kit.models.backbones`; :func:`build` reads the row named by ``model.name``:
 
-The backbone is ``include_top=False``, a nested model layer named ``"backbone"``, called with
-``training=False``: its BatchNormalization layers stay in inference mode in both training phases, so
-fine-tuning on small batches does not wreck the ImageNet statistics (keras-io, "Image classification via
-fine-tuning with EfficientNet"; Keras transfer-learning guide). The head is GAP, dropout, an optional
-Dense(``model.dense_units``, ReLU, L2 ``model.l2``) with dropout, and the float32 classifier.
+- the row's ``keras.applications`` constructor, ``include_top=False``, built under its own name and then wrapped
+  in a functional model named ``"backbone"`` (some constructors read their name: EfficientNetV2 picks its input
+  scaling from it, so ``name="backbone"`` would quietly change the network);
+- the row's preprocessing mode in front of it as built-in ops that save and load without custom objects
+  (:func:`preprocess`); families that normalise their own 0-255 input (EfficientNet, ConvNeXt, ...) get nothing;
+- weights from :mod:`kit.models.weights` (``model.weights``: imagenet, none or a path), then the row's named
+  post-load fix (:data:`POST_LOAD`).
 
-``model.weights``:
-
-- ``imagenet``: Keras' ``*_notop.h5`` file, taken from the Keras cache ``$KERAS_HOME/models/`` (default
-  ``~/.keras/models/``) or downloaded there. Offline (no connection, or ``KIT_OFFLINE=1``) without the
-  cached file is a KitError naming the file, the folder and the alternatives; no network timeout.
-- ``none``: random initialisation (training from scratch; also what the tests use).
-- a path: a weights file for the **backbone only**, loaded with ``backbone.load_weights(path)``: either
-  a Keras 3 ``.weights.h5`` written by ``get_backbone(model).save_weights(...)``, or Keras' own legacy
-  notop ``.h5`` file (e.g. ``efficientnetb4_notop.h5`` attached to a Kaggle kernel as a dataset). Whole-
-  model weights (``model.save_weights``) do not fit the backbone and are a KitError.
+The backbone is called with ``training=False``: its BatchNormalization layers stay in inference mode in both
+training phases, so fine-tuning on small batches does not wreck the ImageNet statistics (keras-io, "Image
+classification via fine-tuning with EfficientNet"; Keras transfer-learning guide). The head is GAP, dropout, an
+optional Dense(``model.dense_units``, ReLU, L2 ``model.l2``) with dropout, and the float32 classifier.
 
 The trainer uses :func:`get_backbone`, :func:`freeze_backbone` and :func:`unfreeze_top` for the two
 phases (head first, then the top of the backbone at a lower learning rate); recompile after each change.
@@ -30,82 +21,44 @@ phases (head first, then the top of the backbone at a lower learning rate); reco
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kit.errors import KitError
+from kit.models.backbones import BACKBONES, IMAGENET_STDDEV_RGB, PREPROCESSING, Backbone
 from kit.models.common import check_num_classes, check_options, classifier_output, image_input, l2
+from kit.models.weights import fits, resolve_weights
 
 if TYPE_CHECKING:
     import keras
 
     from kit.config import ModelConfig
 
-# ImageNet statistics of Keras' applications (keras/src/applications/imagenet_utils.py).
-IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
-IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # resnet50.preprocess_input, "caffe" mode, 0-255 scale
-MIN_SIZE = 32  # keras.applications refuses smaller inputs when include_top=False
-OFFLINE_ENV = "KIT_OFFLINE"  # set to 1 to never try a download (e.g. Kaggle kernels without internet)
+
+# --- building ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Backbone:
-    name: str  # kit's model name
-    application: str  # keras.applications function
-    weights_file: str  # the file name keras.applications looks for in <keras home>/models/
-    weights_module: str  # module holding BASE_WEIGHTS_PATH and WEIGHTS_HASHES
-    weights_key: str  # key into WEIGHTS_HASHES
-
-
-BACKBONES = {
-    "effnetb4": Backbone("effnetb4", "EfficientNetB4", "efficientnetb4_notop.h5", "keras.src.applications.efficientnet", "b4"),
-    "resnet50": Backbone(
-        "resnet50",
-        "ResNet50",
-        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "keras.src.applications.resnet",
-        "resnet50",
-    ),
-}
-
-
-# --- builders --------------------------------------------------------------------------------------
-
-
-def build_effnetb4(cfg: ModelConfig, num_classes: int) -> keras.Model:
-    """EfficientNetB4 backbone + head; the backbone normalizes raw 0-255 pixels itself."""
-    return _build(cfg, num_classes, BACKBONES["effnetb4"])
-
-
-def build_resnet50(cfg: ModelConfig, num_classes: int) -> keras.Model:
-    """ResNet50 backbone + head, with ``resnet50.preprocess_input`` (caffe mode) inside the graph."""
-    return _build(cfg, num_classes, BACKBONES["resnet50"])
-
-
-def _build(cfg: ModelConfig, num_classes: int, spec: Backbone) -> keras.Model:
+def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
+    """The backbone row named ``cfg.name`` under kit's head; the model takes raw 0-255 RGB pixels."""
     import keras
 
+    spec = BACKBONES[cfg.name]
     check_options(cfg, {})
     check_num_classes(num_classes)
-    if cfg.image_size < MIN_SIZE:
+    if cfg.image_size < spec.min_size:
         raise KitError(
-            f"{spec.name} needs model.image_size >= {MIN_SIZE}, got {cfg.image_size}", f"use e.g. model.image_size={MIN_SIZE * 2}"
+            f"{spec.name} needs model.image_size >= {spec.min_size}, got {cfg.image_size}",
+            f"use e.g. model.image_size={max(spec.min_size, 64)} (its native size is {spec.native_size})",
         )
     weights_path = resolve_weights(cfg.weights, spec)  # before building: a missing file fails fast
-
-    application = getattr(keras.applications, spec.application)
-    backbone = application(include_top=False, weights=None, input_shape=(cfg.image_size, cfg.image_size, 3), name="backbone")
+    backbone = make_backbone(spec, cfg.image_size)
     if weights_path is not None:
         load_backbone_weights(backbone, weights_path, spec)
 
     inputs = image_input(cfg)
-    x = resnet50_preprocess(inputs) if spec.name == "resnet50" else inputs
+    x = preprocess(inputs, spec.preprocessing)
     # training=False keeps BatchNorm in inference mode even after unfreezing (see the module docstring).
     x = backbone(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
@@ -119,101 +72,38 @@ def _build(cfg: ModelConfig, num_classes: int, spec: Backbone) -> keras.Model:
     return keras.Model(inputs, outputs, name=spec.name)
 
 
-def resnet50_preprocess(x: keras.KerasTensor) -> keras.KerasTensor:
-    """``keras.applications.resnet50.preprocess_input`` for 0-255 RGB as graph ops that save and load.
-
-    Caffe mode: reverse the channels to BGR, subtract the ImageNet BGR means, no scaling. A Lambda would
-    not load safely; ``keras.ops.flip`` is a serializable Keras op and ``Normalization`` with constant
-    mean and unit variance is a plain subtraction with no weights, so nothing here can ever be trained.
-    Kept in float32 under mixed precision so the mean subtraction is exact.
-    """
+def make_backbone(spec: Backbone, image_size: int) -> keras.Model:
+    """The row's notop ``keras.applications`` model, randomly initialised, as a functional model named "backbone"."""
     import keras
 
-    x = keras.ops.flip(x, axis=-1)
+    application = getattr(keras.applications, spec.constructor)
+    native = application(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
+    return keras.Model(native.input, native.output, name="backbone")
+
+
+def preprocess(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
+    """``preprocess_input`` of Keras' ``mode`` ("caffe", "tf", "torch"; "included": nothing) on 0-255 RGB, as
+    graph ops that save and load: ``keras.ops.flip`` for RGB -> BGR and a ``Normalization`` layer with constant
+    mean and variance, a plain ``(x - mean) / std`` with no weights, so nothing here can ever be trained. A Lambda
+    would not load safely. Kept in float32 under mixed precision so the subtraction is exact."""
+    import keras
+
+    steps = PREPROCESSING[mode]
+    if steps is None:
+        return x
+    if steps.to_bgr:
+        x = keras.ops.flip(x, axis=-1)
     return keras.layers.Normalization(
-        mean=list(CAFFE_MEAN_BGR), variance=[1.0, 1.0, 1.0], dtype="float32", name="caffe_preprocess"
+        mean=list(steps.mean), variance=[s * s for s in steps.std], dtype="float32", name=f"{mode}_preprocess"
     )(x)
 
 
-# --- weights ---------------------------------------------------------------------------------------
-
-
-def weights_cache_dir() -> Path:
-    """Where Keras caches application weights: ``$KERAS_HOME/models`` (read now), else ``~/.keras/models``."""
-    home = os.environ.get("KERAS_HOME")
-    if not home:
-        from keras.src.backend.config import keras_home  # the same rule keras.utils.get_file applies
-
-        home = keras_home()
-    return Path(home).expanduser() / "models"
-
-
-def _online(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
-    if os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def imagenet_weights(spec: Backbone) -> Path:
-    """The cached ImageNet notop weights file for ``spec``, downloaded into the Keras cache if needed."""
-    import importlib
-
-    from keras.utils import get_file
-
-    module = importlib.import_module(spec.weights_module)
-    url = module.BASE_WEIGHTS_PATH + spec.weights_file
-    file_hash = module.WEIGHTS_HASHES[spec.weights_key][1]  # [1]: the include_top=False file
-    cache = weights_cache_dir()
-    hint = (
-        f"download {url} into {cache}/ (or point KERAS_HOME at a folder with models/{spec.weights_file}), "
-        f"or set model.weights=<path to {spec.weights_file} or a .weights.h5>, or model.weights=none"
-    )
-    cached = cache / spec.weights_file
-    # get_file silently falls back to /tmp/.keras when the folder is missing; create it instead.
-    with contextlib.suppress(OSError):
-        cache.mkdir(parents=True, exist_ok=True)
-    if not cached.is_file() and not _online():
-        raise KitError(
-            f"ImageNet weights for {spec.name} are not cached ({spec.weights_file} is not in {cache}) and there is no internet",
-            hint,
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            path = get_file(spec.weights_file, url, cache_subdir="models", file_hash=file_hash, cache_dir=str(cache.parent))
-    except Exception as exc:  # noqa: BLE001 - any download or hash failure is the same fix for the user
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise KitError(f"could not get ImageNet weights {spec.weights_file} for {spec.name}: {reason}", hint) from None
-    return Path(path)
-
-
-def resolve_weights(weights: str, spec: Backbone) -> Path | None:
-    """``model.weights`` as a file to load into the backbone, or None for random initialisation."""
-    value = str(weights or "").strip()
-    if value.lower() in ("", "none", "null", "random"):
-        return None
-    if value.lower() == "imagenet":
-        return imagenet_weights(spec)
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise KitError(
-            f"model.weights={value}: no such file",
-            f"give imagenet, none, or the path of a backbone weights file (.weights.h5, or Keras' {spec.weights_file})",
-        )
-    if not path.name.endswith((".h5", ".hdf5")):
-        raise KitError(
-            f"model.weights={value} is not an .h5 weights file",
-            "save backbone weights with get_backbone(model).save_weights('x.weights.h5')",
-        )
-    return path
+# --- weights -----------------------------------------------------------------------------------------
 
 
 def load_backbone_weights(backbone: keras.Model, path: Path, spec: Backbone) -> None:
-    """``backbone.load_weights(path)``, turning a mismatch into a KitError; fixes Keras' EfficientNet stem."""
+    """``backbone.load_weights(path)``, a mismatch as a KitError naming the backbone the file fits; then the
+    row's post-load fix."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy-2 __array__ chatter from h5py; errors still raise
@@ -221,22 +111,23 @@ def load_backbone_weights(backbone: keras.Model, path: Path, spec: Backbone) -> 
     except Exception as exc:  # noqa: BLE001 - Keras raises ValueError/KeyError/OSError for a wrong file
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise KitError(
-            f"weights file {path} does not fit the {spec.name} backbone: {reason}",
+            f"weights file {path} does not fit the {spec.name} backbone ({fits(path)}): {reason}",
             f"give backbone weights (get_backbone(model).save_weights('b.weights.h5') or Keras' {spec.weights_file}),"
             " not whole-model weights",
         ) from None
-    if spec.name == "effnetb4":
-        _fix_efficientnet_variance(backbone)
+    if spec.post_load is not None:
+        POST_LOAD[spec.post_load](backbone)
 
 
-def _fix_efficientnet_variance(backbone: keras.Model) -> None:
+def fix_efficientnet_variance(backbone: keras.Model) -> None:
     """Make the stem divide by the ImageNet std, as ``EfficientNetB4(weights="imagenet")`` does.
 
-    Keras' EfficientNet weight files store the ImageNet *standard deviations* as the Normalization
+    Keras' EfficientNet (V1) weight files store the ImageNet *standard deviations* as the Normalization
     layer's *variance* (tensorflow/tensorflow#49930), so the layer divides by sqrt(std); with
     ``weights="imagenet"`` Keras appends a Rescaling(1/sqrt(std)) to compensate. We build the backbone
     with ``weights=None`` (to load from our own cache or a path) and compensate instead by storing the
     true variance std**2. Idempotent: files saved after the fix already hold std**2 and are left alone.
+    EfficientNetV2 needs nothing: its stem Normalization takes the true variance as constants (no weights).
     """
     import keras
     import numpy as np
@@ -248,6 +139,10 @@ def _fix_efficientnet_variance(backbone: keras.Model) -> None:
                 variance.assign(np.square(IMAGENET_STDDEV_RGB).astype("float32"))
                 layer.finalize_state()  # the layer caches mean/variance tensors; refresh them
             return
+
+
+# The fixes a row may name (Backbone.post_load), run after its weights are loaded.
+POST_LOAD: dict[str, Callable[[keras.Model], None]] = {"efficientnet_variance": fix_efficientnet_variance}
 
 
 # --- phases: freeze and unfreeze (used by kit.train.trainer) -----------------------------------------

@@ -1,4 +1,6 @@
-"""Model registry: one entry per model name. Adding a model is one line here plus its builder.
+"""Model registry: one entry per model name. Adding a scratch model is one line here plus its builder; every
+pretrained backbone comes from its row in the backbone table (:mod:`kit.models.backbones`), built by
+:func:`kit.models.pretrained.build`.
 
 A builder has the signature ``build(cfg: ModelConfig, num_classes: int) -> keras.Model`` and returns a
 model that takes raw 0-255 RGB pixels of shape (image_size, image_size, 3) and ends in one sigmoid
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kit.errors import unknown_choice
+from kit.models.backbones import BACKBONES
 
 if TYPE_CHECKING:
     import keras
@@ -36,8 +39,10 @@ MODELS: dict[str, ModelEntry] = {
     "resnet20": ModelEntry("kit.models.resnet20:build", description="ResNet20 from scratch (He et al. 2016, CIFAR variant)"),
     "cnn": ModelEntry("kit.models.cnn:build", description="conv-BN-pool-dropout stacks from scratch"),
     "lstm": ModelEntry("kit.models.lstm:build", description="stacked LSTMs over image rows"),
-    "effnetb4": ModelEntry("kit.models.pretrained:build_effnetb4", pretrained=True, description="EfficientNetB4 backbone + head"),
-    "resnet50": ModelEntry("kit.models.pretrained:build_resnet50", pretrained=True, description="ResNet50 backbone + head"),
+    **{
+        name: ModelEntry("kit.models.pretrained:build", pretrained=True, description=f"{row.constructor} backbone + head")
+        for name, row in BACKBONES.items()
+    },
 }
 
 

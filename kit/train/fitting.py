@@ -161,9 +161,11 @@ def run_phase(run: PhasedRun, phase: Phase, next_epoch: int, train_ds: tf.data.D
     train = run.cfg.train
     trainable = sum(int(tf.size(w)) for w in run.model.trainable_weights)
     rate = scaled_rate(train, phase.learning_rate, run.replicas)  # the rate the optimizer uses, not the setting
+    lr_mult = train.fine_tune.lr_mult if phase.index > 1 else 1.0
+    lowest = f", the lowest unfrozen layer at 1/{lr_mult:g} of it" if lr_mult > 1 else ""
     print(
-        f"phase {phase.index}/{len(run.phases)}: {phase.what}; {trainable:,} trainable parameters; "
-        f"epochs {initial_epoch + 1}-{span.end}; learning rate {rate:g} ({train.schedule}); monitor {run.tracker.monitor}",
+        f"phase {phase.index}/{len(run.phases)}: {phase.what}; {trainable:,} trainable parameters; epochs "
+        f"{initial_epoch + 1}-{span.end}; learning rate {rate:g} ({train.schedule}{lowest}); monitor {run.tracker.monitor}",
         flush=True,
     )
     behaviour, resumables = training_callbacks(
@@ -313,6 +315,9 @@ def _plot(history: list[dict[str, Any]], out_dir: Path, best_epoch: int | None, 
     target, title = out_dir / "plots" / "learning_curves.png", f"{out_dir.parent.name}/{out_dir.name}"
     if isinstance(target, URLPath):  # plots write local files (matplotlib): render locally, then upload atomically
         with tempfile.TemporaryDirectory(prefix="kit-plot-") as folder:
-            put_file(plots.learning_curves(pd.DataFrame(history), Path(folder) / target.name, title=title), target)
+            drawn = plots.learning_curves(
+                pd.DataFrame(history), Path(folder) / target.name, title=title, best_epoch=best_epoch, monitor=monitor
+            )
+            put_file(drawn, target)
         return
-    plots.learning_curves(pd.DataFrame(history), target, title=title)
+    plots.learning_curves(pd.DataFrame(history), target, title=title, best_epoch=best_epoch, monitor=monitor)

@@ -29,8 +29,9 @@ Weight EMA (``train.ema``): the optimizer's own ``use_ema``/``ema_momentum`` (Po
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import keras
 
@@ -52,19 +53,73 @@ def scaled_rate(train: TrainConfig, learning_rate: float, replicas: int = 1) -> 
     return float(learning_rate) * int(train.batch_size) * max(1, int(replicas)) / reference
 
 
-def build_optimizer(train: TrainConfig, learning_rate: float, replicas: int = 1) -> keras.optimizers.Optimizer:
+def build_optimizer(
+    train: TrainConfig, learning_rate: float, replicas: int = 1, rate_scales: dict[str, float] | None = None
+) -> keras.optimizers.Optimizer:
     """adam | adamw | sgd (momentum 0.9), with ``train.weight_decay`` (decoupled for adamw, L2-like otherwise),
-    the rate scaled to the batch (:func:`scaled_rate`) and weight EMA when ``train.ema``."""
+    the rate scaled to the batch (:func:`scaled_rate`) and weight EMA when ``train.ema``. ``rate_scales`` (variable
+    path -> factor): discriminative rates, each listed variable stepping at the rate times its factor."""
     lr = scaled_rate(train, learning_rate, replicas)
     decay = float(train.weight_decay) or None
-    ema = {"use_ema": bool(train.ema), "ema_momentum": float(train.ema_momentum)}
+    common = {"learning_rate": lr, "use_ema": bool(train.ema), "ema_momentum": float(train.ema_momentum)}
     if train.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr, weight_decay=decay, **ema)
-    if train.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=decay if decay is not None else 0.004, **ema)
-    if train.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9, weight_decay=decay, **ema)
-    raise ValueError(f"unknown optimizer {train.optimizer!r}")  # config.validate already rejects it
+        kind, options = Adam, {"weight_decay": decay}
+    elif train.optimizer == "adamw":
+        kind, options = AdamW, {"weight_decay": decay if decay is not None else 0.004}
+    elif train.optimizer == "sgd":
+        kind, options = SGD, {"momentum": 0.9, "weight_decay": decay}
+    else:
+        raise ValueError(f"unknown optimizer {train.optimizer!r}")  # config.validate already rejects it
+    if rate_scales:
+        return kind(**common, **options, rate_scales=rate_scales)
+    return getattr(keras.optimizers, kind.__name__)(**common, **options)  # Keras' own class: best.keras needs no kit
+
+
+class ScaledRates:
+    """A Keras optimizer whose listed variables step at the rate times their own factor (fastai's discriminative
+    rates: the lower layers of a pretrained backbone move less than the head). Scaling the rate, not the gradient,
+    because Adam's step does not change with the gradient's scale. AdamW's decoupled weight decay stays at the full
+    rate (Keras applies it apart from ``update_step``). Variables are named by their path; the TensorFlow
+    backend hands ``update_step`` the underlying ``tf.Variable``, named ``<path>:0`` (``<path>/replica_<k>:0`` on the
+    other replicas of a mirrored variable)."""
+
+    def __init__(self, *args: Any, rate_scales: dict[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rate_scales = {str(k): float(v) for k, v in (rate_scales or {}).items()}
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> Any:
+        scale = self.rate_scales.get(variable_path(variable))
+        if scale is not None and scale != 1.0:
+            learning_rate = keras.ops.multiply(learning_rate, scale)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate_scales": dict(self.rate_scales)}
+
+
+def variable_path(variable: Any) -> str:
+    """A Keras variable's path, also from the ``tf.Variable`` beneath it (``conv1/kernel:0``, a replica's
+    ``conv1/kernel/replica_1:0``)."""
+    path = getattr(variable, "path", None)
+    if isinstance(path, str):
+        return path
+    name = str(getattr(variable, "name", ""))
+    return re.sub(r"(/replica_\d+)?:\d+$", "", name)
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class Adam(ScaledRates, keras.optimizers.Adam):
+    """Adam with discriminative rates (:class:`ScaledRates`)."""
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class AdamW(ScaledRates, keras.optimizers.AdamW):
+    """AdamW with discriminative rates (:class:`ScaledRates`)."""
+
+
+@keras.saving.register_keras_serializable(package="kit")
+class SGD(ScaledRates, keras.optimizers.SGD):
+    """SGD with discriminative rates (:class:`ScaledRates`)."""
 
 
 def one_cycle(peak: float, total: int, warmup: int) -> Schedule:

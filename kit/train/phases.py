@@ -66,30 +66,58 @@ def _share_budget(phases: list[Phase], budget: int) -> list[Phase]:
 def enter_phase(
     model: keras.Model, cfg: Config, phase: Phase, strategy: tf.distribute.Strategy, *, binary: bool, num_classes: int
 ) -> None:
-    """Freeze (phase 1) or unfreeze the top of the backbone (phase 2), then compile at the phase's rate.
+    """Freeze (phase 1) or unfreeze the top of the backbone (phase 2), then compile at the phase's rate; in phase 2
+    with ``fine_tune.lr_mult`` > 1, the unfrozen backbone layers at discriminative rates (:func:`rate_scales`).
 
     Compiling makes a new optimizer: its step count starts at 0, which is where the phase's schedule starts.
     """
     from kit.models.pretrained import freeze_backbone, unfreeze_top
 
+    scales = None
     if phase.index == 1:
         freeze_backbone(model)  # no-op (False) for scratch models
     else:
         unfreeze_top(model, cfg.train.fine_tune.unfreeze)
-    compile_phase(model, cfg, phase, strategy, binary=binary, num_classes=num_classes)
+        scales = rate_scales(model, cfg.train.fine_tune.lr_mult)
+    compile_phase(model, cfg, phase, strategy, binary=binary, num_classes=num_classes, rate_scales=scales)
+
+
+def rate_scales(model: keras.Model, lr_mult: float) -> dict[str, float]:
+    """Discriminative rates (fastai's ``lr_mult``): each unfrozen backbone layer's variables by path, from
+    ``1 / lr_mult`` at the lowest to ``lr_mult ** (-1/k)`` at the k-th (the top), geometrically; the head keeps the
+    full rate (not listed). Empty with ``lr_mult`` 1 or no backbone."""
+    from kit.models.pretrained import get_backbone
+
+    backbone = get_backbone(model)
+    if backbone is None or lr_mult <= 1:
+        return {}
+    layers = [layer for layer in backbone.layers if layer.trainable_weights]  # bottom up, as unfreeze_top left them
+    scales = {}
+    for i, layer in enumerate(layers):
+        scale = float(lr_mult) ** -((len(layers) - i) / len(layers))
+        scales.update({weight.path: scale for weight in layer.trainable_weights})
+    return scales
 
 
 def compile_phase(
-    model: keras.Model, cfg: Config, phase: Phase, strategy: tf.distribute.Strategy, *, binary: bool, num_classes: int
+    model: keras.Model,
+    cfg: Config,
+    phase: Phase,
+    strategy: tf.distribute.Strategy,
+    *,
+    binary: bool,
+    num_classes: int,
+    rate_scales: dict[str, float] | None = None,
 ) -> None:
-    """``model.compile`` with the phase's optimizer (rate scaled to the global batch), loss, metrics and XLA choice."""
+    """``model.compile`` with the phase's optimizer (rate scaled to the global batch, discriminative ``rate_scales``),
+    loss, metrics and XLA choice."""
     from kit.train.lr_schedules import build_optimizer, jit_compile
     from kit.train.metrics import build_loss, build_metrics
     from kit.train.strategy import device_type
 
     with strategy.scope():
         model.compile(
-            optimizer=build_optimizer(cfg.train, phase.learning_rate, int(strategy.num_replicas_in_sync)),
+            optimizer=build_optimizer(cfg.train, phase.learning_rate, int(strategy.num_replicas_in_sync), rate_scales),
             loss=build_loss(binary, cfg.train.label_smoothing),
             metrics=build_metrics(binary, num_classes),
             jit_compile=jit_compile(cfg.train, device_type(strategy)),

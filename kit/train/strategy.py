@@ -186,8 +186,8 @@ def choose_jitter_on(cfg: Config, device: str) -> str:
     """Where the online colour jitter runs for ``augment.jitter_on`` on ``device`` (cpu | gpu | tpu): pipeline | model.
 
     auto: ``model`` on GPUs and TPUs, where the jitter's pixel work leaves the CPU pipeline (at 380 px it bounds it:
-    BENCHMARKS.md, the pipeline at 380 px) for the accelerator, as Keras' on-device preprocessing layers do; ``pipeline`` on CPUs, where
-    both share the same cores and the pipeline's jitter runs in parallel with the train step.
+    BENCHMARKS.md, the pipeline at 380 px) for the accelerator, as Keras' on-device preprocessing layers do;
+    ``pipeline`` on CPUs, where both share the same cores and the pipeline's jitter runs in parallel with the train step.
     """
     mode = str(cfg.augment.jitter_on)
     if mode == "auto":
