@@ -3,7 +3,8 @@
 ``kit evaluate`` writes into the run directory::
 
     metrics.json     accuracy, precision, recall, F1 (+ AUC, AP and the metrics at the best threshold
-                     for binary problems; macro and per-class for multi-class), the competition score
+                     for binary problems; macro and per-class for multi-class), the competition score;
+                     with comp.group_column, ``groups``: the score of each group (source, generator) on its own
     threshold.json   binary only: the threshold that maximises F1 on val (``predict.threshold=auto``)
     val_predictions.csv  one row per val image: path, true and predicted class, probabilities, loss
     plots/           learning_curves.png, confusion_matrix.png, roc.png, pr.png, scores.png,
@@ -29,7 +30,7 @@ from kit.errors import KitError
 from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs
 from kit.io import write_json
 from kit.runs import latest_run, load_model, read_state, run_config, run_fold, write_threshold
-from kit.scores import degenerate_warning, honest_binary_scores, scored, threshold_parts
+from kit.scores import degenerate_warning, group_scores, honest_binary_scores, scored, threshold_parts
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -189,10 +190,13 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     figures, skipped = interpret.interpretation_plots(model, rows, top, classes, plot_dir, paths)
     written += figures
     result["plots"] = [str(p) for p in written]
+    result.update(score_groups(run_cfg, ids, y_true, class_probs, metric))  # "groups", with comp.group_column
     write_json(run_dir / "metrics.json", result)
     print(format_table(result))
     if skipped:
         print(skipped)
+    if "groups" in result:
+        print(format_groups(result["groups"]))
     return result
 
 
@@ -240,3 +244,45 @@ def _score_names(result: dict) -> dict[str, str]:
     if "threshold" not in result:
         return {"score": "argmax"}
     return {"score": "at 0.5", "score_at_threshold": "at chosen threshold"}
+
+
+def score_groups(cfg: Config, ids: np.ndarray, y_true: np.ndarray, class_probs: np.ndarray, metric: Any) -> dict:
+    """``{"groups": ...}``: the val rows of each ``comp.group_column`` group scored on their own
+    (:func:`kit.scores.group_scores`), at 0.5 (binary) or argmax; ``{}`` without a group column. Each row's group is
+    read from the index by its id."""
+    if not cfg.comp.group_column:
+        return {}
+    from kit.data.sources import load_index
+
+    index, _ = load_index(cfg)
+    group_of = dict(zip(index["id"].astype(str), index["group"].astype(str), strict=True))
+    groups = np.array([group_of.get(str(i), "") for i in ids], dtype=object)
+    binary = class_probs.shape[1] == 2
+    y_pred = (class_probs[:, 1] >= 0.5).astype(int) if binary else class_probs.argmax(axis=1)
+    scores, unscored = group_scores(y_true, y_pred, groups, metric)
+    return {
+        "groups": {
+            "column": cfg.comp.group_column,
+            "metric": cfg.comp.metric,
+            "at": "0.5" if binary else "argmax",
+            "held_out": cfg.data.holdout_group,
+            "scores": scores,
+            "unscored_groups": unscored,
+        }
+    }
+
+
+def format_groups(groups: dict) -> str:
+    """Lines of the per-group scores under the headline table; the held-out group (data.holdout_group) is marked."""
+    level = groups["scores"][0]["interval_level"] if groups["scores"] else 0.95
+    lines = [f"  per group of comp.group_column={groups['column']} ({groups['metric']} at {groups['at']}, {level:.0%} interval):"]
+    for entry in groups["scores"]:
+        name = entry["group"] or "(no group)"
+        if name == groups["held_out"]:
+            name += " (held out: never trained on)"
+        low, high = entry["interval"]
+        value, accuracy = entry["value"], entry["accuracy"]
+        lines.append(f"    {name}: {value:.4f} [{low:.4f}, {high:.4f}], accuracy {accuracy:.4f}, {entry['examples']} rows")
+    if groups["unscored_groups"]:
+        lines.append(f"    ... and {groups['unscored_groups']} smaller groups (not scored one by one)")
+    return "\n".join(lines)

@@ -9,6 +9,8 @@ model is degenerate (one probability for every row) before anything is written o
   the OOF folds): the score of these labels is the honest score of "choose the F1-best threshold, then predict".
 - ``bootstrap_interval``: a percentile interval of a metric over row resamples.
 - ``degenerate_warning``: a loud one-line description of a model that predicts a constant, else None.
+- ``group_scores``: the metric of each group's rows on its own (``comp.group_column``: a source or generator), with a
+  bootstrap interval: a detector that is good on average can still fail on one generator.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ BOOTSTRAP_LEVEL = 0.95
 THRESHOLD_PARTS = 5  # parts of the hold-out for the cross-fitted threshold
 CONSTANT_SPREAD = 1e-6  # probabilities closer than this across all rows count as one value
 AUC_NOISE_SE = 2.0  # an AUC within this many standard errors of 0.5 is "no better than chance"
+GROUPS_SCORED = 30  # the largest groups scored one by one; the others are counted
+GROUP_RESAMPLES = 200  # bootstrap resamples per group (groups are many and small: their intervals are wide anyway)
 
 
 def best_f1_threshold(y_true: Sequence[int] | np.ndarray, prob: Sequence[float] | np.ndarray) -> tuple[float, float]:
@@ -126,6 +130,40 @@ def honest_binary_scores(y_true: np.ndarray, prob: np.ndarray, metric: Metric, w
         part_thresholds=per_part,
     )
     return out
+
+
+def group_scores(
+    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, metric: Metric, limit: int = GROUPS_SCORED
+) -> tuple[list[dict], int]:
+    """Each group's rows scored on their own, largest groups first (ties by name), at most ``limit`` of them.
+
+    Per group: ``group`` (its key; "" for rows without one), ``examples``, ``classes`` (rows per true class),
+    ``value`` (the metric), ``accuracy`` and ``interval`` (a GROUP_RESAMPLES bootstrap). A group holding one class
+    is scored all the same: on a held-out generator's images the accuracy is its detection rate. Also the number of
+    groups left unscored.
+    """
+    y_true, y_pred = np.asarray(y_true).reshape(-1).astype(int), np.asarray(y_pred).reshape(-1).astype(int)
+    names = np.asarray(groups).reshape(-1).astype(str)
+    keys, sizes = np.unique(names, return_counts=True)
+    order = sorted(range(len(keys)), key=lambda k: (-sizes[k], keys[k]))
+    out = []
+    for k in order[:limit]:
+        rows = names == keys[k]
+        truth, pred = y_true[rows], y_pred[rows]
+        low, high = bootstrap_interval(truth, pred, metric, resamples=GROUP_RESAMPLES)
+        classes, counts = np.unique(truth, return_counts=True)
+        out.append(
+            {
+                "group": str(keys[k]),
+                "examples": int(rows.sum()),
+                "classes": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},
+                "value": float(metric(truth, pred)),
+                "accuracy": float((truth == pred).mean()),
+                "interval": [low, high],
+                "interval_level": BOOTSTRAP_LEVEL,
+            }
+        )
+    return out, max(0, len(keys) - limit)
 
 
 def degenerate_warning(class_probs: np.ndarray, threshold: float = 0.5, y_true: np.ndarray | None = None) -> str | None:

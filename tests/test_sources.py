@@ -25,7 +25,7 @@ def test_csv_of_paths_ai_vs_human(tmp_path: Path) -> None:
     root = make_ai_vs_human(tmp_path)
     frame, classes = sources.read_index(preset("ai-vs-human", root))
     assert classes == ["human", "ai"]
-    assert list(frame.columns) == ["id", "path", "label", "split", "fold"]
+    assert list(frame.columns) == ["id", "path", "label", "split", "fold", "group"]
     train_csv = pd.read_csv(root / "train.csv")
     assert list(train_csv.columns) == ["Unnamed: 0", "file_name", "label"]
     labelled = frame[frame.split != "test"]

@@ -111,6 +111,9 @@ class CompetitionConfig:
     metric: Metric = Metric.accuracy
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     image_sizes: dict[str, int] = field(default_factory=dict)  # per model name, overrides model.image_size (IMAGE_SIZE)
+    # A column of the train (and val) CSV naming each row's source, generator, photographer or subject: the validation
+    # split and folds keep its groups whole (with the duplicate groups), kit evaluate scores each group; empty cells: none.
+    group_column: str = ""
     # A kernel's run-time limit in hours (Kaggle: 12 for CPU/GPU sessions, 9 for TPU; code competitions often
     # less): the kernel's session timeout, and its training stops early enough to predict within it.
     kernel_hours: float = ranged(9.0, 0, 12, low_open=True)
@@ -146,6 +149,7 @@ class DataConfig:
     # near duplicates, pHash within audit.near_distance of every member of the group (decodes every labelled image).
     duplicate_groups: DuplicateGroups = DuplicateGroups.exact
     group_max_share: float = ranged(0.01, 0, 1, low_open=True)  # a larger group (and over 5 images) is reported, not used
+    holdout_group: str = ""  # a value of comp.group_column: all its rows validate, none train (a generator never seen)
 
 
 @dataclass
@@ -160,6 +164,20 @@ class AugmentConfig:
     cutmix_alpha: float = ranged(1.0, 0, 100, low_open=True)  # Beta(alpha, alpha) for the mixed area
     mixup: float = ranged(0.0, 0, 1)  # probability that a batch (online) or a copy (offline) is MixUped (then no CutMix)
     mixup_alpha: float = ranged(0.2, 0, 100, low_open=True)  # Beta(alpha, alpha) for the partner's weight (Zhang et al.)
+    # Degradations, on both classes alike (kit.data.augment.degrade, with each one's source): the probability per image
+    # (0: off) and the far end of the parameter's range; the near end leaves the image as it was.
+    resized_crop: float = ranged(0.0, 0, 1)  # random resized crop (Szegedy et al. 2015; torchvision), back to full size
+    resized_crop_min_scale: float = ranged(0.08, 0, 1, low_open=True)  # crop area uniform in [this, 1] of the image
+    resample: float = ranged(0.0, 0, 1)  # shrink and enlarge back, linear, no antialiasing (an upsampling trace on both)
+    resample_min_scale: float = ranged(0.5, 0, 1, low_open=True)  # side scale uniform in [this, 1]
+    blur: float = ranged(0.0, 0, 1)  # Gaussian blur (Wang et al. CVPR 2020: 0.5 or 0.1)
+    blur_max_sigma: float = ranged(3.0, 0, 8, low_open=True)  # sigma uniform in [0, this] pixels (Wang et al.: 3)
+    noise: float = ranged(0.0, 0, 1)  # additive Gaussian noise per pixel and channel (Rusak et al. ECCV 2020)
+    noise_max_std: float = ranged(10.0, 0, 64, low_open=True)  # std uniform in [0, this] grey levels of 0..255
+    jpeg: float = ranged(0.0, 0, 1)  # JPEG re-encoding (Wang et al. CVPR 2020: 0.5 or 0.1)
+    jpeg_min_quality: int = ranged(30, 1, 100)  # quality uniform in {this .. 100} (Wang et al.: 30)
+    erase: float = ranged(0.0, 0, 1)  # random erasing after the jitter, random pixel fill (Zhong et al. AAAI 2020: 0.5)
+    erase_max_area: float = ranged(0.4, 0.02, 1)  # box area uniform in [0.02, this] of the image (Zhong et al.: 0.4)
     offline_copies: int = ranged(1, 1, 100)  # offline: augmented copies of the training set baked into the records
     jit_compile: bool = True  # online, library=keras: flips, jitter and CutMix as one XLA kernel (false: plain TF ops)
     jitter_on: JitterOn = JitterOn.auto  # online colour jitter: in the tf.data pipeline, or the model's first layer (its device)

@@ -1,4 +1,4 @@
-"""Competition layouts -> one table: ``id, path, label, split, fold``.
+"""Competition layouts -> one table: ``id, path, label, split, fold, group``.
 
 Kaggle image competitions list their examples in one of three ways, all described by a
 :class:`~kit.config.TableConfig` per split (``comp.train``, ``comp.val``, ``comp.test``):
@@ -15,7 +15,10 @@ the row and the fix: :mod:`kit.data.tables` reads each split and maps its labels
 Without a ``comp.val`` table, ``data.val_fraction`` of the labelled rows validate (or, with ``data.folds > 1``,
 every row gets a fold): :mod:`kit.data.splits` stratifies by class and keeps the duplicate groups that
 ``data.duplicate_groups`` asks for whole; :mod:`kit.data.duplicates` computes them here, from the files, so
-no other command's leftovers change a split.
+no other command's leftovers change a split. ``comp.group_column`` names a CSV column (source, generator,
+photographer, subject) whose groups are kept whole too, joined with the duplicate groups; its value is each row's
+``group`` (empty: none), which ``kit evaluate`` scores group by group. ``data.holdout_group=<value>`` puts that
+group in validation whole, beside the usual validation share of the other rows: the model never trains on it.
 
 The index is cached as ``<data.records_root>/<comp>/index.csv`` (+ ``classes.json`` and ``index.json``,
 the settings it was built with and the duplicate groups its split used) beside the records built from it;
@@ -36,15 +39,15 @@ import numpy as np
 import pandas as pd
 
 from kit.config import Config, TableConfig
-from kit.data.splits import assign_folds, split_val
+from kit.data.splits import DUPLICATES_FIX, DUPLICATES_ONLY, assign_folds, holdout_rows, joined_groups, split_val
 from kit.data.tables import map_labels, read_table, table_defined
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
 from kit.submission import Reference, check_test_ids, sample_reference
 
-COLUMNS = ["id", "path", "label", "split", "fold"]
+COLUMNS = ["id", "path", "label", "split", "fold", "group"]
 SPLITS = ("train", "val", "test")
-INDEX_VERSION = 2  # 2: duplicate groups computed here (data.duplicate_groups), not read from an audit file
+INDEX_VERSION = 3  # 2: duplicate groups computed here (data.duplicate_groups); 3: the group column (comp.group_column)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -74,14 +77,35 @@ def _row_groups(cfg: Config, paths: pd.Series) -> tuple[np.ndarray | None, dict]
 
 
 def duplicate_groups_line(cfg: Config) -> str:
-    """One line: the duplicate groups the cached index's split kept whole (``kit records`` prints it)."""
+    """One line: the duplicate groups the cached index's split kept whole, and comp.group_column's groups with the
+    group data.holdout_group held out (``kit records`` prints it)."""
     from kit.data.duplicates import describe
 
     try:
-        summary = json.loads((index_dir(cfg) / "index.json").read_text())["duplicate_groups"]
-    except (OSError, ValueError, KeyError, TypeError):
-        summary = {"rule": "none", "reason": "no index"}
-    return describe(summary, cfg.audit.near_distance)
+        meta = json.loads((index_dir(cfg) / "index.json").read_text())
+        summary, column = meta["duplicate_groups"], meta.get("group_column")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        summary, column = {"rule": "none", "reason": "no index"}, None
+    line = describe(summary, cfg.audit.near_distance)
+    if isinstance(column, dict) and column.get("column"):
+        line += f"; comp.group_column={column['column']}: {column['groups']} groups kept whole"
+        if column.get("held_out"):
+            line += f", {column['held_out']} ({column['held_out_rows']} rows) held out in validation"
+    return line
+
+
+def _group_column_summary(cfg: Config, frame: pd.DataFrame) -> dict | None:
+    """comp.group_column's groups among the labelled rows, and the rows data.holdout_group put in validation."""
+    if not cfg.comp.group_column:
+        return None
+    labelled = frame[frame["split"].isin(["train", "val"])]
+    held = labelled["group"] == cfg.data.holdout_group
+    return {
+        "column": cfg.comp.group_column,
+        "groups": int(labelled.loc[labelled["group"] != "", "group"].nunique()),
+        "held_out": cfg.data.holdout_group,
+        "held_out_rows": int(held.sum()) if cfg.data.holdout_group else 0,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -136,13 +160,13 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str], dict]:
     comp = cfg.comp
     if not table_defined(comp.train):
         raise KitError(f"competition {comp.name}: comp.train has neither csv nor dir", "set comp.train.csv or comp.train.dir")
-    tables = [read_table(root, comp.train, "train")]
+    tables = [read_table(root, comp.train, "train", comp.group_column)]
     if not tables[0].labelled:
         raise KitError(f"{tables[0].source}: the training table has no labels", "set comp.train.label_column or use class dirs")
     for split in ("val", "test"):
         table = getattr(comp, split)
         if table_defined(table):
-            tables.append(read_table(root, table, split))
+            tables.append(read_table(root, table, split, comp.group_column if split == "val" else ""))
     classes = map_labels(tables, list(comp.classes))
     test = next((t for t in tables if t.split == "test"), None)
     if test is not None:
@@ -153,6 +177,7 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str], dict]:
     for t in tables:
         part = t.frame[["id", "path", "label"]].copy()
         part["split"] = t.split
+        part["group"] = t.frame.get("group", "")
         parts.append(part)
     frame = pd.concat(parts, ignore_index=True)
     frame["fold"] = np.int64(-1)
@@ -160,28 +185,64 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str], dict]:
     groups_used = _split(cfg, frame, any(t.split == "val" for t in tables), tables[0].source)
     frame["id"] = frame["id"].astype(str)
     frame["path"] = frame["path"].astype(str)
+    frame["group"] = frame["group"].astype(str)
     frame["label"] = frame["label"].astype(np.int64)
     frame["fold"] = frame["fold"].astype(np.int64)
     return frame[COLUMNS], classes, groups_used
 
 
 def _split(cfg: Config, frame: pd.DataFrame, val_table: bool, source: str) -> dict:
-    """Set the folds (data.folds > 1) or the validation rows (no comp.val table) of ``frame`` in place, keeping
-    duplicate groups whole; return the summary of the groups used."""
+    """Set the folds (data.folds > 1) or the validation rows (data.holdout_group; without a comp.val table, a
+    data.val_fraction share of the rest) of ``frame`` in place, keeping duplicate groups and comp.group_column's
+    groups whole; return the summary of the duplicate groups used."""
     labelled = frame["split"].isin(["train", "val"]).to_numpy()
     positions = np.flatnonzero(labelled)
+    splitting = cfg.data.folds > 1 or bool(cfg.data.holdout_group) or (not val_table and cfg.data.val_fraction > 0)
+    if not splitting:
+        return {"rule": "none", "reason": "no split made: the validation rows come from comp.val"}
+    duplicates, summary = _row_groups(cfg, frame["path"].iloc[positions])
+    keys = frame["group"].to_numpy()[positions] if cfg.comp.group_column else None
+    groups = joined_groups(duplicates, keys)
+    kept = _kept(cfg)
+    if cfg.data.holdout_group:
+        held = _held_out(cfg, keys, groups, source)
+        frame.loc[positions[held], "split"] = "val"
+        positions, groups = positions[~held], None if groups is None else joined_groups(groups[~held])
     labels = frame["label"].to_numpy()[positions]
     if cfg.data.folds > 1:
-        frame.loc[labelled, "split"] = "train"
-        groups, summary = _row_groups(cfg, frame["path"].iloc[positions])
-        frame.loc[positions, "fold"] = assign_folds(labels, groups, cfg.data.folds, cfg.data.seed, source)
+        frame.loc[positions, "split"] = "train"
+        frame.loc[positions, "fold"] = assign_folds(labels, groups, cfg.data.folds, cfg.data.seed, source, kept)
     elif not val_table and cfg.data.val_fraction > 0:
-        groups, summary = _row_groups(cfg, frame["path"].iloc[positions])
-        val = split_val(labels, groups, cfg.data.val_fraction, cfg.data.seed, source)
+        val = split_val(labels, groups, cfg.data.val_fraction, cfg.data.seed, source, kept)
         frame.loc[positions[val], "split"] = "val"
-    else:
-        summary = {"rule": "none", "reason": "no split made: the validation rows come from comp.val"}
     return summary
+
+
+def _held_out(cfg: Config, keys: np.ndarray | None, groups: np.ndarray | None, source: str) -> np.ndarray:
+    """The labelled rows data.holdout_group puts in validation (:func:`kit.data.splits.holdout_rows`); one line when
+    there is no group column to hold a group of, or when k-fold would choose the validation rows as well."""
+    if keys is None:
+        raise KitError(
+            f"{source}: data.holdout_group={cfg.data.holdout_group} holds out a group of comp.group_column, which is empty",
+            "set comp.group_column to the CSV column naming each row's source or generator",
+        )
+    if cfg.data.folds > 1:
+        raise KitError(
+            f"data.holdout_group={cfg.data.holdout_group} and data.folds={cfg.data.folds} both choose the validation rows",
+            "hold out one group (data.folds=0) or cross-validate (data.holdout_group='')",
+        )
+    return holdout_rows(keys, cfg.data.holdout_group, groups, source)
+
+
+def _kept(cfg: Config) -> tuple[str, str]:
+    """What the split keeps whole and how to loosen it, as a refusal names them."""
+    if not cfg.comp.group_column:
+        return DUPLICATES_ONLY, DUPLICATES_FIX
+    return (
+        f"the groups of comp.group_column={cfg.comp.group_column} (with duplicate groups)",
+        "choose data.val_fraction (or data.folds) near the share of a few whole groups, hold one group out "
+        "(data.holdout_group), or leave comp.group_column empty",
+    )
 
 
 def index_dir(cfg: Config) -> Path:
@@ -204,6 +265,7 @@ def _fingerprint(cfg: Config) -> str:
         "val_fraction": cfg.data.val_fraction,
         "seed": cfg.data.seed,
         "folds": cfg.data.folds,
+        "groups": [cfg.comp.group_column, cfg.data.holdout_group],
         "duplicate_groups": [cfg.data.duplicate_groups, cfg.data.group_max_share, cfg.audit.near_distance],
     }
     return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -235,6 +297,7 @@ def write_index(cfg: Config) -> pd.DataFrame:
     write_json(folder / "classes.json", classes)
     counts = {split: int(n) for split, n in frame.groupby("split").size().items()}
     meta = {"fingerprint": _fingerprint(cfg), "classes": classes, "counts": counts, "duplicate_groups": groups_used}
+    meta["group_column"] = _group_column_summary(cfg, frame)
     write_json(folder / "index.json", meta)
     return frame
 
@@ -252,7 +315,7 @@ def load_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
         with table_errors(cfg):
             fresh = meta.get("fingerprint") == _fingerprint(cfg) and index_csv.stat().st_mtime >= _sources_mtime(cfg)
         if fresh:
-            frame = pd.read_csv(index_csv, dtype={"id": str, "path": str, "split": str}, keep_default_na=False)
+            frame = pd.read_csv(index_csv, dtype={"id": str, "path": str, "split": str, "group": str}, keep_default_na=False)
             frame["label"] = frame["label"].astype(np.int64)
             frame["fold"] = frame["fold"].astype(np.int64)
             return frame[COLUMNS], list(meta["classes"])

@@ -1,4 +1,10 @@
-"""Which labelled rows validate, and which fold each is in: stratified, with duplicate groups kept whole.
+"""Which labelled rows validate, and which fold each is in: stratified, with groups kept whole.
+
+The groups are the duplicate groups (:mod:`kit.data.duplicates`) joined with the groups of ``comp.group_column``
+(source, generator, photographer, subject: a column of the competition's CSV): two rows go to the same side when
+either puts them together (:func:`joined_groups`). ``data.holdout_group`` puts one group of that column (and every
+group joined to it) in validation whole, so the validation score says how the model does on a generator it never
+saw (:func:`holdout_rows`).
 
 Without duplicate groups, scikit-learn's stratified split (``train_test_split``) and ``StratifiedKFold``. With
 them, :func:`grouped_parts`: each group of more than one row goes whole to one part, then the single rows of each
@@ -15,14 +21,66 @@ import warnings
 
 import numpy as np
 
-from kit.errors import KitError
+from kit.errors import KitError, nearest
 
 SHARE_TOLERANCE = 0.02  # a grouped part's share of the labelled rows may miss its target by this much (+ one row)
 CLASS_TOLERANCE = 0.05  # a class's share of a grouped part may differ from its share of all rows by this (+ one row)
+DUPLICATES_ONLY = "duplicate groups"  # what the split keeps whole, as its refusal names it
+DUPLICATES_FIX = "lower data.group_max_share so such groups are reported and not used, or set data.duplicate_groups=none"
 
 
-def split_val(labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, source: str) -> np.ndarray:
-    """Boolean mask of the validation rows: stratified when every class can be split; duplicate groups whole.
+def joined_groups(*labellings: np.ndarray | None) -> np.ndarray | None:
+    """One group number per row joining every labelling: two rows share a group when any labelling puts them in
+    one (the union of the constraints, chains followed). A labelling is an array of group keys per row; None, and
+    the key "" in a text labelling (a row with no group), join nothing. None when no two rows share a group."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    given = [np.asarray(keys) for keys in labellings if keys is not None]
+    if not given:
+        return None
+    n = len(given[0])
+    rows, firsts = [], []
+    for keys in given:
+        _, first, member_of = np.unique(keys, return_index=True, return_inverse=True)
+        linked = keys != "" if keys.dtype.kind in "OUS" else np.ones(n, dtype=bool)
+        rows.append(np.flatnonzero(linked))
+        firsts.append(first[member_of][linked])  # each row to the first row of its group
+    edges = np.concatenate(rows), np.concatenate(firsts)
+    graph = coo_matrix((np.ones(len(edges[0]), dtype=np.int8), edges), shape=(n, n))
+    _, groups = connected_components(graph, directed=False)
+    return groups if len(np.unique(groups)) < n else None
+
+
+def holdout_rows(keys: np.ndarray, name: str, joined: np.ndarray | None, source: str) -> np.ndarray:
+    """Boolean mask of the rows ``data.holdout_group=name`` puts in validation: the rows whose group key is ``name``,
+    with every row joined to them (a duplicate of a held-out image goes with it). One line naming the nearest keys
+    when no row has that key."""
+    held = np.asarray(keys) == name
+    if not held.any():
+        known = sorted({str(k) for k in keys if k != ""})
+        near = nearest(name, known) or known[:3]
+        raise KitError(
+            f"{source}: data.holdout_group={name} is not a value of comp.group_column ({len(known)} groups)",
+            f"hold out one of its groups, e.g. data.holdout_group={near[0]}"
+            if near
+            else "set comp.group_column to a column with groups",
+        )
+    if joined is not None:
+        held = np.isin(joined, joined[held])
+    return held
+
+
+def split_val(
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    fraction: float,
+    seed: int,
+    source: str,
+    kept: tuple[str, str] = (DUPLICATES_ONLY, DUPLICATES_FIX),
+) -> np.ndarray:
+    """Boolean mask of the validation rows: stratified when every class can be split; ``groups`` whole (``kept``:
+    what they are and how to loosen them, for the refusal when the split cannot keep its balance).
 
     Both sides must keep an example (scikit-learn's rounding: ``ceil(fraction * n)`` rows go to validation);
     otherwise a one-line error names data.val_fraction instead of scikit-learn's traceback.
@@ -39,7 +97,7 @@ def split_val(labels: np.ndarray, groups: np.ndarray | None, fraction: float, se
         )
     if groups is not None:
         parts = grouped_parts(labels, groups, [1 - fraction, fraction], seed)
-        check_balance(labels, groups, parts, [1 - fraction, fraction], ["training", "validation"], source)
+        check_balance(labels, groups, parts, [1 - fraction, fraction], ["training", "validation"], source, kept)
         return parts == 1
     positions = np.arange(len(labels))
     try:
@@ -53,15 +111,23 @@ def split_val(labels: np.ndarray, groups: np.ndarray | None, fraction: float, se
     return mask
 
 
-def assign_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int, source: str) -> np.ndarray:
-    """Fold number per row; depends only on row order, labels, groups and seed, so every model gets the same folds."""
+def assign_folds(
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    folds: int,
+    seed: int,
+    source: str,
+    kept: tuple[str, str] = (DUPLICATES_ONLY, DUPLICATES_FIX),
+) -> np.ndarray:
+    """Fold number per row, ``groups`` whole (StratifiedGroupKFold's promise at any balance the groups allow); depends
+    only on row order, labels, groups and seed, so every model gets the same folds."""
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if len(labels) < folds:
         raise KitError(f"{source}: {len(labels)} labelled examples cannot make {folds} folds", "use fewer data.folds")
     if groups is not None:
         parts = grouped_parts(labels, groups, [1 / folds] * folds, seed)
-        check_balance(labels, groups, parts, [1 / folds] * folds, [f"fold {k}" for k in range(folds)], source)
+        check_balance(labels, groups, parts, [1 / folds] * folds, [f"fold {k}" for k in range(folds)], source, kept)
         return parts
     out = np.full(len(labels), -1, dtype=np.int64)
     with warnings.catch_warnings():
@@ -119,10 +185,17 @@ def grouped_parts(labels: np.ndarray, groups: np.ndarray, shares: list[float], s
 
 
 def check_balance(
-    labels: np.ndarray, groups: np.ndarray, parts: np.ndarray, shares: list[float], names: list[str], source: str
+    labels: np.ndarray,
+    groups: np.ndarray,
+    parts: np.ndarray,
+    shares: list[float],
+    names: list[str],
+    source: str,
+    kept: tuple[str, str] = (DUPLICATES_ONLY, DUPLICATES_FIX),
 ) -> None:
     """Raise one line when a part's share of the rows, or a class's share of a part, is off by more than the
-    tolerance (SHARE_TOLERANCE / CLASS_TOLERANCE, each widened by one row's share for rounding)."""
+    tolerance (SHARE_TOLERANCE / CLASS_TOLERANCE, each widened by one row's share for rounding); ``kept`` names the
+    groups and the fix."""
     n = len(labels)
     classes, overall = np.unique(labels, return_counts=True)
     problem = ""
@@ -146,7 +219,5 @@ def check_balance(
     if problem:
         _, sizes = np.unique(groups, return_counts=True)
         largest = ", ".join(str(s) for s in sorted(sizes[sizes > 1].tolist(), reverse=True)[:5])
-        raise KitError(
-            f"{source}: keeping duplicate groups whole, {problem}; the largest groups: {largest} images",
-            "lower data.group_max_share so such groups are reported and not used, or set data.duplicate_groups=none",
-        )
+        what, fix = kept
+        raise KitError(f"{source}: keeping {what} whole, {problem}; the largest groups: {largest} images", fix)

@@ -53,7 +53,7 @@ class Table:
 
     split: str
     source: str  # the file or folder, as shown in messages
-    frame: pd.DataFrame  # columns id, path (absolute), raw_label (str or None), row (0-based), where (folders)
+    frame: pd.DataFrame  # columns id, path (absolute), raw_label (str or None), row (0-based), where (folders), group
     labelled: bool
     from_folder: bool = False
 
@@ -69,7 +69,7 @@ def _join(base: str, rel: pd.Series) -> pd.Series:
     return pd.Series([os.path.normpath(v) for v in values], index=rel.index, dtype=object)
 
 
-def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
+def _read_csv_table(root: Path, table: TableConfig, split: str, group_column: str = "") -> Table:
     path = root / table.csv
     source = str(path)
     frame = read_csv(path, fix=f"check comp.{split}.csv and data.root={root}")
@@ -80,6 +80,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
             f"comp.{split}.id_column": table.id_column,
             f"comp.{split}.path_column": table.path_column,
             f"comp.{split}.label_column": table.label_column,
+            "comp.group_column": group_column,
         },
     )
     if not table.id_column and not table.path_column:
@@ -129,6 +130,9 @@ def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
         out["raw_label"] = raw.to_numpy(dtype=object)
     else:
         out["raw_label"] = None
+    if group_column:  # the groups the split keeps whole (kit.data.splits); an empty cell groups nothing
+        groups = frame[group_column].astype(str).str.strip()
+        out["group"] = groups.where(~groups.isin(NA_TOKENS), "").to_numpy(dtype=object)
     read = Table(split, source, out, labelled)
     check_files(read, root, f"check comp.{split}.image_dir / image_ext / path_column and data.root")
     return read
@@ -249,9 +253,15 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         )
 
 
-def read_table(root: Path, table: TableConfig, split: str) -> Table:
-    """One split as configured by ``table``: its CSV (``csv`` set) or its folder (``dir``)."""
-    return _read_csv_table(root, table, split) if table.csv else _read_folder_table(root, table, split)
+def read_table(root: Path, table: TableConfig, split: str, group_column: str = "") -> Table:
+    """One split as configured by ``table``: its CSV (``csv`` set) or its folder (``dir``); ``group_column``, a column
+    of the CSV, becomes the frame's ``group`` (``comp.group_column``)."""
+    if group_column and not table.csv:
+        raise KitError(
+            f"comp.group_column={group_column} names a CSV column, but comp.{split} is the folder {root / table.dir}",
+            f"list the images and their groups in a CSV (comp.{split}.csv), or leave comp.group_column empty",
+        )
+    return _read_csv_table(root, table, split, group_column) if table.csv else _read_folder_table(root, table, split)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -356,7 +366,8 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
                 raise _label_error(
                     t,
                     bad,
-                    f"label {t.frame['raw_label'].iloc[bad]} is not a class index (0..{len(classes) - 1} for classes {_short(classes)})",
+                    f"label {t.frame['raw_label'].iloc[bad]} is not a class index "
+                    f"(0..{len(classes) - 1} for classes {_short(classes)})",
                     "fix the label, or list every class in comp.classes",
                 )
             t.frame["label"] = as_int.to_numpy()

@@ -1,4 +1,5 @@
-"""Image augmentation: flips, rotation, shifts, colour jitter and CutMix, online (per batch) or offline (baked in).
+"""Image augmentation: flips, rotation, shifts, colour jitter, CutMix/MixUp and the degradations AI-image detection
+trains with (random resized crop, resampling, blur, noise, JPEG, erasing), online (per batch) or offline (baked in).
 
 Two entry points, one per :attr:`AugmentConfig.mode`:
 
@@ -12,9 +13,10 @@ trainer puts first in the model (on the model's device; the same draws and ops; 
 
 Inside: :mod:`.draws` holds all the online randomness (pure functions of a seed tensor, stateless TF ops),
 :mod:`.ops` the pixel maths that both paths apply (flip, reflect-index shift, jitter colour matrix, the
-CutMix box, paste and label mixing, each written once for numpy and TensorFlow). Both augmenters check their
-settings against the ranges declared in :mod:`kit.config.schema` (a config edited in Python skips load_config)
-and flip along the axes :data:`kit.config.symmetry.FLIP_AXES` gives each ``augment.flip`` word.
+CutMix box, paste and label mixing, each written once for numpy and TensorFlow), :mod:`.degrade` the degradations
+(one row each: its two settings, its draw from uniforms, its pixel maths; where each setting comes from).
+Both augmenters check their settings against the ranges declared in :mod:`kit.config.schema` (a config edited
+in Python skips load_config) and flip along the axes :data:`kit.config.symmetry.FLIP_AXES` gives each ``augment.flip`` word.
 
 Label mixing is by the *true* pasted area: the CutMix box is clipped at the border and the label weight is
 the clipped box's pixel fraction (timm's ``correct_lam``), counted from the same 0/1 masks that paste.

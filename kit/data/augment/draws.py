@@ -17,11 +17,18 @@ from typing import Any
 import tensorflow as tf
 
 from kit.data.augment import ops
+from kit.data.augment.degrade import Degradation
 
 
 def split(seed: Any, count: int) -> list[Any]:
     """``count`` independent seeds [2] from one."""
     return list(tf.unstack(tf.random.experimental.stateless_split(seed, count)))
+
+
+def fold(seed: Any, key: int) -> Any:
+    """A seed [2] of its own for ``key``, independent of :func:`split`'s: a stream added later (a degradation) leaves
+    every draw made from ``split(seed, n)`` as it was."""
+    return tf.random.experimental.stateless_fold_in(seed, key)
 
 
 def uniform(seed: Any, shape: Any, low: float | Any, high: float | Any, dtype: Any = tf.float32) -> Any:
@@ -110,3 +117,17 @@ def mixup(seed: Any, batch: Any, alpha: float, probability: float) -> tuple[Any,
     if probability < 1.0:
         applied = tf.cast(uniform(seed_apply, [], 0.0, 1.0) < probability, tf.float32)
     return partner, weight * applied, applied
+
+
+def degradation(seed: Any, shape: Any, row: Degradation, probability: float, parameter: float) -> Any:
+    """One batch's draw of a degradation row (:mod:`kit.data.augment.degrade`) for images of ``shape`` [B, H, W, C]:
+    ``row.uniforms`` uniforms per image and, when the row needs one, a per-pixel field, mapped to the row's
+    parameters by ``row.params`` (the same mapping the offline numpy draws use)."""
+    seed_uniforms, seed_field = split(seed, 2)
+    uniforms = uniform(seed_uniforms, [row.uniforms, shape[0]], 0.0, 1.0)
+    fields = {
+        "normal": lambda: tf.random.stateless_normal(shape, seed_field),
+        "uniform": lambda: uniform(seed_field, shape, 0.0, 1.0),
+    }
+    field = fields[row.field]() if row.field else None
+    return row.params(uniforms, probability, parameter, shape[1], shape[2], field, ops.tensorflow_ops())

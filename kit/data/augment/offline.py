@@ -3,6 +3,11 @@
 numpy (+ OpenCV for a rotation) and :mod:`kit.data.augment.ops`, the same pixel maths as the online
 augmenter; nothing here imports TensorFlow, since the records workers never do. The draws come from one
 ``np.random.Generator`` seeded per call, so a rebuilt shard is byte-identical.
+
+The degradations (:mod:`kit.data.augment.degrade`) run first on the whole batch, erasing after the jitter, as online:
+their uniforms come from a stream per row (seeded by ``(seed, 2, row)``), so turning one on leaves every other draw,
+and the records without it, as they were. The pixel maths is the online maths; the result is rounded to uint8 before
+the JPEG re-encoding (OpenCV) and after erasing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import numpy as np
 
 from kit.config.checks import check_ranges
 from kit.config.symmetry import FLIP_AXES, HEIGHT, WIDTH
-from kit.data.augment import ops
+from kit.data.augment import degrade, ops
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -85,10 +90,37 @@ def _mixup_draws(n: int, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.
     return mixes, partner, weight
 
 
+def _degradation_draws(shape: tuple[int, ...], cfg: AugmentConfig, seed: int) -> dict[str, object]:
+    """Each degradation that is on, drawn for a batch of ``shape`` [N, H, W, C] from its own stream: the uniforms and
+    the per-pixel field as numpy arrays, mapped to parameters by the row, as :func:`kit.data.augment.draws.degradation`
+    does online."""
+    fields = {
+        "normal": lambda rng: rng.standard_normal(shape, dtype=np.float32),
+        "uniform": lambda rng: rng.random(shape, np.float32),
+    }
+    drawn = {}
+    for row in degrade.chosen(cfg, degrade.ROWS):
+        rng = np.random.default_rng((seed, 2, degrade.ROWS.index(row)))
+        uniforms = rng.random((row.uniforms, shape[0]))
+        field = fields[row.field](rng) if row.field else None
+        drawn[row.name] = row.params(uniforms, getattr(cfg, row.name), getattr(cfg, row.parameter), *shape[1:3], field, ops.NUMPY)
+    return drawn
+
+
+def _degrade(images: np.ndarray, drawn: dict[str, object]) -> np.ndarray:
+    """uint8 images with the drawn pixel degradations applied (rounded to uint8), then the drawn JPEG re-encodings."""
+    pixel_rows = {name: params for name, params in drawn.items() if name != "jpeg"}
+    if pixel_rows:
+        degraded = degrade.apply_pixel_rows(images.astype(np.float32), pixel_rows, ops.NUMPY)
+        images = np.clip(np.rint(degraded), 0, 255).astype(np.uint8)
+    return degrade.reencode_numpy(images, drawn["jpeg"]) if "jpeg" in drawn else images
+
+
 def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One augmented copy of a batch, as baked into the records in offline mode.
 
-    Each image is flipped/rotated/shifted/jittered; then, with probability ``cfg.cutmix`` per image, a box from
+    Each image is degraded (:mod:`kit.data.augment.degrade`, each row with its probability), flipped/rotated/shifted/
+    jittered and erased (``cfg.erase``); then, with probability ``cfg.cutmix`` per image, a box from
     another (augmented, unmixed) image of the batch is pasted in and the soft label becomes
     ``(1 - a) * own + a * other`` with ``a`` the exact pasted pixel fraction. With probability ``cfg.mixup``
     per image it is instead blended with another one, ``(1 - w) * own + w * other`` for pixels (rounded to
@@ -114,7 +146,12 @@ def offline_augment(images: np.ndarray, soft_labels: np.ndarray, cfg: AugmentCon
         )
     rng = np.random.default_rng(seed)
     n = images.shape[0]
+    drawn = _degradation_draws(images.shape, cfg, seed) if n else {}
+    erasing = drawn.pop(degrade.ERASING.name, None)
+    images = _degrade(images, drawn) if drawn else images
     base = np.stack([_augment_one(image, cfg, rng) for image in images]) if n else images.copy()
+    if erasing is not None:  # a 0/1 box filled with whole grey levels: exact in uint8
+        base = degrade.ERASING.apply(base.astype(np.float32), erasing, ops.NUMPY).astype(np.uint8)
     labels = soft_labels.astype(np.float32, copy=True)
     out_images, out_labels = base, labels
     if cfg.cutmix > 0 and n > 1:

@@ -10,6 +10,13 @@ Measured at 64 px, batch 64, in tf.data on 2 shared cores: flip + jitter + CutMi
 ``augment.jit_compile=false`` runs the same kernel as plain TF ops. A rotation (which interpolates) runs
 as ``keras.layers.RandomRotation`` between the flips and the kernel.
 
+The degradations (:mod:`~kit.data.augment.degrade`: random resized crop, resampling, blur, noise, JPEG) come first,
+as a kernel call of their own, then JPEG per image (a codec XLA cannot compile), then the kernel above; erasing runs
+in that kernel, after the jitter. Fused into the one kernel, XLA repeats the blur's taps for each consumer: flip +
+jitter + CutMix + blur(p=0.5) took 160-240 ms a batch of 64 at 96 px against 55-68 ms as its own call (2 shared
+cores). Each degradation draws from its own seed (:func:`~kit.data.augment.draws.fold`), so turning one on leaves
+every other draw as it was; with all of them off the graph and the batches are those of the augmenter without them.
+
 ``augment.jitter_on=model`` (resolved by :func:`kit.train.strategy.choose_jitter_on`; ``auto`` unresolved counts as
 ``pipeline``): the augmenter skips the colour jitter, which the model's first layer applies instead
 (:class:`kit.data.augment.layer.ColorJitter`, after CutMix/MixUp rather than before).
@@ -27,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.config.checks import check_ranges
 from kit.config.symmetry import FLIP_AXES, HEIGHT, WIDTH
-from kit.data.augment import ops
+from kit.data.augment import degrade, ops
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -80,7 +87,8 @@ class OnlineAugmenter:
         self.flip_axes = FLIP_AXES[str(cfg.flip)]
         # The jitter runs here unless the model's first layer runs it (augment.jitter_on=model, kit.data.augment.layer).
         self.jitter = cfg.color_jitter if cfg.color_jitter > 0 and str(cfg.jitter_on) != "model" else 0.0
-        self.names = [
+        self.degradations = degrade.chosen(cfg, degrade.ROWS)
+        self.names = degrade.describe(cfg) + [
             name
             for name, on in [
                 ("flip", bool(self.flip_axes)),
@@ -161,6 +169,10 @@ class OnlineAugmenter:
         shape = tf.shape(images)
         batch, height, width = shape[0], shape[1], shape[2]
         seed_flips, seed_shifts, seed_jitter, seed_cutmix = draws.split(seed, 4)
+        degraded = self._draw_degradations(seed, shape)
+        erasing = degraded.pop(degrade.ERASING.name, None)
+        if degraded:
+            images = self._degrade(images, degraded)
         # (axis, [B] booleans) per flipped axis: "both" flips each axis on its own draw.
         flips = [(axis, draws.coin_flips(s, batch)) for axis, s in zip(self.flip_axes, draws.split(seed_flips, 2), strict=False)]
         if self.layers:  # a rotation (a layer, outside the kernel) must come after the flips: flip first
@@ -184,26 +196,60 @@ class OnlineAugmenter:
                 rows, area = rows * (1.0 - mixed_up), area * (1.0 - mixed_up)
             labels = ops.mix_labels(labels, partner, area, tf_ops)
             paste = (partner, rows, cols)
-        mixed = self.kernel(images, flips, shifts, jitter, paste, blend)
+        mixed = self.kernel(images, flips, shifts, jitter, paste, blend, erasing=erasing)
         return tf.ensure_shape(mixed, images.shape), labels
 
-    def _kernel(self, images: Any, flips: list[tuple[int, Any]], shifts: Any, jitter: Any, paste: Any, blend: Any) -> Any:
+    def _draw_degradations(self, seed: Any, shape: Any) -> dict[str, Any]:
+        """The draws of the degradations that are on, by name; each row's seed folded in from its place in the table."""
+        from kit.data.augment import draws
+
+        cfg = self.cfg
+        return {
+            row.name: draws.degradation(
+                draws.fold(seed, degrade.ROWS.index(row)), shape, row, getattr(cfg, row.name), getattr(cfg, row.parameter)
+            )
+            for row in self.degradations
+        }
+
+    def _degrade(self, images: Any, degraded: dict[str, Any]) -> Any:
+        """The drawn degradations, a stage of their own: the pixel maths as a kernel call, then JPEG per image."""
+        pixel_rows = {name: params for name, params in degraded.items() if name != "jpeg"}
+        if pixel_rows:
+            images = self.kernel(images, [], None, None, None, None, degraded=pixel_rows)
+        return degrade.reencode_tf(images, degraded["jpeg"]) if "jpeg" in degraded else images
+
+    def _kernel(
+        self,
+        images: Any,
+        flips: list[tuple[int, Any]],
+        shifts: Any,
+        jitter: Any,
+        paste: Any,
+        blend: Any,
+        degraded: dict[str, Any] | None = None,
+        erasing: Any = None,
+    ) -> Any:
         """The pixel work of one batch (compiled by XLA unless ``augment.jit_compile=false``).
 
-        uint8 or float images [B, H, W, 3] -> float32 in 0..255: each image flipped along each axis where drawn,
-        whole-pixel shifts, jitter with the drawn parameters, the CutMix paste (an exact 0/1 blend) or the MixUp
-        blend, then a clip (the rotation's interpolation can overshoot 0..255 slightly).
+        uint8 or float images [B, H, W, 3] -> float32 in 0..255: the drawn degradations (pixel maths only; clipped),
+        each image flipped along each axis where drawn, whole-pixel shifts, jitter with the drawn parameters, random
+        erasing, the CutMix paste (an exact 0/1 blend) or the MixUp blend, then a clip (the rotation's interpolation
+        can overshoot 0..255 slightly).
         """
         import tensorflow as tf
 
         tf_ops = ops.tensorflow_ops()
         x = tf.cast(images, tf.float32)
+        if degraded:
+            x = tf.clip_by_value(degrade.apply_pixel_rows(x, degraded, tf_ops), 0.0, 255.0)
         for axis, flipped in flips:
             x = ops.flip(x, flipped, axis, tf_ops)
         if shifts is not None:
             x = ops.shift(x, *shifts, tf_ops)
         if jitter is not None:
             x = ops.jitter(x, *jitter, tf_ops, fused=bool(self.cfg.jit_compile))
+        if erasing is not None:
+            x = degrade.ERASING.apply(x, erasing, tf_ops)
         if paste is not None:
             x = ops.paste(x, *paste, tf_ops)
         if blend is not None:
@@ -219,6 +265,10 @@ class OnlineAugmenter:
 
         seed_jitter, seed_apply = draws.split(seed, 2)
         images = tf.cast(images, tf.float32)
+        degraded = self._draw_degradations(seed, tf.shape(images))
+        erasing = degraded.pop(degrade.ERASING.name, None)
+        if degraded:
+            images = self._degrade(images, degraded)
         for layer in self.layers:
             images = layer(images)  # keras-cv layers always augment and take no `training` argument
         if self.jitter > 0:
@@ -226,6 +276,8 @@ class OnlineAugmenter:
             images = ops.jitter(images, *jitter, ops.tensorflow_ops())  # clips to 0..255
         else:  # rotation interpolation can overshoot slightly; models expect 0..255
             images = tf.clip_by_value(images, 0.0, 255.0)
+        if erasing is not None:
+            images = degrade.ERASING.apply(images, erasing, ops.tensorflow_ops())
         mixed_up = None
         if self.cfg.mixup > 0:  # keras-cv's MixUp draws one weight a batch; kit's blend is per image, as online above
             seed_apply, seed_mixup = draws.split(seed_apply, 2)
@@ -267,11 +319,13 @@ def build_online_augmenter(cfg: AugmentConfig, num_classes: int) -> Callable[[An
 
     ``images``: uint8 or float32 [B, H, W, 3] in 0..255 (the result is float32); ``labels``: float32 one-hot
     or soft [B, num_classes].
-    Applies, in order: random flips (``cfg.flip``; ``both`` flips each axis on its own draw), rotation
-    (``cfg.rotation``, reflect fill), whole-pixel shifts (``cfg.translate``, reflect fill), color jitter
-    (``cfg.color_jitter`` strength; skipped with ``cfg.jitter_on=model``, the model's layer), then MixUp on the
-    whole batch with probability ``cfg.mixup`` (per-image Beta(mixup_alpha) weights) or else CutMix with
-    probability ``cfg.cutmix``, mixing labels by the blend weight or the pasted area. Pixels stay in 0..255. With everything off it returns its inputs (as float32).
+    Applies, in order: the degradations (:mod:`~kit.data.augment.degrade`: random resized crop, resampling, blur,
+    noise, JPEG; each with its probability per image), random flips (``cfg.flip``; ``both`` flips each axis on its
+    own draw), rotation (``cfg.rotation``, reflect fill), whole-pixel shifts (``cfg.translate``, reflect fill), color
+    jitter (``cfg.color_jitter`` strength; skipped with ``cfg.jitter_on=model``, the model's layer), random erasing
+    (``cfg.erase``), then MixUp on the whole batch with probability ``cfg.mixup`` (per-image Beta(mixup_alpha)
+    weights) or else CutMix with probability ``cfg.cutmix``, mixing labels by the blend weight or the pasted area.
+    Pixels stay in 0..255. With everything off it returns its inputs (as float32).
     The same ``cfg.seed`` gives the same sequence of batches' draws.
     Raises :class:`KitError` at trace time for integer or unbatched labels or unbatched images.
     """
