@@ -47,8 +47,8 @@ from kit.inference import (
     to_class_probs,
 )
 from kit.io import as_path, write_csvs, write_json
-from kit.provenance import recorded_score, run_records, threshold_source, write_provenance
-from kit.runs import expand_runs, latest_run, load_model, run_config, run_fold, threshold_runs
+from kit.provenance import run_record, run_records, write_provenance
+from kit.runs import expand_runs, latest_run, load_model, run_config, run_fold
 from kit.scores import degenerate_warning
 from kit.submission import submission_frame, validate_submission
 
@@ -181,7 +181,8 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         folder = members[0].run
         class_probs = test_probs[0]
         threshold = resolve_threshold(cfg.predict.threshold, members_given) if binary else None
-        made = _single_record(cfg, members[0], threshold, auto, tta)
+        setting = f"predict.threshold={cfg.predict.threshold}"
+        made = run_record(members[0].run, members[0].model, str(cfg.comp.metric), threshold, auto, setting, tta)
     cut_at = 0.5 if threshold is None else threshold  # multi-class files are cut at the argmax
     if warning := degenerate_warning(class_probs, cut_at):
         made["degenerate"] = warning
@@ -207,18 +208,6 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     if truth is not None:
         report_test_score(cfg, truth, class_probs, cut_at, names, out.parent, [str(m.run) for m in members])
     return out
-
-
-def _single_record(cfg: Config, member: Member, threshold: float | None, auto: bool, tta: list[str]) -> dict[str, Any]:
-    """The provenance of one run's file: its threshold and where it came from, and its recorded score that matches."""
-    record: dict[str, Any] = {"runs": [{"run": str(member.run), "model": member.model, "weight": 1.0}], "ensemble": False}
-    record["threshold"], record["threshold_source"] = threshold, f"predict.threshold={cfg.predict.threshold}"
-    if threshold is not None and auto:
-        found = threshold_runs([member.run])
-        record["threshold_source"] = ", ".join(threshold_source(r) for r in found)
-        if found != [member.run]:
-            return {**record, "score": None, "why": f"no score measured at the mean threshold of {len(found)} folds"}
-    return {**record, **recorded_score(member.run, str(cfg.comp.metric), threshold, auto and threshold is not None, tta)}
 
 
 def ensemble_dir(cfg: Config) -> Path:

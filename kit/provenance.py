@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kit.io import as_path, read_json, write_json
-from kit.runs import RECORDS_FILE, THRESHOLD_FILE, run_config
+from kit.runs import RECORDS_FILE, THRESHOLD_FILE, run_config, threshold_runs
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -101,6 +101,30 @@ def recorded_score(run_dir: Path | URLPath, metric: str, threshold: float | None
     return {"score": {**entry, "label": score_label(entry, metric, at) + note}}
 
 
+def run_record(
+    run_dir: Path, model: str, metric: str, threshold: float | None, auto: bool, setting: str, tta: list[str]
+) -> dict[str, Any]:
+    """The provenance of a file predicted by one run (``kit predict``): the run, the threshold it was cut at (None:
+    multi-class) and where that came from (``setting``, or with ``auto`` the threshold.json it was read from), and
+    the run's recorded score that matches (:func:`recorded_score`)."""
+    record: dict[str, Any] = {"runs": [{"run": str(run_dir), "model": model, "weight": 1.0}], "ensemble": False}
+    record.update(threshold=threshold, threshold_source=setting)
+    auto = auto and threshold is not None
+    if auto:
+        found = threshold_runs([run_dir])
+        record["threshold_source"] = ", ".join(_threshold_file(r) for r in found)
+        if found != [as_path(run_dir)]:
+            return {**record, "score": None, "why": f"no score measured at the mean threshold of {len(found)} folds"}
+    return {**record, **recorded_score(run_dir, metric, threshold, auto, tta)}
+
+
+def _threshold_file(run_dir: Path | URLPath) -> str:
+    """A run's threshold.json and what it was chosen on."""
+    saved = _read(as_path(run_dir) / THRESHOLD_FILE)
+    on = f" (chosen on {saved.get('examples', '?')} {saved['chosen_on']} rows)" if saved.get("chosen_on") else ""
+    return f"{as_path(run_dir) / THRESHOLD_FILE}{on}"
+
+
 # --- the provenance of a submission -----------------------------------------------------------------------
 
 
@@ -164,10 +188,3 @@ def describe(record: dict) -> str:
     elif record.get("why"):
         parts.append(record["why"])
     return " ".join(p for p in parts if p)
-
-
-def threshold_source(run_dir: Path | URLPath) -> str:
-    """Where ``threshold=auto`` of one run came from: its threshold.json and what it was chosen on."""
-    saved = _read(as_path(run_dir) / THRESHOLD_FILE)
-    on = saved.get("chosen_on")
-    return f"{as_path(run_dir) / THRESHOLD_FILE}" + (f" (chosen on {saved.get('examples', '?')} {on} rows)" if on else "")

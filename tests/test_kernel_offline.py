@@ -149,5 +149,5 @@ def test_inference_kernel_runs_offline_on_the_image_packages(tmp_path, monkeypat
     assert submission["label"].tolist() == expected.tolist()  # the threshold packed with the run
     # Only what the user needs is in working; records are scratch, in temp.
     assert sorted(p.name for p in working.iterdir()) == ["kit-config.yaml", "probabilities.csv", "submission.csv"]
-    assert list((temp / "records" / "fake-comp" / "8").glob("test-*.tfrecord"))
-    assert not list((temp / "records" / "fake-comp" / "8").glob("train-*.tfrecord"))
+    assert list((temp / "records" / "fake-comp" / "8").rglob("test-*.tfrecord"))
+    assert not list((temp / "records" / "fake-comp" / "8").rglob("train-*.tfrecord"))

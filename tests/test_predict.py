@@ -164,6 +164,29 @@ def test_threshold_auto_reads_threshold_json(binary_comp, tmp_path):
     assert int(submission["label"].sum()) == int((probs >= threshold).sum()) == N_TEST - N_TEST // 2
 
 
+def test_the_submission_message_comes_from_how_the_file_was_predicted_not_todays_settings(binary_comp, tmp_path):
+    """Before: a file cut at threshold=auto was described by `kit submit` with today's predict.threshold=0.5 as
+    'hold-out f1 at 0.5 ...', a score of another cut."""
+    from kit.kaggle.submit import submission_message
+
+    cfg, _ = binary_comp
+    run = make_run(cfg, tmp_path / "runs" / "tiny" / "cnn" / "run1", make_model(1, seed=5))
+    at_half = {"metric": "f1", "value": 0.9062, "interval": [0.88, 0.93], "what": "hold-out at the fixed threshold 0.5"}
+    what = "hold-out at the F1-best threshold chosen on the other 4 of 5 parts (never on the rows scored)"
+    at_chosen = {"metric": "f1", "value": 0.8875, "interval": [0.86, 0.91], "what": what}
+    write_json(run / "metrics.json", {"score": at_half, "score_at_threshold": at_chosen})
+    write_json(run / "threshold.json", {"threshold": 0.3925, "rule": "F1-best", "chosen_on": "val", "examples": 400})
+    cfg.predict.threshold, cfg.predict.tta = "auto", ["hflip"]
+    out = predict(cfg, [run])
+
+    cfg.predict.threshold, cfg.predict.tta = "0.5", []  # the settings of the day `kit submit` runs
+    message = submission_message(cfg, out)
+    assert message.startswith("kit cnn run run1 threshold 0.3925 (auto) tta hflip hold-out f1 at chosen threshold")
+    assert "0.8875 [0.8600-0.9100]" in message and "0.9062" not in message
+    record = read_json(out.parent / "submission.json")
+    assert record["threshold_source"] == f"{run / 'threshold.json'} (chosen on 400 val rows)" and record["tta"] == ["hflip"]
+
+
 def test_multiclass_names_and_kfold_expansion(tmp_path):
     cfg = make_config(tmp_path, ["cat", "dog", "cow"], metric="accuracy", label_format="name")
     ids = [f"t{i}" for i in range(N_TEST)]

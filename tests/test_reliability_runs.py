@@ -37,12 +37,16 @@ N_TEST = 10
 
 def _write_records(records_root: Path, folds: int = 3, n_train: int = 48, n_val: int = 16) -> None:
     """Binary train (with a fold column), val and test shards of comp ``tiny`` in the kit.data.records format."""
+    for plan in ("holdout0.2-seed42", f"kfold{folds}-seed42"):  # the same rows serve `kit train` and `kit train folds=N`
+        _write_plan(records_root / "tiny" / str(SIZE) / plan, folds, n_train, n_val)
+
+
+def _write_plan(folder: Path, folds: int, n_train: int, n_val: int) -> None:
     import tensorflow as tf
 
     from kit.data import schema
     from kit.data.manifest import VERSION
 
-    folder = records_root / "tiny" / str(SIZE)
     folder.mkdir(parents=True)
     shards, counts = {}, {}
     for split, n, seed in (("train", n_train, 0), ("val", n_val, 1), ("test", N_TEST, 2)):
