@@ -82,8 +82,8 @@ def check_records_source(cfg: Config, manifest: Manifest) -> None:
             "were built from (an older kit)",
             f"point data.root=... at the competition's folder (or get it with `kit data comp={cfg.comp.name}`)",
         )
-    if built != {**built, **wanted}:
-        differ = ", ".join(f"{k} {built.get(k)} (settings: {v})" for k, v in wanted.items() if built.get(k) != v)
+    differ = ", ".join(f"{k} {built.get(k)} (settings: {v})" for k, v in wanted.items() if built.get(k) != v)
+    if differ:
         raise KitError(
             f"raw data {cfg.data.root} not found, and the records in {manifest.records_dir} were built from other data: {differ}",
             f"set data.root={built['data_root']} to use them as they are, or point data.root=... at the competition's folder",

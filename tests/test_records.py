@@ -221,7 +221,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
     index.to_csv(index_csv, index=False)
     extra = ["data.shard_mb=0.0001"]  # one example per shard: many small atomic steps
     killed_root = tmp_path / "killed"
-    folder = killed_root / "demo" / "16"
+    folder = records_dir(make_config(killed_root, *extra))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _build_then_hold_script(killed_root, index_csv, extra)],

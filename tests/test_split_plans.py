@@ -95,7 +95,7 @@ def test_records_without_their_raw_data_say_what_they_were_built_from_or_are_ref
     raw.rename(tmp_path / "moved")  # the raw data gone (a records-only dataset): used as they are, said so
     assert workflow.ensure_records(holdout).fingerprint == built.fingerprint
     line = capsys.readouterr().out
-    assert f"using the records in {built.records_dir}, built from {raw.resolve()} (holdout0.25-seed42, " in line
+    assert f"using the records in {built.records_dir}, built from {raw.resolve()} (holdout0.25-seed42)" in line
     assert built.source["data_root"] == str(raw.resolve()) and built.source["split_plan"] == "holdout0.25-seed42"
 
 

@@ -6,7 +6,7 @@
      "counts": {split: {"total", "per_class": {name: n}, "originals", "augmented", "unlabelled",
                         "per_fold": {fold: {"total", "originals"}}}},
      "shards": {split: [file names]}, "skipped": [{"id", "path", "reason", "split"}], "augment": {...},
-     "fingerprint", "source": {"data_root", "split_plan", "built"}}
+     "fingerprint", "source": {"data_root", "split_plan"}}
 
 ``per_fold`` came later: a manifest without it still reads (its fold counts are then ``None`` and
 callers scan the shards, as before). The records folder of a config is :func:`records_dir`: one folder per
@@ -187,11 +187,10 @@ class Manifest:
         }
 
     def describe_source(self) -> str:
-        """``built from <data root> (<split plan>, <when>)``, or that an older kit did not record it."""
+        """``built from <data root> (<split plan>)``, or that an older kit did not record it."""
         if not self.source.get("data_root"):
             return "built by an older kit that did not record from which data"
-        when = f", {self.source['built']}" if self.source.get("built") else ""
-        return f"built from {self.source['data_root']} ({self.source.get('split_plan', '?')}{when})"
+        return f"built from {self.source['data_root']} ({self.source.get('split_plan', '?')})"
 
     def reference(self) -> dict[str, Any]:
         """What a run records of the records it trained on (``records.json``): folder, fingerprint and source."""

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -219,7 +218,7 @@ def _manifest(cfg: Config, classes: list[str], tasks: list[ShardTask], folder: P
         augment=_records_augment(cfg),
         fingerprint=fp,
         records_dir=folder,
-        source={**records_source(cfg), "built": time.strftime("%Y-%m-%d %H:%M:%S")},
+        source=records_source(cfg),  # no build time: a resumed build writes the manifest of an uninterrupted one
     )
 
 
