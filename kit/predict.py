@@ -202,7 +202,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     _write_outputs([(frame, out), (probs_frame, out.parent / PROBABILITIES_FILE)])
     write_provenance(out, {**made, "tta": list(tta), "threshold_auto": auto and binary, "metric": str(cfg.comp.metric)})
     if ensemble:
-        write_json(out.parent / ENSEMBLE_FILE, {k: v for k, v in made.items() if k != "degenerate"})
+        write_json(folder / ENSEMBLE_FILE, {k: v for k, v in made.items() if k != "degenerate"})
     print(f"submission: {out} ({len(frame)} rows{f', threshold {threshold:.4f}' if binary else ''})")
     truth = members[0].test_truth
     if truth is not None:

@@ -128,26 +128,25 @@ def _threshold_file(run_dir: Path | URLPath) -> str:
 # --- the provenance of a submission -----------------------------------------------------------------------
 
 
-def provenance_path(submission: Path) -> Path:
+def provenance_path(submission: Path | URLPath) -> Path | URLPath:
     """``submission.json`` beside ``submission.csv`` (``<name>.provenance.json`` should the file itself end in .json)."""
-    submission = Path(submission)
-    if submission.suffix == ".json":
-        return submission.with_name(submission.name + ".provenance.json")
-    return submission.with_suffix(".json")
+    submission = as_path(submission)
+    own = submission.suffix == ".json"
+    return submission.with_name(f"{submission.name}.provenance.json" if own else f"{submission.stem}.json")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _sha256(path: Path | URLPath) -> str:
+    return hashlib.sha256(as_path(path).read_bytes()).hexdigest()
 
 
-def write_provenance(submission: Path, record: dict[str, Any]) -> Path:
+def write_provenance(submission: Path | URLPath, record: dict[str, Any]) -> Path | URLPath:
     """Write ``record`` (runs, threshold and its source, TTA, score) beside the ``submission`` just written, with
     the file's name, SHA-256, the git commit and the time: what ``kit submit`` words its message from."""
     from kit.config import git_commit
 
     path = provenance_path(submission)
     stamp = {
-        "file": Path(submission).name,
+        "file": as_path(submission).name,
         "sha256": _sha256(submission),
         "git": git_commit(),
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
