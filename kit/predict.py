@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from kit.blend import fit_blend
+from kit.blend import blend, fit_blend
 from kit.data.manifest import Manifest
 from kit.data.sources import reference_ids
 from kit.errors import KitError
@@ -254,7 +254,8 @@ def _blend_members(cfg: Config, members: list[Member], test_probs: np.ndarray, a
     rule = str(cfg.predict.weights)
     fixed = None if auto or not binary else float(cfg.predict.threshold)
     held = _shared_held_out(members)
-    record: dict[str, Any] = {"ensemble": True, "weights": rule, "score": None, "threshold_source": f"predict.threshold={fixed}"}
+    record: dict[str, Any] = {"ensemble": True, "weights": rule, "score": None}
+    record["threshold_source"] = f"predict.threshold={fixed}" if fixed is not None else ""
     if held is None:
         if rule != "equal":
             raise KitError(f"predict.weights={rule} needs rows held out from every run", "use predict.weights=equal")
@@ -267,6 +268,8 @@ def _blend_members(cfg: Config, members: list[Member], test_probs: np.ndarray, a
         probs, y_true, where = held
         made = fit_blend(rule, probs, y_true, functools.partial(score, cfg), fixed, auto, where)
         weights, threshold = made.weights, made.threshold
+        if warning := degenerate_warning(blend(probs, weights), 0.5 if threshold is None else threshold, y_true):
+            print(f"WARNING: the ensemble on its held-out rows: {warning}")
         for member, value in zip(members, made.run_scores, strict=True):
             print(f"  {where} {cfg.comp.metric} {value:.4f} on the {len(y_true)} shared rows  {member.run}")
         if made.score is None:
@@ -281,7 +284,7 @@ def _blend_members(cfg: Config, members: list[Member], test_probs: np.ndarray, a
     record["runs"] = [{"run": str(m.run), "model": m.model, "weight": float(w)} for m, w in zip(members, weights, strict=True)]
     record["threshold"] = threshold
     print(f"  weights ({rule}): " + ", ".join(f"{w:.3f} {m.run}" for m, w in zip(members, weights, strict=True)))
-    return {**record, "class_probs": np.tensordot(weights, test_probs, axes=1)}
+    return {**record, "class_probs": blend(test_probs, weights)}
 
 
 def has_test_labels(manifest: Manifest) -> bool:

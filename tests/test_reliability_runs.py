@@ -41,6 +41,11 @@ def _write_records(records_root: Path, folds: int = 3, n_train: int = 48, n_val:
         _write_plan(records_root / "tiny" / str(SIZE) / plan, folds, n_train, n_val)
 
 
+def _raw(tmp: Path) -> Path:
+    """The data root the tiny records say they were built from (it holds no files: `kit train` uses the records)."""
+    return (tmp / "raw").resolve()
+
+
 def _write_plan(folder: Path, folds: int, n_train: int, n_val: int) -> None:
     import tensorflow as tf
 
@@ -62,6 +67,7 @@ def _write_plan(folder: Path, folds: int, n_train: int, n_val: int) -> None:
         shards[split], counts[split] = [name], {"total": n}
     manifest = {"version": VERSION, "comp": "tiny", "image_size": SIZE, "classes": ["human", "ai"], "num_classes": 2}
     manifest |= {"image_format": "png", "counts": counts, "shards": shards, "skipped": [], "fingerprint": "runs-t1"}
+    manifest["source"] = {"data_root": str(_raw(folder.parents[3])), "split_plan": folder.name}
     (folder / schema.MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -70,6 +76,7 @@ def _settings(tmp: Path, *extra: str) -> list[str]:
         "model=cnn",
         "comp.name=tiny",
         "comp.classes=[]",
+        f"data.root={_raw(tmp)}",
         f"data.records_root={tmp / 'records'}",
         f"run.root={tmp / 'runs'}",
         f"run.id={LIVE}",
