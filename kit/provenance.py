@@ -7,7 +7,7 @@
   :func:`recorded_score`, the one that matches how a submission was cut (threshold, TTA).
 - ``<submission>.json`` beside each file ``kit predict`` writes (:func:`write_provenance`): its runs and their
   weights, the threshold and where it came from, the TTA views, the honest score with the rows it was measured on,
-  the git commit and the time, and the file's SHA-256. ``kit submit`` words its message from it
+  the time, and the file's SHA-256. ``kit submit`` words its message from it
   (:func:`read_provenance`: None when there is none, or the file changed since), never from today's settings.
 """
 
@@ -141,16 +141,9 @@ def _sha256(path: Path | URLPath) -> str:
 
 def write_provenance(submission: Path | URLPath, record: dict[str, Any]) -> Path | URLPath:
     """Write ``record`` (runs, threshold and its source, TTA, score) beside the ``submission`` just written, with
-    the file's name, SHA-256, the git commit and the time: what ``kit submit`` words its message from."""
-    from kit.config import git_commit
-
+    the file's name, SHA-256 and the time: what ``kit submit`` words its message from."""
     path = provenance_path(submission)
-    stamp = {
-        "file": as_path(submission).name,
-        "sha256": _sha256(submission),
-        "git": git_commit(),
-        "written": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
+    stamp = {"file": as_path(submission).name, "sha256": _sha256(submission), "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json(path, {**stamp, **record})
     return path
 

@@ -265,6 +265,7 @@ def _binary_run(cfg, root: Path, degenerate: str | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow  # the message names the git commit: `git rev-parse` runs
 @pytest.mark.parametrize(
     ("threshold", "auto", "expected"),
     [
@@ -287,6 +288,7 @@ def test_submit_message_names_the_score_of_the_file_uploaded_whatever_the_settin
     assert "cv " not in message
 
 
+@pytest.mark.slow  # the message names the git commit: `git rev-parse` runs
 def test_submit_message_of_a_kfold_parent_says_oof(fake_kaggle, tmp_path):
     cfg = _cfg(tmp_path, "predict.threshold=0.5")
     path = _run_with_submission(cfg, download(cfg))
@@ -301,6 +303,7 @@ def test_submit_message_of_a_kfold_parent_says_oof(fake_kaggle, tmp_path):
     assert "threshold 0.4000 (auto) tta hflip 5-fold OOF accuracy at chosen threshold (val without TTA) 0.9100" in message
 
 
+@pytest.mark.slow  # the message names the git commit: `git rev-parse` runs
 def test_a_file_without_its_provenance_or_changed_since_claims_no_score(fake_kaggle, tmp_path):
     cfg = _cfg(tmp_path)
     path = _binary_run(cfg, download(cfg))

@@ -164,6 +164,7 @@ def test_threshold_auto_reads_threshold_json(binary_comp, tmp_path):
     assert int(submission["label"].sum()) == int((probs >= threshold).sum()) == N_TEST - N_TEST // 2
 
 
+@pytest.mark.slow  # the message names the git commit: `git rev-parse` runs
 def test_the_submission_message_comes_from_how_the_file_was_predicted_not_todays_settings(binary_comp, tmp_path):
     """Before: a file cut at threshold=auto was described by `kit submit` with today's predict.threshold=0.5 as
     'hold-out f1 at 0.5 ...', a score of another cut."""

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kit.config import git_commit
 from kit.errors import KitError
 from kit.kaggle.client import (
     LIMIT_WORDS,
@@ -44,14 +45,14 @@ def latest_submission(cfg: Config) -> Path:
 
 def submission_message(cfg: Config, path: Path) -> str:
     """cfg.kaggle.message, or one worded from the file's own provenance (kit.provenance: the runs, threshold, TTA and
-    honest score ``kit predict`` recorded when it wrote this very file, with the git commit of then); a file without
-    one (made elsewhere, or changed since) gets a neutral message that claims no score."""
+    honest score ``kit predict`` recorded when it wrote this very file), then the git commit of the kit submitting it;
+    a file without one (made elsewhere, or changed since) gets a neutral message that claims no score."""
     if cfg.kaggle.message:
         return cfg.kaggle.message
     record = read_provenance(path)
     if record is None:
         return f"kit {path.name} (no kit predict record of this file: no score claimed)"[:250]
-    commit = record.get("git")
+    commit = git_commit()
     return " ".join(p for p in ("kit", describe(record), f"git {commit}" if commit else "") if p)[:250]
 
 
