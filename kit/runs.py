@@ -3,6 +3,7 @@
 A run lives in ``<run.root>/<comp>/<model>/<run-id>[/fold<k>]/``::
 
     config.yaml      the resolved config it was trained with (what ``run_config`` reads back)
+    records.json     the records it trained on: folder, fingerprint, data root, split plan (kit.provenance)
     versions.json    library versions
     checkpoint/      resume state: ``state.json`` + the weights it names (``read_state``)
     best.keras       the best epoch of the whole run (what ``load_model`` loads)
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     import keras
 
     from kit.config import Config
+    from kit.data.manifest import Manifest
 
 DONE = "done"
 STATE = "checkpoint/state.json"
@@ -46,6 +48,7 @@ THRESHOLD_FILE = "threshold.json"
 BEST_MODEL = "best.keras"
 CONFIG_FILE = "config.yaml"
 VERSIONS_FILE = "versions.json"
+RECORDS_FILE = "records.json"
 LOCK_FILE = "lock"
 # Settings a --resume may change: where things are, how the run is shown or driven, what comes after training.
 # Every other one shapes the model or how and on what it learns (epochs too: a finished phase is never extended),
@@ -181,11 +184,13 @@ def versions() -> dict[str, str]:
     }
 
 
-def write_run_files(cfg: Config, run_dir: Path | URLPath) -> None:
-    """Create ``run_dir`` with the files every run starts with: ``config.yaml`` and ``versions.json``."""
+def write_run_files(cfg: Config, run_dir: Path | URLPath, manifest: Manifest | None = None) -> None:
+    """Create ``run_dir`` with ``config.yaml``, ``versions.json`` and (given the records' manifest) ``records.json``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / CONFIG_FILE, to_yaml(cfg))
     write_json(run_dir / VERSIONS_FILE, versions())
+    if manifest is not None:
+        write_json(run_dir / RECORDS_FILE, manifest.reference())
 
 
 def mark_done(run_dir: Path | URLPath) -> None:
@@ -290,9 +295,9 @@ def find_parent(cfg: Config) -> Path | URLPath | None:
     return _newest([c for c in candidates if (c / KFOLD).is_file() and not (c / DONE).is_file()])
 
 
-def start_parent(cfg: Config, parent: Path | URLPath, marker: dict[str, Any]) -> None:
+def start_parent(cfg: Config, parent: Path | URLPath, marker: dict[str, Any], manifest: Manifest | None = None) -> None:
     """Make ``parent`` (from ``new_run_dir``) a k-fold parent run: the run files and ``kfold.json`` holding ``marker``."""
-    write_run_files(cfg, parent)
+    write_run_files(cfg, parent, manifest)
     write_json(parent / KFOLD, marker)
 
 
@@ -323,17 +328,15 @@ def expand_runs(run_dirs: Sequence[Path]) -> list[Path]:
 
 
 def run_config(cfg: Config, run_dir: Path | URLPath) -> Config:
-    """``cfg`` with the model (architecture, image size) and folds the run was trained with.
-
-    Everything else (data paths, predict settings) stays from the current command line, so an
-    ensemble of models with different image sizes reads each its own records. A fold reads its parent's
-    config when it has none of its own.
-    """
+    """``cfg`` with the model (architecture, image size) and split plan (folds, val fraction, seed) the run was
+    trained with. Everything else (data paths, predict settings) stays from the current command line, so an ensemble
+    of models with other image sizes or splits reads each its own records. A fold reads its parent's config."""
     for candidate in (as_path(run_dir) / CONFIG_FILE, as_path(run_dir).parent / CONFIG_FILE):
         if candidate.is_file():
             with local_copy(candidate) as local:  # from_yaml reads local files
                 saved = from_yaml(local)
-            data = dataclasses.replace(cfg.data, folds=saved.data.folds)
+            split = {key: getattr(saved.data, key) for key in ("folds", "val_fraction", "seed")}
+            data = dataclasses.replace(cfg.data, **split)
             comp = cfg.comp if cfg.comp.classes else dataclasses.replace(cfg.comp, classes=list(saved.comp.classes))
             return dataclasses.replace(cfg, model=saved.model, data=data, comp=comp)
     return cfg

@@ -51,7 +51,9 @@ def ensure_records(cfg: Config) -> Manifest:
     records``: a no-op when the manifest's fingerprint matches the current index and settings).
 
     Records on a remote store (``gs://`` for TPUs) are only read: they are built where the images are. Records
-    without their raw images (e.g. a Kaggle dataset holding only the records) are used as they are, said so.
+    without their raw images (e.g. a Kaggle dataset holding only the records) are used as they are when they were
+    built from ``data.root`` with this split plan, said so in one line naming them; otherwise (a wrong or forgotten
+    ``data.root``) one line refuses them.
     """
     from kit.data.manifest import read_manifest, records_dir
     from kit.data.records import build_from_config
@@ -62,9 +64,30 @@ def ensure_records(cfg: Config) -> Manifest:
     if is_url(folder):
         return read_manifest(folder)
     if not Path(cfg.data.root).is_dir() and (Path(folder) / MANIFEST).is_file():
-        print(f"raw data {cfg.data.root} not found: training on the existing records in {folder}")
-        return read_manifest(folder)
+        manifest = read_manifest(folder)
+        check_records_source(cfg, manifest)
+        print(f"raw data {cfg.data.root} not found: using the records in {folder}, {manifest.describe_source()}")
+        return manifest
     return build_from_config(cfg)
+
+
+def check_records_source(cfg: Config, manifest: Manifest) -> None:
+    """Records used without their raw images must say they were built from ``data.root`` with this split plan."""
+    from kit.data.manifest import records_source
+
+    wanted, built = records_source(cfg), manifest.source
+    if not built.get("data_root"):
+        raise KitError(
+            f"raw data {cfg.data.root} not found, and the records in {manifest.records_dir} do not say which data they "
+            "were built from (an older kit)",
+            f"point data.root=... at the competition's folder (or get it with `kit data comp={cfg.comp.name}`)",
+        )
+    differ = ", ".join(f"{k} {built.get(k)} (settings: {v})" for k, v in wanted.items() if built.get(k) != v)
+    if differ:
+        raise KitError(
+            f"raw data {cfg.data.root} not found, and the records in {manifest.records_dir} were built from other data: {differ}",
+            f"set data.root={built['data_root']} to use them as they are, or point data.root=... at the competition's folder",
+        )
 
 
 def train(cfg: Config, resume: bool = False) -> Path | URLPath:

@@ -36,8 +36,11 @@ def make_config(tmp: Path, classes: list[str], *, metric: str = "f1", label_form
     return cfg
 
 
-def write_split(cfg: Config, split: str, images: np.ndarray, labels: np.ndarray, ids: list[str]) -> None:
-    """One shard of ``split`` plus the manifest entry (merged into an existing manifest)."""
+def write_split(
+    cfg: Config, split: str, images: np.ndarray, labels: np.ndarray, ids: list[str], folds: np.ndarray | None = None
+) -> None:
+    """One shard of ``split`` plus the manifest entry (merged into an existing manifest); ``folds``: each row's fold
+    (train shards of k-fold records), counted per fold in the manifest as the records writer does."""
     import tensorflow as tf
 
     from kit.data.manifest import records_dir
@@ -46,13 +49,14 @@ def write_split(cfg: Config, split: str, images: np.ndarray, labels: np.ndarray,
     folder.mkdir(parents=True, exist_ok=True)
     classes = cfg.comp.classes
     name = f"{split}-00000.tfrecord"
+    folds = np.full(len(ids), -1) if folds is None else np.asarray(folds)
     with tf.io.TFRecordWriter(str(folder / name)) as writer:
-        for image, label, example_id in zip(images, labels, ids, strict=True):
+        for image, label, example_id, fold in zip(images, labels, ids, folds, strict=True):
             png = cv2.imencode(".png", image[..., ::-1])[1].tobytes()  # cv2 writes BGR
             soft = np.zeros(len(classes), np.float32)
             if label >= 0:
                 soft[label] = 1.0
-            writer.write(serialize(Example(png, int(label), soft, example_id, SIZE, SIZE)))
+            writer.write(serialize(Example(png, int(label), soft, example_id, SIZE, SIZE, int(fold))))
     path = folder / MANIFEST
     from kit.data.manifest import VERSION
 
@@ -75,6 +79,11 @@ def write_split(cfg: Config, split: str, images: np.ndarray, labels: np.ndarray,
     )
     per_class = {c: int((labels == i).sum()) for i, c in enumerate(classes)}
     manifest["counts"][split] = {"total": len(ids), "per_class": per_class}
+    if (folds >= 0).any():
+        found, counts = np.unique(folds, return_counts=True)
+        manifest["counts"][split]["per_fold"] = {
+            str(k): {"total": int(n), "originals": int(n)} for k, n in zip(found, counts, strict=True)
+        }
     manifest["shards"][split] = [name]
     write_json(path, manifest)
 

@@ -15,6 +15,7 @@ from test_trainer import _write_records
 from train_helpers import SIZE, python, tiny_cnn_overrides
 
 from kit.config import AugmentConfig, Config, load_config
+from kit.data.manifest import records_dir
 from kit.train.strategy import choose_jitter_on
 
 STRENGTH = 0.4
@@ -174,7 +175,7 @@ def test_auto_on_this_cpu_keeps_the_jitter_in_the_pipeline(tmp_path: Path) -> No
     from kit.train.strategy import with_jitter_on
     from kit.train.trainer import jitter_summary
 
-    _write_records(tmp_path / "records" / "tiny" / str(SIZE))
+    _write_records(records_dir(load_config(overrides(tmp_path))))
     session = start_session(load_config(overrides(tmp_path)))
     cfg = with_jitter_on(session.cfg, session.device)
     assert session.device == "cpu" and cfg.augment.jitter_on == "pipeline"
@@ -190,8 +191,8 @@ def test_a_run_with_the_jitter_in_the_model_trains_and_its_best_keras_predicts_w
     from kit.models.registry import build_model
     from kit.train.trainer import train
 
-    _write_records(tmp_path / "records" / "tiny" / str(SIZE))
     cfg = load_config(overrides(tmp_path, "augment.jitter_on=model"))
+    _write_records(records_dir(cfg))
     run_dir = train(cfg)
 
     assert "colour jitter in the model (augment.jitter_on)" in capsys.readouterr().out

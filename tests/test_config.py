@@ -24,7 +24,7 @@ def test_presets_are_all_loadable():
 def test_competition_image_size_per_model_and_overrides():
     cfg = load_config(["comp=ai-vs-human", "model=effnetb4", "train.epochs=3", "strategy=cpu"])
     assert cfg.model.image_size == 380
-    assert str(records_dir(cfg)) == "data/records/ai-vs-human/380"  # records per competition and image size
+    assert str(records_dir(cfg)) == "data/records/ai-vs-human/380/holdout0.2-seed42"  # per competition, size, split plan
     assert cfg.train.epochs == 3 and cfg.train.strategy == "cpu"
     assert cfg.binary and monitored_metric(cfg, cfg.binary, has_val=True) == "val_f1_score"
     cfg = load_config(["comp=ai-100", "model=effnetb4", "model.image_size=128"])

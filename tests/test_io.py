@@ -74,9 +74,9 @@ def test_records_dir_keeps_the_scheme() -> None:
 
     cfg = Config()
     cfg.data.records_root = "gs://bucket/records"
-    assert str(records_dir(cfg)) == f"gs://bucket/records/{cfg.comp.name}/{cfg.model.image_size}"
+    assert str(records_dir(cfg)) == f"gs://bucket/records/{cfg.comp.name}/{cfg.model.image_size}/holdout0.2-seed42"
     cfg.data.records_root = "data/records"
-    assert records_dir(cfg) == Path("data/records") / cfg.comp.name / str(cfg.model.image_size)
+    assert records_dir(cfg) == Path("data/records") / cfg.comp.name / str(cfg.model.image_size) / "holdout0.2-seed42"
 
 
 def test_fit_phases_writes_its_run_dir_on_a_url() -> None:

@@ -18,6 +18,7 @@ from kit.errors import KitError
 from kit.kaggle.client import MAX_TRIES, username
 from kit.kaggle.download import MARKER, PARTIAL_DIR, download
 from kit.kaggle.submit import submission_message, submit
+from kit.provenance import provenance_path, run_record, write_provenance
 
 pytest_plugins = ["fake_kaggle"]  # the fake_kaggle fixture
 
@@ -212,16 +213,24 @@ def _run_with_submission(cfg, root: Path) -> Path:
     return path
 
 
+def _predicted(path: Path, threshold: float | None, auto: bool = False, tta: tuple[str, ...] = (), metric: str = "f1") -> Path:
+    """The provenance kit predict writes beside a file it predicted with the run it sits in."""
+    setting = "auto" if auto else f"{threshold}"
+    record = run_record(path.parent, "resnet20", metric, threshold, auto, f"predict.threshold={setting}", list(tta))
+    return write_provenance(path, {**record, "tta": list(tta), "threshold_auto": auto, "metric": metric})
+
+
 def test_submit_uploads_exact_bytes_and_reads_the_score(fake_kaggle, tmp_path, capsys):
     cfg = _cfg(tmp_path)
     root = download(cfg)
     path = _run_with_submission(cfg, root)
+    _predicted(path, None, metric="accuracy")  # as a multi-class file is: cut at the argmax
     score = submit(cfg, None, dry_run=False)
     assert score == pytest.approx(0.87654)
     assert list(fake_kaggle.uploads.values()) == [path.read_bytes()]
     (create,) = fake_kaggle.calls("CreateSubmission")
     description = create.body["submissionDescription"]
-    assert description.startswith("kit resnet20 run run1") and "hold-out accuracy 0.9123 [0.9000-0.9300]" in description
+    assert description.startswith("kit resnet20 run run1 hold-out accuracy 0.9123 [0.9000-0.9300]")
     assert len(fake_kaggle.calls("ListSubmissions")) == fake_kaggle.pending_polls + 1
     assert "0.87654" in capsys.readouterr().out
 
@@ -256,25 +265,32 @@ def _binary_run(cfg, root: Path, degenerate: str | None = None) -> Path:
     return path
 
 
+@pytest.mark.slow  # the message names the git commit: `git rev-parse` runs
 @pytest.mark.parametrize(
-    ("threshold", "expected"),
+    ("threshold", "auto", "expected"),
     [
-        ("auto", "hold-out f1 at chosen threshold 0.9231 [0.8800-0.9600]"),  # the file was cut at the tuned threshold
-        ("0.5", "hold-out f1 at 0.5 0.9412 [0.9000-0.9700]"),
-        ("0.3", "threshold 0.3: no score measured at it"),
+        (0.42, True, "threshold 0.4200 (auto) hold-out f1 at chosen threshold 0.9231 [0.8800-0.9600]"),
+        (0.5, False, "threshold 0.5000 (fixed) hold-out f1 at 0.5 0.9412 [0.9000-0.9700]"),
+        (0.3, False, "threshold 0.3000 (fixed) no score measured at threshold 0.3"),
     ],
 )
-def test_submit_message_names_the_score_of_the_file_uploaded(fake_kaggle, tmp_path, threshold, expected):
-    """Before: 'cv f1=0.9412' (the hold-out score at 0.5, called CV) whatever threshold cut the file."""
-    cfg = _cfg(tmp_path, f"predict.threshold={threshold}")
+@pytest.mark.parametrize("today", ["auto", "0.5", "0.3"])
+def test_submit_message_names_the_score_of_the_file_uploaded_whatever_the_settings_today(
+    fake_kaggle, tmp_path, threshold, auto, expected, today
+):
+    """Before: the message followed today's predict.threshold, so a file cut at threshold=auto (0.42) could be sent
+    as 'hold-out f1 at 0.5 0.9412'. Now it is worded from the file's own provenance, written when it was predicted."""
+    cfg = _cfg(tmp_path, f"predict.threshold={today}")
     path = _binary_run(cfg, download(cfg))
+    _predicted(path, threshold, auto)
     message = submission_message(cfg, path)
-    assert message.startswith("kit resnet20 run run1 ") and expected in message
+    assert message.startswith(f"kit resnet20 run run1 {expected}")
     assert "cv " not in message
 
 
+@pytest.mark.slow  # the message names the git commit: `git rev-parse` runs
 def test_submit_message_of_a_kfold_parent_says_oof(fake_kaggle, tmp_path):
-    cfg = _cfg(tmp_path, "predict.threshold=auto")
+    cfg = _cfg(tmp_path, "predict.threshold=0.5")
     path = _run_with_submission(cfg, download(cfg))
     (path.parent / "metrics.json").unlink()
     at_half = {"value": 0.9, "interval": [0.88, 0.92], "what": "5-fold OOF at the fixed threshold 0.5"}
@@ -282,7 +298,22 @@ def test_submit_message_of_a_kfold_parent_says_oof(fake_kaggle, tmp_path):
     at_chosen = {"value": 0.91, "interval": [0.89, 0.93], "what": chosen}
     (path.parent / "cv.json").write_text(json.dumps({"metric": "f1", "score": 0.9, "at_0.5": at_half, "at_chosen": at_chosen}))
     (path.parent / "threshold.json").write_text(json.dumps({"threshold": 0.4, "chosen_on": "oof", "honest_score": at_chosen}))
-    assert "5-fold OOF accuracy at chosen threshold 0.9100 [0.8900-0.9300]" in submission_message(cfg, path)
+    _predicted(path, 0.4, auto=True, tta=("hflip",), metric="accuracy")
+    message = submission_message(cfg, path)
+    assert "threshold 0.4000 (auto) tta hflip 5-fold OOF accuracy at chosen threshold (val without TTA) 0.9100" in message
+
+
+@pytest.mark.slow  # the message names the git commit: `git rev-parse` runs
+def test_a_file_without_its_provenance_or_changed_since_claims_no_score(fake_kaggle, tmp_path):
+    cfg = _cfg(tmp_path)
+    path = _binary_run(cfg, download(cfg))
+    neutral = "kit submission.csv (no kit predict record of this file: no score claimed)"
+    assert submission_message(cfg, path) == neutral  # a file kit predict did not write
+    _predicted(path, 0.42, auto=True)
+    assert "at chosen threshold 0.9231" in submission_message(cfg, path)
+    path.write_bytes(path.read_bytes().replace(b",1\n", b",0\n", 1))  # edited after kit predict wrote it
+    assert submission_message(cfg, path) == neutral
+    assert json.loads(provenance_path(path).read_text())["threshold"] == 0.42  # the record itself is left as it was
 
 
 def test_submit_refuses_a_constant_model_unless_forced(fake_kaggle, tmp_path, capsys):

@@ -148,6 +148,7 @@ def test_inference_kernel_runs_offline_on_the_image_packages(tmp_path, monkeypat
     expected = (probs["1"] >= 0.45).map({True: "1", False: "0"})
     assert submission["label"].tolist() == expected.tolist()  # the threshold packed with the run
     # Only what the user needs is in working; records are scratch, in temp.
-    assert sorted(p.name for p in working.iterdir()) == ["kit-config.yaml", "probabilities.csv", "submission.csv"]
-    assert list((temp / "records" / "fake-comp" / "8").glob("test-*.tfrecord"))
-    assert not list((temp / "records" / "fake-comp" / "8").glob("train-*.tfrecord"))
+    written = ["kit-config.yaml", "probabilities.csv", "submission.csv", "submission.json"]  # .json: how it was made
+    assert sorted(p.name for p in working.iterdir()) == written
+    assert list((temp / "records" / "fake-comp" / "8").rglob("test-*.tfrecord"))
+    assert not list((temp / "records" / "fake-comp" / "8").rglob("train-*.tfrecord"))

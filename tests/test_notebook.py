@@ -76,7 +76,7 @@ def test_the_readme_example_runs_as_a_script(tmp_path: Path) -> None:
     result = run_script(example.replace(README_SETTINGS, repr(TINY)), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
-    assert re.search(r"^1149 training images in .*data/records/demo/32$", result.stdout, re.M), result.stdout
+    assert re.search(r"^1149 training images in .*data/records/demo/32/holdout0.2-seed42$", result.stdout, re.M), result.stdout
     assert "id,label\n" in result.stdout
     (submission,) = (tmp_path / "runs/demo/resnet9").glob("*/submission.csv")
     assert len(submission.read_text().splitlines()) == 361  # header + 360 test digits

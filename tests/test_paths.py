@@ -45,7 +45,7 @@ def test_data_then_train_on_a_fresh_folder(tmp_path: Path) -> None:
     train = kit_command("train", "comp=demo", *TINY, cwd=tmp_path)
     assert train.returncode == 0, train.stderr
     assert "records written to" in train.stderr  # built by kit train itself, with the build's own output
-    manifest = json.loads((tmp_path / "data/records/demo/32/manifest.json").read_text())
+    manifest = json.loads((tmp_path / "data/records/demo/32/holdout0.2-seed42/manifest.json").read_text())
     assert manifest["counts"]["train"]["total"] + manifest["counts"]["val"]["total"] == 1437
     (run_dir,) = (tmp_path / "runs/demo/cnn").iterdir()
     assert (run_dir / "best.keras").is_file() and (run_dir / "history.csv").is_file()
@@ -78,7 +78,8 @@ def test_stale_records_are_rebuilt_before_training(tmp_path: Path) -> None:
     os.utime(image, ns=(1, 1))
     rebuilt = workflow.ensure_records(cfg)
     assert rebuilt.fingerprint != first.fingerprint
-    assert json.loads((tmp_path / "records/demo/32/manifest.json").read_text())["fingerprint"] == rebuilt.fingerprint
+    manifest_path = tmp_path / "records/demo/32/holdout0.5-seed42/manifest.json"
+    assert json.loads(manifest_path.read_text())["fingerprint"] == rebuilt.fingerprint
 
 
 def test_missing_demo_folder_names_kit_data(tmp_path: Path) -> None:

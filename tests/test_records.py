@@ -116,7 +116,7 @@ def test_round_trip_counts_skips_and_shards_with_a_process_pool(tmp_path, capsys
     cfg = make_config(tmp_path / "records", "data.workers=2", "data.shard_mb=0.0025")  # 2 examples (~1 kB) per shard
     manifest = records.build_records(cfg, index, CLASSES)
     folder = records_dir(cfg)
-    assert folder == tmp_path / "records" / "demo" / "16"
+    assert folder == tmp_path / "records" / "demo" / "16" / "holdout0.2-seed42"
     assert read_manifest(folder) == manifest and manifest.records_dir == folder
     assert leftovers(folder) == []  # no temp files, no progress folder
 
@@ -221,7 +221,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
     index.to_csv(index_csv, index=False)
     extra = ["data.shard_mb=0.0001"]  # one example per shard: many small atomic steps
     killed_root = tmp_path / "killed"
-    folder = killed_root / "demo" / "16"
+    folder = records_dir(make_config(killed_root, *extra))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.Popen(
         [sys.executable, "-c", _build_then_hold_script(killed_root, index_csv, extra)],
@@ -322,8 +322,8 @@ def test_jpeg_format_and_large_source(tmp_path):
 
 def test_errors_name_the_fix(tmp_path):
     with pytest.raises(KitError, match="no records") as err:
-        read_manifest(tmp_path / "records" / "demo" / "16")
-    assert "kit records comp=demo" in err.value.hint
+        read_manifest(records_dir(make_config(tmp_path / "records", "data.folds=5")))
+    assert "kit records comp=demo model=<model> data.folds=5 data.seed=42  (image size 16)" in err.value.hint
     cfg = make_config(tmp_path / "records")
     index = pd.DataFrame([{"id": "a", "path": "a.png", "label": 5, "split": "train", "fold": -1}])
     with pytest.raises(KitError, match="outside"):

@@ -153,7 +153,8 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
         path = tmp / f"{i}.png"
         cv2.imwrite(str(path), np.full((16, 16, 3), 30 * i, np.uint8))
         rows.append({"id": str(i), "path": str(path), "label": i % 2, "split": "train" if i < 6 else "val", "fold": -1})
-    settings = ["comp=demo", f"data.records_root={tmp / 'records'}", "model.image_size=16", "data.workers=1"]
+    settings = ["comp=demo", f"data.root={tmp / 'raw'}", f"data.records_root={tmp / 'records'}", "model.image_size=16"]
+    settings.append("data.workers=1")  # data.root: what the records say they were built from (the CLI runs elsewhere)
     records_mod.build_records(load_config(settings), pd.DataFrame(rows), ["0", "1"])
     return [*settings, "model=cnn", "model.image_size=16", "train.epochs=1", "train.batch_size=4", "train.verbose=0"]
 

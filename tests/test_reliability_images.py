@@ -234,7 +234,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     result = subprocess.run(
         [sys.executable, "-m", "kit", "records", *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=HANG_TIMEOUT
     )
-    folder = records_root / "reli-images" / str(SIZE)
+    folder = records_root / "reli-images" / str(SIZE) / "no-val"  # data.val_fraction=0: the plan without validation
     manifest = json.loads((folder / "manifest.json").read_text()) if (folder / "manifest.json").is_file() else {}
     yield {"result": result, "manifest": manifest, "folder": folder, "names": names, "root": root}
     if os.geteuid() != 0:

@@ -239,6 +239,7 @@ def test_full_disk_while_training_is_one_line_and_keeps_the_previous_best(small_
         rows.append({"id": str(i), "path": str(path), "label": i % 2, "split": "train" if i < 6 else "val", "fold": -1})
     settings = [
         "comp=demo",
+        f"data.root={tmp_path / 'raw'}",  # what the records say they were built from (`kit train` runs in another folder)
         f"data.records_root={tmp_path / 'records'}",
         "model=cnn",
         "model.image_size=16",

@@ -37,12 +37,21 @@ N_TEST = 10
 
 def _write_records(records_root: Path, folds: int = 3, n_train: int = 48, n_val: int = 16) -> None:
     """Binary train (with a fold column), val and test shards of comp ``tiny`` in the kit.data.records format."""
+    for plan in ("holdout0.2-seed42", f"kfold{folds}-seed42"):  # the same rows serve `kit train` and `kit train folds=N`
+        _write_plan(records_root / "tiny" / str(SIZE) / plan, folds, n_train, n_val)
+
+
+def _raw(tmp: Path) -> Path:
+    """The data root the tiny records say they were built from (it holds no files: `kit train` uses the records)."""
+    return (tmp / "raw").resolve()
+
+
+def _write_plan(folder: Path, folds: int, n_train: int, n_val: int) -> None:
     import tensorflow as tf
 
     from kit.data import schema
     from kit.data.manifest import VERSION
 
-    folder = records_root / "tiny" / str(SIZE)
     folder.mkdir(parents=True)
     shards, counts = {}, {}
     for split, n, seed in (("train", n_train, 0), ("val", n_val, 1), ("test", N_TEST, 2)):
@@ -58,6 +67,7 @@ def _write_records(records_root: Path, folds: int = 3, n_train: int = 48, n_val:
         shards[split], counts[split] = [name], {"total": n}
     manifest = {"version": VERSION, "comp": "tiny", "image_size": SIZE, "classes": ["human", "ai"], "num_classes": 2}
     manifest |= {"image_format": "png", "counts": counts, "shards": shards, "skipped": [], "fingerprint": "runs-t1"}
+    manifest["source"] = {"data_root": str(_raw(folder.parents[3])), "split_plan": folder.name}
     (folder / schema.MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -66,6 +76,7 @@ def _settings(tmp: Path, *extra: str) -> list[str]:
         "model=cnn",
         "comp.name=tiny",
         "comp.classes=[]",
+        f"data.root={_raw(tmp)}",
         f"data.records_root={tmp / 'records'}",
         f"run.root={tmp / 'runs'}",
         f"run.id={LIVE}",

@@ -168,6 +168,7 @@ def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
     import keras
 
     from kit.config import load_config
+    from kit.data.manifest import records_dir
     from kit.runs import find_resumable, latest_run
     from kit.train.trainer import train
 
@@ -175,7 +176,7 @@ def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
     cfg = load_config(overrides)
     with pytest.raises(KitError, match="no finished run of tiny/cnn"):
         latest_run(cfg)
-    _write_records(tmp_path / "records" / "tiny" / str(SIZE))
+    _write_records(records_dir(cfg))
 
     run_dir = train(cfg)
 

@@ -31,6 +31,7 @@ JitCompile = StrEnum("JitCompile", "auto on off")  # auto: XLA on GPUs and TPUs,
 MixedPrecision = StrEnum("MixedPrecision", "auto off float16 bfloat16")
 DistributionStrategy = StrEnum("DistributionStrategy", "auto cpu gpu mirrored multiworker tpu")
 TunerKind = StrEnum("TunerKind", "hyperband random bayesian")
+EnsembleWeights = StrEnum("EnsembleWeights", "equal score fit")  # how kit predict runs=a,b blends (kit.blend)
 KernelAccelerator = StrEnum("KernelAccelerator", "none gpu tpu")  # what a pushed Kaggle kernel runs on
 DuplicateGroups = StrEnum("DuplicateGroups", "exact near none")  # which copies the validation split and folds keep whole
 
@@ -223,6 +224,7 @@ class PredictConfig:
     threshold: str = "0.5"  # a number in [0, 1], or auto: the F1-best threshold saved by evaluate
     batch_size: int = ranged(128, 1, MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE")
     output: str = "submission.csv"
+    weights: EnsembleWeights = EnsembleWeights.equal  # an ensemble's weights: equal | score | fit (kit.blend)
 
 
 @dataclass

@@ -6,16 +6,20 @@
      "counts": {split: {"total", "per_class": {name: n}, "originals", "augmented", "unlabelled",
                         "per_fold": {fold: {"total", "originals"}}}},
      "shards": {split: [file names]}, "skipped": [{"id", "path", "reason", "split"}], "augment": {...},
-     "fingerprint"}
+     "fingerprint", "source": {"data_root", "split_plan"}}
 
 ``per_fold`` came later: a manifest without it still reads (its fold counts are then ``None`` and
-callers scan the shards, as before). The records folder of a config is :func:`records_dir`.
+callers scan the shards, as before). The records folder of a config is :func:`records_dir`: one folder per
+competition, image size and *split plan* (:func:`split_plan`), so records cut for hold-out validation and for
+k folds live side by side and a run can always read the records it was trained on. ``source`` (what data and
+plan the records were built from) came with the plan folders.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +32,46 @@ if TYPE_CHECKING:
     from kit.config import Config
 
 VERSION = 1
+AS_GIVEN = "as-given"  # the competition's own val table
+NO_VAL = "no-val"  # data.val_fraction=0 and no val table: training without validation, as asked
+_HOLDOUT = re.compile(r"^holdout(?P<fraction>[0-9.e-]+)-seed(?P<seed>\d+)$")
+_KFOLD = re.compile(r"^kfold(?P<folds>\d+)-seed(?P<seed>\d+)$")
+
+
+def split_plan(cfg: Config) -> str:
+    """How the labelled rows are split, as a folder name: ``kfold5-seed42`` (data.folds > 1: every labelled row in
+    train, with a fold), ``as-given`` (the competition's val table), ``no-val`` (data.val_fraction=0 and no val
+    table), else ``holdout0.2-seed42`` (a stratified data.val_fraction of train held out, drawn with data.seed)."""
+    from kit.data.tables import table_defined
+
+    data = cfg.data
+    if data.folds > 1:
+        return f"kfold{data.folds}-seed{data.seed}"
+    if table_defined(cfg.comp.val):
+        return AS_GIVEN
+    if data.val_fraction <= 0:
+        return NO_VAL
+    return f"holdout{data.val_fraction:g}-seed{data.seed}"
+
+
+def plan_settings(plan: str) -> str:
+    """The settings that give ``plan`` (the inverse of :func:`split_plan`), for a command that rebuilds its records."""
+    if match := _KFOLD.match(plan):
+        return f"data.folds={match['folds']} data.seed={match['seed']}"
+    if match := _HOLDOUT.match(plan):
+        return f"data.val_fraction={match['fraction']} data.seed={match['seed']}"
+    return "data.val_fraction=0" if plan == NO_VAL else ""
 
 
 def records_dir(cfg: Config) -> Path | URLPath:
-    """``<data.records_root>/<comp>/<model.image_size>``: where the records of ``cfg`` live (a gs:// root stays a URL)."""
-    return as_path(cfg.data.records_root) / cfg.comp.name / str(cfg.model.image_size)
+    """``<data.records_root>/<comp>/<model.image_size>/<split plan>``: where the records of ``cfg`` live (a gs://
+    root stays a URL)."""
+    return as_path(cfg.data.records_root) / cfg.comp.name / str(cfg.model.image_size) / split_plan(cfg)
+
+
+def records_source(cfg: Config) -> dict[str, str]:
+    """What the manifest's ``source`` records: the data folder (resolved) and the split plan the records come from."""
+    return {"data_root": str(Path(cfg.data.root).resolve()), "split_plan": split_plan(cfg)}
 
 
 def source_split(split: str, fold: int | None) -> str:
@@ -107,6 +146,7 @@ class Manifest:
     augment: dict[str, Any]
     fingerprint: str | None
     records_dir: Path | URLPath
+    source: dict[str, str] = field(default_factory=dict)  # empty: built before the records said where they came from
 
     @classmethod
     def from_json(cls, value: dict[str, Any], records_dir: str | os.PathLike) -> Manifest:
@@ -125,6 +165,7 @@ class Manifest:
             augment=dict(value.get("augment", {"mode": "none"})),
             fingerprint=value.get("fingerprint"),
             records_dir=as_path(records_dir),
+            source={str(k): str(v) for k, v in (value.get("source") or {}).items()},
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -142,7 +183,18 @@ class Manifest:
             "skipped": list(self.skipped),
             "augment": dict(self.augment),
             "fingerprint": self.fingerprint,
+            "source": dict(self.source),
         }
+
+    def describe_source(self) -> str:
+        """``built from <data root> (<split plan>)``, or that an older kit did not record it."""
+        if not self.source.get("data_root"):
+            return "built by an older kit that did not record from which data"
+        return f"built from {self.source['data_root']} ({self.source.get('split_plan', '?')})"
+
+    def reference(self) -> dict[str, Any]:
+        """What a run records of the records it trained on (``records.json``): folder, fingerprint and source."""
+        return {"records_dir": str(self.records_dir), "fingerprint": self.fingerprint, **self.source}
 
     @property
     def binary(self) -> bool:
@@ -184,8 +236,15 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     """The manifest of a finished build (local or a gs:// URL); a KitError naming ``kit records`` when there is none."""
     folder = as_path(folder)
     path = folder / MANIFEST
-    command = f"kit records comp={folder.parent.name} model=<model>  (image size {folder.name})"
+    settings = plan_settings(folder.name)
+    command = f"kit records comp={folder.parent.parent.name} model=<model>{f' {settings}' if settings else ''}"
+    command += f"  (image size {folder.parent.name})"
     if not path.is_file():
+        if (folder.parent / MANIFEST).is_file():  # one folder for every split plan, as kits before the plan folders wrote
+            raise KitError(
+                f"no records in {folder}; those in {folder.parent} were written before records had a folder per split plan",
+                f"run `{command}` (then delete the old {folder.parent}/*.tfrecord to free their space)",
+            )
         raise KitError(f"no records in {folder} (manifest.json missing)", f"run `{command}`")
     try:
         value = read_json(path)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.config.checks import check_ranges
 from kit.data.image_headers import max_file_bytes, max_pixels
-from kit.data.manifest import VERSION, FoldCount, Manifest, SplitCounts, records_dir
+from kit.data.manifest import VERSION, FoldCount, Manifest, SplitCounts, records_dir, records_source
 from kit.data.schema import MANIFEST, SHARD_SUFFIX, SPLITS
 from kit.data.shards import (
     PROGRESS_DIR,
@@ -165,6 +165,18 @@ def _clear(folder: Path) -> None:
     shutil.rmtree(folder / PROGRESS_DIR, ignore_errors=True)
 
 
+def _note_old_layout(folder: Path) -> None:
+    """One line when the image-size folder still holds shards of the layout before one folder per split plan."""
+    old = [p for split in SPLITS for p in folder.parent.glob(f"{split}-*{SHARD_SUFFIX}")]
+    if old:
+        size = sum(p.stat().st_size for p in old) / 1e6
+        print(
+            f"note: {folder.parent} holds {len(old)} shards ({size:.0f} MB) of records written before each split plan "
+            f"had its own folder; kit no longer reads them: delete them to free the space",
+            file=sys.stderr,
+        )
+
+
 def _manifest(cfg: Config, classes: list[str], tasks: list[ShardTask], folder: Path, fp: str) -> Manifest:
     """The manifest of a finished build, summed from the shards' progress files."""
     totals = {split: dict.fromkeys(("total", "originals", "augmented", "unlabelled"), 0) for split in SPLITS}
@@ -206,6 +218,7 @@ def _manifest(cfg: Config, classes: list[str], tasks: list[ShardTask], folder: P
         augment=_records_augment(cfg),
         fingerprint=fp,
         records_dir=folder,
+        source=records_source(cfg),  # no build time: a resumed build writes the manifest of an uninterrupted one
     )
 
 
@@ -308,6 +321,7 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> Manif
                 raise disk_full_error({"shard": MANIFEST}, folder) from None
             raise
         shutil.rmtree(progress, ignore_errors=True)
+    _note_old_layout(folder)
     skipped = len(manifest.skipped)
     totals = ", ".join(f"{s} {manifest.counts[s].total}" for s in SPLITS if manifest.counts[s].total)
     print(

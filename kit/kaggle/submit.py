@@ -1,4 +1,4 @@
-"""Submit to a Kaggle competition: find and validate the file, name the run in the message, upload, wait for the score."""
+"""Submit to a Kaggle competition: find and validate the file, word the message from its provenance, upload, await the score."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from kit.config import git_commit
 from kit.errors import KitError
-from kit.io import read_json
 from kit.kaggle.client import (
     LIMIT_WORDS,
     api,
@@ -20,6 +19,7 @@ from kit.kaggle.client import (
     refuse_secrets,
     say,
 )
+from kit.provenance import describe, read_provenance, run_scores
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -33,7 +33,7 @@ def _poll_interval() -> float:
 
 
 def latest_submission(cfg: Config) -> Path:
-    """The newest ``<run.root>/<comp>/*/*/<predict.output>``."""
+    """The newest ``<run.root>/<comp>/*/*/<predict.output>``: a run's, or an ensemble's (``ensembles/<id>/``)."""
     base = Path(cfg.run.root) / cfg.comp.name
     found = [p for p in base.glob(f"*/*/{Path(cfg.predict.output).name}") if p.is_file()]
     if not found:
@@ -43,73 +43,27 @@ def latest_submission(cfg: Config) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def _read(path: Path) -> dict:
-    try:
-        found = read_json(path) if path.is_file() else {}
-    except (ValueError, OSError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def run_scores(run_dir: Path) -> tuple[dict, dict]:
-    """(the scores of a run, its threshold.json): a k-fold parent's cv.json, else a run's metrics.json, with the
-    keys ``at_0.5`` and ``at_chosen`` (each ``{"value", "interval", "what"}``) and ``degenerate`` when present."""
-    cv = _read(run_dir / "cv.json")
-    if cv:
-        found = {k: cv[k] for k in ("at_0.5", "at_chosen", "degenerate") if k in cv}
-    else:
-        metrics = _read(run_dir / "metrics.json")
-        found = {"degenerate": metrics["degenerate"]} if "degenerate" in metrics else {}
-        for key, name in (("score", "at_0.5"), ("score_at_threshold", "at_chosen")):
-            if isinstance(metrics.get(key), dict) and "interval" in metrics[key]:
-                found[name] = metrics[key]
-    return found, _read(run_dir / "threshold.json")
-
-
-def matching_score(cfg: Config, run_dir: Path) -> str:
-    """The run's score that matches the uploaded file, labelled: threshold=auto -> the honest score at the chosen
-    threshold; a fixed 0.5 (or a multi-class run) -> the score at it; another fixed threshold has none."""
-    scores, threshold_file = run_scores(run_dir)
-    binary = bool(threshold_file) or "at_chosen" in scores
-    setting = str(cfg.predict.threshold).strip().lower()
-    if not binary or setting != "auto" and float(setting) == 0.5:
-        entry, where = scores.get("at_0.5"), "" if not binary else " at 0.5"
-    elif setting == "auto":
-        entry, where = scores.get("at_chosen"), " at chosen threshold"
-        if entry is None:
-            return "no honest score at the chosen threshold" if scores else ""
-    else:
-        return f"threshold {float(setting):g}: no score measured at it"
-    if not entry:
-        return ""
-    low, high = entry["interval"]
-    kind = entry["what"].split(" at ")[0].split(" (")[0]  # "hold-out" | "5-fold OOF"
-    return f"{kind} {entry.get('metric', cfg.comp.metric)}{where} {entry['value']:.4f} [{low:.4f}-{high:.4f}]"
-
-
 def submission_message(cfg: Config, path: Path) -> str:
-    """cfg.kaggle.message, or one naming the run: model, run id, the score matching the file (labelled), git commit."""
+    """cfg.kaggle.message, or one worded from the file's own provenance (kit.provenance: the runs, threshold, TTA and
+    honest score ``kit predict`` recorded when it wrote this very file), then the git commit of the kit submitting it;
+    a file without one (made elsewhere, or changed since) gets a neutral message that claims no score."""
     if cfg.kaggle.message:
         return cfg.kaggle.message
-    run_dir = path.parent
-    parts = ["kit"]
-    runs_root = Path(cfg.run.root) / cfg.comp.name
-    if run_dir.parent.parent.resolve() == runs_root.resolve():
-        parts.append(f"{run_dir.parent.name} run {run_dir.name}")
-    else:
-        parts.append(cfg.model.name)
+    record = read_provenance(path)
+    if record is None:
+        return f"kit {path.name} (no kit predict record of this file: no score claimed)"[:250]
     commit = git_commit()
-    parts.extend(p for p in (matching_score(cfg, run_dir), f"git {commit}" if commit else "") if p)
-    return " ".join(parts)[:250]
+    return " ".join(p for p in ("kit", describe(record), f"git {commit}" if commit else "") if p)[:250]
 
 
 def refuse_degenerate(cfg: Config, path: Path) -> None:
-    """A KitError naming the run when it predicts a constant: its metrics.json / cv.json say so (kit evaluate, k-fold),
-    or every row of the file has one label (a run never evaluated, an ensemble)."""
+    """A KitError naming the run when it predicts a constant: the file's provenance says so (kit predict), or its
+    runs' metrics.json / cv.json do (kit evaluate, k-fold), or every row of the file has one label."""
     import pandas as pd
 
-    scores, _ = run_scores(path.parent)
-    reason = scores.get("degenerate")
+    record = read_provenance(path) or {}
+    runs = [Path(r["run"]) for r in record.get("runs", [])] or [path.parent]
+    reason = record.get("degenerate") or next((found for r in runs if (found := run_scores(r).get("degenerate"))), None)
     if reason is None:
         column = cfg.comp.submission.label_column
         labels = pd.read_csv(path, usecols=lambda name: name == column, dtype=str, keep_default_na=False).get(column)
@@ -117,7 +71,7 @@ def refuse_degenerate(cfg: Config, path: Path) -> None:
             reason = f"every one of the {len(labels)} rows of {path.name} has {column} {labels.iloc[0]}"
     if reason:
         raise KitError(
-            f"run {path.parent} predicts a constant ({reason}); {path} would score as chance",
+            f"run {runs[0] if len(runs) == 1 else path.parent} predicts a constant ({reason}); {path} would score as chance",
             "retrain (check the learning rate, the labels and the records), or submit anyway with --force",
         )
 

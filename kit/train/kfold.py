@@ -112,7 +112,7 @@ def _start_parent(cfg: Config, parent: Path | URLPath, manifest: Manifest) -> No
         "records_dir": str(manifest.records_dir),
         "records_fingerprint": manifest.fingerprint,
     }
-    start_parent(cfg, parent, marker)
+    start_parent(cfg, parent, marker, manifest)
 
 
 def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: Manifest) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kit.errors import KitError
+
 if TYPE_CHECKING:
     import tensorflow as tf
 
@@ -103,6 +105,20 @@ class Session:
             set_precision(previous)
 
 
+def check_no_validation_asked(cfg: Config, manifest: Manifest) -> None:
+    """Training without validation happens only when the settings ask for it (data.val_fraction=0, no val table):
+    records that simply lack the split are refused in one line, before a model trains for hours unchecked."""
+    from kit.data.manifest import NO_VAL, split_plan
+
+    plan = split_plan(cfg)
+    if plan != NO_VAL:
+        raise KitError(
+            f"the records in {manifest.records_dir} hold no validation examples, but the split plan {plan} asks for some",
+            f"rebuild them (`kit records comp={cfg.comp.name} model={cfg.model.name}`), or set data.val_fraction=0 "
+            "to train without validation",
+        )
+
+
 def start_session(cfg: Config, fold: int | None = None, manifest: Manifest | None = None) -> Session:
     """The session of ``cfg`` (for ``fold``): reads the manifest unless handed in, picks the strategy."""
     from kit.data.pipeline import count_examples, steps_per_epoch
@@ -127,6 +143,8 @@ def start_session(cfg: Config, fold: int | None = None, manifest: Manifest | Non
     cfg = with_jitter_on(cfg, device)  # augment.jitter_on resolved once: the datasets and the model builders read it
     steps = cfg.train.steps_per_epoch or steps_per_epoch(manifest, "train", global_batch, fold=fold, drop_remainder=is_tpu)
     val_count = count_examples(manifest, "val", fold)
+    if not val_count:
+        check_no_validation_asked(cfg, manifest)
     # An exact step count: multi-worker evaluation needs one (every worker runs the same steps), and with
     # it Keras does not probe the end of a TFRecord set of unknown length ("ran out of data").
     validation_steps = (val_count // global_batch if is_tpu else -(-val_count // global_batch)) or None

@@ -62,7 +62,7 @@ def train(
         if resuming:
             check_resume_settings(cfg, run_dir)  # before config.yaml is rewritten
         if chief:
-            write_run_files(cfg, run_dir)
+            write_run_files(cfg, run_dir, session.manifest)
             write_json(run_dir / "strategy.json", session.describe())
         print(f"run directory: {run_dir}{' (resumed)' if resuming else ''}")
         _fit(session, cfg, run_dir, resuming, callbacks)
