@@ -79,9 +79,10 @@ def test_multiclass_labelled_test_is_scored_on_the_ensemble_mean(tmp_path, capsy
     write_sample_submission(cfg, ids)
     models = [make_model(3, seed=s) for s in (1, 2)]
     runs = [make_run(cfg, tmp_path / "runs" / f"r{i}", m) for i, m in enumerate(models)]
-    predict(cfg, runs)
+    out = predict(cfg, runs)
     mean = np.mean([predict_probabilities(m, _test_dataset(cfg), (), progress=False)[1] for m in models], axis=0)
     expected = float((mean.argmax(axis=1) == labels).mean())
     assert f"test accuracy {expected:.4f} (12 labelled test images)" in capsys.readouterr().out
-    metrics = read_json(runs[0] / TEST_METRICS_FILE)
+    assert not (runs[0] / TEST_METRICS_FILE).exists()  # the ensemble's own folder holds it
+    metrics = read_json(out.parent / TEST_METRICS_FILE)
     assert metrics["threshold"] is None and metrics["score"] == pytest.approx(expected) and len(metrics["runs"]) == 2
