@@ -17,7 +17,8 @@ from kit.errors import KitError
 from kit.kaggle.client import LIMIT_WORDS, api, call, daily_limit_error, refuse_secrets, say
 from kit.kaggle.kernel_run import COMPLETE, FAILED, chosen_version, fetch, fetched, look, numbered
 from kit.kaggle.kernel_script import SUBMISSION_FILE
-from kit.kaggle.submit import refuse_degenerate, submission_message, wait_for_score
+from kit.kaggle.submit import refuse_degenerate, wait_for_score
+from kit.provenance import describe, read_provenance, recorded_score
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -67,7 +68,7 @@ def submit_kernel(
         )
     if not force:
         refuse_degenerate(cfg, path)
-    message = submission_message(cfg, path)
+    message = kernel_message(cfg, folder, path)
     refuse_secrets({"the submission message": message}, "submission")
     if dry_run:
         print(f"dry run: would submit {version.label} (its {SUBMISSION_FILE}) to {slug} with message '{message}'")
@@ -90,3 +91,22 @@ def submit_kernel(
     if LIMIT_WORDS.search(text) and not getattr(response, "ref", 0):
         raise daily_limit_error(slug, text)
     return wait_for_score(cfg, client, getattr(response, "ref", 0) or 0, message)
+
+
+def kernel_message(cfg: Config, folder: Path, path: Path) -> str:
+    """The message of a kernel version's submission: ``kit <model> run kernel-<slug>-v<N>`` (the folder its outputs
+    were fetched into, as ``kit runs`` finds it), the threshold and TTA the kernel's predict recorded, and the score
+    that run recorded for a file cut so; then the git commit of the kit submitting it. The kernel's own record names
+    runs by their paths inside Kaggle, which mean nothing here."""
+    from kit.config import git_commit
+
+    if cfg.kaggle.message:
+        return cfg.kaggle.message
+    record = dict(read_provenance(path) or {})
+    record.pop("ensemble", None)
+    record["runs"] = [{"run": str(folder), "model": folder.parent.name}]
+    if not record.get("score"):
+        threshold, auto, tta = record.get("threshold"), bool(record.get("threshold_auto")), list(record.get("tta") or [])
+        record.update(recorded_score(folder, cfg.comp.metric, threshold, auto, tta))
+    commit = git_commit()
+    return " ".join(p for p in ("kit", describe(record), f"git {commit}" if commit else "") if p)[:250]
