@@ -22,7 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
-from kit.errors import KitError, nearest
+from kit.errors import KitError, listing, nearest, quoted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -334,7 +334,7 @@ def read_csv(path: str | os.PathLike, fix: str = "re-download the file or fix it
         for sep, word in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
             if sep in header:
                 raise KitError(
-                    f"{path} line 1: read as one column '{header}': the file looks {word}-separated",
+                    f"{path} line 1: read as one column '{quoted(header)}': the file looks {word}-separated",
                     "save it comma-separated (e.g. pandas: pd.read_csv(f, sep=...).to_csv(f, index=False))",
                 )
     return frame
@@ -350,8 +350,8 @@ def require_columns(frame: pd.DataFrame, source: str, wanted: dict[str, str]) ->
         if column and column not in frame.columns:
             near = nearest(column, frame.columns, n=1)
             raise KitError(
-                f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})",
-                f"set {setting}={near[0]}" if near else f"set {setting} to one of the columns",
+                f"{source}: no column '{quoted(column)}' (columns: {listing(frame.columns)})",
+                f"set {setting}={quoted(near[0])}" if near else f"set {setting} to one of the columns",
             )
 
 

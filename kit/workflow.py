@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from kit.config import Config
-from kit.errors import KitError
+from kit.errors import KitError, quoted
 from kit.settings import load_settings
 
 if TYPE_CHECKING:
@@ -124,8 +124,8 @@ def _label_indices(labels: pd.Series, ids: pd.Series, source: Path, label_format
     if indices.isna().any():
         first = int(np.flatnonzero(indices.isna().to_numpy())[0])
         raise KitError(
-            f"{source}: id {ids.iloc[first]} has label {labels.iloc[first]!r}, not a class as comp.submission.label_format="
-            f"{label_format} writes them",
+            f"{source}: id {quoted(ids.iloc[first])} has label '{quoted(labels.iloc[first])}', not a class as "
+            f"comp.submission.label_format={label_format} writes them",
             f"write class names {classes} (label_format: name) or indices 0..{len(classes) - 1} (index)",
         )
     return indices.astype(int).to_numpy()

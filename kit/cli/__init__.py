@@ -32,7 +32,8 @@ from kit.cli.common import (  # noqa: E402
 )
 from kit.cli.kernel import kernel_app  # noqa: E402
 from kit.config import Config, presets, to_yaml  # noqa: E402
-from kit.errors import EXIT_USER_ERROR, KitError, os_error, tf_disk_full  # noqa: E402
+from kit.errors import EXIT_USER_ERROR, KitError, SafeStream, os_error, tf_disk_full  # noqa: E402
+from kit.secrets import credential_values  # noqa: E402
 
 app.add_typer(kernel_app, name="kernel")
 
@@ -301,8 +302,11 @@ def runs(
 
 def main() -> None:
     """Entry point: run the app; user errors become one line on stderr and exit code 2; an interrupted command
-    (Ctrl-C, SIGTERM) exits 130 / 143 with one line saying what to rerun, never 0."""
+    (Ctrl-C, SIGTERM) exits 130 / 143 with one line saying what to rerun, never 0. Everything printed passes the
+    credential scan and the line bound of kit.errors."""
     signal.signal(signal.SIGTERM, raise_terminated)
+    credentials = credential_values()
+    sys.stdout, sys.stderr = SafeStream(sys.stdout, credentials), SafeStream(sys.stderr, credentials)
     try:
         code = app(standalone_mode=False)  # with standalone_mode=False typer *returns* 130 for a KeyboardInterrupt
     except KitError as exc:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from kit.config import TableConfig
-from kit.errors import KitError, nearest
+from kit.errors import KitError, listing, nearest, quoted
 from kit.io import read_csv, require_columns
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -30,6 +30,7 @@ INT64 = np.iinfo(np.int64)
 # occur, or one odd label (a typo 99999, an id in the label column) would make a huge, mostly empty class list.
 # A competition with sparser labels lists its classes in comp.classes, which lifts the limit.
 MIN_USED_CLASS_FRACTION = 0.5
+PATH_CHARS = 300  # characters of a path from a table that a message shows
 
 
 def is_image(name: str) -> bool:
@@ -86,7 +87,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
         near = nearest("id", frame.columns, n=1)
         raise KitError(
             f"{source}: comp.{split} names neither an id_column nor a path_column",
-            f"set comp.{split}.id_column={near[0] if near else frame.columns[0]} (or path_column)",
+            f"set comp.{split}.id_column={quoted(near[0] if near else frame.columns[0])} (or path_column)",
         )
     if len(frame) == 0:
         raise KitError(f"{source}: the CSV has a header but no rows", f"re-download it, or drop comp.{split}")
@@ -102,7 +103,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
         first = int(np.flatnonzero(duplicated)[0])
         second = int(np.flatnonzero((ids == ids.iloc[first]).to_numpy())[1])
         raise KitError(
-            f"{source}: duplicate id '{ids.iloc[first]}' in row {first + 1} (line {first + 2})"
+            f"{source}: duplicate id '{quoted(ids.iloc[first])}' in row {first + 1} (line {first + 2})"
             f" and row {second + 1} (line {second + 2})",
             f"delete one of the rows (or set comp.{split}.id_column to a unique column)",
         )
@@ -161,7 +162,7 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
         labelled = False
         ids, paths, labels, where = loose, [f"{base}/{n}" for n in loose], [None] * len(loose), [source] * len(loose)
     else:
-        found = ", ".join(e.name for e in entries[:5]) or "nothing"
+        found = listing(e.name for e in entries[:5]) or "nothing"
         raise KitError(
             f"{folder}: no images and no class folders with images (found: {found})",
             f"point comp.{split}.dir at a folder of class folders or of images ({', '.join(IMAGE_EXTENSIONS)})",
@@ -180,8 +181,8 @@ def _folder(path: str) -> str:
 
 
 def _shown(path: str) -> str:
-    """A path as a message shows it: quoted with escapes when it holds control characters (a NUL, a newline)."""
-    return path if path.isprintable() else repr(path)
+    """A path from a table as a message shows it: control characters (a NUL, a newline) escaped, cut when long."""
+    return quoted(path, limit=PATH_CHARS)
 
 
 def _inside(real: str, root_real: str) -> bool:
@@ -345,7 +346,7 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
                     raise _label_error(
                         t,
                         bad,
-                        f"label '{t.frame['raw_label'].iloc[bad]}' is not in the class list ({_short(classes)})",
+                        f"label '{quoted(t.frame['raw_label'].iloc[bad])}' is not in the class list ({_short(classes)})",
                         "fix the label, or list every class in comp.classes",
                     )
         for t in labelled:  # all integers: class indices
@@ -356,7 +357,7 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
                 raise _label_error(
                     t,
                     bad,
-                    f"label {t.frame['raw_label'].iloc[bad]} is not a class index (0..{len(classes) - 1} for classes {_short(classes)})",
+                    f"label {quoted(t.frame['raw_label'].iloc[bad])} is not a class index (0..{len(classes) - 1} for classes {_short(classes)})",
                     "fix the label, or list every class in comp.classes",
                 )
             t.frame["label"] = as_int.to_numpy()
@@ -377,11 +378,11 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
             t.frame["label"] = t.frame["raw_label"].map(lookup).astype(np.int64)
     if len(classes) < 2:
         raise KitError(
-            f"{labelled[0].source}: only one class ('{classes[0]}') found in the labels",
+            f"{labelled[0].source}: only one class ('{quoted(classes[0])}') found in the labels",
             "check comp.train.label_column (or the class folders); a classifier needs at least two classes",
         )
     return classes
 
 
 def _short(names: list[str], n: int = 8) -> str:
-    return ", ".join(names[:n]) + (f", ... ({len(names)} classes)" if len(names) > n else "")
+    return listing(names, n)
