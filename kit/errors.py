@@ -38,9 +38,10 @@ def safe_line(text: str, limit: int = MAX_LINE_CHARS) -> str:
 
 
 def quoted(value: Any, limit: int = QUOTE_CHARS) -> str:
-    """A value from input as a message shows it: control characters escaped, at most ``limit`` characters."""
+    """A value from input as a message shows it: at most ``limit`` characters, and in quotes with escapes when it holds
+    control characters (a NUL, a newline)."""
     text = str(value)
-    text = text if text.isprintable() else repr(text)[1:-1]
+    text = text if text.isprintable() else repr(text)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from kit.config.files import confined
 from kit.errors import KitError, listing, quoted
-from kit.io import read_csv, require_columns
+from kit.inputs import read_csv, require_columns
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -68,7 +69,7 @@ def sample_submission_path(cfg: Config) -> Path | None:
     """``<data.root>/<comp.sample_submission>`` when it is set and the file exists."""
     if not cfg.comp.sample_submission:
         return None
-    path = Path(cfg.data.root) / cfg.comp.sample_submission
+    path = confined(cfg.data.root, "comp.sample_submission", cfg.comp.sample_submission)
     try:
         return path if path.is_file() else None
     except OSError as exc:  # a name too long, no permission on a folder, ...

@@ -126,7 +126,7 @@ def test_a_kit_error_is_redacted_and_bounded_when_made(kaggle_key: str) -> None:
     assert KEY not in str(error) and KEY not in error.message and GITHUB_TOKEN not in error.hint
     assert "[redacted: the value of $KAGGLE_KEY]" in error.message and "[redacted: a GitHub token]" in error.hint
     assert len(error.one_line()) <= MAX_LINE_CHARS + len(CUT.format(MAX_LINE_CHARS))
-    assert quoted("a\0b\nc" + "q" * 500).startswith("a\\x00b\\nc") and len(quoted("q" * 500)) < QUOTE_CHARS + 30
+    assert quoted("a\0b\nc" + "q" * 500).startswith("'a\\x00b\\nc") and len(quoted("q" * 500)) < QUOTE_CHARS + 30
 
 
 def test_the_printed_stream_redacts_and_cuts_every_line(kaggle_key: str) -> None:

@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from kit.config import Config, TableConfig
-from kit.data.tables import map_labels, read_table, table_defined
+from kit.config.checks import check_names
+from kit.data.tables import check_index_paths, map_labels, read_table, table_defined
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
 from kit.submission import Reference, check_test_ids, sample_reference
@@ -260,6 +261,7 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
 def index_dir(cfg: Config) -> Path:
     """Where the index is cached: beside the records (``<records_root>/<comp>/``), or ``data/index/<comp>``
     when the records live on a remote file system (gs:// on TPU) that plain file writes cannot reach."""
+    check_names(cfg)  # again: a config edited in Python has not been through load_config
     records_root = str(cfg.data.records_root)
     if "://" in records_root:
         return Path("data") / "index" / cfg.comp.name
@@ -321,7 +323,7 @@ def load_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     """The cached index when it is up to date (same settings, newer than the sources), else a fresh one."""
     folder = index_dir(cfg)
     index_csv, meta_path = folder / "index.csv", folder / "index.json"
-    data_root(cfg)
+    root = data_root(cfg)
     if index_csv.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -333,6 +335,7 @@ def load_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
             frame = pd.read_csv(index_csv, dtype={"id": str, "path": str, "split": str}, keep_default_na=False)
             frame["label"] = frame["label"].astype(np.int64)
             frame["fold"] = frame["fold"].astype(np.int64)
+            check_index_paths(frame, root, str(index_csv))  # kit's own file is input too: it may have been edited
             return frame[COLUMNS], list(meta["classes"])
     frame = write_index(cfg)
     return frame, json.loads((folder / "classes.json").read_text())

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from kit.config import TableConfig
+from kit.config.files import PATH_CHARS, confined, inside
 from kit.errors import KitError, listing, nearest, quoted
-from kit.io import read_csv, require_columns
+from kit.inputs import read_csv, require_columns
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 # Cells that mean "no value" in a label column (pandas' usual NA spellings; we read everything as text).
@@ -30,7 +31,6 @@ INT64 = np.iinfo(np.int64)
 # occur, or one odd label (a typo 99999, an id in the label column) would make a huge, mostly empty class list.
 # A competition with sparser labels lists its classes in comp.classes, which lifts the limit.
 MIN_USED_CLASS_FRACTION = 0.5
-PATH_CHARS = 300  # characters of a path from a table that a message shows
 
 
 def is_image(name: str) -> bool:
@@ -71,7 +71,7 @@ def _join(base: str, rel: pd.Series) -> pd.Series:
 
 
 def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
-    path = root / table.csv
+    path = confined(root, f"comp.{split}.csv", table.csv)
     source = str(path)
     frame = read_csv(path, fix=f"check comp.{split}.csv and data.root={root}")
     require_columns(
@@ -115,7 +115,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
         if table.image_ext:
             lacks = ~rel.str.endswith(table.image_ext)
             rel = rel.where(~lacks, rel + table.image_ext)
-    base = os.path.normpath(str((root / table.image_dir).resolve()))
+    base = os.path.normpath(str(confined(root, f"comp.{split}.image_dir", table.image_dir).resolve()))
     out = pd.DataFrame({"id": ids.to_numpy(dtype=object), "path": _join(base, rel).to_numpy(), "row": np.arange(len(frame))})
     labelled = bool(table.label_column)
     if labelled:
@@ -136,7 +136,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str) -> Table:
 
 
 def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
-    folder = root / table.dir
+    folder = confined(root, f"comp.{split}.dir", table.dir)
     source = str(folder)
     if not folder.is_dir():
         raise KitError(f"{folder}: folder not found", f"check comp.{split}.dir and data.root={root}")
@@ -185,10 +185,6 @@ def _shown(path: str) -> str:
     return quoted(path, limit=PATH_CHARS)
 
 
-def _inside(real: str, root_real: str) -> bool:
-    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
-
-
 def check_files(table: Table, root: Path, fix: str) -> None:
     """Every path must be an entry of its folder and resolve inside ``data.root``, symlinks followed.
 
@@ -208,7 +204,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         except ValueError as exc:  # a NUL byte in the path: no such folder can exist
             unlistable[parent] = str(exc)
             continue
-        if not _inside(real, root_real):
+        if not inside(real, root_real):
             outside[parent] = real
             continue
         try:
@@ -227,7 +223,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         real = outside.get(parent)
         if real is None and path in links:
             real = os.path.realpath(path)
-            real = None if _inside(real, root_real) else real
+            real = None if inside(real, root_real) else real
         elif real is not None:
             real = os.path.join(real, os.path.basename(path))
         if real is not None:
@@ -248,6 +244,12 @@ def check_files(table: Table, root: Path, fix: str) -> None:
             + f" ({int(missing.sum())} of {len(listed)} listed images are missing)",
             fix,
         )
+
+
+def check_index_paths(index: pd.DataFrame, root: Path, source: str) -> None:
+    """kit's own index (``index.csv``) read back is input too: every path it lists passes :func:`check_files`."""
+    table = Table("index", source, pd.DataFrame({"path": index["path"], "row": np.arange(len(index))}), labelled=False)
+    check_files(table, root, f"delete {source}: kit rebuilds it from the competition's tables")
 
 
 def read_table(root: Path, table: TableConfig, split: str) -> Table:
