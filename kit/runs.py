@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from kit.config import from_yaml, to_yaml
-from kit.config.checks import check_names
+from kit.config.checks import check_folders
 from kit.errors import KitError
 from kit.io import URLPath, as_path, atomic_write, local_copy, read_json, write_json
 
@@ -66,7 +66,7 @@ _TRAIN_FIRST = "train first (kit train) or pass run=<a run directory>"
 def runs_of(cfg: Config) -> Path | URLPath:
     """``<run.root>/<comp>/<model>``: where this comp/model's runs live (a gs:// root stays a URL); the names checked
     again here for configs edited in Python."""
-    check_names(cfg)
+    check_folders(cfg)
     return as_path(cfg.run.root) / cfg.comp.name / cfg.model.name
 
 

@@ -136,7 +136,7 @@ def test_monitored_metric_is_one_rule():
 def test_config_imports_no_kit_module_but_errors_and_io():
     code = "import sys, kit.config; print(' '.join(m for m in sys.modules if m.startswith('kit.')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    lowest = {"kit.config", "kit.errors", "kit.io", "kit.secrets"}
+    lowest = {"kit.config", "kit.errors", "kit.io", "kit.inputs", "kit.secrets"}
     assert {m for m in result.stdout.split() if not m.startswith("kit.config.")} <= lowest
 
 

@@ -191,3 +191,52 @@ def test_a_name_edited_in_python_is_checked_before_anything_is_written(comp, tmp
         with pytest.raises(KitError, match=f"{key}=.*is used as a folder name"):
             make_folder(cfg)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+# ---------------------------------------------------------------------------------------------- paths and URLs
+
+# case -> (settings, a line added to the competition's YAML, words of the one error line)
+LOCATION_CASES = {
+    "ram:// records": (["data.records_root=ram://x"], "", ["data.records_root=ram://x", "ram: is not supported"]),
+    "an unknown scheme": (["data.records_root=foo://x"], "", ["data.records_root=foo://x", "foo: is not supported"]),
+    "runs over http": (["run.root=http://example.com/runs"], "", ["run.root=http://example.com/runs", "http:"]),
+    "a collapsed URL": (["run.root=s3:/bucket/runs"], "", ["run.root=s3:/bucket/runs", "s3: is not supported"]),
+    "raw data on gs://": (["data.root=gs://bucket/raw"], "", ["data.root=gs://bucket/raw", "set data.root to a local path"]),
+    "weights from a URL": (["model.weights=https://example.com/w.h5"], "", ["model.weights", "https:"]),
+    "a NUL byte from a settings file": (
+        [],
+        'predict: {output: "sub\\0x.csv"}\n',
+        ["predict.output='sub\\x00x.csv' holds a NUL byte"],
+    ),
+    "a NUL byte in records_root": (['data.records_root="rec\\0x"'], "", ["data.records_root='rec\\x00x' holds a NUL byte"]),
+}
+
+
+@pytest.mark.parametrize("case", list(LOCATION_CASES))
+def test_only_local_paths_and_gs_are_accepted_at_load(comp, tmp_path: Path, case: str) -> None:
+    yaml, root = comp
+    settings, yaml_line, words = LOCATION_CASES[case]
+    yaml.write_text(COMP_YAML + yaml_line)
+    result = _records(tmp_path, yaml, root, *settings)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+    assert not [p.name for p in tmp_path.iterdir() if ":" in p.name or p.name == "rec"]  # no folder named ram:, nothing built
+
+
+def test_gs_records_and_runs_are_accepted(comp, tmp_path: Path) -> None:
+    yaml, root = comp
+    cfg = load_config(_settings(tmp_path, yaml, root, "data.records_root=gs://bucket/rec", "run.root=gs://bucket/runs"))
+    assert cfg.data.records_root == "gs://bucket/rec" and cfg.run.root == "gs://bucket/runs"
+
+
+def test_a_nul_byte_set_in_python_is_one_error_where_a_folder_is_made(comp, tmp_path: Path) -> None:
+    from kit.runs import runs_of
+
+    yaml, root = comp
+    cfg = load_config(_settings(tmp_path, yaml, root))
+    cfg.run.root = f"{tmp_path}/runs\0x"
+    with pytest.raises(KitError, match="holds a NUL byte"):
+        runs_of(cfg)

@@ -11,6 +11,7 @@ import typing
 from functools import cache
 from typing import Any
 
+from kit.config.files import check_locations
 from kit.config.schema import IMAGE_SIZE, Config, Range
 from kit.errors import KitError, listing, quoted
 
@@ -92,6 +93,13 @@ def check_names(cfg: Config) -> None:
             )
 
 
+def check_folders(cfg: Config) -> None:
+    """The settings a folder is made from, checked where one is made (records, index, runs, tuner): a config edited
+    in Python after load_config (``cfg.comp.name = "../x"``, a NUL byte in run.root) never passed :func:`validate`."""
+    check_names(cfg)
+    check_locations(cfg)
+
+
 def check_classes(classes: list[str]) -> None:
     if not classes:
         return
@@ -142,6 +150,7 @@ def validate(cfg: Config) -> None:
     check_ranges(cfg)
     check_image_sizes(cfg)
     check_names(cfg)
+    check_locations(cfg)
     check_classes(cfg.comp.classes)
     check_threshold(cfg.predict.threshold)
     if cfg.train.strategy == "tpu":

@@ -5,15 +5,20 @@ solution) names something inside the competition's folder. :func:`confined` is t
 a setting calls before it opens anything: the path, symlinks followed, stays inside data.root; a file is a regular
 file within the table cap (:func:`kit.inputs.check_table_file`); a folder is a folder. A test walks the schema's
 marks, so a new setting of this kind is confined without a new branch.
+
+The locations kit reads and writes (data.root, data.records_root, run.root, predict.output, model.weights) are
+local paths, or gs:// URLs where TPUs need them, and no setting holds a NUL byte: :func:`check_locations`, at load.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from kit.config.schema import Config
 from kit.errors import KitError, quoted
@@ -61,3 +66,37 @@ def confined(root: str | os.PathLike, key: str, value: str) -> Path:
     elif exists and kind == "folder" and not path.is_dir():
         raise KitError(f"{key}={quoted(value)}: {quoted(path, PATH_CHARS)} is not a folder", fix)
     return path
+
+
+# ---------------------------------------------------------------------------------------------- locations
+
+# Settings naming where kit reads or writes, and whether a gs:// URL may stand there (records and runs on TPUs).
+LOCATIONS = {"data.root": False, "data.records_root": True, "run.root": True, "predict.output": True, "model.weights": False}
+URL_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+):/")  # scheme:// (or scheme:/, as pathlib collapses it); not C:/
+
+
+def _text_leaves(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, text) of every string in the config: fields, list items, mapping keys and values."""
+    if dataclasses.is_dataclass(node):
+        return [leaf for f in dataclasses.fields(node) for leaf in _text_leaves(getattr(node, f.name), f"{prefix}{f.name}.")]
+    if isinstance(node, dict):
+        return [leaf for k, v in node.items() for leaf in [(prefix + str(k), str(k)), *_text_leaves(v, f"{prefix}{k}.")]]
+    if isinstance(node, (list, tuple)):
+        return [leaf for item in node for leaf in _text_leaves(item, prefix)]
+    return [(prefix.rstrip("."), node)] if isinstance(node, str) else []
+
+
+def check_locations(cfg: Config) -> None:
+    """No setting holds a NUL byte (no path or name can), and every location is a local path, or a gs:// URL where
+    one may stand: kit has no reader for http://, s3:// or TensorFlow's ram://, and writing "ram://x" to a local
+    folder named ``ram:`` would only end in "no records" later."""
+    for key, text in _text_leaves(cfg):
+        if "\0" in text:
+            raise KitError(f"{key}={quoted(text)} holds a NUL byte", f"set {key} without control characters")
+    for key, url_allowed in LOCATIONS.items():
+        section, name = key.split(".")
+        value = str(getattr(getattr(cfg, section), name))
+        scheme = URL_PREFIX.match(value)
+        if scheme and not (url_allowed and value.startswith("gs://")):
+            allowed = "a local path or a gs:// URL" if url_allowed else "a local path"
+            raise KitError(f"{key}={quoted(value)}: {scheme.group(1)}: is not supported here", f"set {key} to {allowed}")

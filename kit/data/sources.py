@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from kit.config import Config, TableConfig
-from kit.config.checks import check_names
+from kit.config.checks import check_folders
 from kit.data.tables import check_index_paths, map_labels, read_table, table_defined
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
@@ -261,7 +261,7 @@ def _read_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
 def index_dir(cfg: Config) -> Path:
     """Where the index is cached: beside the records (``<records_root>/<comp>/``), or ``data/index/<comp>``
     when the records live on a remote file system (gs:// on TPU) that plain file writes cannot reach."""
-    check_names(cfg)  # again: a config edited in Python has not been through load_config
+    check_folders(cfg)  # again: a config edited in Python has not been through load_config
     records_root = str(cfg.data.records_root)
     if "://" in records_root:
         return Path("data") / "index" / cfg.comp.name

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kit.config.checks import check_names
+from kit.config.checks import check_folders
 from kit.errors import KitError
 from kit.io import atomic_write
 from kit.train.search_space import Dimension, apply_values, nested, parse_space
@@ -40,7 +40,7 @@ SEARCH_DIR = "search"
 
 
 def tune_dir(cfg: Config) -> Path:
-    check_names(cfg)  # a config edited in Python has not been through load_config
+    check_folders(cfg)  # a config edited in Python has not been through load_config
     return Path(cfg.run.root) / cfg.comp.name / cfg.model.name / f"tune-{cfg.tuner.kind}"
 
 
