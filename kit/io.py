@@ -15,12 +15,15 @@ import json
 import os
 import posixpath
 import re
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+
+from kit.errors import KitError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,12 +221,37 @@ def put_file(local: str | os.PathLike, target: str | os.PathLike) -> URLPath:
     return target
 
 
+_SPECIAL_FILES = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def refuse_special(path: Path) -> None:
+    """Outputs go only to regular files or new paths: a KitError when ``path`` (links followed) is a device, a FIFO,
+    a socket or a folder, which a rename would otherwise replace (as root, /dev/full itself)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # a new path (or one the write itself will report on)
+    for test, what in _SPECIAL_FILES:
+        if test(mode):
+            raise KitError(
+                f"{path} is {what}: kit writes its outputs only to regular files or new paths, and never replaces {what}",
+                "name a new file (or an existing regular file) as the output",
+            )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
 
     For a URL the temp file is local (so any writer that wants a real file works: pandas, matplotlib,
-    Keras) and is uploaded with :func:`put_file` at the end.
+    Keras) and is uploaded with :func:`put_file` at the end. A local ``path`` that exists must be a regular file
+    (:func:`refuse_special`).
     """
     if is_url(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{URLPath(path).name}.", suffix=suffix + ".tmp")
@@ -235,6 +263,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             Path(tmp).unlink(missing_ok=True)
         return
     path = Path(path)
+    refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     # mkstemp makes the file private (0600); the result should get the usual mode, as open() would give it.
