@@ -244,3 +244,82 @@ def test_a_signal_during_training_exits_non_zero_marks_nothing_done_and_resume_f
     )
     assert rerun.returncode == 0, rerun.stderr
     assert (run_dir / DONE).is_file()
+
+
+# A lone worker (TF_CONFIG names only itself) whose strategy is built, then waits for a signal in Python.
+BUILT_THEN_HOLDING = """
+import os, signal, sys
+from kit.cli.common import Terminated, raise_terminated
+signal.signal(signal.SIGTERM, raise_terminated)
+from kit.config import Config
+from kit.train.strategy import choose_strategy
+cfg = Config()
+cfg.train.strategy = "multiworker"
+print(choose_strategy(cfg)[1], flush=True)
+open(os.environ["KIT_TEST_READY"], "w").close()
+try:
+    while True:
+        signal.pause()
+except Terminated:
+    sys.exit(143)
+"""
+
+
+def test_sigterm_is_kits_again_once_the_multi_worker_strategy_is_built(tmp_path: Path) -> None:
+    from train_helpers import free_ports
+
+    ready = tmp_path / "ready"
+    (port,) = free_ports(1)
+    tf_config = json.dumps({"cluster": {"worker": [f"127.0.0.1:{port}"]}, "task": {"type": "worker", "index": 0}})
+    command = [sys.executable, "-c", BUILT_THEN_HOLDING]
+    code, output = _signalled(command, ready, signal.SIGTERM, tmp_path, _env(TF_CONFIG=tf_config, KIT_TEST_READY=str(ready)))
+    assert code == 143, output  # before: TensorFlow's preemption handler took SIGTERM and the worker went on
+    assert "multi-worker mirrored: 1 workers" in output
+
+
+def _unreachable_worker() -> dict[str, str]:
+    """TF_CONFIG of worker 0 of two, whose worker 1 never starts (a port nothing listens on)."""
+    from train_helpers import free_ports
+
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}), "PORT": str(ports[1])}
+
+
+def test_a_worker_that_never_comes_is_named_after_the_start_up_limit(tmp_path: Path) -> None:
+    settings = _tiny_training(tmp_path)
+    cluster = _unreachable_worker()
+    env = _env(TF_CONFIG=cluster["TF_CONFIG"], KIT_MULTIWORKER_START_S="2")
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "train", *settings, "strategy=multiworker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"no answer from worker 1 (127.0.0.1:{cluster['PORT']}) after 2 s" in errors[0]
+    assert "KIT_MULTIWORKER_START_S" in errors[0]
+
+
+def test_sigterm_ends_a_worker_waiting_for_the_others(tmp_path: Path) -> None:
+    settings = _tiny_training(tmp_path)
+    cluster = _unreachable_worker()
+    log = tmp_path / "worker.log"
+    env = _env(TF_CONFIG=cluster["TF_CONFIG"], KIT_MULTIWORKER_START_S="100000")
+    with open(log, "w") as handle:
+        command = [sys.executable, "-m", "kit", "train", *settings, "strategy=multiworker"]
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=handle, stderr=handle)
+        try:
+            wait_until(lambda: "multi-worker start-up: waiting for worker 1" in log.read_text(errors="replace"), "the wait", proc)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=REAP_TIMEOUT_S)  # a hang, before: TensorFlow's handler only noted the SIGTERM
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=REAP_TIMEOUT_S)
+    assert proc.returncode == 143, log.read_text()
+    assert "interrupted (SIGTERM)" in log.read_text()
