@@ -1,9 +1,15 @@
-"""One error type for everything a user can fix themselves.
+"""One error type for everything a user can fix themselves, and the one rule for every line kit shows.
 
 The CLI catches :class:`KitError`, prints ``error: <message> (fix: <hint>)`` on one line and exits
 with code 2, so a mistake in a CSV, a YAML file or a command line never ends in a traceback. A full disk,
 missing permissions or a file where a folder belongs are the user's to fix too: :func:`os_error` and
 :func:`tf_disk_full` turn them into the same one line.
+
+Every line kit raises or prints may quote input (a CSV's header, a setting's value, a path), and input may be
+anything: the environment (``/proc/self/environ`` named as a table), a whole file on one line. So a KitError's
+message and hint are redacted (:func:`kit.secrets.redact`) and cut to ``MAX_LINE_CHARS`` when it is made, a
+value quoted from input is cut to ``QUOTE_CHARS`` (:func:`quoted`, :func:`listing`), and the CLI writes its
+output through :class:`SafeStream`, which applies the same scan and bound to every line printed.
 """
 
 from __future__ import annotations
@@ -14,21 +20,90 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, TextIO
+
+from kit.secrets import Credentials, credential_values, redact
 
 EXIT_USER_ERROR = 2
+MAX_LINE_CHARS = 1000  # characters of one line kit prints or raises; the rest is cut and the cut said
+QUOTE_CHARS = 80  # characters of one value quoted from input (a cell, a column name, a setting's value)
+QUOTED_ITEMS = 8  # values of a list quoted from input (a CSV's columns)
+CUT = " [... cut at {} characters]"
+
+
+def safe_line(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """``text`` as one line: credentials redacted, whitespace runs made one space, at most ``limit`` characters."""
+    line = " ".join(redact(str(text)).split())
+    return line if len(line) <= limit else line[:limit] + CUT.format(limit)
+
+
+def quoted(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """A value from input as a message shows it: at most ``limit`` characters, and in quotes with escapes when it holds
+    control characters (a NUL, a newline)."""
+    text = str(value)
+    text = text if text.isprintable() else repr(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def listing(values: Iterable[Any], n: int = QUOTED_ITEMS) -> str:
+    """Values from input as a message lists them: the first ``n``, each :func:`quoted`, and how many there are."""
+    values = list(values)
+    shown = ", ".join(quoted(v) for v in values[:n])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > n else "")
 
 
 class KitError(Exception):
-    """A problem the user can fix: ``message`` says what is wrong, ``hint`` how to fix it."""
+    """A problem the user can fix: ``message`` says what is wrong, ``hint`` how to fix it.
+
+    Both are redacted and bounded when the error is made, so no code path can raise a credential or a whole file.
+    """
 
     def __init__(self, message: str, hint: str = "") -> None:
+        message, hint = safe_line(message), safe_line(hint)
         super().__init__(message)
         self.message = message
         self.hint = hint
 
     def one_line(self) -> str:
-        text = self.message if not self.hint else f"{self.message} (fix: {self.hint})"
-        return " ".join(text.split())
+        return safe_line(self.message if not self.hint else f"{self.message} (fix: {self.hint})")
+
+
+class SafeStream:
+    """A text stream that redacts the credentials in ``credentials`` (read once) from every write and cuts every
+    line at MAX_LINE_CHARS; everything else is the wrapped stream's. The CLI puts it over stdout and stderr."""
+
+    def __init__(self, stream: TextIO, credentials: Credentials | None = None) -> None:
+        self.stream = stream
+        self.credentials = credential_values() if credentials is None else credentials
+        self.column = 0  # characters written since the last line break; over MAX_LINE_CHARS once the line was cut
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # a text stream: click tells text from binary streams by this TypeError
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        out = []
+        for piece in re.split(r"([\r\n])", redact(text, self.credentials)):
+            if piece in ("\r", "\n"):
+                out.append(piece)
+                self.column = 0
+                continue
+            room = MAX_LINE_CHARS - self.column
+            if room < 0:
+                continue  # the rest of a line already cut
+            if len(piece) > room:
+                out.append(piece[:room] + CUT.format(MAX_LINE_CHARS))
+                self.column = MAX_LINE_CHARS + 1
+            else:
+                out.append(piece)
+                self.column += len(piece)
+        self.stream.write("".join(out))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def nearest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
@@ -46,7 +121,7 @@ def unknown_choice(kind: str, value: str, choices: Iterable[str]) -> KitError:
     choices = list(choices)
     near = nearest(value, choices)
     return KitError(
-        f"unknown {kind} '{value}'",
+        f"unknown {kind} '{quoted(value)}'",
         f"use one of: {', '.join(near)}" + (f" (all: {', '.join(sorted(choices))})" if len(choices) <= 12 else ""),
     )
 

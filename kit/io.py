@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import re
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
-from kit.errors import KitError, nearest
+from kit.errors import KitError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -220,12 +221,37 @@ def put_file(local: str | os.PathLike, target: str | os.PathLike) -> URLPath:
     return target
 
 
+_SPECIAL_FILES = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def refuse_special(path: Path) -> None:
+    """Outputs go only to regular files or new paths: a KitError when ``path`` (links followed) is a device, a FIFO,
+    a socket or a folder, which a rename would otherwise replace (as root, /dev/full itself)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return  # a new path (or one the write itself will report on)
+    for test, what in _SPECIAL_FILES:
+        if test(mode):
+            raise KitError(
+                f"{path} is {what}: kit writes its outputs only to regular files or new paths, and never replaces {what}",
+                "name a new file (or an existing regular file) as the output",
+            )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
 
     For a URL the temp file is local (so any writer that wants a real file works: pandas, matplotlib,
-    Keras) and is uploaded with :func:`put_file` at the end.
+    Keras) and is uploaded with :func:`put_file` at the end. A local ``path`` that exists must be a regular file
+    (:func:`refuse_special`).
     """
     if is_url(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{URLPath(path).name}.", suffix=suffix + ".tmp")
@@ -237,6 +263,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             Path(tmp).unlink(missing_ok=True)
         return
     path = Path(path)
+    refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
     # mkstemp makes the file private (0600); the result should get the usual mode, as open() would give it.
@@ -290,69 +317,8 @@ def local_copy(path: str | os.PathLike) -> Iterator[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# CSV tables: read as text with one-line errors, written atomically
+# CSV tables, written atomically (reading them, with limits and one-line errors: kit.inputs)
 # ----------------------------------------------------------------------------------------------------
-
-
-def read_csv(path: str | os.PathLike, fix: str = "re-download the file or fix it by hand") -> pd.DataFrame:
-    """Read a CSV as text columns (ids keep leading zeros), with one-line errors for broken files.
-
-    UTF-8 with or without a byte-order mark is accepted (``utf-8-sig`` decodes both; plain ``utf-8``
-    would leave the mark glued to the first column name). Column names are stripped of spaces.
-    """
-    from io import StringIO
-
-    import pandas as pd  # here, not at the top: the CLI imports this module at start-up
-
-    path = Path(path)
-    try:
-        if not path.is_file():  # follows links; a FIFO or device is not a file and is never opened
-            what = "not a regular file" if path.exists() else "CSV file not found"
-            raise KitError(f"{path}: {what}", fix)
-        raw = path.read_bytes()
-    except OSError as exc:  # a name too long, no permission, ...
-        raise KitError(f"{path}: cannot read the CSV ({exc.strerror or type(exc).__name__})", fix) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise KitError(
-            f"{path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-            f"re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > fixed.csv",
-        ) from None
-    if not text.strip():
-        raise KitError(f"{path}: the CSV file is empty", fix)
-    try:
-        frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.ParserError as exc:
-        detail = str(exc).strip().splitlines()[-1]
-        fix_fields = "every row needs as many comma-separated fields as the header"
-        raise KitError(f"{path}: not a valid CSV ({detail})", fix_fields) from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    if frame.shape[1] == 1:
-        header = frame.columns[0]
-        for sep, word in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
-            if sep in header:
-                raise KitError(
-                    f"{path} line 1: read as one column '{header}': the file looks {word}-separated",
-                    "save it comma-separated (e.g. pandas: pd.read_csv(f, sep=...).to_csv(f, index=False))",
-                )
-    return frame
-
-
-def require_columns(frame: pd.DataFrame, source: str, wanted: dict[str, str]) -> None:
-    """A one-line error naming the nearest column when one is missing.
-
-    ``wanted`` maps a setting name (e.g. comp.train.label_column) to the column it names; an empty
-    column name is not wanted.
-    """
-    for setting, column in wanted.items():
-        if column and column not in frame.columns:
-            near = nearest(column, frame.columns, n=1)
-            raise KitError(
-                f"{source}: no column '{column}' (columns: {', '.join(map(str, frame.columns))})",
-                f"set {setting}={near[0]}" if near else f"set {setting} to one of the columns",
-            )
 
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path | URLPath:

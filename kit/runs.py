@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import importlib
-import os
 import platform
 import re
 import time
@@ -32,8 +30,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from kit.config import from_yaml, to_yaml
+from kit.config.checks import check_folders
 from kit.errors import KitError
 from kit.io import URLPath, as_path, atomic_write, local_copy, read_json, write_json
+from kit.locks import exclusive
 
 if TYPE_CHECKING:
     import keras
@@ -67,7 +67,9 @@ _TRAIN_FIRST = "train first (kit train) or pass run=<a run directory>"
 
 
 def runs_of(cfg: Config) -> Path | URLPath:
-    """``<run.root>/<comp>/<model>``: where this comp/model's runs live (a gs:// root stays a URL)."""
+    """``<run.root>/<comp>/<model>``: where this comp/model's runs live (a gs:// root stays a URL); the names checked
+    again here for configs edited in Python."""
+    check_folders(cfg)
     return as_path(cfg.run.root) / cfg.comp.name / cfg.model.name
 
 
@@ -130,41 +132,22 @@ def _claim(run_dir: Path | URLPath) -> bool:
 def writing(run_dir: Path | URLPath) -> Iterator[None]:
     """Hold the run folder's write lock for the block: one writer a run (training, resuming, a k-fold driver).
 
-    An flock on ``run_dir/lock``, so it is released when the process ends however it ends (SIGKILL included) and a
-    resume after a kill just works; a second writer gets one line naming the live one. Readers (predict, evaluate)
-    never take it. gs:// run folders have no locks: there the one-writer rule is the user's.
+    An flock on ``run_dir/lock`` (:func:`kit.locks.exclusive`); a second writer gets one line naming the live one.
+    Readers (predict, evaluate) never take it. gs:// run folders have no locks: there the one-writer rule is the user's.
     """
     if isinstance(run_dir, URLPath):
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KitError(
-                f"run {run_dir} is being written by {_lock_holder(fd)}",
-                "wait for that process to finish (or stop it), then rerun; kit predict and kit evaluate may read it meanwhile",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def busy(holder: str) -> KitError:
+        return KitError(
+            f"run {run_dir} is being written by {holder}",
+            "wait for that process to finish (or stop it), then rerun; kit predict and kit evaluate may read it meanwhile",
+        )
+
+    with exclusive(run_dir / LOCK_FILE, busy, record_pid=True):
         yield
-    finally:
-        os.close(fd)
-
-
-def _lock_holder(fd: int) -> str:
-    """``process <pid> (<its command>)`` from the lock file (the command from /proc, never stored in the run)."""
-    pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    if not pid.isdigit():  # written a moment after the lock is taken
-        return "another process"
-    try:
-        argv = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")]
-    except OSError:
-        return f"process {pid}"
-    command = " ".join(" ".join([Path(argv[0]).name, *argv[1:]]).split())  # a `python -c` script: one line
-    return f"process {pid} ({command[:160]}{'...' if len(command) > 160 else ''})"
 
 
 def versions() -> dict[str, str]:

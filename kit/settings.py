@@ -1,5 +1,5 @@
 """The settings a command runs with: the declared config (:mod:`kit.config`) plus the checks that need to know
-the models and the tuner's search spaces.
+the models, the metrics training logs and the tuner's search spaces.
 
 kit.config declares types, choices and ranges and imports nothing of kit above kit.errors/kit.io; the model
 registry and the search-space parser import config for its types, so their checks of a loaded config sit here,
@@ -12,6 +12,7 @@ from kit.config import Config, load_config
 from kit.errors import unknown_choice
 from kit.models.backbones import row_presets
 from kit.models.registry import MODELS
+from kit.train.metrics import check_metric_name
 from kit.train.search_space import parse_space
 
 
@@ -29,3 +30,6 @@ def check_settings(cfg: Config) -> None:
         raise unknown_choice("model", cfg.model.name, MODELS)
     if cfg.tuner.space:
         parse_space(cfg.tuner.space, origin=f"tuner.space of model {cfg.model.name}")
+    for setting, name in (("train.monitor", cfg.train.monitor), ("tuner.objective", cfg.tuner.objective)):
+        if name != "auto":
+            check_metric_name(name, setting)  # a name no model logs; the problem's own names are checked when it is known

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from kit.errors import KitError
-from kit.io import read_csv, require_columns
+from kit.config.files import confined
+from kit.errors import KitError, listing, quoted
+from kit.inputs import read_csv, require_columns
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -68,7 +69,7 @@ def sample_submission_path(cfg: Config) -> Path | None:
     """``<data.root>/<comp.sample_submission>`` when it is set and the file exists."""
     if not cfg.comp.sample_submission:
         return None
-    path = Path(cfg.data.root) / cfg.comp.sample_submission
+    path = confined(cfg.data.root, "comp.sample_submission", cfg.comp.sample_submission)
     try:
         return path if path.is_file() else None
     except OSError as exc:  # a name too long, no permission on a folder, ...
@@ -89,15 +90,15 @@ def read_sample(cfg: Config, path: Path) -> pd.DataFrame:
     others = [c for c in sample.columns if c != sub.id_column]
     if sub.label_column not in sample.columns and len(others) == 1:  # the one other column is the label, named otherwise
         raise KitError(
-            f"{path}: no column '{sub.label_column}' (columns: {', '.join(sample.columns)})",
-            f"set comp.submission.label_column={others[0]}",
+            f"{path}: no column '{sub.label_column}' (columns: {listing(sample.columns)})",
+            f"set comp.submission.label_column={quoted(others[0])}",
         )
     require_columns(sample, str(path), {"comp.submission.label_column": sub.label_column})
     extra = [c for c in sample.columns if c not in (sub.id_column, sub.label_column)]
     if extra:
         raise KitError(
-            f"{path}: column '{extra[0]}' besides '{sub.id_column}' and '{sub.label_column}' "
-            f"(columns: {', '.join(sample.columns)}): kit writes one id and one label column",
+            f"{path}: column '{quoted(extra[0])}' besides '{sub.id_column}' and '{sub.label_column}' "
+            f"(columns: {listing(sample.columns)}): kit writes one id and one label column",
             "set comp.submission.id_column / label_column to the sample's, or drop comp.sample_submission",
         )
     ids = sample[sub.id_column].astype(str).str.strip()
@@ -110,7 +111,7 @@ def read_sample(cfg: Config, path: Path) -> pd.DataFrame:
         first = ids.iloc[int(np.flatnonzero(duplicated)[0])]
         rows = np.flatnonzero((ids == first).to_numpy())
         raise KitError(
-            f"{path}: id '{first}' appears {len(rows)} times (rows {', '.join(str(r + 1) for r in rows[:5])}); "
+            f"{path}: id '{quoted(first)}' appears {len(rows)} times (rows {', '.join(str(r + 1) for r in rows[:5])}); "
             "a submission has one row per id",
             "re-download the sample submission, or delete the repeated rows",
         )
@@ -276,12 +277,15 @@ def validate_submission(
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise KitError(
-            f"{name}: missing column '{missing[0]}' (has {list(frame.columns)}, expected {columns})",
+            f"{name}: missing column '{quoted(missing[0])}' (has {listing(frame.columns)}; expected {listing(columns)})",
             f"write the columns {', '.join(columns)} as in the sample submission",
         )
     extra = [c for c in frame.columns if c not in columns]
     if extra:
-        raise KitError(f"{name}: unexpected column '{extra[0]}' (expected exactly {columns})", f"drop the column '{extra[0]}'")
+        raise KitError(
+            f"{name}: unexpected column '{quoted(extra[0])}' (expected exactly {listing(columns)})",
+            f"drop the column '{quoted(extra[0])}'",
+        )
     frame = frame[columns]
     id_col = sub.id_column if sub.id_column in columns else columns[0]
     label_col = sub.label_column if sub.label_column in columns else columns[-1]
@@ -300,7 +304,7 @@ def validate_submission(
         first = ids.iloc[rows[0]]
         same = np.flatnonzero((ids == first).to_numpy())
         raise KitError(
-            f"{name}: id '{first}' appears {len(same)} times (rows {', '.join(str(r + 1) for r in same[:5])}); "
+            f"{name}: id '{quoted(first)}' appears {len(same)} times (rows {', '.join(str(r + 1) for r in same[:5])}); "
             f"{int(ids.duplicated().sum())} duplicate rows in all",
             "keep one row per id",
         )
@@ -308,11 +312,15 @@ def validate_submission(
     if difference:
         parts = []
         if difference.lacking:
-            parts.append(f"{len(difference.lacking)} ids of {reference.source} are missing (e.g. '{difference.lacking[0]}')")
+            parts.append(
+                f"{len(difference.lacking)} ids of {reference.source} are missing (e.g. '{quoted(difference.lacking[0])}')"
+            )
         if difference.surplus:
             surplus = difference.surplus[0]
             row = int(np.flatnonzero((ids == surplus).to_numpy())[0])
-            parts.append(f"{len(difference.surplus)} ids are not in {reference.source} (e.g. '{surplus}' at row {row + 1})")
+            parts.append(
+                f"{len(difference.surplus)} ids are not in {reference.source} (e.g. '{quoted(surplus)}' at row {row + 1})"
+            )
         raise KitError(
             f"{name}: {'; '.join(parts)} ({len(ids)} rows, {len(reference.ids)} expected)",
             f"write exactly one row for each id of {reference.source}",
@@ -326,9 +334,8 @@ def _check_labels(cfg: Config, labels: pd.Series, name: str, column: str, classe
 
     def fail(bad: np.ndarray, what: str, fix: str) -> None:
         row = int(np.flatnonzero(bad)[0])
-        raise KitError(
-            f"{name}: row {row + 1} (line {row + 2}) has {column}='{labels.iloc[row]}': {what} ({int(bad.sum())} such rows)", fix
-        )
+        label = quoted(labels.iloc[row])
+        raise KitError(f"{name}: row {row + 1} (line {row + 2}) has {column}='{label}': {what} ({int(bad.sum())} such rows)", fix)
 
     if fmt == "name":
         if classes:
@@ -336,7 +343,7 @@ def _check_labels(cfg: Config, labels: pd.Series, name: str, column: str, classe
             if bad.any():
                 fail(
                     bad,
-                    f"not a class name ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})",
+                    f"not a class name ({listing(classes)})",
                     "write class names",
                 )
         return

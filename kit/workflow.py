@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 
 from kit.config import Config
-from kit.errors import KitError
+from kit.config.files import confined
+from kit.errors import KitError, quoted
+from kit.inputs import read_csv
 from kit.settings import load_settings
 
 if TYPE_CHECKING:
@@ -120,11 +122,11 @@ def score_against_solution(cfg: Config, submission: Path) -> float:
     """The competition metric of ``submission`` against the hidden labels in ``comp.solution``."""
     from kit.evaluate import score
 
-    solution_path = Path(cfg.data.root) / cfg.comp.solution
+    solution_path = confined(cfg.data.root, "comp.solution", cfg.comp.solution)
     if not cfg.comp.solution or not solution_path.is_file():
         raise KitError(f"no hidden labels at {solution_path}", "only competitions with comp.solution can be scored offline")
     id_col, label_col = cfg.comp.submission.id_column, cfg.comp.submission.label_column
-    solution = pd.read_csv(solution_path, dtype={id_col: str, label_col: str})
+    solution = read_csv(solution_path, fix="check comp.solution and data.root")
     predicted = pd.read_csv(submission, dtype={id_col: str, label_col: str})
     merged = solution.merge(predicted, on=id_col, suffixes=("_true", "_pred"), validate="one_to_one")
     classes = list(cfg.comp.classes) or sorted(solution[label_col].unique())
@@ -147,8 +149,8 @@ def _label_indices(labels: pd.Series, ids: pd.Series, source: Path, label_format
     if indices.isna().any():
         first = int(np.flatnonzero(indices.isna().to_numpy())[0])
         raise KitError(
-            f"{source}: id {ids.iloc[first]} has label {labels.iloc[first]!r}, not a class as comp.submission.label_format="
-            f"{label_format} writes them",
+            f"{source}: id {quoted(ids.iloc[first])} has label '{quoted(labels.iloc[first])}', not a class as "
+            f"comp.submission.label_format={label_format} writes them",
             f"write class names {classes} (label_format: name) or indices 0..{len(classes) - 1} (index)",
         )
     return indices.astype(int).to_numpy()

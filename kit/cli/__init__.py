@@ -7,8 +7,10 @@ see ``kit config`` for every key and its current value.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 # TensorFlow's C++ start-up chatter hides kit's own output; users can still set it lower.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -16,11 +18,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import typer  # noqa: E402
 
 from kit.cli.backbones import backbone_lines, weights_app  # noqa: E402
-from kit.cli.common import Settings, app, load, run_setting, runs_setting, say  # noqa: E402
+from kit.cli.common import (  # noqa: E402
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Settings,
+    Terminated,
+    app,
+    interrupted_line,
+    load,
+    raise_terminated,
+    run_setting,
+    runs_setting,
+    say,
+)
 from kit.cli.kernel import kernel_app  # noqa: E402
 from kit.cli.looking import show  # noqa: E402, F401  (registers `kit show` on the app)
 from kit.config import Config, presets, to_yaml  # noqa: E402
-from kit.errors import EXIT_USER_ERROR, KitError, os_error, tf_disk_full  # noqa: E402
+from kit.errors import EXIT_USER_ERROR, KitError, SafeStream, os_error, tf_disk_full  # noqa: E402
+from kit.secrets import credential_values  # noqa: E402
 
 app.add_typer(kernel_app, name="kernel")
 app.add_typer(weights_app, name="weights")
@@ -304,32 +319,43 @@ def runs(
 
 
 def main() -> None:
-    """Entry point: run the app; user errors become one line on stderr and exit code 2."""
+    """Entry point: run the app; user errors become one line on stderr and exit code 2; an interrupted command
+    (Ctrl-C, SIGTERM) exits 130 / 143 with one line saying what to rerun, never 0. Everything printed passes the
+    credential scan and the line bound of kit.errors."""
+    signal.signal(signal.SIGTERM, raise_terminated)
+    credentials = credential_values()
+    sys.stdout, sys.stderr = SafeStream(sys.stdout, credentials), SafeStream(sys.stderr, credentials)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # with standalone_mode=False typer *returns* 130 for a KeyboardInterrupt
     except KitError as exc:
-        say(f"error: {exc.one_line()}")
-        sys.exit(EXIT_USER_ERROR)
+        _fail(exc)
     except OSError as exc:
         error = os_error(exc)
         if error is None:
             raise
-        say(f"error: {error.one_line()}")
-        sys.exit(EXIT_USER_ERROR)
+        _fail(error)
     except KeyboardInterrupt:
-        say("interrupted: rerun the same command to continue where it stopped")
-        sys.exit(130)
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        code = EXIT_TERMINATED
     except typer.Abort:
-        sys.exit(130)
+        code = EXIT_INTERRUPTED
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except Exception as exc:
         error = tf_disk_full(exc)
         if error is not None:
-            say(f"error: {error.one_line()}")
-            sys.exit(EXIT_USER_ERROR)
+            _fail(error)
         # Usage errors of the CLI library (click, vendored by typer) know how to show themselves.
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             sys.exit(EXIT_USER_ERROR)
         raise
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        say(interrupted_line(sys.argv[1:], code))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(error: KitError) -> NoReturn:
+    say(f"error: {error.one_line()}")
+    sys.exit(EXIT_USER_ERROR)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
+from types import FrameType
 
 import typer
 
@@ -34,6 +36,37 @@ def load(settings: list[str] | None, tensorflow: bool = False) -> Config:
 
 def say(message: str) -> None:
     typer.echo(message, err=True)
+
+
+# ---------------------------------------------------------------------------------------------- interruptions
+
+EXIT_INTERRUPTED = 128 + 2  # SIGINT (Ctrl-C), as shells report it
+EXIT_TERMINATED = 128 + 15  # SIGTERM
+# Commands whose rerun continues an interrupted run only when told to.
+RESUME_FLAG = {"train": "--resume"}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so every ``finally`` and temp-file
+    clean-up runs; a BaseException, so no ``except Exception`` of kit or a library swallows it."""
+
+
+def raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def interrupted_line(argv: list[str], code: int) -> str:
+    """The one line an interrupted command ends with: what stopped it, that nothing was marked done, and the
+    command to rerun (with the flag that makes it continue, where one is needed)."""
+    words = list(argv)
+    flag = RESUME_FLAG.get(words[0]) if words else None
+    if flag and flag not in words:
+        words.append(flag)
+    what = "Ctrl-C" if code == EXIT_INTERRUPTED else "SIGTERM"
+    return (
+        f"interrupted ({what}): nothing unfinished was marked done; rerun `{shlex.join(['kit', *words])}` to continue "
+        "where it stopped"
+    )
 
 
 def run_setting(settings: list[str] | None, run: Path | None) -> tuple[list[str], Path | None]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from kit.cli.common import Settings, load, runs_setting, say
+from kit.cli.common import EXIT_INTERRUPTED, Settings, load, runs_setting, say
 from kit.config import Config
 
 kernel_app = typer.Typer(
@@ -23,7 +23,6 @@ Owner = typer.Option(None, "--owner", help="Kaggle user who owns the kernel; def
 Internet = typer.Option(False, "--internet", help="Push the kernel with internet on (kaggle.kernel_internet=true).")
 Predict = typer.Option(False, "--predict", help="The inference kernel (pushed with --from-run).")
 Version = typer.Option(None, "--version", help="The kernel's version; default: the one kit pushed last from here.")
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 @contextlib.contextmanager

@@ -11,8 +11,9 @@ import typing
 from functools import cache
 from typing import Any
 
+from kit.config.files import check_locations
 from kit.config.schema import IMAGE_SIZE, Config, Range
-from kit.errors import KitError
+from kit.errors import KitError, listing, quoted
 
 MAX_NAME_LENGTH = 128  # characters of a name used as a folder name (file systems allow 255 bytes)
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -78,32 +79,42 @@ def check_names(cfg: Config) -> None:
         parts = cfg.comp.slug.split("/")
         if len(parts) > 2:
             raise KitError(
-                f"comp.slug='{cfg.comp.slug}' has more than one '/'",
+                f"comp.slug='{quoted(cfg.comp.slug)}' has more than one '/'",
                 "give a competition slug or owner/dataset, each part a plain name",
             )
         names.extend(("comp.slug", part) for part in parts)
     for key, name in names:
         problem = plain_name_problem(str(name))
         if problem:
-            shown = name if len(name) <= 60 else name[:60] + "..."
             raise KitError(
-                f"{key}='{shown}' is used as a folder name and {problem}",
+                f"{key}='{quoted(name)}' is used as a folder name and {problem}",
                 f"set {key} to a plain name of at most {MAX_NAME_LENGTH} characters, e.g. mine-1 "
                 "(the length limit is MAX_NAME_LENGTH in kit/config/checks.py)",
             )
+
+
+def check_folders(cfg: Config) -> None:
+    """The settings a folder is made from, checked where one is made (records, index, runs, tuner): a config edited
+    in Python after load_config (``cfg.comp.name = "../x"``, a NUL byte in run.root) never passed :func:`validate`."""
+    check_names(cfg)
+    check_locations(cfg)
 
 
 def check_classes(classes: list[str]) -> None:
     if not classes:
         return
     if len(classes) < 2:
-        raise KitError(f"comp.classes={list(classes)} names one class", "list at least 2 classes, or leave comp.classes empty")
+        raise KitError(
+            f"comp.classes=[{listing(classes)}] names one class", "list at least 2 classes, or leave comp.classes empty"
+        )
     seen: set[str] = set()
     for name in classes:
         if not str(name).strip():
-            raise KitError(f"comp.classes has an empty name: {list(classes)}", "give every class a name")
+            raise KitError(f"comp.classes has an empty name: [{listing(classes)}]", "give every class a name")
         if name in seen:
-            raise KitError(f"comp.classes names '{name}' twice: {list(classes)}", "list each class once, in label-index order")
+            raise KitError(
+                f"comp.classes names '{quoted(name)}' twice: [{listing(classes)}]", "list each class once, in label-index order"
+            )
         seen.add(name)
 
 
@@ -139,6 +150,7 @@ def validate(cfg: Config) -> None:
     check_ranges(cfg)
     check_image_sizes(cfg)
     check_names(cfg)
+    check_locations(cfg)
     check_classes(cfg.comp.classes)
     check_threshold(cfg.predict.threshold)
     if cfg.train.strategy == "tpu":

@@ -45,7 +45,7 @@ from kit.config.folders import preset_dirs
 from kit.config.schema import Config, Flip
 from kit.config.symmetry import FLIP_AXES, TTA_VIEWS, allowed_flips, flip_word, view_name
 from kit.config.yaml_files import read_yaml, refuse_resolvers
-from kit.errors import KitError, nearest, unknown_choice
+from kit.errors import KitError, nearest, quoted, unknown_choice
 
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
 
@@ -110,7 +110,9 @@ def merge(base: DictConfig, update: Any, origin: str) -> DictConfig:
         return OmegaConf.merge(base, update)
     except (ConfigKeyError, ConfigAttributeError) as exc:
         key = str(exc.full_key or exc.key or "")
-        raise KitError(f"{origin}: unknown setting '{key}'", f"did you mean {' or '.join(nearest(key, all_keys()))}?") from None
+        raise KitError(
+            f"{origin}: unknown setting '{quoted(key)}'", f"did you mean {' or '.join(nearest(key, all_keys()))}?"
+        ) from None
     except ValidationError as exc:
         if isinstance(exc.child_node, EnumNode) and isinstance(exc.value, (str, int, float)):  # a scalar, not a list or null
             raise unknown_choice(f"value for {exc.full_key}", str(exc.value), exc.child_node.enum_type) from None
@@ -125,7 +127,7 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
     dotlist: list[str] = []
     for item in overrides:
         if "=" not in item:
-            raise KitError(f"argument '{item}' is not key=value", "write settings as key=value, e.g. train.epochs=3")
+            raise KitError(f"argument '{quoted(item)}' is not key=value", "write settings as key=value, e.g. train.epochs=3")
         key, value = item.split("=", 1)
         key = ALIASES.get(key.strip(), key.strip())
         if key in SELECTORS:
@@ -289,7 +291,7 @@ def load_config_with_origins(
     except yaml.YAMLError as exc:  # OmegaConf parses each value as YAML: "model.dropout=[1" is not
         bad = next((item for item in dotlist if _bad_yaml_value(item)), " ".join(dotlist))
         raise KitError(
-            f"command line: cannot read the value of '{bad}' ({getattr(exc, 'problem', None) or 'not valid YAML'})",
+            f"command line: cannot read the value of '{quoted(bad)}' ({getattr(exc, 'problem', None) or 'not valid YAML'})",
             "quote it or close its brackets, e.g. predict.tta=[flip,vflip] or key='text'",
         ) from None
     cfg = merge(cfg, cli, "command line")

@@ -74,6 +74,12 @@ def ranged(default: float, low: float, high: float, *, low_open: bool = False, h
     return field(default=default, metadata={"range": Range(low, high, low_open, high_open, limit)})
 
 
+def in_root(kind: str) -> Any:
+    """A setting naming a ``file`` or a ``folder`` inside data.root (empty: none); :mod:`kit.config.files` confines
+    every such setting, found by this mark, with one check."""
+    return field(default="", metadata={"in_root": kind})
+
+
 IMAGE_SIZE = Range(8, MAX_IMAGE_SIZE, limit="MAX_IMAGE_SIZE")  # model.image_size and each comp.image_sizes value
 SEED = {"low": 0, "high": MAX_SEED}
 
@@ -82,12 +88,12 @@ SEED = {"low": 0, "high": MAX_SEED}
 class TableConfig:
     """Where one split's examples are listed: a CSV, or a folder (of class folders or of images)."""
 
-    csv: str = ""  # CSV file relative to data.root; empty: use ``dir``
-    dir: str = ""  # folder of class sub-folders (labelled) or of images (unlabelled)
+    csv: str = in_root("file")  # CSV file relative to data.root; empty: use ``dir``
+    dir: str = in_root("folder")  # folder of class sub-folders (labelled) or of images (unlabelled)
     id_column: str = ""  # column with the example id; empty: the path column is the id
     path_column: str = ""  # column with a file path relative to data.root/image_dir
     label_column: str = ""  # column with the label (name or index); empty: unlabelled
-    image_dir: str = ""  # folder the ids or paths are relative to, under data.root
+    image_dir: str = in_root("folder")  # folder the ids or paths are relative to, under data.root
     image_ext: str = ""  # appended to ids that lack it, e.g. ".png"
 
 
@@ -106,8 +112,8 @@ class CompetitionConfig:
     train: TableConfig = field(default_factory=TableConfig)
     val: TableConfig = field(default_factory=TableConfig)  # optional separate validation set
     test: TableConfig = field(default_factory=TableConfig)
-    sample_submission: str = ""  # relative to data.root; the reference for validating a submission
-    solution: str = ""  # hidden test labels (demo only), CSV with submission columns
+    sample_submission: str = in_root("file")  # relative to data.root; the reference for validating a submission
+    solution: str = in_root("file")  # hidden test labels (demo only), CSV with submission columns
     classes: list[str] = field(default_factory=list)  # distinct names in label-index order; empty: inferred
     metric: Metric = Metric.accuracy
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)

@@ -25,7 +25,8 @@ import yaml
 
 from kit.data.tables import IMAGE_EXTENSIONS, default_classes, integer_labels, is_image
 from kit.errors import KitError
-from kit.io import atomic_write, read_csv
+from kit.inputs import read_csv
+from kit.io import atomic_write
 from kit.submission import guess_label_format
 
 LABEL_NAMES = ("label", "labels", "class", "class_name", "classname", "target", "category", "y", "species", "breed")

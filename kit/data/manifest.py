@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kit.config.checks import check_folders
 from kit.data.schema import MANIFEST, SPLITS
 from kit.errors import KitError
 from kit.io import URLPath, as_path, join, read_json
@@ -65,7 +66,11 @@ def plan_settings(plan: str) -> str:
 
 def records_dir(cfg: Config) -> Path | URLPath:
     """``<data.records_root>/<comp>/<model.image_size>/<split plan>``: where the records of ``cfg`` live (a gs://
-    root stays a URL)."""
+    root stays a URL).
+
+    The names are checked here, not only at load: a config edited in Python (``cfg.comp.name = "../x"``) reaches
+    this function without passing load_config."""
+    check_folders(cfg)
     return as_path(cfg.data.records_root) / cfg.comp.name / str(cfg.model.image_size) / split_plan(cfg)
 
 

@@ -55,6 +55,7 @@ from kit.data.shards import (
     worker_count,
     write_tasks,
 )
+from kit.locks import exclusive
 from kit.errors import KitError
 from kit.io import read_json, write_json
 
@@ -141,18 +142,9 @@ def fingerprint(cfg: Config, index: pd.DataFrame, classes: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------- driver
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def _locked(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive flock on the records folder: one build at a time (released even on SIGKILL)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KitError(f"another `kit records` is writing {folder}", "wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+    return exclusive(folder, lambda _holder: KitError(f"another `kit records` is writing {folder}", "wait for it to finish"))
 
 
 def _clear(folder: Path) -> None:

@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 
 from kit.config import Config, TableConfig
+from kit.config.checks import check_folders
 from kit.data.splits import DUPLICATES_FIX, DUPLICATES_ONLY, assign_folds, holdout_rows, joined_groups, split_val
-from kit.data.tables import map_labels, read_table, table_defined
+from kit.data.tables import check_index_paths, map_labels, read_table, table_defined
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
 from kit.submission import Reference, check_test_ids, sample_reference
@@ -248,6 +249,7 @@ def _kept(cfg: Config) -> tuple[str, str]:
 def index_dir(cfg: Config) -> Path:
     """Where the index is cached: beside the records (``<records_root>/<comp>/``), or ``data/index/<comp>``
     when the records live on a remote file system (gs:// on TPU) that plain file writes cannot reach."""
+    check_folders(cfg)  # again: a config edited in Python has not been through load_config
     records_root = str(cfg.data.records_root)
     if "://" in records_root:
         return Path("data") / "index" / cfg.comp.name
@@ -306,7 +308,7 @@ def load_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
     """The cached index when it is up to date (same settings, newer than the sources), else a fresh one."""
     folder = index_dir(cfg)
     index_csv, meta_path = folder / "index.csv", folder / "index.json"
-    data_root(cfg)
+    root = data_root(cfg)
     if index_csv.is_file() and meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -318,6 +320,7 @@ def load_index(cfg: Config) -> tuple[pd.DataFrame, list[str]]:
             frame = pd.read_csv(index_csv, dtype={"id": str, "path": str, "split": str, "group": str}, keep_default_na=False)
             frame["label"] = frame["label"].astype(np.int64)
             frame["fold"] = frame["fold"].astype(np.int64)
+            check_index_paths(frame, root, str(index_csv))  # kit's own file is input too: it may have been edited
             return frame[COLUMNS], list(meta["classes"])
     frame = write_index(cfg)
     return frame, json.loads((folder / "classes.json").read_text())

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from kit.config import TableConfig
-from kit.errors import KitError, nearest
-from kit.io import read_csv, require_columns
+from kit.config.files import PATH_CHARS, confined, inside
+from kit.errors import KitError, listing, nearest, quoted
+from kit.inputs import read_csv, require_columns
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 # Cells that mean "no value" in a label column (pandas' usual NA spellings; we read everything as text).
@@ -70,7 +71,7 @@ def _join(base: str, rel: pd.Series) -> pd.Series:
 
 
 def _read_csv_table(root: Path, table: TableConfig, split: str, group_column: str = "") -> Table:
-    path = root / table.csv
+    path = confined(root, f"comp.{split}.csv", table.csv)
     source = str(path)
     frame = read_csv(path, fix=f"check comp.{split}.csv and data.root={root}")
     require_columns(
@@ -87,7 +88,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str, group_column: st
         near = nearest("id", frame.columns, n=1)
         raise KitError(
             f"{source}: comp.{split} names neither an id_column nor a path_column",
-            f"set comp.{split}.id_column={near[0] if near else frame.columns[0]} (or path_column)",
+            f"set comp.{split}.id_column={quoted(near[0] if near else frame.columns[0])} (or path_column)",
         )
     if len(frame) == 0:
         raise KitError(f"{source}: the CSV has a header but no rows", f"re-download it, or drop comp.{split}")
@@ -103,7 +104,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str, group_column: st
         first = int(np.flatnonzero(duplicated)[0])
         second = int(np.flatnonzero((ids == ids.iloc[first]).to_numpy())[1])
         raise KitError(
-            f"{source}: duplicate id '{ids.iloc[first]}' in row {first + 1} (line {first + 2})"
+            f"{source}: duplicate id '{quoted(ids.iloc[first])}' in row {first + 1} (line {first + 2})"
             f" and row {second + 1} (line {second + 2})",
             f"delete one of the rows (or set comp.{split}.id_column to a unique column)",
         )
@@ -115,7 +116,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str, group_column: st
         if table.image_ext:
             lacks = ~rel.str.endswith(table.image_ext)
             rel = rel.where(~lacks, rel + table.image_ext)
-    base = os.path.normpath(str((root / table.image_dir).resolve()))
+    base = os.path.normpath(str(confined(root, f"comp.{split}.image_dir", table.image_dir).resolve()))
     out = pd.DataFrame({"id": ids.to_numpy(dtype=object), "path": _join(base, rel).to_numpy(), "row": np.arange(len(frame))})
     labelled = bool(table.label_column)
     if labelled:
@@ -139,7 +140,7 @@ def _read_csv_table(root: Path, table: TableConfig, split: str, group_column: st
 
 
 def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
-    folder = root / table.dir
+    folder = confined(root, f"comp.{split}.dir", table.dir)
     source = str(folder)
     if not folder.is_dir():
         raise KitError(f"{folder}: folder not found", f"check comp.{split}.dir and data.root={root}")
@@ -165,7 +166,7 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
         labelled = False
         ids, paths, labels, where = loose, [f"{base}/{n}" for n in loose], [None] * len(loose), [source] * len(loose)
     else:
-        found = ", ".join(e.name for e in entries[:5]) or "nothing"
+        found = listing(e.name for e in entries[:5]) or "nothing"
         raise KitError(
             f"{folder}: no images and no class folders with images (found: {found})",
             f"point comp.{split}.dir at a folder of class folders or of images ({', '.join(IMAGE_EXTENSIONS)})",
@@ -184,12 +185,8 @@ def _folder(path: str) -> str:
 
 
 def _shown(path: str) -> str:
-    """A path as a message shows it: quoted with escapes when it holds control characters (a NUL, a newline)."""
-    return path if path.isprintable() else repr(path)
-
-
-def _inside(real: str, root_real: str) -> bool:
-    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+    """A path from a table as a message shows it: control characters (a NUL, a newline) escaped, cut when long."""
+    return quoted(path, limit=PATH_CHARS)
 
 
 def check_files(table: Table, root: Path, fix: str) -> None:
@@ -211,7 +208,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         except ValueError as exc:  # a NUL byte in the path: no such folder can exist
             unlistable[parent] = str(exc)
             continue
-        if not _inside(real, root_real):
+        if not inside(real, root_real):
             outside[parent] = real
             continue
         try:
@@ -230,7 +227,7 @@ def check_files(table: Table, root: Path, fix: str) -> None:
         real = outside.get(parent)
         if real is None and path in links:
             real = os.path.realpath(path)
-            real = None if _inside(real, root_real) else real
+            real = None if inside(real, root_real) else real
         elif real is not None:
             real = os.path.join(real, os.path.basename(path))
         if real is not None:
@@ -251,6 +248,12 @@ def check_files(table: Table, root: Path, fix: str) -> None:
             + f" ({int(missing.sum())} of {len(listed)} listed images are missing)",
             fix,
         )
+
+
+def check_index_paths(index: pd.DataFrame, root: Path, source: str) -> None:
+    """kit's own index (``index.csv``) read back is input too: every path it lists passes :func:`check_files`."""
+    table = Table("index", source, pd.DataFrame({"path": index["path"], "row": np.arange(len(index))}), labelled=False)
+    check_files(table, root, f"delete {source}: kit rebuilds it from the competition's tables")
 
 
 def read_table(root: Path, table: TableConfig, split: str, group_column: str = "") -> Table:
@@ -322,7 +325,7 @@ def _position(table: Table, i: int) -> str:
     return _where(table.source, int(table.frame["row"].iloc[i]))
 
 
-def _label_error(table: Table, i: int, message: str, fix: str) -> KitError:
+def _label_error(table: Table, i: int, message: str, fix: str = "fix the label, or list every class in comp.classes") -> KitError:
     return KitError(f"{_position(table, i)}: {message}", fix)
 
 
@@ -352,24 +355,15 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
                 unknown = ~t.frame["raw_label"].isin(lookup.keys()).to_numpy()
                 if unknown.any():
                     bad = int(np.flatnonzero(unknown)[0])
-                    raise _label_error(
-                        t,
-                        bad,
-                        f"label '{t.frame['raw_label'].iloc[bad]}' is not in the class list ({_short(classes)})",
-                        "fix the label, or list every class in comp.classes",
-                    )
+                    label = quoted(t.frame["raw_label"].iloc[bad])
+                    raise _label_error(t, bad, f"label '{label}' is not in the class list ({_short(classes)})")
         for t in labelled:  # all integers: class indices
             as_int = integer_labels(t.frame["raw_label"])
             out_of_range = ((as_int < 0) | (as_int >= len(classes))).to_numpy()
             if out_of_range.any():
                 bad = int(np.flatnonzero(out_of_range)[0])
-                raise _label_error(
-                    t,
-                    bad,
-                    f"label {t.frame['raw_label'].iloc[bad]} is not a class index "
-                    f"(0..{len(classes) - 1} for classes {_short(classes)})",
-                    "fix the label, or list every class in comp.classes",
-                )
+                label, last = quoted(t.frame["raw_label"].iloc[bad]), len(classes) - 1
+                raise _label_error(t, bad, f"label {label} is not a class index (0..{last} for classes {_short(classes)})")
             t.frame["label"] = as_int.to_numpy()
         return classes
     if ints is not None and int(ints.min()) >= 0 and sparse_label(ints) is not None:
@@ -388,11 +382,11 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
             t.frame["label"] = t.frame["raw_label"].map(lookup).astype(np.int64)
     if len(classes) < 2:
         raise KitError(
-            f"{labelled[0].source}: only one class ('{classes[0]}') found in the labels",
+            f"{labelled[0].source}: only one class ('{quoted(classes[0])}') found in the labels",
             "check comp.train.label_column (or the class folders); a classifier needs at least two classes",
         )
     return classes
 
 
 def _short(names: list[str], n: int = 8) -> str:
-    return ", ".join(names[:n]) + (f", ... ({len(names)} classes)" if len(names) > n else "")
+    return listing(names, n)

@@ -18,7 +18,6 @@ The Kaggle web addresses and the shape of slugs are written here once, for every
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from kit.errors import KitError
+from kit.secrets import credential_values, kaggle_config_dir, secret_in
 
 if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
@@ -84,16 +84,6 @@ def _backoff_base() -> float:
 # ----------------------------------------------------------------------------- credentials
 
 
-def config_dir() -> Path:
-    """The folder the client reads kaggle.json from (same rules as ``KaggleApi.config_dir``)."""
-    if os.environ.get("KAGGLE_CONFIG_DIR"):
-        return Path(os.environ["KAGGLE_CONFIG_DIR"])
-    legacy = Path.home() / ".kaggle"
-    if sys.platform.startswith("linux") and not legacy.exists():
-        return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "kaggle"
-    return legacy
-
-
 def credential_source() -> str | None:
     """Where the client will find credentials, in its own order of preference; None if nowhere.
 
@@ -108,7 +98,7 @@ def credential_source() -> str | None:
             return str(path)
     if os.environ.get("KAGGLE_USERNAME") and os.environ.get("KAGGLE_KEY"):
         return "KAGGLE_USERNAME/KAGGLE_KEY"
-    path = config_dir() / "kaggle.json"
+    path = kaggle_config_dir() / "kaggle.json"
     if path.is_file():
         return str(path)
     return None
@@ -116,7 +106,7 @@ def credential_source() -> str | None:
 
 def check_kaggle_json() -> None:
     """Warn about a kaggle.json others can read (as the client does); fail on one that is not JSON."""
-    path = config_dir() / "kaggle.json"
+    path = kaggle_config_dir() / "kaggle.json"
     if not path.is_file():
         return
     if os.name != "nt" and path.stat().st_mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -132,78 +122,6 @@ def check_kaggle_json() -> None:
 
 
 # ----------------------------------------------------------------------------- secrets in what kit uploads
-
-# A variable or JSON field holds a secret when a word of its name says so (KAGGLE_KEY, client_secret; not GIT_AUTHOR_NAME)
-SECRET_NAME = re.compile(r"(?:^|[_.-])(?:api)?(?:key|token|secret|password|passwd|credentials?)(?:$|[_.-])", re.I)
-MIN_SECRET_CHARS = 8  # shorter values ("1", "true", a port) are flags, not secrets, and would match everywhere
-SECRET_FILE_BYTES = 1 << 16  # a credential file is small; a larger (or special) file named by a variable is not read
-SECRET_SHAPES = (  # credentials recognised by their shape, wherever they came from
-    ("a Kaggle API token", re.compile(r"KGAT_[A-Za-z0-9_]{16,}")),
-    ("a kaggle.json key", re.compile(r"""["']?\bkey["']?\s*[:=]\s*["']?[0-9a-f]{32}\b""")),
-    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("an AWS access key", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
-    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}")),
-)
-
-
-def _file_secrets(path: Path) -> list[str]:
-    """The secrets in a credential file: JSON fields with a secret's name, else its whole text; [] if unreadable."""
-    try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > SECRET_FILE_BYTES:
-            return []  # never open a FIFO or a device: open() could block or read forever
-        text = path.read_text(errors="replace").strip()
-    except OSError:
-        return []
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return [text]
-    if isinstance(data, dict):
-        return [value for name, value in data.items() if SECRET_NAME.search(str(name)) and isinstance(value, str)]
-    return [data] if isinstance(data, str) else []
-
-
-def credential_values() -> list[tuple[str, str]]:
-    """(where it lives, value) of each credential this process can reach: variables with a secret's name (or the
-    secrets of the file one names) and Kaggle's credential files. Callers name only the place, never the value."""
-    found: list[tuple[str, str]] = []
-    for name, value in os.environ.items():
-        if not SECRET_NAME.search(name):
-            continue
-        if len(value) < 4096 and os.path.lexists(value):
-            found += [(f"the file named by ${name}", secret) for secret in _file_secrets(Path(value))]
-        else:
-            found.append((f"${name}", value))
-    home = Path.home() / ".kaggle"
-    for path in (config_dir() / "kaggle.json", home / "kaggle.json", home / "access_token", home / "access_token.txt"):
-        found += [(str(path), secret) for secret in _file_secrets(path)]
-    return [(where, value.strip()) for where, value in found if len(value.strip()) >= MIN_SECRET_CHARS]
-
-
-@functools.lru_cache(maxsize=64)
-def _written_forms(value: str) -> frozenset[str]:
-    """``value`` as it reads once written: as is, as a YAML scalar, then JSON-escaped once or twice (a YAML in JSON)."""
-    import yaml
-
-    scalar = yaml.safe_dump(value, width=1 << 30).strip().removesuffix("...").strip()  # '...' ends a plain scalar
-    if len(scalar) > 1 and scalar[0] in "'\"" and scalar[-1] == scalar[0]:
-        scalar = scalar[1:-1]
-    forms = {value, scalar}
-    for _ in range(2):
-        forms |= {json.dumps(form)[1:-1] for form in forms}
-    return frozenset(forms)
-
-
-def secret_in(text: str, credentials: list[tuple[str, str]] | None = None) -> str | None:
-    """Where the credential that ``text`` holds comes from (never the value itself); None when it holds none."""
-    for where, value in credential_values() if credentials is None else credentials:
-        if any(form in text for form in _written_forms(value)):
-            return f"the value of {where}"
-    for what, shape in SECRET_SHAPES:
-        if shape.search(text):
-            return what
-    return None
 
 
 def upload_files(paths: Iterable[Path]) -> dict[str, bytes]:
@@ -248,7 +166,7 @@ def api() -> KaggleApi:
 
         client = KaggleApi()
         # KaggleApi fixes these at import; recompute them for the current environment.
-        client.config_dir = str(config_dir())
+        client.config_dir = str(kaggle_config_dir())
         client.config = os.path.join(client.config_dir, client.config_file)
         client.args = ["--local"] if os.environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST" else []
         try:

@@ -13,7 +13,7 @@ predict; the inference kernel (``--from-run``) attaches ``<user>/kit-model-<comp
 the hidden test set). The script itself is :mod:`kit.kaggle.kernel_script`.
 
 A credential must never travel, however it got into a setting: every file of a bundle and of each dataset is
-scanned for the value of each credential this machine holds (:func:`kit.kaggle.client.secret_in`) before it is
+scanned for the value of each credential this machine holds (:func:`kit.secrets.secret_in`) before it is
 written or uploaded, and refused with one line naming the file and where the secret lives.
 """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from kit.kaggle.client import (
     competition_url,
     credential_source,
     daily_limit_error,
+    poll_interval,
     refuse_secrets,
     say,
 )
@@ -25,11 +25,6 @@ if TYPE_CHECKING:
     from kaggle.api.kaggle_api_extended import KaggleApi
 
     from kit.config import Config
-
-
-def _poll_interval() -> float:
-    """Seconds between two looks at the submission list; KIT_KAGGLE_POLL makes tests fast."""
-    return float(os.environ.get("KIT_KAGGLE_POLL", "10.0"))
 
 
 def latest_submission(cfg: Config) -> Path:
@@ -140,4 +135,4 @@ def wait_for_score(cfg: Config, client: KaggleApi, ref: int, message: str) -> fl
         if time.monotonic() >= deadline:
             say(f"submission to {slug} is still {status.lower()} after {cfg.kaggle.poll_timeout}s; see {url}")
             return None
-        time.sleep(min(_poll_interval(), max(0.0, deadline - time.monotonic())))
+        time.sleep(min(poll_interval(), max(0.0, deadline - time.monotonic())))

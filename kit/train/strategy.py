@@ -7,7 +7,7 @@ KitError, never a silent fallback (a user who asked for a TPU must not train for
   ``/dev/accel*``): ``TPUClusterResolver()`` otherwise searches the GCE metadata server and can hang.
 - multi-worker: ``TF_CONFIG`` names more than one task (TF's multi-worker convention). Keras 3 ``fit``
   cannot run under ``MultiWorkerMirroredStrategy`` on TF 2.21, so the trainer uses
-  :mod:`kit.train.multiworker` there.
+  :mod:`kit.train.multiworker` there; the start-up (waiting for the other workers) is :mod:`kit.train.cluster`'s.
 - mirrored: every GPU; without GPUs, every (logical) CPU device, which is how the tests exercise it.
 
 The global batch is ``train.batch_size`` (per replica) x replicas. Mixed precision follows the device:
@@ -19,11 +19,11 @@ layer on GPUs and TPUs, the tf.data pipeline on CPUs (:func:`choose_jitter_on`).
 from __future__ import annotations
 
 import glob
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
+from kit.train.cluster import start_multiworker, tf_config_tasks
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -38,20 +38,6 @@ POLICIES = {"cpu": "float32", "gpu": "mixed_float16", "tpu": "mixed_bfloat16"}
 def tpu_plausible() -> bool:
     """True when this machine may have a TPU (environment variables of TPU VMs/Colab/Kaggle, or /dev/accel*)."""
     return any(os.environ.get(name) for name in TPU_ENV) or bool(glob.glob("/dev/accel*"))
-
-
-def tf_config_tasks() -> int:
-    """Number of worker/chief tasks in ``TF_CONFIG`` (0 when unset or unreadable)."""
-    raw = os.environ.get("TF_CONFIG", "")
-    if not raw:
-        return 0
-    try:
-        cluster = json.loads(raw).get("cluster", {})
-    except (ValueError, AttributeError):
-        raise KitError(
-            "TF_CONFIG is not valid JSON", 'set TF_CONFIG=\'{"cluster": {"worker": [...]}, "task": {...}}\' or unset it'
-        ) from None
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
 def _connect_tpu() -> tf.distribute.Strategy:
@@ -99,7 +85,7 @@ def choose_strategy(cfg: Config) -> tuple[tf.distribute.Strategy, str]:
         else:
             return strategy, f"TPU with {strategy.num_replicas_in_sync} cores"
     if wanted == "multiworker" or (wanted == "auto" and tf_config_tasks() > 1):
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = start_multiworker()  # a limit on the wait for the other workers; SIGTERM stays kit's
         resolver = strategy.cluster_resolver
         workers = max(1, tf_config_tasks())
         note = "" if tf_config_tasks() else " (TF_CONFIG is not set: a single worker)"

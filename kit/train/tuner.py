@@ -13,20 +13,25 @@ on from phase 1's last weights, not its best.
 Hyperband: Li et al. 2018, "Hyperband: A Novel Bandit-Based Approach to Hyperparameter Optimization".
 
 Output in ``<run.root>/<comp>/<model>/tune-<kind>/``: the tuner's own state (``search/``, kept so a killed
-search resumes without repeating finished trials), ``best_hparams.yaml`` (a partial config for
-``kit train hparams=...``), ``trials.csv`` and ``plots/tuning.png``.
+search resumes without repeating finished trials), ``search.json`` (what the search was started with: a rerun
+resumes it only with the same objective, space, records and trial epochs, as ``kit train --resume`` does),
+``best_hparams.yaml`` (a partial config for ``kit train hparams=...``), ``trials.csv`` and ``plots/tuning.png``.
+The objective is checked against what the model logs before the first trial.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kit.errors import KitError
+from kit.config.checks import check_folders
+from kit.errors import KitError, quoted
 from kit.io import atomic_write
+from kit.train.metrics import check_metric_name
 from kit.train.search_space import Dimension, apply_values, nested, parse_space
 
 if TYPE_CHECKING:
@@ -36,9 +41,19 @@ if TYPE_CHECKING:
     from kit.train.phases import Phase
 
 SEARCH_DIR = "search"
+SEARCH_FILE = "search.json"
+# What a search is started with, each as the settings name it: a rerun that changes one starts no mixed search.
+SEARCH_IDENTITY = {
+    "objective": "tuner.objective",
+    "direction": "the objective's direction",
+    "space": "tuner.space",
+    "records": "the records (data, classes, image size)",
+    "trial_epochs": "the epochs a trial trains (tuner.max_epochs, train.epochs)",
+}
 
 
 def tune_dir(cfg: Config) -> Path:
+    check_folders(cfg)  # a config edited in Python has not been through load_config
     return Path(cfg.run.root) / cfg.comp.name / cfg.model.name / f"tune-{cfg.tuner.kind}"
 
 
@@ -170,6 +185,34 @@ def settle_finished_trials(oracle: kt.Oracle) -> list[str]:
     return finished
 
 
+def check_same_search(out_dir: Path, identity: dict[str, Any]) -> None:
+    """Start a search by writing ``identity`` to search.json; resume one only when it was started with the same.
+
+    A search with another objective would pick the "best" trial across F1 and loss values; with another space,
+    records or epochs, across trials that are not comparable. Either is one KitError naming what changed.
+    """
+    identity = json.loads(json.dumps(identity, default=str))  # as it reads back
+    marker = out_dir / SEARCH_FILE
+    if not (out_dir / SEARCH_DIR / "oracle.json").is_file():
+        atomic_write(marker, json.dumps(identity, indent=2))
+        return
+    restart = f"rerun with the settings it was started with to resume it, or delete {out_dir} to start a new search"
+    try:
+        started = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        raise KitError(
+            f"the search in {out_dir} has no readable {SEARCH_FILE} saying what it was started with", restart
+        ) from None
+    changed = [key for key in SEARCH_IDENTITY if started.get(key) != identity[key]]
+    if changed:
+        what = "; ".join(
+            f"{SEARCH_IDENTITY[key]}: {quoted(started.get(key))} then, {quoted(identity[key])} now" for key in changed
+        )
+        raise KitError(
+            f"the search in {out_dir} was started with other settings ({what}): a search resumes only as started", restart
+        )
+
+
 def trials_table(tuner: kt.Tuner, objective: str) -> list[dict[str, Any]]:
     """One row per trial: id, status, score and every hyperparameter value."""
     rows = []
@@ -186,7 +229,7 @@ def _write_outputs(cfg: Config, tuner: kt.Tuner, out_dir: Path, dims: list[Dimen
     from kit import plots
 
     objective, direction = objective_of(cfg)
-    best_trials = tuner.oracle.get_best_trials(1)
+    best_trials = [t for t in tuner.oracle.get_best_trials(1) if t.status == "COMPLETED" and t.score is not None]
     if not best_trials:
         raise KitError(f"the search in {out_dir} finished no trial", "check the trial errors above, or raise tuner.max_trials")
     best = best_trials[0]
@@ -216,11 +259,15 @@ def tune(cfg: Config) -> Path:
             f"the records in {manifest.records_dir} have no validation split to score {objective} on",
             "rebuild them with data.val_fraction=0.2 (kit records), or set tuner.objective to a training metric",
         )
+    check_metric_name(objective, "tuner.objective", binary=len(cfg.comp.classes) == 2, has_val=bool(manifest.count("val")))
 
     session = start_session(cfg, manifest=manifest)
     out_dir = tune_dir(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = (out_dir / SEARCH_DIR / "oracle.json").is_file()
+    space = {d.name: d.spec for d in dims}
+    identity = {"objective": objective, "direction": direction, "space": space, "records": manifest.fingerprint}
+    check_same_search(out_dir, {**identity, "trial_epochs": trial_epochs(cfg)})
     print(
         f"tuning {cfg.model.name} on {cfg.comp.name} with {cfg.tuner.kind}: {len(dims)} hyperparameters, objective "
         f"{objective} ({direction}); up to {trial_epochs(cfg)} epochs a trial (tuner.max_epochs={cfg.tuner.max_epochs}, "
