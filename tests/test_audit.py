@@ -50,6 +50,7 @@ def test_jpeg_quality_and_phash():
     assert [(i, j) for i, j, _ in near_pairs(hashes, 6)] == [(0, 1)]
 
 
+@pytest.mark.slow
 def test_audit_flags_planted_shortcut_and_duplicates(tmp_path):
     cfg = folder_comp_config(tmp_path, "planted")
     raw, rng = Path(cfg.data.root), np.random.default_rng(1)
@@ -84,6 +85,7 @@ def test_audit_flags_planted_shortcut_and_duplicates(tmp_path):
     assert len(pngs) >= 5 and all(p.read_bytes()[:8] == PNG for p in pngs)
 
 
+@pytest.mark.slow
 def test_audit_is_quiet_on_a_clean_set(tmp_path):
     cfg = folder_comp_config(tmp_path, "planted")
     raw, rng = Path(cfg.data.root), np.random.default_rng(2)

@@ -28,6 +28,7 @@ def _write(path: Path, image: np.ndarray) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_same_sized_pngs_name_file_size_not_image_size(tmp_path):
     """Every image 32x32: class a smooth (small PNGs), class b noise (big PNGs). The old warning said
     "images' sizes alone predict the label"; the signal is the file size, i.e. the content."""
@@ -61,6 +62,7 @@ def test_near_pairs_finds_every_pair_of_a_large_set():
     assert near_pairs(hashes[[100, 29_990]], 2) == []  # 3 bits apart: outside distance 2
 
 
+@pytest.mark.slow
 def test_every_image_is_hashed_past_hash_sample(tmp_path):
     cfg = folder_comp_config(tmp_path, "shift", test=False)
     cfg.audit.hash_sample = 3  # the old audit hashed only 3 of the 41 images and missed the pair almost surely
@@ -77,6 +79,7 @@ def test_every_image_is_hashed_past_hash_sample(tmp_path):
     assert any({Path(e["a"]).name, Path(e["b"]).name} == {"near.png", "b7.png"} for e in near["examples"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("offset", "shifted"), [(60, True), (0, False)])
 def test_adversarial_validation_on_pixels(tmp_path, offset, shifted):
     """Test images 60 grey levels brighter (same size, format, about the same file size) are told apart on
@@ -102,6 +105,7 @@ def test_adversarial_validation_on_pixels(tmp_path, offset, shifted):
     assert "## Adversarial validation" in (plot.parent / "audit.md").read_text()
 
 
+@pytest.mark.slow
 def test_shortcut_is_repeated_until_acknowledged(tmp_path):
     cfg = folder_comp_config(tmp_path, "shift", test=False)
     with pytest.raises(KitError, match="no audit report"):

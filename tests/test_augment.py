@@ -30,6 +30,7 @@ def colour_fractions(image: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return np.array([np.all(pixels == c, axis=1).mean() for c in colours.astype(np.int64)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_online_cutmix_mixes_by_pasted_area(library: str) -> None:
     n = 8

@@ -130,6 +130,7 @@ def test_cutmix_box_clips_at_the_border_and_corrects_lambda() -> None:
     np.testing.assert_array_equal(np.stack([t.numpy() for t in tf_box]), np.stack(box))  # one formula, two backends
 
 
+@pytest.mark.slow
 def test_cutmix_probability_mixes_whole_batches() -> None:
     areas = [draws.cutmix(seed(n), 8, H, W, 1.0, 0.5)[3].numpy() for n in range(40)]
     mixed = [bool(a.any()) for a in areas]
@@ -161,6 +162,7 @@ def test_jitter_agrees_between_numpy_and_tensorflow() -> None:
     np.testing.assert_allclose(ours[1], images[1], atol=1e-3)  # neutral parameters leave the image as it was
 
 
+@pytest.mark.slow
 def test_offline_path_imports_no_tensorflow() -> None:
     code = (
         "import sys, numpy as np\n"

@@ -25,6 +25,7 @@ def batch(n: int = 12, size: int = 16, classes: int = 5) -> tuple[tf.Tensor, tf.
     return tf.constant(images), tf.constant(labels)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [True, False])
 @pytest.mark.parametrize("mode", ["horizontal", "vertical", "both"])
 def test_flips_only_along_the_allowed_axes(mode: str, jit: bool) -> None:
@@ -40,6 +41,7 @@ def test_flips_only_along_the_allowed_axes(mode: str, jit: bool) -> None:
     assert seen == set(ALLOWED_FLIPS[mode])  # every allowed outcome happens, "both" flips each axis on its own draw
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches_other_seed_other_batches() -> None:
     images, labels = batch()
 
@@ -79,6 +81,7 @@ def test_keras_cutmix_pastes_one_rectangle_weighted_by_its_pixels(alpha: float) 
     assert mixed
 
 
+@pytest.mark.slow
 def test_xla_kernel_matches_plain_ops_and_takes_uint8() -> None:
     images, labels = batch(n=16)
     cfg = AugmentConfig(flip="horizontal", translate=0.1, color_jitter=0.3, cutmix=1.0, seed=8)
@@ -115,6 +118,7 @@ def old_fused_jitter(x: tf.Tensor, brightness: tf.Tensor, contrast: tf.Tensor, m
     return tf.clip_by_value(tf.reduce_sum(x[..., None, :] * matrix[:, None, None, :, :], axis=-1), 0.0, 255.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [48, 38])  # 48*48 is a multiple of 16 (the wide reduction), 38*38 is not
 def test_faster_fused_jitter_equals_the_old_ops_on_fixed_seeds(size: int) -> None:
     from kit.data.augment import draws, ops
@@ -132,6 +136,7 @@ def test_faster_fused_jitter_equals_the_old_ops_on_fixed_seeds(size: int) -> Non
     np.testing.assert_allclose(means, images.numpy().astype(np.float64).mean(axis=(1, 2)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_augmenter_with_faster_jitter_gives_the_same_batches_as_the_plain_ops() -> None:
     # The whole XLA augmenter (flip + jitter + CutMix) against the same augmenter run op by op (einsum jitter).
     images, labels = batch(n=16, size=32)

@@ -85,6 +85,7 @@ def test_the_layer_applies_the_pipeline_kernels_jitter_for_the_same_draws() -> N
     np.testing.assert_array_equal(layer(images).numpy(), images)  # no training flag: inference
 
 
+@pytest.mark.slow
 def test_first_in_every_model_identity_in_inference_and_after_save_and_load(tmp_path: Path) -> None:
     import keras
 
@@ -157,6 +158,7 @@ print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "loss":
 """
 
 
+@pytest.mark.slow
 def test_the_layer_trains_under_mirrored_strategy_on_two_logical_cpus() -> None:
     proc = python(MIRRORED_SCRIPT)
     output = proc.communicate(timeout=COMMAND_TIMEOUT_S)[0]
@@ -182,6 +184,7 @@ def test_auto_on_this_cpu_keeps_the_jitter_in_the_pipeline(tmp_path: Path) -> No
     assert jitter_summary(cfg) == "; colour jitter in the pipeline (augment.jitter_on)"
 
 
+@pytest.mark.slow
 def test_a_run_with_the_jitter_in_the_model_trains_and_its_best_keras_predicts_without_it(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -45,6 +45,7 @@ def test_online_mixup_images_are_the_convex_combinations_their_labels_say(librar
     assert blended >= 2 * n  # alpha=1: weights uniform in [0, 1], almost every image is visibly blended
 
 
+@pytest.mark.slow
 def test_online_mixup_same_seed_same_batches_other_seed_other_batches() -> None:
     images, labels, _ = flat_batch(6)
     runs = {
@@ -59,6 +60,7 @@ def test_online_mixup_same_seed_same_batches_other_seed_other_batches() -> None:
     assert not np.array_equal(first[0][1], first[1][1])  # successive batches draw anew
 
 
+@pytest.mark.slow
 def test_online_mixup_or_cutmix_never_both_and_labels_follow_pixels() -> None:
     n = 8
     images, labels, colours = flat_batch(n)

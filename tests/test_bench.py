@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import COMMAND_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quick_p1_tiny_writes_results_and_report(tmp_path: Path) -> None:
     results, work, doc = tmp_path / "results", tmp_path / "work", tmp_path / "BENCHMARKS.md"
     # A full result already there must survive a quick run (quick results go to <results>/quick/).
@@ -58,6 +60,7 @@ def test_quick_p1_tiny_writes_results_and_report(tmp_path: Path) -> None:
     assert "| figure | value | goal | ratio | result | note |" in text
 
 
+@pytest.mark.slow
 def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path) -> None:
     """The time-to-accuracy sections in quick mode: T (E, T1/T2 trained through kit's train entry point with a per-epoch test
     curve, T4 skipped when the registry lacks its model, T3 `kit demo`), P1-JPEG and P2-380, each row with its goal."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import pandas as pd
+import pytest
 
 from bench.common import QUICK, Context
 from bench.t_recipes import (
@@ -37,6 +38,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_binary_task_is_deterministic_mixed_size_imbalanced_and_noisy(tmp_path: Path) -> None:
     first = _files(make_binary_task(tmp_path / "a", 400, 100, seed=3))
     assert first == _files(make_binary_task(tmp_path / "b", 400, 100, seed=3))  # bit for bit, every image and CSV
@@ -58,6 +60,7 @@ def test_binary_task_is_deterministic_mixed_size_imbalanced_and_noisy(tmp_path: 
     assert set(flipped["train"]) <= set(train["file_name"]) and set(flipped["test"]) <= set(test["id"])
 
 
+@pytest.mark.slow
 def test_binary_task_reads_as_a_competition_with_a_labelled_hidden_test(tmp_path: Path) -> None:
     from kit.config import load_config
     from kit.data import sources
@@ -75,6 +78,7 @@ def test_binary_task_reads_as_a_competition_with_a_labelled_hidden_test(tmp_path
     assert manifest.counts["train"].total == 96 and has_test_labels(manifest)
 
 
+@pytest.mark.slow
 def test_recipe_check_tiny_rows_scores_and_plot(tmp_path: Path) -> None:
     ctx = Context(
         quick=True,

@@ -16,6 +16,7 @@ def kit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kit", *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
 
 
+@pytest.mark.slow
 def test_help_lists_every_command():
     result = kit("--help")
     assert result.returncode == 0
@@ -23,6 +24,7 @@ def test_help_lists_every_command():
         assert command in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS + ["kernel build", "kernel push"])
 def test_every_command_has_help(command):
     result = kit(*command.split(), "--help")

@@ -108,6 +108,7 @@ def test_a_wrong_guess_names_the_file_to_edit(tmp_path: Path) -> None:
     assert yaml.safe_load(output.read_text())["comp"]["name"] == "a100"
 
 
+@pytest.mark.slow
 def test_cli_new_comp(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path / "a100")
     output = tmp_path / "out.yaml"
@@ -170,6 +171,7 @@ def test_presets_are_searched_working_directory_then_user_folder_then_package(
     assert load_config(["comp=cifake"]).comp.metric == "accuracy"  # the working directory comes first
 
 
+@pytest.mark.slow
 def test_cli_new_comp_default_output_in_a_fresh_working_directory(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()

@@ -13,6 +13,7 @@ from kit.settings import load_settings
 from kit.train.metrics import monitored_metric
 
 
+@pytest.mark.slow
 def test_presets_are_all_loadable():
     for comp in presets("competitions"):
         for model in presets("models"):

@@ -4,9 +4,11 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from conftest import DEMO_TIMEOUT_S
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
     settings = [
         f"data.root={tmp_path / 'raw'}",
@@ -40,6 +42,7 @@ def test_demo_runs_the_whole_pipeline_and_scores_it(tmp_path):
     assert abs((solution["label_x"] == solution["label_y"]).mean() - accuracy) < 1e-3
 
 
+@pytest.mark.slow
 def test_the_demo_builds_its_index_once_and_hands_it_to_the_records(tmp_path, monkeypatch):
     from kit import workflow
     from kit.data import sources

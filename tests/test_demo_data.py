@@ -51,6 +51,7 @@ def test_idempotent(demo_root: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in demo_root.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_incomplete_folder_is_rebuilt(tmp_path: Path) -> None:
     root = make_demo_competition(tmp_path, size=8, test_fraction=0.5, seed=3)
     (root / MARKER).unlink()  # as if killed before the end

@@ -71,6 +71,7 @@ def _is_png(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 100 and path.read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_threshold_and_plots(tmp_path, capsys):
     cfg = make_config(tmp_path, ["neg", "pos"])
     labels = np.array([0, 1] * 8)
@@ -107,6 +108,7 @@ def test_evaluate_writes_metrics_threshold_and_plots(tmp_path, capsys):
     assert "hold-out at the fixed threshold 0.5" in out and "never scored on them" in out
 
 
+@pytest.mark.slow
 def test_evaluate_multiclass(tmp_path):
     cfg = make_config(tmp_path, ["a", "b", "c"], metric="macro_f1")
     labels = np.array([0, 1, 2] * 4)

@@ -59,6 +59,7 @@ def _run_in_own_runtime(fmt: str, path: Path, images: np.ndarray) -> np.ndarray:
     return session.run(None, {pixels.name: images})[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("fmt", "classes"), [("savedmodel", ["neg", "pos"]), ("tflite", ["neg", "pos"]), ("onnx", ["a", "b", "c"])]
 )
@@ -90,6 +91,7 @@ def test_each_format_reproduces_best_keras_in_its_own_runtime(tmp_path, capsys, 
     print(f"{fmt}: max abs difference {difference:.3g} (test), {meta['check']['max_abs_difference']:.3g} (kit)", file=sys.stderr)
 
 
+@pytest.mark.slow
 def test_onnx_of_a_model_with_fixed_normalization_asks_only_for_the_image(tmp_path):
     """Keras's Normalization(mean, variance) (EfficientNet's stem, kit's ResNet50 preprocessing) holds its constants as
     captured tensors; Keras's own model.export(format="onnx") makes them extra ONNX inputs. kit's export does not."""
@@ -117,6 +119,7 @@ def test_onnx_of_a_model_with_fixed_normalization_asks_only_for_the_image(tmp_pa
     assert difference < 1e-5, difference
 
 
+@pytest.mark.slow
 def test_lstm_tflite_is_written_for_batch_one_when_a_dynamic_batch_needs_select_ops(tmp_path):
     from kit.models.registry import build_model
 
@@ -134,6 +137,7 @@ def test_lstm_tflite_is_written_for_batch_one_when_a_dynamic_batch_needs_select_
     assert difference < 1e-5, difference
 
 
+@pytest.mark.slow
 def test_a_second_export_replaces_the_first_and_random_pixels_are_named(tmp_path):
     cfg = make_config(tmp_path, ["neg", "pos"])
     run = make_run(cfg, runs_of(cfg) / "r1", make_model(1, seed=1))  # no records: the check uses random pixels
@@ -146,6 +150,7 @@ def test_a_second_export_replaces_the_first_and_random_pixels_are_named(tmp_path
     assert meta["check"]["on"].startswith("32 random images") and meta["threshold"] == 0.5
 
 
+@pytest.mark.slow
 def test_the_threshold_follows_kit_predicts_rule(tmp_path):
     """A number in predict.threshold wins over the run's threshold.json, as in kit predict; auto reads it; auto
     without one is the same one-line error as kit predict's."""
@@ -182,6 +187,7 @@ def test_bad_format_missing_package_and_k_fold_parent_are_one_line_errors(tmp_pa
     assert "pip install 'kit[export]'" in error.value.one_line()
 
 
+@pytest.mark.slow
 def test_cli_exports_with_run_and_format_settings(tmp_path):
     cfg = make_config(tmp_path, ["neg", "pos"])
     run = make_run(cfg, tmp_path / "runs" / "r1", make_model(1, seed=2))

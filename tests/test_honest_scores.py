@@ -44,6 +44,7 @@ def test_each_part_is_cut_at_the_threshold_of_the_other_parts_only():
         assert cross_fitted_labels(y, moved, parts)[1][part] == threshold
 
 
+@pytest.mark.slow
 def test_the_tuned_score_on_noise_is_no_longer_flattering():
     """Before: F1 at the threshold chosen on the same rows (in-sample); after: chosen on the other parts."""
     y, prob = _noise(200, seed=2)
@@ -71,6 +72,7 @@ def test_bootstrap_interval_matches_the_binomial_width():
     assert (low, high) == bootstrap_interval(y, pred, lambda t, p: float((t == p).mean()))  # seeded: reproducible
 
 
+@pytest.mark.slow
 def test_too_few_rows_of_a_class_give_no_tuned_score():
     y = np.array([0] * 9 + [1])
     prob = np.linspace(0.1, 0.9, 10)
@@ -94,6 +96,7 @@ def test_degenerate_models_are_named():
     assert "predicts a constant" in degenerate_warning(multi)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_both_scores_and_never_the_in_sample_one(tmp_path, capsys):
     import keras
 
@@ -133,6 +136,7 @@ def test_evaluate_reports_both_scores_and_never_the_in_sample_one(tmp_path, caps
     assert (run / "plots" / "scores.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_evaluate_warns_loudly_about_a_constant_model(tmp_path, capsys):
     import keras
 

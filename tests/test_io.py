@@ -79,6 +79,7 @@ def test_records_dir_keeps_the_scheme() -> None:
     assert records_dir(cfg) == Path("data/records") / cfg.comp.name / str(cfg.model.image_size) / "holdout0.2-seed42"
 
 
+@pytest.mark.slow
 def test_fit_phases_writes_its_run_dir_on_a_url() -> None:
     """A tiny training run whose run dir is ram://: best.keras, history.csv, checkpoint, metrics, plots, tensorboard."""
     import keras

@@ -43,6 +43,7 @@ def _error_lines(stderr: str) -> list[str]:
 # ----------------------------------------------------------------------------- download
 
 
+@pytest.mark.slow
 def test_download_unzips_indexes_and_caches(fake_kaggle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the index goes to data/index/<comp>/ relative to the working dir
     cfg = _cfg(tmp_path)
@@ -155,6 +156,7 @@ def test_access_token(fake_kaggle, tmp_path, monkeypatch):
     assert username() == USERNAME
 
 
+@pytest.mark.slow
 def test_no_credentials_is_one_line_and_no_client_help(fake_kaggle, tmp_path, monkeypatch):
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
@@ -187,6 +189,7 @@ CLI_ERRORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status,message,expected", CLI_ERRORS)
 def test_cli_download_errors(fake_kaggle, tmp_path, status, message, expected):
     fake_kaggle.fail("DownloadDataFiles", status, message)
@@ -359,6 +362,7 @@ def test_submit_poll_timeout_returns_none(fake_kaggle, tmp_path):
     assert len(fake_kaggle.calls("ListSubmissions")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [400, 429])
 def test_cli_daily_limit(fake_kaggle, tmp_path, status):
     cfg = _cfg(tmp_path)
@@ -387,6 +391,7 @@ def test_submit_refuses_a_credential_in_the_message_or_file(fake_kaggle, tmp_pat
     assert fake_kaggle.calls("StartSubmissionUpload") == [] and fake_kaggle.calls("CreateSubmission") == []
 
 
+@pytest.mark.slow
 def test_commit_outside_a_checkout_comes_from_kit_commit(tmp_path):
     """The Docker image has no .git: submission messages still name the commit make docker-build passed in."""
     import shutil

@@ -215,6 +215,7 @@ def test_inference_kernel_from_a_run_and_a_kfold_parent(fake_kaggle, workdir):
     assert '"kit", "train"' not in code and "test-records" in code
 
 
+@pytest.mark.slow
 def test_push_from_run_publishes_the_runs_then_the_kernel(fake_kaggle, workdir):
     cfg = _cfg(
         workdir, "model=cnn", "kaggle.kernel_accelerator=tpu", "kaggle.kernel_machine_shape=TpuV5E8", "comp.kernel_hours=3"
@@ -232,6 +233,7 @@ def test_push_from_run_publishes_the_runs_then_the_kernel(fake_kaggle, workdir):
     assert body["sessionTimeoutSeconds"] == 3 * 3600 and "TIME_LIMIT_S = 10800" in body["text"]
 
 
+@pytest.mark.slow
 def test_a_secret_in_a_packed_run_is_refused_and_not_kept(fake_kaggle, workdir):
     cfg = _cfg(workdir, "model=cnn")
     run = _tiny_run(cfg, workdir / "runs" / "a")

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import COMMAND_TIMEOUT_S, TOOL_TIMEOUT_S
 from fake_kaggle import demo_files, write_comp_yaml
 from packaging.utils import canonicalize_name
@@ -77,6 +78,7 @@ def _link_image(names: set[str], out: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_inference_kernel_runs_offline_on_the_image_packages(tmp_path, monkeypatch):
     kaggle = tmp_path / "kaggle"
     comp_dir, working, temp = kaggle / "input" / "fake-comp", kaggle / "working", kaggle / "temp"

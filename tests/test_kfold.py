@@ -79,6 +79,7 @@ def kfold_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, Path, p
     return cfg, parent, truth
 
 
+@pytest.mark.slow
 def test_parent_layout_and_one_run_id(kfold_run) -> None:
     from kit.runs import latest_run, runs_of
 
@@ -130,6 +131,7 @@ def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
     assert low <= cv["at_chosen"]["value"] <= high
 
 
+@pytest.mark.slow
 def test_predict_on_the_parent_averages_the_folds(kfold_run) -> None:
     from kit.data.manifest import read_manifest, records_dir
     from kit.data.pipeline import make_dataset
@@ -154,6 +156,7 @@ def test_predict_on_the_parent_averages_the_folds(kfold_run) -> None:
     assert (submission.loc[ids, "label"].to_numpy() == (expected.to_numpy() >= threshold)).all()
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_folds_and_finishes_the_rest(kfold_run, tmp_path: Path) -> None:
     import dataclasses
 

@@ -38,6 +38,7 @@ def bright_vs_dark(n: int = 64, size: int = 16, seed: int = 0) -> tuple[np.ndarr
     return images, labels[:, None]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCRATCH)
 def test_output_contract(name: str) -> None:
     images, _ = bright_vs_dark(4)
@@ -54,6 +55,7 @@ def test_output_contract(name: str) -> None:
     np.testing.assert_allclose(prob.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SCRATCH)
 def test_learns_then_saves_and_loads(name: str, tmp_path) -> None:
     import keras
@@ -106,6 +108,7 @@ def test_bad_option_values_are_kit_errors() -> None:
         build(model_cfg("cnn"), 1)
 
 
+@pytest.mark.slow
 def test_resnet20_has_the_papers_shape() -> None:
     """He et al. 2016, sec. 4.2: 20 weighted layers and 0.27M parameters for CIFAR-10."""
     import keras
@@ -119,6 +122,7 @@ def test_resnet20_has_the_papers_shape() -> None:
     assert len(model.losses) > 0  # L2 terms are in place
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_resnet9_has_myrtles_shape_at_kaggle_sizes(size: int) -> None:
     """Page's ResNet-9 at kit's CPU widths 16-32-64-128: 8 3x3 convs + the classifier, three 2x2 pools, a global

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import COMMAND_TIMEOUT_S
 from train_helpers import free_ports, python
 
@@ -29,6 +30,7 @@ print("RESULT " + json.dumps({"description": description, "chief": is_chief(stra
 """
 
 
+@pytest.mark.slow
 def test_two_local_workers_train_and_the_chief_writes(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     ports = free_ports(2)

@@ -34,6 +34,7 @@ def kit_command(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_data_then_train_on_a_fresh_folder(tmp_path: Path) -> None:
     """`make data train COMP=demo MODEL=cnn train.epochs=1`: the two commands, as make runs them, in an empty folder."""
     data = kit_command("data", "comp=demo", *TINY, cwd=tmp_path)
@@ -55,6 +56,7 @@ def test_data_then_train_on_a_fresh_folder(tmp_path: Path) -> None:
     assert "are up to date" in again.stderr and "records written to" not in again.stderr
 
 
+@pytest.mark.slow
 def test_stale_records_are_rebuilt_before_training(tmp_path: Path) -> None:
     """Records whose fingerprint no longer matches the index (an image changed) are rebuilt, not trained on."""
     from kit import workflow
@@ -92,6 +94,7 @@ def test_missing_demo_folder_names_kit_data(tmp_path: Path) -> None:
     assert "`kit data comp=demo`" in error.value.one_line()
 
 
+@pytest.mark.slow
 def test_version_names_kit_tensorflow_and_keras(tmp_path: Path) -> None:
     result = kit_command("--version", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

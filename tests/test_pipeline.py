@@ -84,6 +84,7 @@ def ids_of(dataset: tf.data.Dataset) -> list[str]:
     return [i.decode() for _, _, ids in dataset.as_numpy_iterator() for i in ids]
 
 
+@pytest.mark.slow
 def test_binary_targets_are_b1_float_and_eval_order_is_records_order(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, ["human", "ai"])
     splits = {s: [example(i, 2, s) for i in range(n)] for s, n in (("train", 10), ("val", 7), ("test", 5))}
@@ -101,6 +102,7 @@ def test_binary_targets_are_b1_float_and_eval_order_is_records_order(tmp_path: P
     assert len(next(make_dataset(cfg, "val", training=False, batch_size=4, manifest=manifest).as_numpy_iterator())) == 2
 
 
+@pytest.mark.slow
 def test_multiclass_training_covers_each_example_once_with_online_augmentation(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, ["a", "b", "c"], mode="online", flip="horizontal", color_jitter=0.2, cutmix=1.0)
     train = [example(i, 3, "train") for i in range(21)]
@@ -120,6 +122,7 @@ def test_multiclass_training_covers_each_example_once_with_online_augmentation(t
     assert batches.element_spec[0].shape == (4, SIZE, SIZE, 3)  # static batch for TPUs
 
 
+@pytest.mark.slow
 def test_fold_filtering_gives_exactly_the_folds_examples(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, ["a", "b", "c"], mode="offline")
     cfg.data.folds = 3

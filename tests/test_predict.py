@@ -38,6 +38,7 @@ def _dataset(cfg):
     return make_dataset(cfg, "test", training=False, batch_size=4, manifest=read_manifest(records_dir(cfg)), with_ids=True)
 
 
+@pytest.mark.slow
 def test_tta_is_the_mean_of_the_flipped_predictions(binary_comp):
     cfg, _ = binary_comp
     model = make_model(1, seed=3)
@@ -147,6 +148,7 @@ def test_runs_validated_on_different_rows_are_not_scored_and_not_fitted(binary_c
         predict(cfg, runs)
 
 
+@pytest.mark.slow
 def test_threshold_auto_reads_threshold_json(binary_comp, tmp_path):
     cfg, _ = binary_comp
     run = make_run(cfg, tmp_path / "runs" / "r0", make_model(1, seed=5))
@@ -188,6 +190,7 @@ def test_the_submission_message_comes_from_how_the_file_was_predicted_not_todays
     assert record["threshold_source"] == f"{run / 'threshold.json'} (chosen on 400 val rows)" and record["tta"] == ["hflip"]
 
 
+@pytest.mark.slow
 def test_multiclass_names_and_kfold_expansion(tmp_path):
     cfg = make_config(tmp_path, ["cat", "dog", "cow"], metric="accuracy", label_format="name")
     ids = [f"t{i}" for i in range(N_TEST)]

@@ -31,6 +31,7 @@ def pixels(n: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, 3)).astype("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["effnetb4", "resnet50"])
 def test_builds_with_named_backbone_and_head(name: str) -> None:
     import keras
@@ -49,6 +50,7 @@ def test_builds_with_named_backbone_and_head(name: str) -> None:
         assert model.layers[1] is backbone
 
 
+@pytest.mark.slow
 def test_output_is_float32_under_mixed_precision() -> None:
     import keras
 
@@ -62,6 +64,7 @@ def test_output_is_float32_under_mixed_precision() -> None:
         keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.mark.slow
 def test_resnet50_preprocessing_equals_keras_preprocess_input() -> None:
     import keras
 
@@ -72,6 +75,7 @@ def test_resnet50_preprocessing_equals_keras_preprocess_input() -> None:
     np.testing.assert_allclose(preprocess.predict(images, verbose=0), expected, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_backbone_weights_file_round_trip_and_mismatch(tmp_path: Path) -> None:
     from kit.models.pretrained import get_backbone
 
@@ -90,6 +94,7 @@ def test_backbone_weights_file_round_trip_and_mismatch(tmp_path: Path) -> None:
         build(model_cfg("resnet50", weights=str(tmp_path / "missing.weights.h5")))
 
 
+@pytest.mark.slow
 def test_efficientnet_file_in_keras_convention_is_normalized_like_keras(tmp_path: Path) -> None:
     """Keras' EfficientNet files hold the ImageNet std as 'variance' (tensorflow#49930); the stem must
     still compute (x/255 - mean) / std, as EfficientNetB4(weights="imagenet") does."""
@@ -130,6 +135,7 @@ def test_imagenet_offline_without_cache_names_the_file(name: str, file_name: str
     assert "model.weights=<path" in text
 
 
+@pytest.mark.slow
 def test_freeze_and_unfreeze_top(tmp_path: Path) -> None:
     import keras
 
@@ -167,6 +173,7 @@ def test_freeze_and_unfreeze_top(tmp_path: Path) -> None:
     assert get_backbone(scratch) is None and not freeze_backbone(scratch) and not unfreeze_top(scratch, 3)
 
 
+@pytest.mark.slow
 def test_saves_and_loads_in_a_fresh_python_without_kit(tmp_path: Path) -> None:
     """The .keras file needs no custom objects: a new interpreter that never imports kit loads it."""
     model = build(model_cfg("resnet50", dense_units=4))

@@ -62,6 +62,7 @@ def _fit(tmp_path: Path, name: str, epochs: int = 3, **train) -> tuple[Path, lis
     return tmp_path / name, initial, result
 
 
+@pytest.mark.slow
 def test_ema_best_keras_holds_the_averaged_weights_the_val_metrics_came_from(tmp_path: Path) -> None:
     """With train.ema the validation metrics, best.keras and the tracker are the EMA weights' (Keras' SwapEMAWeights
     swapped in at each epoch's end), not the raw weights': with ema_momentum ~1 the average stays at the weights
@@ -89,6 +90,7 @@ def test_ema_best_keras_holds_the_averaged_weights_the_val_metrics_came_from(tmp
     assert state["ema_swapped"] is True
 
 
+@pytest.mark.slow
 def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Path) -> None:
     """The range test on real (tiny) records: rates rise exponentially, the test stops once the smoothed loss passes
     4x its minimum, lr_find.json holds min/10 as the suggestion (and the steepest-descent rate), lr_find.png is
@@ -136,6 +138,7 @@ def test_resnet9_preset_is_the_fast_recipe() -> None:
     assert cfg.augment.translate > 0  # flips (and flip TTA) as the competition allows: the demo digits have none
 
 
+@pytest.mark.slow
 def test_a_resumed_ema_run_trains_on_from_the_raw_weights_not_the_average(tmp_path: Path) -> None:
     """The resume checkpoint is written with the EMA weights swapped into the model (they are what best.keras and
     the val metrics hold); state.json says so and the resumed run swaps the raw weights back before training on.

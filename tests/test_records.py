@@ -111,6 +111,7 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.slow
 def test_round_trip_counts_skips_and_shards_with_a_process_pool(tmp_path, capsys):
     index = make_index(tmp_path / "src")
     cfg = make_config(tmp_path / "records", "data.workers=2", "data.shard_mb=0.0025")  # 2 examples (~1 kB) per shard
@@ -215,6 +216,7 @@ def _build_then_hold_script(records_root: Path, index_csv: Path, extra: list[str
     return hold + _build_script(records_root, index_csv, extra)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_build(tmp_path):
     index = make_index(tmp_path / "src", n_train=40, n_val=4, n_test=4, side=(200, 260))  # bigger images: slower
     index_csv = tmp_path / "index.csv"
@@ -259,6 +261,7 @@ def small_disk(tmp_path):
         yield mount
 
 
+@pytest.mark.slow
 def test_disk_full_keeps_finished_shards_and_resumes(tmp_path, small_disk):
     index = make_index(tmp_path / "src", n_train=60, n_val=0, n_test=0, side=(32, 33), bad=False)
     extra = ["model.image_size=32", "data.shard_mb=0.007"]  # 2 examples (~3.3 kB each) per shard

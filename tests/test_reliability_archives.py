@@ -245,6 +245,7 @@ def test_a_forged_marker_never_makes_a_failed_unzip_complete(fake_kaggle, tmp_pa
     assert sorted(p.relative_to(root).as_posix() for p in _files(root) if p.name != MARKER) == sorted(dict(good))
 
 
+@pytest.mark.slow
 def test_cli_duplicate_entry_is_one_line(fake_kaggle, tmp_path):
     fake_kaggle.competitions["fake-comp"] = _zip([*demo_files().items(), GOOD_CSV])
     comp = write_comp_yaml(tmp_path)

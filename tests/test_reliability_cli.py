@@ -93,6 +93,7 @@ def files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_mistake_is_one_line_exit_2(files: Path, case: str) -> None:
     args, expected = CASES[case]
@@ -159,12 +160,14 @@ def records(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return [*settings, "model=cnn", "model.image_size=16", "train.epochs=1", "train.batch_size=4", "train.verbose=0"]
 
 
+@pytest.mark.slow
 def test_run_root_that_is_a_file(records: list[str], tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     line = one_error_line(kit("train", *records, f"run.root={tmp_path / 'afile'}", cwd=tmp_path))
     assert "not a directory" in line and str(tmp_path / "afile") in line and "run.root" in line
 
 
+@pytest.mark.slow
 def test_read_only_run_root(records: list[str], tmp_path: Path) -> None:
     """Permission bits do not stop root, a read-only mount does (needs mount rights; skipped elsewhere)."""
     mount = tmp_path / "ro"

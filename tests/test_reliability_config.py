@@ -84,6 +84,7 @@ def test_plain_names_are_accepted() -> None:
     assert (cfg.comp.name, cfg.run.id, cfg.comp.slug) == ("my-comp_2.v1", "fold-run.3", "owner/my-data")
 
 
+@pytest.mark.slow
 def test_an_escaping_comp_name_in_a_yaml_writes_nothing(tmp_path: Path) -> None:
     work = tmp_path / "a" / "b"
     (work / "raw").mkdir(parents=True)
@@ -125,6 +126,7 @@ def test_an_hparams_file_may_set_only_the_search_space_keys(tmp_path: Path, sett
     assert f"hparams file {path} sets" in line and "not in tuner.space of model cnn" in line
 
 
+@pytest.mark.slow
 def test_the_hparams_file_kit_tune_writes_is_accepted(tmp_path: Path) -> None:
     cfg = load_config(["model=cnn"])
     dims = parse_space(cfg.tuner.space)
@@ -180,6 +182,7 @@ RESOLVERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(RESOLVERS))
 def test_a_resolver_in_a_settings_file_is_refused_naming_file_and_key(tmp_path: Path, case: str) -> None:
     selector, text, key = RESOLVERS[case]
@@ -190,6 +193,7 @@ def test_a_resolver_in_a_settings_file_is_refused_naming_file_and_key(tmp_path: 
     assert f"{path}: setting '{key}' uses a ${{...}} resolver" in line
 
 
+@pytest.mark.slow
 def test_a_resolver_on_the_command_line_is_refused(tmp_path: Path) -> None:
     line = error_line(kit_config("comp.solution=${oc.env:KAGGLE_KEY}", cwd=tmp_path))
     assert "command line: setting 'comp.solution' uses a ${...} resolver" in line
@@ -237,6 +241,7 @@ HOSTILE_YAML = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(HOSTILE_YAML))
 def test_a_hostile_settings_file_is_one_line_without_expanding_it(tmp_path: Path, case: str) -> None:
     text, expected = HOSTILE_YAML[case]
@@ -252,6 +257,7 @@ def test_a_few_aliases_still_load(tmp_path: Path) -> None:
     assert cfg.model.dropout == cfg.augment.cutmix == cfg.data.val_fraction == 0.25
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
 def test_a_settings_path_that_is_no_regular_file_is_refused_without_reading(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "special.yaml"
@@ -314,6 +320,7 @@ def test_each_numeric_setting_is_checked_against_its_declared_range(key: str, ki
     assert f"{key}={value}" in line and str(allowed) in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("key", "kind", "allowed"), ranged_fields())
 def test_each_range_bound_itself_is_accepted(key: str, kind: type, allowed) -> None:
     for bound, is_open in ((allowed.low, allowed.low_open), (allowed.high, allowed.high_open)):
@@ -321,6 +328,7 @@ def test_each_range_bound_itself_is_accepted(key: str, kind: type, allowed) -> N
             assert load_config([f"{key}={kind(bound)}"]) is not None
 
 
+@pytest.mark.slow
 def test_a_run_config_out_of_range_is_one_line_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(to_yaml(Config()).replace("epochs: 20", "epochs: 0"))
@@ -329,6 +337,7 @@ def test_a_run_config_out_of_range_is_one_line_naming_the_file(tmp_path: Path) -
     assert info.value.one_line().startswith(f"{path}: train.epochs=0 is outside its allowed range")
 
 
+@pytest.mark.slow
 def test_the_cli_names_setting_value_and_range_in_one_line(tmp_path: Path) -> None:
     line = error_line(kit_config("train.steps_per_epoch=-5", cwd=tmp_path))
     assert "train.steps_per_epoch=-5 is outside its allowed range [0, 1000000000]" in line

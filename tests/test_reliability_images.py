@@ -257,6 +257,7 @@ def _examples(folder: Path, manifest: dict) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_records_build_completes_with_exact_counts(built: dict) -> None:
     result, manifest = built["result"], built["manifest"]
     assert result.returncode == 0, result.stderr
@@ -342,6 +343,7 @@ def test_audit_facts_report_hostile_files_as_unreadable(built: dict, name: str, 
     assert facts["phash"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("endian", "long_sizes"), [("<", True), ("<", False), (">", True), (">", False)])
 def test_tiff_size_comes_from_the_first_ifd(tmp_path: Path, endian: str, long_sizes: bool) -> None:
     """Little and big endian, SHORT and LONG sizes, the IFD after the pixels: the size is known before decoding."""
@@ -403,6 +405,7 @@ def test_the_size_limit_holds_when_stat_understates_the_size(monkeypatch: pytest
         decode("/proc/self/status")
 
 
+@pytest.mark.slow
 def test_a_row_linking_to_dev_zero_is_one_line_before_any_read(tmp_path: Path) -> None:
     """The issue's reproduction: a CSV row pointing at a symlink to /dev/zero. It leads out of data.root, so
     ``kit records`` stops at the table check with one line naming the row and the link's target."""

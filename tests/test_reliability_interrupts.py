@@ -61,6 +61,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------------------------------------- download
 
 
+@pytest.mark.slow
 def test_sigkill_during_download_then_rerun_equals_a_clean_download(fake_kaggle, tmp_path: Path) -> None:
     # The client writes in 1 MB pieces: 3 MB of incompressible bytes, held after 2 MB, give a partial archive on disk.
     files = {**demo_files(), "extra/blob.bin": np.random.default_rng(0).bytes(3_000_000)}
@@ -154,6 +155,7 @@ runpy.run_module("kit", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_predict_leaves_no_submission_and_rerun_matches(predict_setup, tmp_path: Path) -> None:
     args, run_dir = predict_setup
     submission = run_dir / "submission.csv"
@@ -223,6 +225,7 @@ def _fill(mount: Path, leave: int) -> Path:
     return filler
 
 
+@pytest.mark.slow
 def test_full_disk_while_training_is_one_line_and_keeps_the_previous_best(small_disk: Path, tmp_path: Path) -> None:
     import keras
 

@@ -123,6 +123,7 @@ def _stopped_writer(settings: list[str], state: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "extra", "state"),
     [
@@ -200,6 +201,7 @@ def _model_without_done(cfg, run_dir: Path) -> None:
     make_run(cfg, run_dir, make_model(1, seed=1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("newer", [_done_without_model, _kfold_parent_missing_a_fold, _model_without_done])
 def test_latest_run_and_predict_skip_runs_without_a_model(tmp_path: Path, newer):
     from kit.predict import predict
@@ -216,6 +218,7 @@ def test_latest_run_and_predict_skip_runs_without_a_model(tmp_path: Path, newer)
     assert predict(cfg, []) == good / "submission.csv"
 
 
+@pytest.mark.slow
 def test_a_run_that_ends_without_best_keras_is_not_marked_done(tmp_path: Path):
     """train.epochs=0 (now refused at load time too) or an epoch that never yields a model: said, never `done`."""
     from kit.config import load_config
@@ -248,6 +251,7 @@ def interrupted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -277,6 +281,7 @@ def test_resume_with_other_settings_is_refused_before_touching_the_run(interrupt
     assert _snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_resume_with_the_same_settings_or_a_free_one_continues(interrupted_run: Path):
     from kit.config import load_config
     from kit.train.trainer import train
@@ -307,6 +312,7 @@ def _nan_weights(model, rows: slice = slice(None)):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("outputs", "classes", "poison"),
     [
@@ -358,6 +364,7 @@ def _code_inside(path: Path, marker: Path) -> None:
     marker.unlink(missing_ok=True)  # building the model above ran it once, here
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "not a zip", "empty", "garbage config", "code inside"])
 def test_a_damaged_or_hostile_best_keras_is_one_line_naming_it(binary_comp, tmp_path: Path, damage: str):
     from kit.predict import predict
@@ -394,6 +401,7 @@ def _fill(mount: Path, leave_pages: int) -> None:
     os.truncate(filler, max(0, pages - leave_pages) * 4096)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("leave_pages", "previous"),
     [(0, False), (1, False), (1, True), (0, True)],  # 1 page: room for submission.csv but not probabilities.csv
@@ -417,6 +425,7 @@ def test_a_full_disk_names_the_path_and_leaves_both_outputs_in_step(binary_comp,
         assert left == (old if previous else {})  # no temp file, nothing half-written, the pair never out of step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("damaged", "named"),
     [

@@ -35,6 +35,7 @@ def _kit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_key_is_in_no_output_and_no_file(fake_kaggle, tmp_path: Path) -> None:
     # Both places a key can come from: the environment (set by the fixture) and kaggle.json.
     kaggle_json = fake_kaggle.home / ".kaggle" / "kaggle.json"
@@ -124,6 +125,7 @@ CARRIED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,place,secret,where", CARRIED, ids=[c[0] for c in CARRIED])
 def test_a_bundle_holding_any_credential_is_not_pushed(fake_kaggle, tmp_path, monkeypatch, case, place, secret, where):
     monkeypatch.chdir(tmp_path)  # build/ goes under the working directory
@@ -140,6 +142,7 @@ def test_a_bundle_holding_any_credential_is_not_pushed(fake_kaggle, tmp_path, mo
     assert not (tmp_path / "build" / "kernel" / "fake-comp" / "kit_kernel.py").exists()  # never written either
 
 
+@pytest.mark.slow
 def test_a_secret_in_any_file_of_the_bundle_folder_is_not_pushed(fake_kaggle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = load_config([f"comp={write_comp_yaml(tmp_path)}", f"data.root={tmp_path / 'raw'}"])
@@ -151,6 +154,7 @@ def test_a_secret_in_any_file_of_the_bundle_folder_is_not_pushed(fake_kaggle, tm
     assert fake_kaggle.calls("SaveKernel") == []
 
 
+@pytest.mark.slow
 def test_cli_env_interpolation_of_the_key_is_one_line_and_never_pushed(fake_kaggle, tmp_path: Path) -> None:
     """The issue's reproduction: `solution: ${oc.env:KAGGLE_KEY}` in a competition YAML, then `kit kernel push`."""
     comp = write_comp_yaml(tmp_path)
@@ -173,6 +177,7 @@ LOOKALIKES = [
 ]
 
 
+@pytest.mark.slow
 def test_lookalike_variables_are_not_secrets(fake_kaggle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name, value in LOOKALIKES:

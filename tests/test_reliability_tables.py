@@ -117,6 +117,7 @@ def _assert_one_error_line(tmp_path: Path, result: subprocess.CompletedProcess, 
     assert not (tmp_path / "rec" / "reli-tables").exists() or not any((tmp_path / "rec" / "reli-tables").rglob("*.tfrecord"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_broken_table_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
     root = tmp_path / "raw"
@@ -242,6 +243,7 @@ HOSTILE: dict[str, tuple[Callable[[Path], None], list[str], list[str]]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_hostile_table_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
     root = tmp_path / "raw"
@@ -251,6 +253,7 @@ def test_hostile_table_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
     _assert_one_error_line(tmp_path, _records(tmp_path, root, overrides), expected)
 
 
+@pytest.mark.slow
 def test_a_good_table_builds(tmp_path: Path) -> None:
     """The baseline the cases break: the untouched competition builds (exit 0)."""
     root = tmp_path / "raw"
@@ -259,6 +262,7 @@ def test_a_good_table_builds(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_links_inside_data_root_are_fine(tmp_path: Path) -> None:
     """Symlinks that stay inside data.root (a deduplicated image, a linked class folder) are not refused."""
     root = tmp_path / "raw"

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import COMMAND_TIMEOUT_S
 from fake_kaggle import write_comp_yaml  # tests/ is on sys.path (rootdir conftest)
 
@@ -88,6 +89,7 @@ def _table(stdout: str) -> dict[str, str]:
     return {line.split()[0]: line for line in stdout.splitlines()[1:] if line.strip()}
 
 
+@pytest.mark.slow
 def test_runs_table_lists_every_run_with_its_public_score_and_writes_csv(fake_kaggle, tmp_path):
     comp, root = _runs(tmp_path)
     fake_kaggle.pending_polls = 0
@@ -130,6 +132,7 @@ def test_runs_table_lists_every_run_with_its_public_score_and_writes_csv(fake_ka
     assert sorted(p.name for p in out_csv.parent.iterdir()) == ["runs.csv", "runs.png"]  # atomic: no temp file left
 
 
+@pytest.mark.slow
 def test_runs_table_prints_without_credentials_and_offline(fake_kaggle, tmp_path):
     comp, root = _runs(tmp_path)
     env = {k: v for k, v in os.environ.items() if k not in ("KAGGLE_USERNAME", "KAGGLE_KEY")}
@@ -156,6 +159,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_runs_diff_shows_the_settings_that_differ(fake_kaggle, tmp_path):
     comp, root = _runs(tmp_path)
     result = _kit(tmp_path, "runs", f"comp={comp}", f"run.root={root}", "--diff", RUN_A, RUN_B)
@@ -179,6 +183,7 @@ def test_runs_diff_shows_the_settings_that_differ(fake_kaggle, tmp_path):
     assert len(errors) == 1 and "20261201-999999" in errors[0] and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_runs_unknown_sort_column_is_one_line(fake_kaggle, tmp_path):
     comp, root = _runs(tmp_path)
     result = _kit(tmp_path, "runs", f"comp={comp}", f"run.root={root}", "--sort", "publik")

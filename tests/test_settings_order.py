@@ -35,6 +35,7 @@ def test_a_model_presets_tta_survives_on_a_symmetric_competition(comp: str) -> N
     assert cfg.predict.tta == ["flip"] and origins["predict.tta"] == RESNET20
 
 
+@pytest.mark.slow
 def test_a_model_may_narrow_the_datas_flips_but_never_widen_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs" / "models").mkdir(parents=True)
@@ -61,6 +62,7 @@ def test_the_competition_beats_the_model_on_every_key_it_sets(tmp_path: Path) ->
     assert cfg.train.optimizer == "sgd" and origins["train.optimizer"] == RESNET20  # what the data does not say
 
 
+@pytest.mark.slow
 def test_the_command_line_beats_both() -> None:
     cfg, origins = load_config_with_origins(["comp=demo", "model=resnet20", "tta=flip", "train.epochs=2"])
     assert cfg.predict.tta == ["flip"] and origins["predict.tta"] == "command line"  # the user's explicit choice
@@ -69,6 +71,7 @@ def test_the_command_line_beats_both() -> None:
     assert cfg.predict.tta == []  # the user said the data has no mirror symmetry: the preset's flip view goes
 
 
+@pytest.mark.slow
 def test_every_preset_pair_loads_and_keeps_the_datas_symmetry() -> None:
     for comp in presets("competitions"):
         comp_flip = load_config([f"comp={comp}", "model=cnn"]).augment.flip  # cnn sets no flip
@@ -81,6 +84,7 @@ def test_every_preset_pair_loads_and_keeps_the_datas_symmetry() -> None:
             assert cfg.model.image_size == sizes.get(model, cfg.model.image_size), (comp, model)
 
 
+@pytest.mark.slow
 def test_kit_config_origin_names_each_values_source(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
     out = subprocess.run(

@@ -97,6 +97,7 @@ def test_integer_labels_without_classes(tmp_path: Path) -> None:
     assert classes == ["0", "1"] and set(frame[frame.split != "test"].label) == {0, 1}
 
 
+@pytest.mark.slow
 def test_negative_integer_labels_without_classes_are_names_in_numeric_order(tmp_path: Path) -> None:
     """-1/1 labels are not class indices: without comp.classes they become classes ['-1', '1'], labels 0 and 1."""
     root = make_ai_vs_human(tmp_path)
@@ -109,6 +110,7 @@ def test_negative_integer_labels_without_classes_are_names_in_numeric_order(tmp_
     assert (by_file.loc[train.file_name].to_numpy() == (train.label == 1).to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_sparse_integer_labels_are_refused_and_comp_classes_lifts_the_limit(tmp_path: Path) -> None:
     """Labels 0, 1 and a typo 7 would make 8 classes of which 3 are used: refused; listing 8 classes accepts them."""
     root = make_ai_vs_human(tmp_path)
@@ -136,6 +138,7 @@ def _imbalanced(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_stratified_val_split_is_seeded(tmp_path: Path) -> None:
     root = _imbalanced(tmp_path)
     frame, _ = sources.read_index(preset("ai-vs-human", root, "data.val_fraction=0.4"))
@@ -149,6 +152,7 @@ def test_stratified_val_split_is_seeded(tmp_path: Path) -> None:
     assert "val" not in set(none.split)
 
 
+@pytest.mark.slow
 def test_stratified_k_fold(tmp_path: Path) -> None:
     root = _imbalanced(tmp_path)
     frame, _ = sources.read_index(preset("ai-vs-human", root, "data.folds=4"))
@@ -164,6 +168,7 @@ def test_stratified_k_fold(tmp_path: Path) -> None:
     assert again.fold.tolist() == frame.fold.tolist()
 
 
+@pytest.mark.slow
 def test_k_fold_merges_the_val_table(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     frame, _ = sources.read_index(preset("ai-100", root, "data.folds=3"))
@@ -190,6 +195,7 @@ def _rewrite(path: Path, text: str | bytes) -> None:
     path.write_bytes(text.encode() if isinstance(text, str) else text)
 
 
+@pytest.mark.slow
 def test_missing_csv(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     (root / "val.csv").unlink()
@@ -197,6 +203,7 @@ def test_missing_csv(tmp_path: Path) -> None:
     assert "val.csv" in err.message and "not found" in err.message and "comp.val.csv" in err.hint
 
 
+@pytest.mark.slow
 def test_empty_csv(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     _rewrite(root / "train.csv", "")
@@ -205,6 +212,7 @@ def test_empty_csv(tmp_path: Path) -> None:
     assert "train.csv: the CSV has a header but no rows" in _error(preset("ai-100", root)).message
 
 
+@pytest.mark.slow
 def test_missing_column_suggests_the_nearest(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     train = pd.read_csv(root / "train.csv").rename(columns={"label": "lable"})
@@ -214,6 +222,7 @@ def test_missing_column_suggests_the_nearest(tmp_path: Path) -> None:
     assert err.hint == "set comp.train.label_column=lable"
 
 
+@pytest.mark.slow
 def test_duplicate_id_names_both_rows(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     train = pd.read_csv(root / "train.csv")
@@ -223,6 +232,7 @@ def test_duplicate_id_names_both_rows(tmp_path: Path) -> None:
     assert f"train.csv: duplicate id '{train.image_id[1]}' in row 2 (line 3) and row 5 (line 6)" in err.message
 
 
+@pytest.mark.slow
 def test_label_not_in_class_list(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     train = pd.read_csv(root / "train.csv")
@@ -233,6 +243,7 @@ def test_label_not_in_class_list(tmp_path: Path) -> None:
     assert "comp.classes" in err.hint
 
 
+@pytest.mark.slow
 def test_integer_label_out_of_range(tmp_path: Path) -> None:
     root = make_ai_vs_human(tmp_path)
     train = pd.read_csv(root / "train.csv", index_col=0)
@@ -249,6 +260,7 @@ def test_class_folder_not_in_class_list(tmp_path: Path) -> None:
     assert "train/SYNTH: label 'SYNTH' is not in the class list (REAL, FAKE)" in err.message
 
 
+@pytest.mark.slow
 def test_empty_label(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     lines = (root / "train.csv").read_text().splitlines()
@@ -258,6 +270,7 @@ def test_empty_label(tmp_path: Path) -> None:
     assert "train.csv row 3 (line 4): empty label in column 'label' (1 rows have none)" in err.message
 
 
+@pytest.mark.slow
 def test_missing_images_names_the_first_and_the_count(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     train = pd.read_csv(root / "train.csv")
@@ -268,6 +281,7 @@ def test_missing_images_names_the_first_and_the_count(tmp_path: Path) -> None:
     assert "(2 of 30 listed images are missing)" in err.message and "image_dir" in err.hint
 
 
+@pytest.mark.slow
 def test_wrong_delimiter(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     pd.read_csv(root / "train.csv").to_csv(root / "train.csv", index=False, sep=";")
@@ -285,6 +299,7 @@ def test_undecodable_encoding(tmp_path: Path) -> None:
     assert "train.csv line 5: not UTF-8 text (byte 0xe9" in err.message and "UTF-8" in err.hint
 
 
+@pytest.mark.slow
 def test_utf8_with_byte_order_mark_is_fine(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     _rewrite(root / "train.csv", b"\xef\xbb\xbf" + (root / "train.csv").read_bytes())
@@ -298,6 +313,7 @@ def test_missing_data_root(tmp_path: Path) -> None:
     assert "kit data comp=ai-vs-human" in err.hint and "data.root=" in err.hint
 
 
+@pytest.mark.slow
 def test_test_ids_must_match_sample_submission(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     sample = pd.read_csv(root / "sample_submission.csv")
@@ -317,6 +333,7 @@ def test_test_ids_must_match_sample_submission(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_write_and_load_index(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     cfg = preset("ai-100", root)
@@ -341,6 +358,7 @@ def test_write_and_load_index(tmp_path: Path) -> None:
     assert set(folded[folded.split == "train"].fold) == {0, 1, 2}
 
 
+@pytest.mark.slow
 def test_many_rows_are_fast(tmp_path: Path) -> None:
     """20k listed images (empty files: only existence is checked here) index in one pass, with no per-row slow path."""
     folder = tmp_path / "train_data"

@@ -107,6 +107,7 @@ print("RESULT " + json.dumps({"description": description, "global": batch, "per_
 """
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_logical_cpus(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     script = MIRRORED_SCRIPT.replace("sys.argv[1]", repr(str(tmp_path))).replace("sys.argv[2]", repr(str(run_dir)))

@@ -27,6 +27,7 @@ def test_guess_label_format() -> None:
     assert guess_label_format(["1.5", "3"]) == "name"
 
 
+@pytest.mark.slow
 def test_reference_ids_are_the_sample_submissions_else_the_test_index(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     cfg = preset("ai-100", root)
@@ -38,6 +39,7 @@ def test_reference_ids_are_the_sample_submissions_else_the_test_index(tmp_path: 
     assert sources.reference_ids(cfg) == Reference(tests, "the test index")
 
 
+@pytest.mark.slow
 def test_loose_test_images_adopt_the_stems_the_sample_submission_lists(tmp_path: Path) -> None:
     root = make_ai_100(tmp_path)
     frame, _ = sources.read_index(preset("ai-100", root, "comp.test.csv=''", "comp.test.dir=test"))

@@ -34,6 +34,7 @@ class TopLeftPixel:
         return batch[:, 0, 0, :1]
 
 
+@pytest.mark.slow
 def test_a_view_added_to_the_table_is_kept_by_loading_where_the_data_allows_it_and_applied_by_inference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -89,6 +90,7 @@ def flipped_along(original: np.ndarray, augmented: np.ndarray) -> set[tuple[int,
     return {axes for axes, image in candidates.items() if np.array_equal(image, augmented)}
 
 
+@pytest.mark.slow
 def test_a_flip_words_axes_come_from_the_table_for_loading_and_both_augmenters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,6 +110,7 @@ def test_a_flip_words_axes_come_from_the_table_for_loading_and_both_augmenters(
         assert any((HEIGHT,) in found for found in seen)  # 16 coins: some images were flipped
 
 
+@pytest.mark.slow
 def test_importing_the_table_imports_no_numpy() -> None:
     code = "import sys, kit.config.symmetry; print('numpy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

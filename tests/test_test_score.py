@@ -34,6 +34,7 @@ def labelled_test(tmp_path: Path):
     return cfg, labels
 
 
+@pytest.mark.slow
 def test_labelled_test_split_is_scored_at_the_validation_threshold(labelled_test, tmp_path, capsys):
     cfg, labels = labelled_test
     model = make_model(1, seed=7)
@@ -60,6 +61,7 @@ def test_labelled_test_split_is_scored_at_the_validation_threshold(labelled_test
     assert (run / TEST_CONFUSION_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_unlabelled_test_split_prints_no_test_score(tmp_path, capsys):
     cfg = make_config(tmp_path, ["REAL", "FAKE"])
     ids = [f"t{i}" for i in range(N_TEST)]
@@ -71,6 +73,7 @@ def test_unlabelled_test_split_prints_no_test_score(tmp_path, capsys):
     assert not (run / TEST_METRICS_FILE).exists()
 
 
+@pytest.mark.slow
 def test_multiclass_labelled_test_is_scored_on_the_ensemble_mean(tmp_path, capsys):
     cfg = make_config(tmp_path, ["cat", "dog", "cow"], metric="accuracy")
     ids = [f"t{i}" for i in range(N_TEST)]

@@ -229,6 +229,7 @@ def make_index(folder: Path, n: int = 12, side: int = 24) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_records_workers_never_import_tensorflow(tmp_path: Path) -> None:
     index = make_index(tmp_path / "src")
     index_csv = tmp_path / "index.csv"
@@ -275,6 +276,7 @@ def build(tmp_path: Path, index: pd.DataFrame, name: str, *extra: str) -> Config
     return cfg
 
 
+@pytest.mark.slow
 def test_raw_records_give_exact_pixels_and_the_same_batches_as_png(tmp_path: Path) -> None:
     index = make_index(tmp_path / "src")
     raw_cfg = build(tmp_path, index, "raw")  # auto at 16 px
@@ -302,6 +304,7 @@ def test_raw_records_give_exact_pixels_and_the_same_batches_as_png(tmp_path: Pat
                 np.testing.assert_array_equal(image, expected[example_id.decode()].astype(np.float32))
 
 
+@pytest.mark.slow
 def test_raw_batches_keep_a_static_size_with_drop_remainder_and_train_with_augmentation(tmp_path: Path) -> None:
     index = make_index(tmp_path / "src", n=20)
     cfg = build(tmp_path, index, "raw", "augment.flip=both", "augment.color_jitter=0.3", "augment.cutmix=1.0")

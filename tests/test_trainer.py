@@ -20,6 +20,7 @@ def _history(run_dir: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_two_phase_fine_tuning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import keras
 
@@ -93,6 +94,7 @@ print("FINISHED")
 """
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_has_the_epochs_of_an_uninterrupted_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     state_path = run_dir / "checkpoint" / "state.json"
@@ -164,6 +166,7 @@ def _write_records(records_dir: Path, n_train: int = 48, n_val: int = 16) -> Non
     (records_dir / schema.MANIFEST).write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
     import keras
 

@@ -50,6 +50,7 @@ def completed(out_dir: Path) -> pd.DataFrame:
     return table[table["status"] == "COMPLETED"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["random", "hyperband", "bayesian"])
 def test_each_tuner_kind_writes_best_hparams_trials_and_plot(tmp_path, kind):
     from kit.train.tuner import tune
@@ -67,6 +68,7 @@ def test_each_tuner_kind_writes_best_hparams_trials_and_plot(tmp_path, kind):
     assert (out / "plots" / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_best_hparams_are_applied_by_kit_train(tmp_path):
     from kit.models.registry import build_model
     from kit.train.tuner import tune
@@ -80,6 +82,7 @@ def test_best_hparams_are_applied_by_kit_train(tmp_path):
     assert model.get_layer("head_dense").units == best["model"]["dense_units"]
 
 
+@pytest.mark.slow
 def test_a_rerun_keeps_finished_trials(tmp_path):
     from kit.train.tuner import tune
 
@@ -114,6 +117,7 @@ def _completed_trials(search: Path) -> dict[str, str]:
     return done
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     cfg = tiny_search(tmp_path, "random", max_trials=3, max_epochs=3)
     config = tmp_path / "tune.yaml"
@@ -169,6 +173,7 @@ def test_bad_space_in_a_model_yaml_is_caught_on_load_with_exit_2(tmp_path):
     assert result.stderr.strip().startswith("error:") and "needs min and max" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_trial_finished_just_before_a_kill_is_not_run_again(tmp_path):
     """The window between keras-tuner's two writes at a trial's end: trial.json says COMPLETED, oracle.json still
     lists the trial as ongoing. The resumed search counts it as ended instead of training it again."""
@@ -194,6 +199,7 @@ def test_a_trial_finished_just_before_a_kill_is_not_run_again(tmp_path):
     assert (trial_dir / "trial.json").read_text() == trial_json
 
 
+@pytest.mark.slow
 def test_tune_trains_train_epochs_a_trial_and_logs_no_progress_bar_escapes(tmp_path):
     """``kit tune train.epochs=2`` with tuner.max_epochs=3 trains two epochs a trial; a log file (not a terminal) gets
     one line per epoch as from ``kit train``, not progress-bar redraws (\\r, \\x08 backspaces, ANSI escapes)."""
@@ -269,6 +275,7 @@ def _rates_by_epoch(cfg, model, epochs: int) -> dict[int, list[float]]:
     return rates
 
 
+@pytest.mark.slow
 def test_a_two_phase_trial_fine_tunes_at_the_fine_tune_rate_with_the_backbone_unfrozen(tmp_path):
     """With tuner.phase1_only=false a trial's epochs are shared between the phases as the settings share them, and
     phase 2 follows its own cosine from train.fine_tune.learning_rate (phase 1's schedule does not overwrite it)."""
@@ -288,6 +295,7 @@ def test_a_two_phase_trial_fine_tunes_at_the_fine_tune_rate_with_the_backbone_un
     assert not model.get_layer("backbone").get_layer("bn1").trainable
 
 
+@pytest.mark.slow
 def test_a_plateau_trial_reduces_its_rate_as_kit_train_does(tmp_path):
     """schedule=plateau: a trial whose metric stops improving has its rate cut by the plateau callback kit train uses
     (factor 0.2 after half the early-stopping patience). At a rate of 1e-8 the weights cannot move the metric."""
