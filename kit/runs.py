@@ -349,12 +349,13 @@ def load_model(run_dir: Path | URLPath) -> keras.Model:
 
 def _register_custom_objects() -> None:
     """Import the model modules so any custom layer they register is known to the loader (and kit's ColorJitter,
-    the first layer of a model trained with augment.jitter_on=model)."""
+    the first layer of a model trained with augment.jitter_on=model, and the forensic streams' fixed layers)."""
     from kit.models.registry import MODELS
 
     for entry in MODELS.values():
         importlib.import_module(entry.builder.split(":")[0])
     importlib.import_module("kit.data.augment.layer")
+    importlib.import_module("kit.models.forensic")
 
 
 def read_threshold(run_dir: Path | URLPath) -> float:

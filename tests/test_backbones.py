@@ -53,13 +53,14 @@ def pixels(size: int, n: int = 2, seed: int = 0) -> np.ndarray:
 def test_every_backbone_trains_a_step_saves_and_reloads_the_same(name: str, tmp_path: Path) -> None:
     import keras
 
-    from kit.models.pretrained import get_backbone
+    from kit.models.pretrained import first_strided_conv, get_backbone
 
     row = BACKBONES[name]
     cfg = model_cfg(name)
     model = build(cfg)
     backbone = get_backbone(model)
     assert backbone.count_params() == row.params, "the table's parameter count is stale"
+    assert first_strided_conv(backbone).strides == (row.stem_stride, row.stem_stride), "the table's stem stride is stale"
     if row.feature_layer is not None:
         assert backbone.layers[-1].name == row.feature_layer
     preprocessing = [layer.name for layer in model.layers if layer.name.endswith("_preprocess")]

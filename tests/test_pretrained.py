@@ -197,7 +197,7 @@ def test_saves_and_loads_in_a_fresh_python_without_kit(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_pretrained_models_take_no_options() -> None:
+def test_pretrained_models_refuse_unknown_options_and_small_images() -> None:
     with pytest.raises(KitError, match="model.options.depth"):
         build(model_cfg("effnetb4", options={"depth": 3}))
     with pytest.raises(KitError, match=">= 32"):

@@ -22,6 +22,9 @@ Where the facts come from (Keras 3.15's own ``applications/<family>.py`` sources
   30 for ResNet as kit's resnet50 preset; elsewhere a count that starts on a block boundary in every row of the
   family (ConvNeXt: the whole last stage, 22; EfficientNetV2 and MobileNetV3: the last block and the top, 18;
   InceptionV3: the ``mixed10`` block, 31). BatchNorm stays frozen whatever the count.
+- ``stem_stride``: the stride of the family's first strided Conv2D (2; ConvNeXt's 4x4 patchify stem: 4), the layer
+  ``model.options.stem_stride`` changes (:func:`kit.models.pretrained.restride_stem`); the parametrized test checks
+  it against the built backbone.
 - ``feature_layer``: the name of the backbone's output layer; None where Keras leaves that layer unnamed (ConvNeXt's
   final LayerNormalization, MobileNetV3's last activation get counter-numbered names).
 """
@@ -69,6 +72,7 @@ class Family:
     unfreeze: int  # phase 2's default: the top layers made trainable
     feature_layer: str | None  # the backbone's output layer (None: Keras leaves it unnamed)
     min_size: int = 32  # the smallest input the constructor accepts with include_top=False
+    stem_stride: int = 2  # the stride of the first strided Conv2D (the stem): what model.options.stem_stride divides
     post_load: str | None = None  # a fix run after loading weights (a key of kit.models.pretrained.POST_LOAD)
 
 
@@ -105,11 +109,15 @@ class Backbone:
         return self.family.min_size
 
     @property
+    def stem_stride(self) -> int:
+        return self.family.stem_stride
+
+    @property
     def post_load(self) -> str | None:
         return self.family.post_load
 
 
-CONVNEXT = Family("ConvNeXt", KERAS_WEIGHTS + "convnext/", "included", 22, None)
+CONVNEXT = Family("ConvNeXt", KERAS_WEIGHTS + "convnext/", "included", 22, None, stem_stride=4)  # 4x4 patchify stem
 EFFICIENTNET = Family(
     "EfficientNet", "https://storage.googleapis.com/keras-applications/", "included", 20, "top_activation",
     post_load="efficientnet_variance",

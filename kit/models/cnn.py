@@ -8,7 +8,8 @@ and dropout ``model.dropout``, then the classifier.
 
 Options (``model.options``): ``filters`` (one block per entry, default [32, 64, 128]), ``double_conv``
 (two convs per block, default true), ``conv_dropout`` (dropout after each block; default null: use
-``model.dropout``).
+``model.dropout``), ``stem_stride`` (the first conv's: 1 keeps every pixel; 2 quarters the cost of large images)
+and the forensic streams of :mod:`kit.models.streams` (``inputs``, ...), fused after the global average pool.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kit.errors import KitError
-from kit.models.common import batch_norm, check_options, classifier_output, image_input, l2, positive_ints
+from kit.models.common import batch_norm, check_options, choice, classifier_output, image_input, l2, positive_ints
+from kit.models.streams import STREAM_DEFAULTS, fuse_streams, read_streams
 
 if TYPE_CHECKING:
     import keras
 
     from kit.config import ModelConfig
 
-DEFAULTS = {"filters": [32, 64, 128], "double_conv": True, "conv_dropout": None}
+DEFAULTS = {"filters": [32, 64, 128], "double_conv": True, "conv_dropout": None, "stem_stride": 1, **STREAM_DEFAULTS}
+STEM_STRIDES = (1, 2)
 
 
 def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
@@ -33,7 +36,9 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
     layers = keras.layers
     options = check_options(cfg, DEFAULTS)
     filters = positive_ints(cfg, "filters", options["filters"])
-    if cfg.image_size // 2 ** len(filters) < 1:
+    stride = choice(cfg, "stem_stride", options["stem_stride"], STEM_STRIDES)
+    streams = read_streams(cfg, options)
+    if cfg.image_size // (stride * 2 ** len(filters)) < 1:
         raise KitError(
             f"model.options.filters has {len(filters)} pooling blocks, too many for {cfg.image_size}px images",
             f"use at most {max(cfg.image_size.bit_length() - 1, 1)} entries or a larger model.image_size",
@@ -49,6 +54,7 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
             x = layers.Conv2D(
                 width,
                 3,
+                strides=stride if (i, j) == (1, 1) else 1,
                 padding="same",
                 use_bias=False,
                 kernel_initializer="he_normal",
@@ -61,6 +67,7 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
         if conv_dropout > 0:
             x = layers.Dropout(conv_dropout, name=f"block{i}_dropout")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = fuse_streams(streams, inputs, x, cfg.l2)
     if cfg.dense_units > 0:
         x = layers.Dense(
             cfg.dense_units, activation="relu", kernel_initializer="he_normal", kernel_regularizer=l2(cfg.l2), name="head_dense"

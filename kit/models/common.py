@@ -9,14 +9,16 @@ keeps the last activation in float32 because a float16 softmax/sigmoid under- an
 the loss numerically unstable.
 
 The builders use only built-in Keras layers (no Lambda, no custom classes), so ``keras.models.load_model`` needs
-no ``custom_objects`` and no prior ``import kit``. One exception, by setting: with ``augment.jitter_on=model`` the
+no ``custom_objects`` and no prior ``import kit``. Two exceptions, by setting: with ``augment.jitter_on=model`` the
 trainer puts kit's colour jitter first (``registry.build_model(first_layer=...)``), a layer registered as
-``kit>ColorJitter`` that loads once ``kit.data.augment.layer`` is imported (identity in inference).
+``kit>ColorJitter`` that loads once ``kit.data.augment.layer`` is imported (identity in inference); and
+``model.options.inputs`` with a forensic stream adds ``kit>NoiseResidual`` / ``kit>LogSpectrum``
+(:mod:`kit.models.forensic`). :func:`kit.runs.load_model` imports both modules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError, nearest
@@ -50,6 +52,16 @@ def positive_ints(cfg: ModelConfig, key: str, value: Any) -> list[int]:
             f"use e.g. model.options.{key}=[32,64]",
         )
     return [int(v) for v in values]
+
+
+def choice(cfg: ModelConfig, key: str, value: Any, allowed: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``allowed`` (a bool is never a number here), else a one-line KitError listing them."""
+    if isinstance(value, bool) or value not in allowed:
+        raise KitError(
+            f"model.options.{key}={value!r} for {cfg.name} is not one of {', '.join(map(str, allowed))}",
+            f"use e.g. model.options.{key}={allowed[0]}",
+        )
+    return value
 
 
 def check_num_classes(num_classes: int) -> None:

@@ -8,7 +8,16 @@ Every backbone is a row of :mod:`kit.models.backbones`; :func:`build` reads the 
 - the row's preprocessing mode in front of it as built-in ops that save and load without custom objects
   (:func:`preprocess`); families that normalise their own 0-255 input (EfficientNet, ConvNeXt, ...) get nothing;
 - weights from :mod:`kit.models.weights` (``model.weights``: imagenet, none or a path), then the row's named
-  post-load fix (:data:`POST_LOAD`).
+  post-load fix (:data:`POST_LOAD`);
+- ``model.options.stem_stride`` (default: the row's own, :attr:`Backbone.stem_stride`): 1 rebuilds the stem
+  convolution without its stride, the same kernels (so ImageNet weights load as they are), so the first blocks see
+  every pixel: forensic detectors remove the first stride for the high-frequency traces (Gragnaniello et al. 2021,
+  "Are GAN generated images easy to detect?"; a stride-1 EfficientNet-B2 stem halved the log-loss of a 4th place on
+  Hugging Face's AI-or-not). It costs stride**2 times the compute of every later layer;
+- ``model.options.inputs`` (:mod:`kit.models.streams`): forensic streams beside the backbone, fused before the head.
+
+:func:`build_on` puts several rows side by side on one image (:mod:`kit.models.fusion`): backbones named
+``"backbone"``, ``"backbone_2"``, ..., each with its own preprocessing and pooling, features concatenated.
 
 The backbone is called with ``training=False``: its BatchNormalization layers stay in inference mode in both
 training phases, so fine-tuning on small batches does not wreck the ImageNet statistics (keras-io, "Image
@@ -16,19 +25,22 @@ classification via fine-tuning with EfficientNet"; Keras transfer-learning guide
 optional Dense(``model.dense_units``, ReLU, L2 ``model.l2``) with dropout, and the float32 classifier.
 
 The trainer uses :func:`get_backbone`, :func:`freeze_backbone` and :func:`unfreeze_top` for the two
-phases (head first, then the top of the backbone at a lower learning rate); recompile after each change.
+phases (head first, then the top of the backbone at a lower learning rate); recompile after each change. The last
+two act on every backbone of the model (:func:`get_backbones`).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
 from kit.models.backbones import BACKBONES, IMAGENET_STDDEV_RGB, PREPROCESSING, Backbone
 from kit.models.common import check_num_classes, check_options, classifier_output, image_input, l2
+from kit.models.streams import STREAM_DEFAULTS, fuse_streams, read_streams
 from kit.models.weights import fits, resolve_weights
 
 if TYPE_CHECKING:
@@ -39,29 +51,45 @@ if TYPE_CHECKING:
 
 # --- building ----------------------------------------------------------------------------------------
 
+# model.options of every backbone model; "stem_stride": None is the row's own stride (Family.stem_stride).
+DEFAULTS: dict[str, Any] = {"stem_stride": None, **STREAM_DEFAULTS}
+BACKBONE = "backbone"  # the nested backbone's name; a second one (kit.models.fusion) is "backbone_2", and so on
+
 
 def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
     """The backbone row named ``cfg.name`` under kit's head; the model takes raw 0-255 RGB pixels."""
+    return build_on(cfg, [BACKBONES[cfg.name]], num_classes, check_options(cfg, DEFAULTS))
+
+
+def build_on(cfg: ModelConfig, specs: list[Backbone], num_classes: int, options: dict[str, Any]) -> keras.Model:
+    """``specs``' backbones side by side on the same image, their pooled features (and any forensic stream's,
+    :mod:`kit.models.streams`) concatenated under one head; ``options`` are checked ``model.options``."""
     import keras
 
-    spec = BACKBONES[cfg.name]
-    check_options(cfg, {})
     check_num_classes(num_classes)
-    if cfg.image_size < spec.min_size:
-        raise KitError(
-            f"{spec.name} needs model.image_size >= {spec.min_size}, got {cfg.image_size}",
-            f"use e.g. model.image_size={max(spec.min_size, 64)} (its native size is {spec.native_size})",
-        )
-    weights_path = resolve_weights(cfg.weights, spec)  # before building: a missing file fails fast
-    backbone = make_backbone(spec, cfg.image_size)
-    if weights_path is not None:
-        load_backbone_weights(backbone, weights_path, spec)
+    streams = read_streams(cfg, options)
+    strides = [stem_stride(cfg, options["stem_stride"], spec) for spec in specs]
+    for spec in specs:
+        if cfg.image_size < spec.min_size:
+            raise KitError(
+                f"{spec.name} needs model.image_size >= {spec.min_size}, got {cfg.image_size}",
+                f"use e.g. model.image_size={max(spec.min_size, 64)} (its native size is {spec.native_size})",
+            )
+    weights_paths = [resolve_weights(cfg.weights, spec) for spec in specs]  # before building: a missing file fails fast
 
     inputs = image_input(cfg)
-    x = preprocess(inputs, spec.preprocessing)
-    # training=False keeps BatchNorm in inference mode even after unfreezing (see the module docstring).
-    x = backbone(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    pooled = []
+    for index, (spec, stride, weights_path) in enumerate(zip(specs, strides, weights_paths, strict=True)):
+        suffix = "" if index == 0 else f"_{index + 1}"
+        backbone = make_backbone(spec, cfg.image_size, stride, name=BACKBONE + suffix)
+        if weights_path is not None:
+            load_backbone_weights(backbone, weights_path, spec)
+        x = preprocess(inputs, spec.preprocessing, suffix)
+        # training=False keeps BatchNorm in inference mode even after unfreezing (see the module docstring).
+        x = backbone(x, training=False)
+        pooled.append(keras.layers.GlobalAveragePooling2D(name="gap" + suffix)(x))
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="backbone_features")(pooled)
+    x = fuse_streams(streams, inputs, x, cfg.l2)
     if cfg.dropout > 0:
         x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     if cfg.dense_units > 0:
@@ -69,19 +97,72 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name="dense_dropout")(x)
     outputs = classifier_output(x, num_classes)
-    return keras.Model(inputs, outputs, name=spec.name)
+    return keras.Model(inputs, outputs, name=cfg.name)
 
 
-def make_backbone(spec: Backbone, image_size: int) -> keras.Model:
-    """The row's notop ``keras.applications`` model, randomly initialised, as a functional model named "backbone"."""
+def stem_stride(cfg: ModelConfig, value: Any, spec: Backbone) -> int:
+    """``model.options.stem_stride`` for ``spec``: None is the row's own; otherwise a divisor of it (1: no stride)."""
+    if value is None:
+        return spec.stem_stride
+    allowed = [d for d in range(1, spec.stem_stride + 1) if spec.stem_stride % d == 0]
+    if isinstance(value, bool) or value not in allowed:
+        raise KitError(
+            f"model.options.stem_stride={value!r} does not fit {spec.name}, whose stem has stride {spec.stem_stride}",
+            f"use {' or '.join(map(str, allowed))} (1 keeps every pixel), or null for the row's own stride",
+        )
+    return int(value)
+
+
+def make_backbone(spec: Backbone, image_size: int, stride: int | None = None, name: str = BACKBONE) -> keras.Model:
+    """The row's notop ``keras.applications`` model, randomly initialised, as a functional model named ``name``;
+    its stem convolution at ``stride`` when that differs from the row's (:func:`restride_stem`)."""
     import keras
 
     application = getattr(keras.applications, spec.constructor)
     native = application(include_top=False, weights=None, input_shape=(image_size, image_size, 3))
-    return keras.Model(native.input, native.output, name="backbone")
+    if stride is not None and stride != spec.stem_stride:
+        native = restride_stem(native, stride)
+    return keras.Model(native.input, native.output, name=name)
 
 
-def preprocess(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
+def first_strided_conv(model: keras.Model) -> keras.layers.Conv2D | None:
+    """The stem: the first Conv2D with a stride above 1, in layer order, nested models (ConvNeXt's stem) included."""
+    import keras
+
+    for layer in model.layers:
+        found = first_strided_conv(layer) if isinstance(layer, keras.Model) else None
+        if found is None and isinstance(layer, keras.layers.Conv2D) and max(layer.strides) > 1:
+            found = layer
+        if found is not None:
+            return found
+    return None
+
+
+def restride_stem(native: keras.Model, stride: int) -> keras.Model:
+    """``native`` with its stem convolution at ``stride``: the same kernel shape (so every weights file still loads,
+    by name or by order), fewer pixels skipped. The rest of the network is unchanged: each later stride still halves
+    the now larger feature maps (the compute grows by stride**2).
+
+    ``clone_model`` rebuilds the graph on a fresh input; its ``clone_function`` returns every other layer itself
+    (shared, not copied) and the stem as a new Conv2D from the old one's config with the new strides. A nested
+    Sequential (ConvNeXt's stem and downsampling blocks) was built for the old feature-map size, so it becomes a new
+    Sequential of its (cloned) layers, built on its first call at the new size.
+    """
+    import keras
+
+    stem = first_strided_conv(native)
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer is stem:
+            return type(layer).from_config({**layer.get_config(), "strides": (stride, stride)})
+        if isinstance(layer, keras.Sequential):
+            return keras.Sequential([clone(inner) for inner in layer.layers], name=layer.name)
+        return layer
+
+    return keras.models.clone_model(native, clone_function=clone)
+
+
+def preprocess(x: keras.KerasTensor, mode: str, suffix: str = "") -> keras.KerasTensor:
     """``preprocess_input`` of Keras' ``mode`` ("caffe", "tf", "torch"; "included": nothing) on 0-255 RGB, as
     graph ops that save and load: ``keras.ops.flip`` for RGB -> BGR and a ``Normalization`` layer with constant
     mean and variance, a plain ``(x - mean) / std`` with no weights, so nothing here can ever be trained. A Lambda
@@ -94,7 +175,7 @@ def preprocess(x: keras.KerasTensor, mode: str) -> keras.KerasTensor:
     if steps.to_bgr:
         x = keras.ops.flip(x, axis=-1)
     return keras.layers.Normalization(
-        mean=list(steps.mean), variance=[s * s for s in steps.std], dtype="float32", name=f"{mode}_preprocess"
+        mean=list(steps.mean), variance=[s * s for s in steps.std], dtype="float32", name=f"{mode}_preprocess{suffix}"
     )(x)
 
 
@@ -148,30 +229,34 @@ POST_LOAD: dict[str, Callable[[keras.Model], None]] = {"efficientnet_variance": 
 # --- phases: freeze and unfreeze (used by kit.train.trainer) -----------------------------------------
 
 
-def get_backbone(model: keras.Model) -> keras.Model | None:
-    """The nested backbone model (the layer named ``"backbone"``), or None for models trained from scratch."""
+def get_backbones(model: keras.Model) -> list[keras.Model]:
+    """The nested backbone models (layers named ``"backbone"``, ``"backbone_2"``, ...), in order; [] for scratch models."""
     import keras
 
-    for layer in model.layers:
-        if layer.name == "backbone" and isinstance(layer, keras.Model):
-            return layer
-    return None
+    named = re.compile(rf"{BACKBONE}(_\d+)?")
+    return [layer for layer in model.layers if named.fullmatch(layer.name) and isinstance(layer, keras.Model)]
+
+
+def get_backbone(model: keras.Model) -> keras.Model | None:
+    """The (first) nested backbone model, or None for models trained from scratch."""
+    backbones = get_backbones(model)
+    return backbones[0] if backbones else None
 
 
 def freeze_backbone(model: keras.Model) -> bool:
-    """Phase 1: freeze the whole backbone so only the head trains. Returns False for scratch models.
+    """Phase 1: freeze every backbone so only the head (and any forensic stream's stem) trains. Returns False for
+    scratch models.
 
     Recompile the model afterwards: Keras reads ``trainable`` when ``compile``/``fit`` builds the step.
     """
-    backbone = get_backbone(model)
-    if backbone is None:
-        return False
-    backbone.trainable = False
-    return True
+    backbones = get_backbones(model)
+    for backbone in backbones:
+        backbone.trainable = False
+    return bool(backbones)
 
 
 def unfreeze_top(model: keras.Model, n: int) -> bool:
-    """Phase 2: make the top ``n`` layers of the backbone trainable (``n=-1``: all), BatchNorm never.
+    """Phase 2: make the top ``n`` layers of each backbone trainable (``n=-1``: all), BatchNorm never.
 
     Follows keras-io's ``unfreeze_model`` (image_classification_efficientnet_fine_tuning.py): counts the
     last ``n`` entries of ``backbone.layers`` (weightless layers such as activations count too) and keeps
@@ -183,14 +268,13 @@ def unfreeze_top(model: keras.Model, n: int) -> bool:
 
     if not isinstance(n, int) or n < -1:
         raise KitError(f"unfreeze={n!r} is not a number of layers", "use a count >= 0, or -1 for the whole backbone")
-    backbone = get_backbone(model)
-    if backbone is None:
-        return False
-    layers = backbone.layers
-    top = layers if n == -1 else layers[len(layers) - min(n, len(layers)) :]
-    unfrozen = {id(layer) for layer in top}
-    # The container must be trainable for any sub-layer to count (Keras 3 hides all weights of a frozen parent).
-    backbone.trainable = True
-    for layer in layers:
-        layer.trainable = id(layer) in unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
-    return True
+    backbones = get_backbones(model)
+    for backbone in backbones:
+        layers = backbone.layers
+        top = layers if n == -1 else layers[len(layers) - min(n, len(layers)) :]
+        unfrozen = {id(layer) for layer in top}
+        # The container must be trainable for any sub-layer to count (Keras 3 hides all weights of a frozen parent).
+        backbone.trainable = True
+        for layer in layers:
+            layer.trainable = id(layer) in unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
+    return bool(backbones)

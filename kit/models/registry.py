@@ -5,7 +5,8 @@ pretrained backbone comes from its row in the backbone table (:mod:`kit.models.b
 A builder has the signature ``build(cfg: ModelConfig, num_classes: int) -> keras.Model`` and returns a
 model that takes raw 0-255 RGB pixels of shape (image_size, image_size, 3) and ends in one sigmoid
 unit for two classes or ``num_classes`` softmax units otherwise (float32 even under mixed precision).
-Pretrained models name their backbone layer ``"backbone"`` so the trainer can freeze and unfreeze it.
+Pretrained models name their backbone layer ``"backbone"`` (a second one ``"backbone_2"``, ...) so the trainer can
+freeze and unfreeze it.
 
 ``build_model(..., first_layer=layer)`` puts a layer on the raw pixels before everything the builder made (its own
 Rescaling/Normalization included): the trainer passes kit's colour jitter there (``augment.jitter_on=model``). The
@@ -39,6 +40,9 @@ MODELS: dict[str, ModelEntry] = {
     "resnet20": ModelEntry("kit.models.resnet20:build", description="ResNet20 from scratch (He et al. 2016, CIFAR variant)"),
     "cnn": ModelEntry("kit.models.cnn:build", description="conv-BN-pool-dropout stacks from scratch"),
     "lstm": ModelEntry("kit.models.lstm:build", description="stacked LSTMs over image rows"),
+    "fusion": ModelEntry(
+        "kit.models.fusion:build", pretrained=True, description="two or more backbones side by side (model.options.backbones)"
+    ),
     **{
         name: ModelEntry("kit.models.pretrained:build", pretrained=True, description=f"{row.constructor} backbone + head")
         for name, row in BACKBONES.items()

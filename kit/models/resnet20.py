@@ -8,22 +8,26 @@ then ReLU. The first block of stages 2 and 3 halves the feature map with stride 
 stride-2 convolution with BN (the paper's projection option B) so the shapes match. Weights use He normal
 init (He et al. 2015) and L2 decay (the paper uses 1e-4: set ``model.l2``).
 
-Options (``model.options``): ``blocks`` (n, default 3: ResNet20; 5: ResNet32, 9: ResNet56) and
-``filters`` (the three stage widths, default [16, 32, 64]).
+Options (``model.options``): ``blocks`` (n, default 3: ResNet20; 5: ResNet32, 9: ResNet56),
+``filters`` (the three stage widths, default [16, 32, 64]), ``stem_stride`` (the first conv's: 1, the paper's,
+keeps every pixel; 2 quarters the cost of large images) and the forensic streams of :mod:`kit.models.streams`
+(``inputs``, ...), fused after the global average pool.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kit.models.common import batch_norm, check_options, classifier_output, image_input, l2, positive_ints
+from kit.models.common import batch_norm, check_options, choice, classifier_output, image_input, l2, positive_ints
+from kit.models.streams import STREAM_DEFAULTS, fuse_streams, read_streams
 
 if TYPE_CHECKING:
     import keras
 
     from kit.config import ModelConfig
 
-DEFAULTS = {"blocks": 3, "filters": [16, 32, 64]}
+DEFAULTS = {"blocks": 3, "filters": [16, 32, 64], "stem_stride": 1, **STREAM_DEFAULTS}
+STEM_STRIDES = (1, 2)
 
 
 def _conv(filters: int, kernel: int, strides: int, decay: float, name: str) -> keras.layers.Conv2D:
@@ -67,10 +71,12 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
     options = check_options(cfg, DEFAULTS)
     blocks = positive_ints(cfg, "blocks", options["blocks"])[0]
     filters = positive_ints(cfg, "filters", options["filters"])
+    stride = choice(cfg, "stem_stride", options["stem_stride"], STEM_STRIDES)
+    streams = read_streams(cfg, options)
 
     inputs = image_input(cfg)
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = _conv(filters[0], 3, 1, cfg.l2, "stem_conv")(x)
+    x = _conv(filters[0], 3, stride, cfg.l2, "stem_conv")(x)
     x = batch_norm("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, width in enumerate(filters, start=1):
@@ -78,6 +84,7 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
             strides = 2 if stage > 1 and block == 1 else 1  # downsample at the start of stages 2 and 3
             x = _basic_block(x, width, strides, cfg.l2, f"stage{stage}_block{block}")
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = fuse_streams(streams, inputs, x, cfg.l2)
     if cfg.dropout > 0:
         x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     outputs = classifier_output(x, num_classes, cfg.l2)

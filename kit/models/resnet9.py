@@ -15,8 +15,10 @@ The scale is applied to the pooled features before the Dense layer (``W(s x) + b
 logits and the same weight gradients as scaling the logits, with a bias myrtle's bias-free head does not have),
 so the model keeps kit's float32 sigmoid/softmax output layer and built-in layers only.
 
-Options (``model.options``): ``widths`` (prep, layer1, layer2, layer3; default [16, 32, 64, 128]) and
-``head_scale`` (default 0.125).
+Options (``model.options``): ``widths`` (prep, layer1, layer2, layer3; default [16, 32, 64, 128]),
+``head_scale`` (default 0.125), ``stem_stride`` (the prep conv's stride: 1, myrtle's, keeps every pixel; 2 quarters
+the cost of large images) and the forensic streams of :mod:`kit.models.streams` (``inputs``, ...), fused after the
+global max pool.
 """
 
 from __future__ import annotations
@@ -24,23 +26,28 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kit.errors import KitError
-from kit.models.common import batch_norm, check_options, classifier_output, image_input, l2, positive_ints
+from kit.models.common import batch_norm, check_options, choice, classifier_output, image_input, l2, positive_ints
+from kit.models.streams import STREAM_DEFAULTS, fuse_streams, read_streams
 
 if TYPE_CHECKING:
     import keras
 
     from kit.config import ModelConfig
 
-DEFAULTS = {"widths": [16, 32, 64, 128], "head_scale": 0.125}
+DEFAULTS = {"widths": [16, 32, 64, 128], "head_scale": 0.125, "stem_stride": 1, **STREAM_DEFAULTS}
+STEM_STRIDES = (1, 2)
 
 
-def _conv_bn(x: keras.KerasTensor, filters: int, decay: float, name: str, pool: bool = False) -> keras.KerasTensor:
+def _conv_bn(
+    x: keras.KerasTensor, filters: int, decay: float, name: str, pool: bool = False, strides: int = 1
+) -> keras.KerasTensor:
     """3x3 conv, optional 2x2 max pool (myrtle pools after the conv, before BN), BN, ReLU."""
     import keras
 
     x = keras.layers.Conv2D(
         filters,
         3,
+        strides=strides,
         padding="same",
         use_bias=False,
         kernel_initializer="he_normal",
@@ -75,18 +82,24 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
     scale = options["head_scale"]
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 100:
         raise KitError(f"model.options.head_scale={scale!r} for resnet9 is not a number in (0, 100]", "use e.g. 0.125")
-    if cfg.image_size < 8:
-        raise KitError(f"resnet9 needs model.image_size >= 8 (three 2x2 pools), got {cfg.image_size}", "set model.image_size=32")
+    stride = choice(cfg, "stem_stride", options["stem_stride"], STEM_STRIDES)
+    streams = read_streams(cfg, options)
+    if cfg.image_size < 8 * stride:
+        raise KitError(
+            f"resnet9 needs model.image_size >= {8 * stride} (three 2x2 pools, stem stride {stride}), got {cfg.image_size}",
+            "set model.image_size=32",
+        )
 
     inputs = image_input(cfg)
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = _conv_bn(x, widths[0], cfg.l2, "prep")
+    x = _conv_bn(x, widths[0], cfg.l2, "prep", strides=stride)
     x = _conv_bn(x, widths[1], cfg.l2, "layer1", pool=True)
     x = _residual(x, widths[1], cfg.l2, "layer1")
     x = _conv_bn(x, widths[2], cfg.l2, "layer2", pool=True)
     x = _conv_bn(x, widths[3], cfg.l2, "layer3", pool=True)
     x = _residual(x, widths[3], cfg.l2, "layer3")
     x = keras.layers.GlobalMaxPooling2D(name="global_max_pool")(x)
+    x = fuse_streams(streams, inputs, x, cfg.l2)
     if cfg.dropout > 0:
         x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     x = keras.layers.Rescaling(float(scale), name="head_scale")(x)
