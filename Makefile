@@ -44,12 +44,12 @@ $(shell printf 'COMP ?= %s\nMODEL ?= %s\n' '$(COMP)' '$(MODEL)' > .kit-last.mk)
 endif
 
 # key=value words from the make command line that are kit settings (lower-case or dotted names).
-MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV VENV_MIN MIN_TESTS IMAGE DOCKER KIT_COMMIT
+MAKE_VARS := COMP MODEL TUNER QUICK DRY_RUN ARGS PYTHON VENV VENV_MIN MIN_TESTS IMAGE DOCKER KIT_COMMIT GPU_PYTHON
 SETTINGS := $(strip $(foreach v,$(filter-out $(MAKE_VARS),$(.VARIABLES)),$(if $(filter command line,$(origin $(v))),'$(v)=$($(v))')))
 KIT_ARGS := $(strip comp=$(COMP) model=$(MODEL) $(if $(TUNER),tuner.kind=$(TUNER)) $(SETTINGS) $(ARGS))
 
 .PHONY: help install dev demo data records train tune evaluate predict submit audit runs export lr-find kernel \
-        test test-fast test-loaded test-min lint bench \
+        test test-fast test-loaded test-min lint bench gpu-check \
         docker-build docker-train docker-shell clean
 
 # One line per target; `make help` prints them (keep in step with the targets below).
@@ -75,6 +75,7 @@ HELP_LINES := \
   "test-min       a fast subset of the tests in $(VENV_MIN), with the lowest versions setup.cfg allows" \
   "lint           ruff check, ruff format --check and the import-layer contracts" \
   "bench          run the benchmarks (QUICK=1 for the short set)" \
+  "gpu-check      on a machine with a GPU: step times, input pipeline, jitter, strategies, demo (< 8 min; no install)" \
   "docker-build   build the GPU image (IMAGE=$(IMAGE)) for your uid/gid, with this checkout's commit" \
   "docker-train   train inside the GPU image (data, runs, ~/.keras, ./configs and any weights= path mounted)" \
   "docker-shell   a shell inside the GPU image" \
@@ -173,6 +174,12 @@ lint: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick) $(ARGS)
+
+# The GPU check installs nothing (a lent GPU machine may have no network): it runs with .venv's Python when there is
+# one, else $(PYTHON); GPU_PYTHON=... names another that has TensorFlow with CUDA. Without a GPU it says so and exits 0.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m bench --only GPU $(if $(QUICK),--quick) $(ARGS)
 
 # The image's user gets your uid and gid, so the mounted data/, runs/ and ~/.keras stay yours and writable.
 docker-build:

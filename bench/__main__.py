@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.acc import section_acc
-from bench.common import DOC, FULL, QUICK, RESULTS, ROOT, SECTIONS, WORK, Context, log, machine_info
+from bench.common import DOC, FULL, QUICK, RESULTS, ROOT, SECTIONS, WORK, Context, NothingToMeasure, log, machine_info
+from bench.gpu import section_gpu
 from bench.jitter import section_jitter
 from bench.p1 import section_p1
 from bench.p1_build import p1_child
@@ -38,6 +40,7 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
     "T": section_t,
     "P1-JPEG": section_p1_jpeg,
     "P2-380": section_p2_380,
+    "GPU": section_gpu,
 }
 
 
@@ -55,14 +58,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--t-fast-model", default="resnet9", help="T4: the fastest scratch preset to time (default: resnet9)")
     parser.add_argument("--p1-sizes", default="", help="override P1's image counts, e.g. 200,400 (tests)")
+    parser.add_argument("--gpu-budget", type=float, default=450.0, help="GPU: seconds the check may spend (default: 450)")
+    parser.add_argument(
+        "--gpu-items", default="", help="GPU: comma-separated items to run (default: all; the last gpu.json keeps the others)"
+    )
+    parser.add_argument(
+        "--gpu-on-cpu", action="store_true", help="GPU: rehearse the check on the CPU at tiny sizes (implies --quick)"
+    )
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
     return parser.parse_args(argv)
+
+
+def save_result(args: argparse.Namespace, ctx: Context, key: str, started: str, start: float, result: dict) -> Path:
+    """``result`` with the run's facts (when, how long, the machine, the command) into its JSON, then BENCHMARKS.md."""
+    result.update(
+        section=key,
+        quick=args.quick,
+        started=started,
+        seconds=time.perf_counter() - start,
+        machine=ctx.machine,
+        command=ctx.command,
+    )
+    path = write_result(ctx, key, result)
+    render_doc(args.results, args.doc)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow takes every GPU's whole memory at its first op unless told to grow: the GPU check's `kit demo` (a
+    # second process on the same GPU) would then find none. Set before any section imports TensorFlow.
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
     if args.p1_child:
         p1_child(json.loads(args.p1_child))
         return 0
@@ -72,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown section(s) {', '.join(unknown)}; choose among {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
+    args.quick = args.quick or args.gpu_on_cpu
     sizes = QUICK if args.quick else FULL
     if args.p1_sizes:
         sizes = dataclasses.replace(sizes, p1_sizes=tuple(int(n) for n in args.p1_sizes.split(",")))
@@ -83,34 +112,36 @@ def main(argv: list[str] | None = None) -> int:
     ctx.acc_rescore = args.acc_rescore
     ctx.t_fast_model = args.t_fast_model
     ctx.t_rows = args.t_rows
+    ctx.gpu_budget_s = args.gpu_budget
+    ctx.gpu_items = tuple(s.strip() for s in args.gpu_items.split(",") if s.strip())
+    ctx.gpu_on_cpu = args.gpu_on_cpu
     log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
     log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
-    failed = []
+    failed, written = [], []
     for key in wanted:
         log(f"== {key} ==")
         started, start = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
+
+        ctx.save = functools.partial(save_result, args, ctx, key, started, start)
         try:
             result = RUNNERS[key](ctx)
+        except NothingToMeasure as reason:  # e.g. the GPU check on a machine without a GPU: nothing is written
+            log(str(reason))
+            if reason.failed:
+                failed.append(key)
+            continue
         except Exception as exc:  # one broken section must not lose the others' results
             traceback.print_exc()
             result = {"title": key, "rows": [], "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
             failed.append(key)
-        result.update(
-            section=key,
-            quick=args.quick,
-            started=started,
-            seconds=time.perf_counter() - start,
-            machine=ctx.machine,
-            command=ctx.command,
-        )
-        path = write_result(ctx, key, result)
-        render_doc(args.results, args.doc)
+        path = ctx.save(result)
+        written.append(key)
         log(f"{key} done in {result['seconds']:.0f} s -> {path}")
         for r in result["rows"]:
             verdict = {True: "PASS", False: "FAIL", None: ""}[r.get("pass")]
             ratio = "" if r.get("ratio") is None else f" ratio {r['ratio']:.2f}"
             log(f"  {r['figure']}: {r['value']}{ratio} {('goal ' + r['goal']) if r.get('goal') else ''} {verdict}".rstrip())
-    log(f"report: {args.doc}")
+    log(f"report: {args.doc}" if written else "nothing measured: no results written")
     if failed:
         log(f"failed sections: {', '.join(failed)}")
         return 1

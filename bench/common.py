@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work"
 DOC = ROOT / "BENCHMARKS.md"
-SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380")
+SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU")
 GIB = 1024**3
 BATCH = 64
 
@@ -65,6 +66,21 @@ class Context:
     acc_rescore: bool = False  # ACC: score the recorded runs again instead of training
     t_fast_model: str = "resnet9"  # T4: the fastest scratch preset (skipped when the registry lacks it)
     t_rows: str = ""  # T: comma-separated rows to run among T1,T2,T3,T4,T5 (default: all)
+    gpu_budget_s: float = 450.0  # GPU: seconds the check may spend; it starts no item that would not fit
+    gpu_items: tuple[str, ...] = ()  # GPU: the items to run (default: all); the last gpu.json keeps the others
+    gpu_on_cpu: bool = False  # GPU: rehearse the check on the CPU at tiny sizes (the script's own test)
+    # Writes the running section's results so far (its JSON, then BENCHMARKS.md): for a section that saves as it goes,
+    # so a run stopped part-way keeps what it measured. Set by ``python -m bench`` for each section.
+    save: Callable[[dict], Path] | None = None
+
+
+class NothingToMeasure(Exception):
+    """A section that has nothing to measure on this machine (the GPU check without a usable GPU): it writes nothing.
+    ``failed``: whether that is a failure (a GPU TensorFlow cannot use) rather than expected (no GPU at all)."""
+
+    def __init__(self, message: str, failed: bool = False) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 def log(message: str) -> None:

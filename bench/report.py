@@ -11,6 +11,9 @@ from typing import Any
 
 from bench.common import SECTIONS, Context
 
+# How to run a section when the default (`make bench ARGS='--only KEY'`) is not the way.
+RUN_COMMANDS = {"GPU": "`make gpu-check` on a machine with a GPU"}
+
 
 def write_result(ctx: Context, section: str, result: dict) -> Path:
     from kit.io import write_json
@@ -89,6 +92,7 @@ def render_doc(results_dir: Path, doc: Path) -> Path:
         "make bench                 # full run (hours on 2 cores: the accuracy section trains three models on Fashion-MNIST)",
         "make bench QUICK=1         # smoke run, a few minutes: tiny sizes, results in bench/results/quick/",
         "make bench ARGS='--only P2,P3'   # some sections (" + " ".join(SECTIONS) + ")",
+        "make gpu-check             # the GPU check on a machine with a GPU, under 8 minutes (without one: nothing to do)",
         "```",
         "",
         "## Full results",
@@ -100,7 +104,8 @@ def render_doc(results_dir: Path, doc: Path) -> Path:
         if key in full:
             lines += _section_md(key, full[key], results_dir, doc.parent)
         elif full:
-            lines += [f"### {key}", "", "Not run yet (`make bench ARGS='--only " + key + "'`).", ""]
+            how = RUN_COMMANDS.get(key, f"`make bench ARGS='--only {key}'`")
+            lines += [f"### {key}", "", f"Not run yet ({how}).", ""]
     lines += [
         "## Quick results (smoke run)",
         "",
