@@ -6,7 +6,7 @@
 set -euo pipefail
 
 # kit's commands (tests/test_docker.py checks that every command of the kit CLI is listed here).
-KIT_COMMANDS=" config list data records train tune evaluate predict submit audit runs new-comp demo kernel export lr-find show "
+KIT_COMMANDS=" config list data records train tune evaluate predict submit audit runs new-comp demo kernel export lr-find show weights "
 
 # The Kaggle client warns when kaggle.json is readable by others, as it often is after a bind mount.
 # Tighten it in place; a read-only mount cannot be changed, so use a private copy instead.
