@@ -100,14 +100,18 @@ def config(
 
 @app.command("list")
 def list_presets() -> None:
-    """List the competitions, the models trained from scratch and the pretrained backbones by family."""
+    """List the competitions, the models trained from scratch, models built on backbones, and the backbones by family."""
+    from kit.models.backbones import BACKBONES
     from kit.models.registry import MODELS
 
     typer.echo("competitions: " + ", ".join(presets("competitions")))
     typer.echo("models trained from scratch:")
-    for name, entry in MODELS.items():
-        if not entry.pretrained:
-            typer.echo(f"  {name:9s} {entry.description}")
+    typer.echo("\n".join(f"  {name:9s} {entry.description}" for name, entry in MODELS.items() if not entry.pretrained))
+    built_on = [
+        f"  {name:9s} {entry.description}" for name, entry in MODELS.items() if entry.pretrained and name not in BACKBONES
+    ]
+    if built_on:
+        typer.echo("models built on backbones:\n" + "\n".join(built_on))
     typer.echo("\n".join(backbone_lines()))
 
 
