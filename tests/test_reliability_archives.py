@@ -191,6 +191,7 @@ TOO_BIG_FOR_1_MB = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(TOO_BIG_FOR_1_MB))
 def test_an_archive_larger_than_the_free_disk_is_refused_before_writing(tmp_path, case):
     archive = _write(tmp_path, TOO_BIG_FOR_1_MB[case]())

@@ -102,6 +102,7 @@ def test_mistake_is_one_line_exit_2(files: Path, case: str) -> None:
         assert part in line, f"{part!r} not in {line!r}"
 
 
+@pytest.mark.slow
 def test_unknown_command_suggests_the_nearest() -> None:
     result = kit("trian")
     assert result.returncode == 2 and "Traceback" not in result.stderr

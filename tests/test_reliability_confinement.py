@@ -134,6 +134,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_table_from_anywhere_is_one_line_exit_2(comp, tmp_path: Path, case: str) -> None:
     yaml, root = comp
@@ -149,6 +150,7 @@ def test_a_table_from_anywhere_is_one_line_exit_2(comp, tmp_path: Path, case: st
     assert "root:x:0:0" not in result.stderr and "PRETTY_NAME" not in result.stderr  # nothing of it was read out
 
 
+@pytest.mark.slow
 def test_a_table_over_the_byte_cap_is_refused_before_it_is_read(comp, tmp_path: Path) -> None:
     yaml, root = comp
     result = _records(tmp_path, yaml, root, env={"KIT_MAX_TABLE_BYTES": str(len(TRAIN) - 1)})
@@ -157,6 +159,7 @@ def test_a_table_over_the_byte_cap_is_refused_before_it_is_read(comp, tmp_path: 
     assert _records(tmp_path, yaml, root, env={"KIT_MAX_TABLE_BYTES": str(len(TRAIN))}).returncode == 0
 
 
+@pytest.mark.slow
 def test_an_edited_index_pointing_outside_data_root_is_refused(comp, tmp_path: Path) -> None:
     yaml, root = comp
     assert _records(tmp_path, yaml, root).returncode == 0
@@ -212,6 +215,7 @@ LOCATION_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(LOCATION_CASES))
 def test_only_local_paths_and_gs_are_accepted_at_load(comp, tmp_path: Path, case: str) -> None:
     yaml, root = comp

@@ -94,6 +94,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_error_quoting_input_is_redacted_and_bounded(tmp_path: Path, case: str) -> None:
     root = tmp_path / "raw"
@@ -145,6 +146,7 @@ def test_the_printed_stream_redacts_and_cuts_every_line(kaggle_key: str) -> None
         stream.write(b"bytes")  # a text stream, as click expects
 
 
+@pytest.mark.slow
 def test_a_printed_setting_passes_the_scan(tmp_path: Path) -> None:
     """Lines kit prints besides errors: `kit config` echoes the settings (a key given as a value among them)."""
     result = _kit(tmp_path, "config", "comp=demo", f"kaggle.message={KEY}")

@@ -98,6 +98,7 @@ def test_regular_files_and_new_paths_are_written(tmp_path: Path) -> None:
         assert (tmp_path / name).read_text().startswith("id,label")
 
 
+@pytest.mark.slow
 def test_predict_to_a_fifo_is_one_line_and_the_fifo_stays(predict_setup, tmp_path: Path) -> None:  # noqa: F811
     args, run_dir = predict_setup
     fifo = tmp_path / "submission-fifo"

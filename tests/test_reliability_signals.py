@@ -97,6 +97,7 @@ def test_the_cli_has_the_commands_this_test_walks() -> None:
     assert {"train", "records", "predict", "kernel build", "new-comp", "demo", "list"} <= set(commands), commands
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("words", "args"), _commands().items(), ids=list(_commands()))
 def test_every_command_interrupted_by_ctrl_c_exits_130_and_names_the_rerun(words: str, args: list[str], tmp_path: Path) -> None:
     ready = tmp_path / "ready"
@@ -108,6 +109,7 @@ def test_every_command_interrupted_by_ctrl_c_exits_130_and_names_the_rerun(words
     assert line.endswith("--resume` to continue where it stopped") == (words == "train"), line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_before_any_work_still_exits_non_zero(sig: int, tmp_path: Path) -> None:
     ready = tmp_path / "ready"
@@ -135,6 +137,7 @@ runpy.run_module("kit", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_records_build_exits_130_marks_nothing_done_and_the_rerun_finishes(tmp_path: Path) -> None:
     from kit.config import load_config
     from kit.data.demo import make_demo_competition
@@ -221,6 +224,7 @@ def _tiny_training(tmp_path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_during_training_exits_non_zero_marks_nothing_done_and_resume_finishes(sig: int, tmp_path: Path) -> None:
     from kit.runs import DONE
@@ -265,6 +269,7 @@ except Terminated:
 """
 
 
+@pytest.mark.slow
 def test_sigterm_is_kits_again_once_the_multi_worker_strategy_is_built(tmp_path: Path) -> None:
     from train_helpers import free_ports
 
@@ -286,6 +291,7 @@ def _unreachable_worker() -> dict[str, str]:
     return {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}), "PORT": str(ports[1])}
 
 
+@pytest.mark.slow
 def test_a_worker_that_never_comes_is_named_after_the_start_up_limit(tmp_path: Path) -> None:
     settings = _tiny_training(tmp_path)
     cluster = _unreachable_worker()
@@ -305,6 +311,7 @@ def test_a_worker_that_never_comes_is_named_after_the_start_up_limit(tmp_path: P
     assert "KIT_MULTIWORKER_START_S" in errors[0]
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_worker_waiting_for_the_others(tmp_path: Path) -> None:
     settings = _tiny_training(tmp_path)
     cluster = _unreachable_worker()

@@ -20,6 +20,7 @@ from kit.settings import load_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "value"),
     [("tuner.objective", "val_nonsense"), ("train.monitor", "val_f1"), ("tuner.objective", "accuracy_val")],
@@ -98,6 +99,7 @@ def test_a_search_resumes_only_as_it_was_started(finished_search: Path, case: st
     assert _snapshot(out) == before  # neither the search nor its best_hparams.yaml were touched
 
 
+@pytest.mark.slow
 def test_the_same_search_resumes(finished_search: Path) -> None:
     from kit.train.tuner import tune, tune_dir
 

@@ -160,6 +160,7 @@ def test_bad_search_space_entries_are_one_line_errors(space, expected):
     assert expected in info.value.one_line() and "\n" not in info.value.one_line()
 
 
+@pytest.mark.slow
 def test_bad_space_in_a_model_yaml_is_caught_on_load_with_exit_2(tmp_path):
     model_yaml = tmp_path / "mycnn.yaml"
     model_yaml.write_text("model: {name: cnn}\ntuner:\n  space:\n    model.dropout: {type: float}\n")

@@ -243,7 +243,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     path = folder / MANIFEST
     settings = plan_settings(folder.name)
     command = f"kit records comp={folder.parent.parent.name} model=<model>{f' {settings}' if settings else ''}"
-    command += f"  (image size {folder.parent.name})"
+    command += f" (image size {folder.parent.name})"
     if not path.is_file():
         if (folder.parent / MANIFEST).is_file():  # one folder for every split plan, as kits before the plan folders wrote
             raise KitError(
