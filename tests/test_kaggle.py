@@ -380,7 +380,7 @@ def test_cli_daily_limit(fake_kaggle, tmp_path, status):
 
 
 def test_submit_refuses_a_credential_in_the_message_or_file(fake_kaggle, tmp_path, capsys):
-    """Issue 16 case 5: the message and the file go to Kaggle (and a dry run prints the message): no credential in either."""
+    """The message and the file go to Kaggle (and a dry run prints the message): no credential in either."""
     cfg = _cfg(tmp_path, f"kaggle.message=note {KEY}")
     path = _run_with_submission(cfg, download(cfg))
     for dry_run in (True, False):

@@ -168,7 +168,7 @@ def test_embedded_config_keeps_a_command_line_image_size(fake_kaggle, workdir):
     assert again.model.image_size == 48
 
 
-# ----------------------------------------------------------------------------- issue 18: kernels that hold
+# ----------------------------------------------------------------------------- kernels that hold
 
 
 def _tiny_run(cfg, run_dir: Path, threshold: float = 0.3) -> Path:

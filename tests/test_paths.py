@@ -1,4 +1,4 @@
-"""Issue 17, the paths that must run as written: `kit data comp=demo` writes the demo locally, `kit train` and
+"""The paths that must run as written: `kit data comp=demo` writes the demo locally, `kit train` and
 `kit tune` build missing or stale records themselves, `kit --version` and `make help` (the notebook API:
 tests/test_notebook.py)."""
 

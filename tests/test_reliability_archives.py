@@ -1,4 +1,4 @@
-"""Reliability, archives (issue 16): a hostile or careless zip is refused with one line before anything is written,
+"""Reliability, archives: a hostile or careless zip is refused with one line before anything is written,
 or unzipped without leaving anything partial; kit's own marker never comes from an archive.
 
 Covered elsewhere (not repeated): zip-slip entries (../, absolute, symlink) and a corrupt archive
@@ -225,7 +225,7 @@ def _cfg(tmp_path: Path):
 
 
 def test_a_forged_marker_never_makes_a_failed_unzip_complete(fake_kaggle, tmp_path):
-    """Issue 16 case 7: the archive's own .kit-download.json, then an unzip that fails half way; the rerun must not
+    """The archive's own .kit-download.json, then an unzip that fails half way; the rerun must not
     take the data as downloaded."""
     forged = json.dumps({"slug": "fake-comp", "source": "competition", "files": 3000, "date": "forged"}).encode()
     good = list(demo_files().items())

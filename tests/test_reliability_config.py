@@ -1,4 +1,4 @@
-"""Reliability, settings as hostile input (issue 16, cases 4b, 5a, 6, 9): every setting is checked when it is
+"""Reliability, settings as hostile input: every setting is checked when it is
 loaded, by one mechanism per kind of mistake, and every mistake is one KitError line naming the setting.
 
 - folder names (comp.name, model.name, run.id, comp.slug) must be plain names: nothing is written outside data/, runs/;

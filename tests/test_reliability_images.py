@@ -1,6 +1,6 @@
 """Reliability, images: one tiny competition holding every odd, broken and hostile kind of image file goes
 through ``kit records`` on the command line; the build completes, good images are written (upright), bad ones
-are in the manifest's skip list with their reason, and the counts are exact. Hostile ones (issue 16): special
+are in the manifest's skip list with their reason, and the counts are exact. Hostile ones: special
 files (a FIFO, a symlink to /dev/zero, a socket, a folder), a file over the size limit, decompression bombs
 (a 389 kB TIFF of 20000x20000, a PGM over the pixel limit, a format kit has no header parser for); the same
 files through the audit's per-file facts.
@@ -99,7 +99,7 @@ def _os2_bmp(width: int, height: int) -> bytes:
 
 
 def _special_file(folder: Path, name: str) -> None:
-    """The special files of issue 16: a FIFO (open() blocks), /dev/zero (never ends), a socket, a folder."""
+    """Special files: a FIFO (open() blocks), /dev/zero (never ends), a socket, a folder."""
     path = folder / name
     if name.startswith("fifo"):
         os.mkfifo(path)

@@ -1,4 +1,4 @@
-"""Hostile and odd input on run folders (issue 16): concurrent writers, runs without a model, resumes with other
+"""Hostile and odd input on run folders: concurrent writers, runs without a model, resumes with other
 settings, models that predict NaN or cannot be loaded, a full disk under the submission.
 
 Every case runs real training, real Keras files and real processes on tiny generated records; a concurrent

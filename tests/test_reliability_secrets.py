@@ -80,7 +80,7 @@ def test_the_key_is_in_no_output_and_no_file(fake_kaggle, tmp_path: Path) -> Non
         assert KEY.encode() not in path.read_bytes(), f"{path} holds the key"
 
 
-# ----------------------------------------------------------------------------- issue 16 case 5: whatever carries it
+# ----------------------------------------------------------------------------- whatever carries it
 
 KAGGLE_JSON_KEY = "0123456789abcdef0123456789abcdef"  # a legacy key's shape: 32 hex digits
 OTHER_TOKEN = "KGAT_another_token_from_a_file_98765"

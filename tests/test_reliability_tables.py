@@ -128,7 +128,7 @@ def test_broken_table_is_one_line_exit_2(tmp_path: Path, case: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Hostile and odd tables (issue 16): paths leaving data.root, labels that would make absurd class lists,
+# Hostile and odd tables: paths leaving data.root, labels that would make absurd class lists,
 # splits that cannot be made, sample submissions that can never be matched, names the OS refuses.
 # ----------------------------------------------------------------------------------------------------
 
