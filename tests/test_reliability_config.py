@@ -325,7 +325,12 @@ def test_each_numeric_setting_is_checked_against_its_declared_range(key: str, ki
 def test_each_range_bound_itself_is_accepted(key: str, kind: type, allowed) -> None:
     for bound, is_open in ((allowed.low, allowed.low_open), (allowed.high, allowed.high_open)):
         if not is_open:
-            assert load_config([f"{key}={kind(bound)}"]) is not None
+            cfg = load_config([f"{key}={kind(bound)}"])
+            section, _, name = key.rpartition(".")
+            node = cfg
+            for part in section.split("."):
+                node = getattr(node, part)
+            assert getattr(node, name) == kind(bound)  # the bound itself is kept, not clipped or replaced
 
 
 @pytest.mark.slow
