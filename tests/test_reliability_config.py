@@ -346,3 +346,26 @@ def test_a_run_config_out_of_range_is_one_line_naming_the_file(tmp_path: Path) -
 def test_the_cli_names_setting_value_and_range_in_one_line(tmp_path: Path) -> None:
     line = error_line(kit_config("train.steps_per_epoch=-5", cwd=tmp_path))
     assert "train.steps_per_epoch=-5 is outside its allowed range [0, 1000000000]" in line
+
+
+# --- what a competitor types on the first day ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["train=3"], "'train' is a group of settings, not one"),
+        (["predict=flip"], "'predict' is a group of settings, not one"),
+        (["augment=1"], "'augment' is a group of settings, not one"),
+    ],
+)
+def test_a_value_for_a_whole_group_is_one_line_naming_it(words: list[str], expected: str) -> None:
+    with pytest.raises(KitError) as info:
+        load_config(words)
+    assert expected in info.value.one_line() and "e.g." in info.value.one_line()
+
+
+def test_short_forms_and_model_names_in_any_case() -> None:
+    cfg = load_config(["lr=0.1", "bs=8", "wd=0.01", "model=ResNet9"])
+    assert (cfg.train.learning_rate, cfg.train.batch_size, cfg.train.weight_decay) == (0.1, 8, 0.01)
+    assert cfg.model.name == "resnet9"

@@ -59,6 +59,10 @@ ALIASES = {
     "tta": "predict.tta",
     "threshold": "predict.threshold",
     "folds": "data.folds",
+    # the short forms competitors type (fastai's lr, bs, wd)
+    "lr": "train.learning_rate",
+    "bs": "train.batch_size",
+    "wd": "train.weight_decay",
 }
 SELECTORS = ("comp", "model", "hparams")
 
@@ -116,7 +120,14 @@ def merge(base: DictConfig, update: Any, origin: str) -> DictConfig:
     except ValidationError as exc:
         if isinstance(exc.child_node, EnumNode) and isinstance(exc.value, (str, int, float)):  # a scalar, not a list or null
             raise unknown_choice(f"value for {exc.full_key}", str(exc.value), exc.child_node.enum_type) from None
-        reason = exc.msg.splitlines()[0]
+        group = OmegaConf.select(base, str(exc.full_key), default=None)
+        if isinstance(group, DictConfig):  # train=3: a value for a whole group of settings
+            first = next(iter(group.keys()), "key")
+            raise KitError(
+                f"{origin}: '{exc.full_key}' is a group of settings, not one",
+                f"set one of its keys, e.g. {exc.full_key}.{first}=...",
+            ) from None
+        reason = (exc.msg or str(exc) or type(exc).__name__).splitlines()[0]
         raise KitError(f"{origin}: setting '{exc.full_key}': {reason}", "give a value of the right type") from None
     except OmegaConfBaseException as exc:
         raise KitError(f"{origin}: {str(exc).splitlines()[0]}", "check the setting's spelling and type") from None
@@ -227,6 +238,8 @@ def _allowed_tta(cfg: DictConfig, origins: _Origins) -> None:
 def _model_presets(model: str, model_defaults: Mapping[str, dict]) -> list[tuple[dict, str]]:
     """The model's preset YAML, or, for a model that has none but brings its own settings (a backbone table row),
     ``defaults/backbone.yaml`` and then the row's settings: each with the origin ``kit config --origin`` names."""
+    if not _is_path(model) and model not in model_defaults and model not in presets("models"):
+        model = next((name for name in (*presets("models"), *model_defaults) if name.lower() == model.lower()), model)  # ResNet9
     own = model_defaults.get(model) if not _is_path(model) else None
     if own is None or any((base / "models" / f"{model}.yaml").is_file() for base in preset_dirs()):
         path = _preset_path("models", model, also=model_defaults)
@@ -284,6 +297,14 @@ def load_config_with_origins(
         hparams = read_settings(hparams_path, "hparams file")
         check_hparams(hparams, OmegaConf.to_container(cfg.tuner.space, resolve=False), hparams_path, str(cfg.model.name))
         cfg = origins.merged(cfg, hparams, str(hparams_path))
+    for item in dotlist:  # train=3: a value for a whole group of settings, which OmegaConf reports without its key
+        key = item.split("=", 1)[0]
+        group = OmegaConf.select(cfg, key, default=None)
+        if isinstance(group, DictConfig):
+            first = next(iter(group.keys()), "key")
+            raise KitError(
+                f"command line: '{quoted(key)}' is a group of settings, not one", f"set one of its keys, e.g. {key}.{first}=..."
+            )
     try:
         cli = OmegaConf.from_dotlist(dotlist)
     except OmegaConfBaseException as exc:
