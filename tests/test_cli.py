@@ -37,7 +37,7 @@ def test_every_command_has_help(command):
     ("args", "expected"),
     [
         (["train", "train.epohs=3"], "train.epochs"),
-        (["records", "model=efficientnet"], "effnetb4"),
+        (["records", "model=efficientnet"], "unknown model 'efficientnet' (fix: use one of: effnetb"),
         (["config", "comp=nope"], "unknown competition"),
         (["config", "train.batch_size=-4"], "train.batch_size"),
     ],

@@ -300,7 +300,7 @@ def load_config_with_origins(
     for item in dotlist:  # train=3: a value for a whole group of settings, which OmegaConf reports without its key
         key = item.split("=", 1)[0]
         group = OmegaConf.select(cfg, key, default=None)
-        if isinstance(group, DictConfig):
+        if isinstance(group, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(group)):  # not a dict setting
             first = next(iter(group.keys()), "key")
             raise KitError(
                 f"command line: '{quoted(key)}' is a group of settings, not one", f"set one of its keys, e.g. {key}.{first}=..."
