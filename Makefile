@@ -25,7 +25,8 @@ MIN_STAMP := $(VENV_MIN)/.kit-min-installed
 # checks that the installed versions are exactly the floors.
 MIN_TESTS ?= tests/test_install.py tests/test_images.py tests/test_sources.py tests/test_tfrecord.py tests/test_records.py \
              tests/test_pipeline.py tests/test_trainer.py tests/test_kfold.py tests/test_predict.py tests/test_evaluate.py \
-             tests/test_audit.py tests/test_submission.py tests/test_config.py tests/test_cli.py tests/test_kaggle.py
+             tests/test_audit.py tests/test_submission.py tests/test_config.py tests/test_cli.py tests/test_kaggle.py \
+             tests/test_duplicate_groups.py
 DOCKER ?= docker
 
 -include .kit-last.mk

@@ -245,3 +245,11 @@ def test_audit_writes_nothing_that_changes_a_split(tmp_path):
     assert reported["near"]["groups"] == 13 and reported["near"]["images"] == 38  # + u0 and its brighter copy
     report = (Path(cfg.run.root) / "copies" / "audit" / "audit.md").read_text()
     assert "the index build uses data.duplicate_groups=exact" in report and "13 groups, 38 images" in report
+
+
+def test_rows_without_a_hash_are_each_their_own_group() -> None:
+    """An unhashed row ('' : a size of its own, or unreadable) is nobody's copy, on every supported pandas."""
+    from kit.data.duplicates import duplicate_groups
+
+    groups = duplicate_groups(["", "a" * 40, "", "a" * 40, ""])
+    assert groups[1] == groups[3] and len({groups[0], groups[2], groups[4], groups[1]}) == 4

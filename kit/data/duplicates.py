@@ -130,7 +130,9 @@ def _mutual_groups(hashes: list[int | None], max_distance: int) -> np.ndarray:
 def duplicate_groups(sha1: Sequence[str], phash: Sequence[int | None] | None = None, max_distance: int = 0) -> np.ndarray:
     """Group number per row: rows with the same non-empty SHA-1 share one; with ``phash``, so do mutual near
     duplicates within ``max_distance`` bits. Every other row has a group of its own."""
-    keys = [h if h else f"\0row {i}" for i, h in enumerate(sha1)]  # '' (not hashed) is nobody's copy
+    # '' (not hashed) is nobody's copy: a key of its own that no hex digest can equal (no NUL: older pandas
+    # hash tables end a string at it, which made every unhashed row one group)
+    keys = [h if h else f"unhashed row {i}" for i, h in enumerate(sha1)]
     content, _ = pd.factorize(pd.Series(keys, dtype=object))  # one number per distinct content, in row order
     if phash is None:
         return content.astype(np.int64)
