@@ -23,6 +23,10 @@ Run as ``python -m bench [--quick] [--only P1,P2,...]`` from the repository root
   reduced-scale decode against the full decode (goal >= 38 dB).
 - **P2-380** (:mod:`bench.p2_380`) the online pipeline at 380 px (records -> flip + colour jitter + CutMix, batch 32),
   goal >= 1,000 img/s, also at 224 px, PNG and JPEG records, stage by stage, and the jitter kernel before/after.
+- **GPU** (:mod:`bench.gpu`, its measurements in :mod:`bench.gpu_items`; ``make gpu-check``) what only a GPU measures,
+  in under 8 minutes: float16 and XLA on/off step times of EfficientNetB4 at 380 px and EfficientNetV2-B0 at 224 px,
+  kit's pipeline from records against a batch held in memory, the ColorJitter layer on the GPU, MirroredStrategy and
+  ``kit demo``; saved item by item under a time budget. Without a GPU it says so and writes nothing.
 
 Why ratios: the 2 CPU cores this runs on are shared, so absolute images/s drift by tens of percent from one
 minute to the next. Each speed figure is kit against its baseline measured side by side, in alternating

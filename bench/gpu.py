@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import platform
@@ -166,6 +167,7 @@ def run_item(check: Check, item: Item) -> dict:
         traceback.print_exc()
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         entry = {"rows": [row(item.name, "failed", note=reason[:300])], "raw": {}, "error": reason}
+    gc.collect()  # the item's models and datasets: their GPU memory goes back to TensorFlow's pool for the next
     return {**entry, "seconds": time.perf_counter() - start, "measured": check.started}
 
 
@@ -256,13 +258,16 @@ def section_gpu(ctx: Context) -> dict:
     chosen = [item for item in plan(sizes) if not ctx.gpu_items or item.name in ctx.gpu_items]
     deadline = time.perf_counter() + ctx.gpu_budget_s
     log(f"GPU check: {len(chosen)} items on {check.device}, budget {ctx.gpu_budget_s:.0f} s")
+    estimated = spent = 0.0  # of the items run so far: a machine slower than the guesses scales the guesses that follow
     for number, item in enumerate(chosen, 1):
         left = deadline - time.perf_counter()
-        if item.estimate_s > left:
-            note = f"the budget had {max(left, 0):.0f} s of {ctx.gpu_budget_s:.0f} left, the item takes ~{item.estimate_s:.0f} s"
+        needs = item.estimate_s * max(1.0, spent / estimated if estimated else 1.0)
+        if needs > left:
+            note = f"the budget had {max(left, 0):.0f} s of {ctx.gpu_budget_s:.0f} left, the item takes ~{needs:.0f} s"
             check.done[item.name] = {"rows": [row(item.name, "skipped", note=note)], "raw": {}, "skipped": True, "seconds": 0}
         else:
             check.done[item.name] = run_item(check, item)
+            estimated, spent = estimated + item.estimate_s, spent + check.done[item.name]["seconds"]
         entry = check.done[item.name]
         outcome = entry.get("error") or entry["rows"][0]["value"]
         outcome += f": {entry['rows'][0]['note']}" if entry.get("skipped") else ""

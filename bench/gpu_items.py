@@ -65,8 +65,8 @@ def kit_config(check: Check, model: str, size: int, float16: bool = True, xla: b
             "model.weights=none",
             f"train.batch_size={check.sizes.batch}",
             "train.fine_tune.unfreeze=-1",  # the whole backbone trains (BatchNorm stays frozen): the heaviest step
-            f"train.mixed_precision={'float16' if float16 else 'off'}",
             # quoted: the command line reads its values as YAML, where a bare on/off is a boolean (not the choice)
+            f"train.mixed_precision='{'float16' if float16 else 'off'}'",
             f"train.jit_compile='{'on' if xla else 'off'}'",
             f"data.records_root={check.ctx.work / 'gpu' / 'records'}",
             *extra,
