@@ -125,12 +125,10 @@ def whole_batches(dataset: Any, global_batch: int) -> Any:
     signature, so the step compiled for it runs as it is instead of being traced and compiled again."""
     import tensorflow as tf
 
-    def stated(images: Any, targets: Any) -> tuple[Any, Any]:
-        return tf.ensure_shape(images, [global_batch, *images.shape[1:]]), tf.ensure_shape(
-            targets, [global_batch, *targets.shape[1:]]
-        )
+    def whole(tensor: Any) -> Any:
+        return tf.ensure_shape(tensor, [global_batch, *tensor.shape[1:]])
 
-    return dataset.map(stated)
+    return dataset.map(lambda images, targets: (whole(images), whole(targets)))
 
 
 def step_name(model: str, float16: bool, xla: bool) -> str:
