@@ -369,3 +369,10 @@ def test_short_forms_and_model_names_in_any_case() -> None:
     cfg = load_config(["lr=0.1", "bs=8", "wd=0.01", "model=ResNet9"])
     assert (cfg.train.learning_rate, cfg.train.batch_size, cfg.train.weight_decay) == (0.1, 8, 0.01)
     assert cfg.model.name == "resnet9"
+
+
+def test_on_and_off_are_words_for_choices_and_booleans_for_switches() -> None:
+    """YAML 1.1 reads a bare on/off as a boolean; kit keeps the word, so choices take it and switches convert it."""
+    cfg = load_config(["train.jit_compile=on", "train.mixed_precision=off", "train.ema=on", "augment.jit_compile=off"])
+    assert (cfg.train.jit_compile, cfg.train.mixed_precision) == ("on", "off")
+    assert cfg.train.ema is True and cfg.augment.jit_compile is False

@@ -146,6 +146,8 @@ def _parse_overrides(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
         else:
             if key == "predict.tta" and not value.startswith("["):
                 value = "[" + value + "]" if value not in ("", "none") else "[]"
+            if value.strip().lower() in ("on", "off"):  # YAML 1.1 reads them as booleans: keep the word (a choice)
+                value = f"'{value.strip()}'"
             dotlist.append(f"{key}={value}")
     return selectors, dotlist
 
