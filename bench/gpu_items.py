@@ -69,6 +69,7 @@ def kit_config(check: Check, model: str, size: int, float16: bool = True, xla: b
             f"train.mixed_precision='{'float16' if float16 else 'off'}'",
             f"train.jit_compile='{'on' if xla else 'off'}'",
             f"data.records_root={check.ctx.work / 'gpu' / 'records'}",
+            "data.val_fraction=0",  # timing needs no validation split (and its records then have none)
             *extra,
         ]
     )

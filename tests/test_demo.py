@@ -48,13 +48,13 @@ def test_the_demo_builds_its_index_once_and_hands_it_to_the_records(tmp_path, mo
     from kit.data import sources
 
     builds = []
-    build_index = sources.read_index
+    build_index = sources._read_index  # the one function that builds an index: read_index, write_index, load_index
 
     def counted(cfg):
         builds.append(cfg.comp.name)
         return build_index(cfg)
 
-    monkeypatch.setattr(sources, "read_index", counted)  # write_index and load_index build through it too
+    monkeypatch.setattr(sources, "_read_index", counted)
     monkeypatch.chdir(tmp_path)
     settings = [f"data.root={tmp_path / 'raw'}", f"data.records_root={tmp_path / 'records'}", f"run.root={tmp_path / 'runs'}"]
     workflow.demo([*settings, "train.epochs=1", "train.verbose=0"])

@@ -80,7 +80,7 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
     # The test sets the rate itself: no batch scaling, and no EMA (it would only cost time).
     reference_batch = int(cfg.train.lr_scale_batch)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_scale_batch=0, ema=False))
-    session = start_session(cfg, None, manifest)
+    session = start_session(cfg, None, manifest, validates=False)  # the range test reads only training batches
     rates = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
     losses: list[float] = []
 

@@ -119,8 +119,9 @@ def check_no_validation_asked(cfg: Config, manifest: Manifest) -> None:
         )
 
 
-def start_session(cfg: Config, fold: int | None = None, manifest: Manifest | None = None) -> Session:
-    """The session of ``cfg`` (for ``fold``): reads the manifest unless handed in, picks the strategy."""
+def start_session(cfg: Config, fold: int | None = None, manifest: Manifest | None = None, *, validates: bool = True) -> Session:
+    """The session of ``cfg`` (for ``fold``): reads the manifest unless handed in, picks the strategy. ``validates``:
+    the command scores on the validation split (training does; the LR range test never looks at it)."""
     from kit.data.pipeline import count_examples, steps_per_epoch
     from kit.train.strategy import (
         check_tpu_batch,
@@ -143,7 +144,7 @@ def start_session(cfg: Config, fold: int | None = None, manifest: Manifest | Non
     cfg = with_jitter_on(cfg, device)  # augment.jitter_on resolved once: the datasets and the model builders read it
     steps = cfg.train.steps_per_epoch or steps_per_epoch(manifest, "train", global_batch, fold=fold, drop_remainder=is_tpu)
     val_count = count_examples(manifest, "val", fold)
-    if not val_count:
+    if validates and not val_count:
         check_no_validation_asked(cfg, manifest)
     # An exact step count: multi-worker evaluation needs one (every worker runs the same steps), and with
     # it Keras does not probe the end of a TFRecord set of unknown length ("ran out of data").
