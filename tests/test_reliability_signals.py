@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 # `kit ARGS` that holds, once it reaches one of the points every command passes through (its settings loaded, the
-# presets listed, a folder read for new-comp), until a signal arrives: it writes READY, then pauses.
+# presets listed, a folder read for new-comp, the weights cache listed), until a signal arrives: it writes READY, then pauses.
 KIT_HOLDING_AT_START = """
 import os, runpy, signal, sys
 def holding(function):
@@ -33,8 +33,9 @@ def holding(function):
         while True:
             signal.pause()
     return hold
-import kit.cli, kit.cli.common, kit.data.comp_from_folder, kit.workflow
+import kit.cli, kit.cli.common, kit.data.comp_from_folder, kit.models.weights, kit.workflow
 kit.cli.common.load_settings = holding(kit.cli.common.load_settings)
+kit.models.weights.cache_listing = holding(kit.models.weights.cache_listing)  # kit weights list loads no settings
 kit.workflow.load_settings = holding(kit.workflow.load_settings)
 kit.cli.presets = holding(kit.cli.presets)
 kit.data.comp_from_folder.write_competition_yaml = holding(kit.data.comp_from_folder.write_competition_yaml)
@@ -191,7 +192,7 @@ def _tiny_training(tmp_path: Path) -> list[str]:
     from kit.data import schema
     from kit.data.manifest import VERSION
 
-    size, folder = 16, tmp_path / "records" / "tiny" / "16"
+    size, folder = 16, tmp_path / "records" / "tiny" / "16" / "holdout0.2-seed42"  # the default split plan's folder
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     shards, counts = {}, {}
@@ -206,6 +207,8 @@ def _tiny_training(tmp_path: Path) -> list[str]:
         shards[split], counts[split] = [name], {"total": n}
     manifest = {"version": VERSION, "comp": "tiny", "image_size": size, "classes": ["a", "b"], "num_classes": 2}
     manifest |= {"image_format": "png", "counts": counts, "shards": shards, "skipped": [], "fingerprint": "signals"}
+    # what the records say they were built from: the (missing) raw data folder the settings name, and the plan
+    manifest["source"] = {"data_root": str((tmp_path / "no-raw-data").resolve()), "split_plan": "holdout0.2-seed42"}
     (folder / schema.MANIFEST).write_text(json.dumps(manifest))
     return [
         "model=cnn",
