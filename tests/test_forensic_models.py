@@ -281,6 +281,7 @@ def exported_difference(tmp_path: Path, model_settings: ModelConfig, fmt: str, s
     return float(np.abs(_run_in_own_runtime(fmt, path, images) - model.predict_on_batch(images)).max())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["savedmodel", "tflite", "onnx"])
 def test_forensic_streams_export_and_run_in_each_runtime(tmp_path: Path, fmt: str) -> None:
     settings = ModelConfig(name="cnn", image_size=SIZE, options={"filters": [4], **STREAMS, "stream_widths": [4]})
