@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import COMMAND_TIMEOUT_S
+from conftest import kit_error_line
 from test_reliability_interrupts import predict_setup  # noqa: F401  (a fixture)
 
 from kit.errors import KitError
@@ -103,16 +101,6 @@ def test_predict_to_a_fifo_is_one_line_and_the_fifo_stays(predict_setup, tmp_pat
     args, run_dir = predict_setup
     fifo = tmp_path / "submission-fifo"
     os.mkfifo(fifo)
-    result = subprocess.run(
-        [sys.executable, "-m", "kit", *args, f"predict.output={fifo}"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_S,
-    )
-    assert result.returncode == 2, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert f"{fifo} is a FIFO" in errors[0]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
+    assert f"{fifo} is a FIFO" in kit_error_line([*args, f"predict.output={fifo}"], tmp_path, env)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not (tmp_path / "probabilities.csv").exists()
