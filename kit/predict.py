@@ -38,7 +38,8 @@ from kit.inference import (
     to_class_probs,
 )
 from kit.io import as_path, write_csvs, write_json
-from kit.runs import expand_runs, latest_run, load_model, run_config, run_fold
+from kit.run_model import check_records, load_model, run_config
+from kit.runs import expand_runs, latest_run, run_fold
 from kit.scores import degenerate_warning
 from kit.submission import submission_frame, validate_submission
 
@@ -92,6 +93,7 @@ def predict(cfg: Config, run_dirs: list[Path]) -> Path:
         run_cfg = run_config(cfg, run)
         print(f"[{i + 1}/{len(runs)}] {run} ({run_cfg.model.name} {run_cfg.model.image_size}px, tta={tta or 'none'})")
         manifest = read_manifest(records_dir(run_cfg))  # once per run: an ensemble's image sizes have their own records
+        check_records(run_cfg, manifest, run)
         batch = run_cfg.predict.batch_size
         model = load_model(run)
         test_args = (model, split_dataset(run_cfg, manifest, "test"), tta)

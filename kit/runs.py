@@ -2,24 +2,23 @@
 
 A run lives in ``<run.root>/<comp>/<model>/<run-id>[/fold<k>]/``::
 
-    config.yaml      the resolved config it was trained with (what ``run_config`` reads back)
+    config.yaml      the resolved config it was trained with (what ``kit.run_model.run_config`` reads back)
     versions.json    library versions
     checkpoint/      resume state: ``state.json`` + the weights it names (``read_state``)
-    best.keras       the best epoch of the whole run (what ``load_model`` loads)
+    best.keras       the best epoch of the whole run (what ``kit.run_model.load_model`` loads, checked)
     threshold.json   binary: the F1-best threshold (``kit evaluate``, or a k-fold parent's over its OOF predictions)
     kfold.json       only on a k-fold parent: marks it (its folds are the ``fold<k>/`` sub-runs)
     done             written last, only beside a best.keras: the run is finished (``latest_run``), never resumed
     lock             held (flock) by the one process writing the run (``writing``); it names that process's pid
 
-Training, k-fold, evaluation and prediction all find and read runs here; none reaches into another for them.
+Training, k-fold, evaluation and prediction all find runs here; :mod:`kit.run_model` reads one for use (its settings
+and its model, checked against each other and the current settings). None reaches into another for them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import importlib
 import os
 import platform
 import re
@@ -36,8 +35,6 @@ from kit.errors import KitError
 from kit.io import URLPath, as_path, atomic_write, local_copy, read_json, write_json
 
 if TYPE_CHECKING:
-    import keras
-
     from kit.config import Config
 
 DONE = "done"
@@ -57,7 +54,7 @@ RESUME_FREE_SETTINGS = (
     "data.root", "data.records_root", "data.workers", "data.shard_mb",
 )  # fmt: skip
 _FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$")
-_TRAIN_FIRST = "train first (kit train) or pass run=<a run directory>"
+TRAIN_FIRST = "train first (kit train) or pass run=<a run directory>"
 
 
 # --- where runs live --------------------------------------------------------------------------------------
@@ -317,60 +314,11 @@ def expand_runs(run_dirs: Sequence[Path]) -> list[Path]:
         runs.extend(folds)
         if not (run_dir / BEST_MODEL).is_file() and not folds:
             why = "does not exist" if not run_dir.exists() else f"has no {BEST_MODEL} (nor fold*/{BEST_MODEL})"
-            raise KitError(f"run directory {run_dir} {why}", _TRAIN_FIRST)
+            raise KitError(f"run directory {run_dir} {why}", TRAIN_FIRST)
     return runs
 
 
 # --- reading one ------------------------------------------------------------------------------------------
-
-
-def run_config(cfg: Config, run_dir: Path | URLPath) -> Config:
-    """``cfg`` with the model (architecture, image size) and folds the run was trained with.
-
-    Everything else (data paths, predict settings) stays from the current command line, so an
-    ensemble of models with different image sizes reads each its own records. A fold reads its parent's
-    config when it has none of its own.
-    """
-    for candidate in (as_path(run_dir) / CONFIG_FILE, as_path(run_dir).parent / CONFIG_FILE):
-        if candidate.is_file():
-            with local_copy(candidate) as local:  # from_yaml reads local files
-                saved = from_yaml(local)
-            data = dataclasses.replace(cfg.data, folds=saved.data.folds)
-            comp = cfg.comp if cfg.comp.classes else dataclasses.replace(cfg.comp, classes=list(saved.comp.classes))
-            return dataclasses.replace(cfg, model=saved.model, data=data, comp=comp)
-    return cfg
-
-
-def load_model(run_dir: Path | URLPath) -> keras.Model:
-    """Load ``best.keras`` without compiling (metrics and optimizer are not needed to predict).
-
-    Keras's safe_mode stays on: a file holding code (a Lambda layer) is refused, never run. A file that is
-    truncated, not a Keras file or refused is one line naming it."""
-    import keras
-
-    _register_custom_objects()
-    path = as_path(run_dir) / BEST_MODEL
-    if not path.is_file():
-        raise KitError(f"{path} does not exist", _TRAIN_FIRST)
-    try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - whatever a damaged or hostile file raises inside Keras
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise KitError(
-            f"{path} cannot be loaded as a Keras model ({type(exc).__name__}: {reason})",
-            f"the file is truncated, not a best.keras, or holds code (refused by Keras safe_mode): retrain the run "
-            f"(kit train), or copy a good {BEST_MODEL} there",
-        ) from None
-
-
-def _register_custom_objects() -> None:
-    """Import the model modules so any custom layer they register is known to the loader (and kit's ColorJitter,
-    the first layer of a model trained with augment.jitter_on=model)."""
-    from kit.models.registry import MODELS
-
-    for entry in MODELS.values():
-        importlib.import_module(entry.builder.split(":")[0])
-    importlib.import_module("kit.data.augment.layer")
 
 
 def read_threshold(run_dir: Path | URLPath) -> float:
