@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kit.config import from_yaml, to_yaml
+from kit.config import from_yaml, readable_yaml, to_yaml
 from kit.config.checks import check_folders
 from kit.errors import KitError
 from kit.io import URLPath, as_path, atomic_write, local_copy, read_json, write_json
@@ -182,8 +182,9 @@ def versions() -> dict[str, str]:
 
 def write_run_files(cfg: Config, run_dir: Path | URLPath) -> None:
     """Create ``run_dir`` with the files every run starts with: ``config.yaml`` and ``versions.json``."""
+    text = readable_yaml(cfg, run_dir / CONFIG_FILE)  # checked first: never a config.yaml kit cannot read back
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / CONFIG_FILE, to_yaml(cfg))
+    atomic_write(run_dir / CONFIG_FILE, text)
     write_json(run_dir / VERSIONS_FILE, versions())
 
 

@@ -144,13 +144,13 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
     base = Path(os.path.normpath(str(folder.resolve())))
     with os.scandir(base) as entries:
         entries = sorted(entries, key=lambda e: e.name)
-    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
-    loose = [e.name for e in entries if e.is_file() and is_image(e.name)]
+    subdirs = [e for e in entries if _is_dir(e) and not e.name.startswith(".")]
+    loose = [e.name for e in entries if is_image(e.name) and not _is_dir(e)]
 
     ids, paths, labels, where = [], [], [], []
     for sub in subdirs:
         with os.scandir(sub.path) as inner:
-            names = sorted(e.name for e in inner if e.is_file() and is_image(e.name))
+            names = sorted(e.name for e in inner if is_image(e.name) and not _is_dir(e))
         # ids are relative to data.root so train/REAL/1.jpg and test/REAL/1.jpg stay distinct
         rel = os.path.relpath(sub.path, root.resolve()).replace(os.sep, "/")
         ids.extend(f"{rel}/{n}" for n in names)
@@ -174,6 +174,15 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
     read = Table(split, source, frame, labelled, from_folder=True)
     check_files(read, root, f"keep comp.{split}.dir and its class folders inside data.root")
     return read
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A folder, links followed (a symlink loop is none). Every other entry named like an image is listed, a dangling
+    or looping link and a FIFO too: the records build puts it in its skip list with the reason, never drops it unsaid."""
+    try:
+        return entry.is_dir()
+    except OSError:  # ELOOP
+        return False
 
 
 def _folder(path: str) -> str:
