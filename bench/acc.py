@@ -103,7 +103,7 @@ def score_test_split(cfg: Any, run_dir: Path) -> dict[str, Any]:
     from kit.data.manifest import read_manifest, records_dir
     from kit.data.pipeline import make_dataset
     from kit.inference import predict_probabilities
-    from kit.runs import load_model
+    from kit.run_model import load_model
 
     model = load_model(run_dir)
     manifest = read_manifest(records_dir(cfg))

@@ -14,11 +14,12 @@ output through :class:`SafeStream`, which applies the same scan and bound to eve
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -147,29 +148,57 @@ _OS_HINTS = {
 }
 
 
-def os_error(exc: OSError) -> KitError | None:
+def _shown_path(path: str | os.PathLike) -> Path:
+    """A path an error names, as the user knows it: a kit.io temp file (".best.keras.x1y2.tmp") is its folder."""
+    name = Path(os.fsdecode(path))
+    return name.parent if name.name.startswith(".") and ".tmp" in name.name else name
+
+
+def os_error(exc: OSError, folder: str | os.PathLike | None = None) -> KitError | None:
     """A one-line KitError for a user-caused OS error (full disk, permissions, a file where a folder
-    belongs), or None when it does not look like one and must surface as a traceback."""
+    belongs), or None when it does not look like one and must surface as a traceback. A full disk reported
+    without a file name names ``folder`` (where the command was writing) when given."""
     hint = _OS_HINTS.get(exc.errno)  # type: ignore[arg-type]
     if hint is None:
         return None
-    path = exc.filename
-    if path is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    path = exc.filename if exc.filename is not None or not full else folder
+    if path is None and not full and exc.errno != errno.EROFS:
         return None  # no path named: nothing tells it is about the user's folders
     reason = (exc.strerror or str(exc)).lower()
-    if path is None:
-        return KitError(reason, hint)
-    name = Path(os.fsdecode(path))
-    # a kit.io temp file (".best.keras.x1y2.tmp"): the folder means more to the user than the temp name
-    where = name.parent if name.name.startswith(".") and ".tmp" in name.name else name
-    return KitError(f"{reason}: {where}", hint)
+    return KitError(reason if path is None else f"{reason}: {_shown_path(path)}", hint)
 
 
-def tf_disk_full(exc: BaseException) -> KitError | None:
-    """TensorFlow reports a full disk (summary writers, checkpoints, TFRecords) as its own error type, not as
-    an OSError: the same one line for it, naming the folder; None for any other TensorFlow error."""
+# A full disk in other libraries' words: TensorFlow's file errors name the file before the reason; h5py (Keras
+# weights files) raises a RuntimeError naming it as filename = '...'.
+DISK_FULL_TEXT = "No space left on device"
+DISK_FULL_FILE = (re.compile(r"filename = '([^']+)'"), re.compile(r"(\S+); No space left on device"))
+
+
+def disk_full(exc: BaseException, folder: str | os.PathLike | None = None) -> KitError | None:
+    """A full disk however it is reported (an OSError, TensorFlow's and h5py's own error types) as one line naming
+    the file (an OSError's) or the folder of the file (the others') it names, else ``folder``; None for any other
+    error."""
+    if isinstance(exc, OSError):
+        return os_error(exc, folder) if exc.errno in (errno.ENOSPC, errno.EDQUOT) else None
     text = str(exc)
-    if not type(exc).__module__.startswith("tensorflow") or "No space left on device" not in text:
+    if DISK_FULL_TEXT not in text:
         return None
-    match = re.search(r"(\S+); No space left on device", text)
-    return KitError(f"no space left on device{f': {Path(match.group(1)).parent}' if match else ''}", _SPACE_HINT)
+    named = next((match.group(1) for pattern in DISK_FULL_FILE if (match := pattern.search(text))), None)
+    where = Path(named).parent if named else folder  # the folder of the file being written (a temp name means nothing)
+    return KitError(f"no space left on device{f': {where}' if where else ''}", _SPACE_HINT)
+
+
+@contextlib.contextmanager
+def full_disk_named(folder: str | os.PathLike) -> Iterator[None]:
+    """Inside: a full disk, however reported, is one KitError naming the file, else ``folder`` (a training run's
+    folder), never a traceback or a line naming nothing."""
+    try:
+        yield
+    except KitError:
+        raise
+    except Exception as exc:
+        error = disk_full(exc, folder)
+        if error is None:
+            raise
+        raise error from None

@@ -29,7 +29,8 @@ from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError
 from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs
 from kit.io import write_json
-from kit.runs import latest_run, load_model, read_state, run_config, run_fold, write_threshold
+from kit.run_model import check_records, load_model, run_config
+from kit.runs import latest_run, read_state, run_fold, write_threshold
 from kit.scores import degenerate_warning, group_scores, honest_binary_scores, scored, threshold_parts
 
 if TYPE_CHECKING:
@@ -141,6 +142,7 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     run_cfg = run_config(cfg, run_dir)
     fold = run_fold(run_dir)
     manifest = read_manifest(records_dir(run_cfg))  # once for the command: dataset, progress bar, class names
+    check_records(run_cfg, manifest, run_dir)
     top = interpret.TopLosses(interpret.TOP_LOSSES)
     dataset = split_dataset(run_cfg, manifest, "val", fold)
     total = batches_in_split(manifest, "val", run_cfg.predict.batch_size, fold)

@@ -27,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.config import from_yaml, git_commit
+from kit.config import git_commit
 from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError, unknown_choice
 from kit.inference import class_names, resolve_threshold, split_dataset
 from kit.io import as_path, read_json, write_json
-from kit.runs import BEST_MODEL, CONFIG_FILE, THRESHOLD_FILE, expand_runs, latest_run, load_model, run_config
+from kit.run_model import load_model, run_config, saved_config
+from kit.runs import BEST_MODEL, THRESHOLD_FILE, expand_runs, latest_run
 
 if TYPE_CHECKING:
     import keras
@@ -121,8 +122,8 @@ def export(cfg: Config, run_dir: Path | None, fmt: str) -> Path:
             f"{run} holds {len(members)} models (a k-fold parent), not one {BEST_MODEL}",
             f"export one fold: run={folds.split(',')[0]}",
         )
-    run_cfg = run_config(cfg, run)
-    model = load_model(run)
+    run_cfg = run_config(cfg, run, with_data=False)  # the run's own model and classes; this competition's data unread
+    model = load_model(run)  # checked against the run's config.yaml: no classes made up for another model's outputs
     images, source = check_images(run_cfg, model)
     expected = np.asarray(model.predict_on_batch(images), dtype=np.float32)
 
@@ -319,11 +320,8 @@ def describe(
 
 def _classes(cfg: Config, run: Path, outputs: int) -> list[str]:
     """The classes the run was trained on (its config.yaml, a fold's parent's), else the current settings' / records'."""
-    names: list[str] = []
-    for saved in (run / CONFIG_FILE, run.parent / CONFIG_FILE):
-        if saved.is_file():
-            names = [str(c) for c in from_yaml(saved).comp.classes]
-            break
+    saved = saved_config(run)
+    names = [str(c) for c in saved.comp.classes] if saved is not None else []
     wanted = 2 if outputs == 1 else outputs
     if len(names) != wanted:
         with contextlib.suppress(KitError):

@@ -48,7 +48,8 @@ from kit.inference import (
 )
 from kit.io import as_path, write_csvs, write_json
 from kit.provenance import run_record, run_records, write_provenance
-from kit.runs import expand_runs, latest_run, load_model, run_config, run_fold
+from kit.run_model import check_records, load_model, run_config
+from kit.runs import expand_runs, latest_run, run_fold
 from kit.scores import degenerate_warning
 from kit.submission import submission_frame, validate_submission
 
@@ -104,6 +105,7 @@ def _predict_member(cfg: Config, run: Path, tta: list[str], held_out: bool, want
         run_cfg = run_config(cfg, model_run)
         print(f"  {model_run} ({run_cfg.model.name} {run_cfg.model.image_size}px, tta={'+'.join(tta) or 'none'})")
         manifest = run_records(cfg, model_run, val_rows=held_out)  # its own split plan's (image size, hold-out or folds)
+        check_records(run_cfg, manifest, model_run)
         batch, source = run_cfg.predict.batch_size, f"run {model_run}"
         model = load_model(model_run)
         test_args = (model, split_dataset(run_cfg, manifest, "test"), tta)

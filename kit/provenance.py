@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kit.io import as_path, read_json, write_json
-from kit.runs import RECORDS_FILE, THRESHOLD_FILE, run_config, threshold_runs
+from kit.run_model import run_config
+from kit.runs import RECORDS_FILE, THRESHOLD_FILE, threshold_runs
 
 if TYPE_CHECKING:
     from kit.config import Config

@@ -2,24 +2,23 @@
 
 A run lives in ``<run.root>/<comp>/<model>/<run-id>[/fold<k>]/``::
 
-    config.yaml      the resolved config it was trained with (what ``run_config`` reads back)
+    config.yaml      the resolved config it was trained with (what ``kit.run_model.run_config`` reads back)
     records.json     the records it trained on: folder, fingerprint, data root, split plan (kit.provenance)
     versions.json    library versions
     checkpoint/      resume state: ``state.json`` + the weights it names (``read_state``)
-    best.keras       the best epoch of the whole run (what ``load_model`` loads)
+    best.keras       the best epoch of the whole run (what ``kit.run_model.load_model`` loads, checked)
     threshold.json   binary: the F1-best threshold (``kit evaluate``, or a k-fold parent's over its OOF predictions)
     kfold.json       only on a k-fold parent: marks it (its folds are the ``fold<k>/`` sub-runs)
     done             written last, only beside a best.keras: the run is finished (``latest_run``), never resumed
     lock             held (flock) by the one process writing the run (``writing``); it names that process's pid
 
-Training, k-fold, evaluation and prediction all find and read runs here; none reaches into another for them.
+Training, k-fold, evaluation and prediction all find runs here; :mod:`kit.run_model` reads one for use (its settings
+and its model, checked against each other and the current settings). None reaches into another for them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import importlib
 import platform
 import re
 import time
@@ -29,15 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from kit.config import from_yaml, to_yaml
+from kit.config import from_yaml, readable_yaml, to_yaml
 from kit.config.checks import check_folders
 from kit.errors import KitError
 from kit.io import URLPath, as_path, atomic_write, local_copy, read_json, write_json
 from kit.locks import exclusive
 
 if TYPE_CHECKING:
-    import keras
-
     from kit.config import Config
     from kit.data.manifest import Manifest
 
@@ -60,7 +57,7 @@ RESUME_FREE_SETTINGS = (
     "data.root", "data.records_root", "data.workers", "data.shard_mb",
 )  # fmt: skip
 _FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$")
-_TRAIN_FIRST = "train first (kit train) or pass run=<a run directory>"
+TRAIN_FIRST = "train first (kit train) or pass run=<a run directory>"
 
 
 # --- where runs live --------------------------------------------------------------------------------------
@@ -169,8 +166,9 @@ def versions() -> dict[str, str]:
 
 def write_run_files(cfg: Config, run_dir: Path | URLPath, manifest: Manifest | None = None) -> None:
     """Create ``run_dir`` with ``config.yaml``, ``versions.json`` and (given the records' manifest) ``records.json``."""
+    text = readable_yaml(cfg, run_dir / CONFIG_FILE)  # checked first: never a config.yaml kit cannot read back
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / CONFIG_FILE, to_yaml(cfg))
+    atomic_write(run_dir / CONFIG_FILE, text)
     write_json(run_dir / VERSIONS_FILE, versions())
     if manifest is not None:
         write_json(run_dir / RECORDS_FILE, manifest.reference())
@@ -303,59 +301,11 @@ def expand_runs(run_dirs: Sequence[Path]) -> list[Path]:
         runs.extend(folds)
         if not (run_dir / BEST_MODEL).is_file() and not folds:
             why = "does not exist" if not run_dir.exists() else f"has no {BEST_MODEL} (nor fold*/{BEST_MODEL})"
-            raise KitError(f"run directory {run_dir} {why}", _TRAIN_FIRST)
+            raise KitError(f"run directory {run_dir} {why}", TRAIN_FIRST)
     return runs
 
 
 # --- reading one ------------------------------------------------------------------------------------------
-
-
-def run_config(cfg: Config, run_dir: Path | URLPath) -> Config:
-    """``cfg`` with the model (architecture, image size) and split plan (folds, val fraction, seed) the run was
-    trained with. Everything else (data paths, predict settings) stays from the current command line, so an ensemble
-    of models with other image sizes or splits reads each its own records. A fold reads its parent's config."""
-    for candidate in (as_path(run_dir) / CONFIG_FILE, as_path(run_dir).parent / CONFIG_FILE):
-        if candidate.is_file():
-            with local_copy(candidate) as local:  # from_yaml reads local files
-                saved = from_yaml(local)
-            split = {key: getattr(saved.data, key) for key in ("folds", "val_fraction", "seed")}
-            data = dataclasses.replace(cfg.data, **split)
-            comp = cfg.comp if cfg.comp.classes else dataclasses.replace(cfg.comp, classes=list(saved.comp.classes))
-            return dataclasses.replace(cfg, model=saved.model, data=data, comp=comp)
-    return cfg
-
-
-def load_model(run_dir: Path | URLPath) -> keras.Model:
-    """Load ``best.keras`` without compiling (metrics and optimizer are not needed to predict).
-
-    Keras's safe_mode stays on: a file holding code (a Lambda layer) is refused, never run. A file that is
-    truncated, not a Keras file or refused is one line naming it."""
-    import keras
-
-    _register_custom_objects()
-    path = as_path(run_dir) / BEST_MODEL
-    if not path.is_file():
-        raise KitError(f"{path} does not exist", _TRAIN_FIRST)
-    try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - whatever a damaged or hostile file raises inside Keras
-        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
-        raise KitError(
-            f"{path} cannot be loaded as a Keras model ({type(exc).__name__}: {reason})",
-            f"the file is truncated, not a best.keras, or holds code (refused by Keras safe_mode): retrain the run "
-            f"(kit train), or copy a good {BEST_MODEL} there",
-        ) from None
-
-
-def _register_custom_objects() -> None:
-    """Import the model modules so any custom layer they register is known to the loader (and kit's ColorJitter,
-    the first layer of a model trained with augment.jitter_on=model, and the forensic streams' fixed layers)."""
-    from kit.models.registry import MODELS
-
-    for entry in MODELS.values():
-        importlib.import_module(entry.builder.split(":")[0])
-    importlib.import_module("kit.data.augment.layer")
-    importlib.import_module("kit.models.forensic")
 
 
 def read_threshold(run_dir: Path | URLPath) -> float:

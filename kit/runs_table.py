@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from kit.config import read_settings
 from kit.errors import KitError, unknown_choice
 from kit.io import atomic_write, read_json
+from kit.run_model import model_file_problem, saved_config, settings_mismatch
 from kit.runs import CONFIG_FILE, DONE, KFOLD, RESUME_FREE_SETTINGS, STATE, THRESHOLD_FILE
 
 if TYPE_CHECKING:
@@ -76,14 +77,16 @@ def flat_settings(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _json_or_none(path: Path) -> Any:
-    """A run file kit wrote, or None when it is missing or damaged (a table of runs never stops on one run)."""
+def _json_or_none(path: Path) -> dict[str, Any] | None:
+    """A run file kit wrote (a JSON object), or None when it is missing, damaged or not an object (a list, a number):
+    a table of runs never stops on one run."""
     if not path.is_file():
         return None
     try:
-        return read_json(path)
+        value = read_json(path)
     except (ValueError, OSError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def _number(value: Any) -> float | None:
@@ -168,6 +171,19 @@ def read_row(run_dir: Path) -> RunRow:
     return row
 
 
+def usable_problem(cfg: Config, run_dir: Path) -> str:
+    """Why ``kit predict`` would refuse the run with the current settings ('' when nothing is seen): its model file is
+    not a Keras file, or it was trained on another competition or other comp.classes (kit.run_model's checks)."""
+    if problem := model_file_problem(run_dir):
+        return problem
+    try:
+        saved = saved_config(run_dir)
+    except KitError:
+        return ""  # config.yaml unreadable: the settings column says so
+    mismatch = settings_mismatch(cfg, saved) if saved is not None else ""
+    return f"not usable now: {mismatch.split(':')[0]}" if mismatch else ""
+
+
 def differing_settings(rows: Sequence[RunRow]) -> list[str]:
     """The settings whose values are not the same in every run (locations and display settings left out).
 
@@ -207,6 +223,9 @@ def runs_table(
     if sort not in COLUMNS:
         raise unknown_choice("runs column", sort, COLUMNS)
     rows = [read_row(run) for run in competition_runs(cfg)]
+    for row in rows:
+        if problem := usable_problem(cfg, row.path):
+            row.notes["state"] = problem
     differ = differing_settings(rows)
     for row in rows:
         row.values["settings"] = " ".join(f"{k}={_plain(row.settings.get(k, '<unset>'))}" for k in differ)

@@ -211,6 +211,6 @@ def test_a_run_with_the_jitter_in_the_model_trains_and_its_best_keras_predicts_w
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and np.isfinite(metrics["metrics"]["val_loss"])
     # kit predict, export and kernels load it in a fresh process, where nothing imported the layer's module yet.
-    proc = python(f"from kit.runs import load_model; print(type(load_model({str(run_dir)!r}).layers[1]).__name__)")
+    proc = python(f"from kit.run_model import load_model; print(type(load_model({str(run_dir)!r}).layers[1]).__name__)")
     out, _ = proc.communicate(timeout=COMMAND_TIMEOUT_S)
     assert proc.returncode == 0 and out.strip().splitlines()[-1] == "ColorJitter", out

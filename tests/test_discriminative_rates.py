@@ -75,7 +75,7 @@ def test_a_run_with_lr_mult_fine_tunes_and_its_best_keras_loads_in_a_fresh_proce
     assert isinstance(model.optimizer, keras.optimizers.SGD)
     script = (
         "import json, sys, keras\n"
-        "from kit.runs import load_model\n"
+        "from kit.run_model import load_model\n"
         "plain = load_model(sys.argv[1])\n"
         "import kit.train.lr_schedules\n"
         "full = keras.models.load_model(sys.argv[1] + '/best.keras')\n"

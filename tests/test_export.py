@@ -15,7 +15,8 @@ from run_fixtures import SIZE, make_config, make_model, make_run, random_images,
 from kit.errors import KitError
 from kit.export import EXPORT_JSON, export
 from kit.io import read_json
-from kit.runs import load_model, mark_done, runs_of, write_threshold
+from kit.run_model import load_model
+from kit.runs import mark_done, runs_of, write_threshold
 
 REPO = Path(__file__).resolve().parents[1]
 N_VAL = 12
@@ -23,6 +24,7 @@ N_VAL = 12
 
 def _run(tmp_path: Path, classes: list[str], model, name: str = "r1") -> tuple:
     cfg = make_config(tmp_path, classes)
+    cfg.model.name = model.name if model.name in ("cnn", "lstm", "resnet20", "resnet9") else cfg.model.name
     labels = np.arange(N_VAL) % len(classes)
     write_split(cfg, "val", random_images(N_VAL, seed=4), labels, [f"v{i}" for i in range(N_VAL)])
     return cfg, make_run(cfg, tmp_path / "runs" / name, model)

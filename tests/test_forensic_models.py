@@ -249,7 +249,7 @@ def test_fusion_with_streams_best_keras_loads_in_a_fresh_process_through_kit_run
         f"""
         import numpy as np
         from kit.models.pretrained import get_backbones
-        from kit.runs import load_model
+        from kit.run_model import load_model
         model = load_model({str(run)!r})
         got = model.predict(np.load({str(tmp_path / "x.npy")!r}), verbose=0)
         np.testing.assert_allclose(got, np.load({str(tmp_path / "want.npy")!r}), atol=1e-6)

@@ -3,6 +3,7 @@ version to its outputs and submitting it: tests/test_kernel_run.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -172,10 +173,11 @@ def test_embedded_config_keeps_a_command_line_image_size(fake_kaggle, workdir):
 
 
 def _tiny_run(cfg, run_dir: Path, threshold: float = 0.3) -> Path:
-    from run_fixtures import make_model, make_run
+    from run_fixtures import SIZE, make_model, make_run
 
     from kit.runs import write_threshold
 
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=SIZE))  # the size make_model takes
     run = make_run(cfg, run_dir, make_model(1, seed=1))
     write_threshold(run, threshold, "val", 10, None)
     (run / "checkpoint").mkdir()

@@ -138,7 +138,7 @@ def test_predict_on_the_parent_averages_the_folds(kfold_run) -> None:
     from kit.inference import predict_probabilities
     from kit.io import read_json
     from kit.predict import predict
-    from kit.runs import load_model
+    from kit.run_model import load_model
 
     cfg, parent, _ = kfold_run
     out = predict(cfg, [])  # latest_run -> the parent -> its folds; threshold=auto -> the parent's threshold.json

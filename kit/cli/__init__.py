@@ -34,7 +34,7 @@ from kit.cli.common import (  # noqa: E402
 from kit.cli.kernel import kernel_app  # noqa: E402
 from kit.cli.looking import show  # noqa: E402, F401  (registers `kit show` on the app)
 from kit.config import Config, presets, to_yaml  # noqa: E402
-from kit.errors import EXIT_USER_ERROR, KitError, SafeStream, os_error, tf_disk_full  # noqa: E402
+from kit.errors import EXIT_USER_ERROR, KitError, SafeStream, disk_full, os_error  # noqa: E402
 from kit.secrets import credential_values  # noqa: E402
 
 app.add_typer(kernel_app, name="kernel")
@@ -347,7 +347,7 @@ def main() -> None:
     except typer.Exit as exc:
         code = exc.exit_code
     except Exception as exc:
-        error = tf_disk_full(exc)
+        error = disk_full(exc)
         if error is not None:
             _fail(error)
         # Usage errors of the CLI library (click, vendored by typer) know how to show themselves.

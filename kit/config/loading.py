@@ -44,7 +44,7 @@ from kit.config.checks import validate
 from kit.config.folders import preset_dirs
 from kit.config.schema import Config, Flip
 from kit.config.symmetry import FLIP_AXES, TTA_VIEWS, allowed_flips, flip_word, view_name
-from kit.config.yaml_files import read_yaml, refuse_resolvers
+from kit.config.yaml_files import check_yaml_bytes, parse_yaml, read_yaml, refuse_resolvers
 from kit.errors import KitError, nearest, quoted, unknown_choice
 
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
@@ -348,6 +348,15 @@ def origin_lines(cfg: Config, origins: dict[str, str]) -> list[str]:
 def to_yaml(cfg: Config) -> str:
     """The resolved config as YAML, as saved in every run directory."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def readable_yaml(cfg: Config, path: Path | str) -> str:
+    """:func:`to_yaml`, checked to be within the budgets kit reads settings files with: kit never writes a
+    config.yaml (6,000 inferred classes, long names) that :func:`from_yaml` would then refuse."""
+    text = to_yaml(cfg)
+    check_yaml_bytes(len(text.encode()), path, "the settings to be written to")
+    parse_yaml(text, Path(path), SECTIONS)
+    return text
 
 
 def from_yaml(path: Path) -> Config:

@@ -17,7 +17,7 @@ import yaml
 from kit.errors import KitError, nearest
 
 MAX_YAML_BYTES = 1_000_000  # a settings file; the presets are under 3 KB
-MAX_YAML_NODES = 5_000  # scalars, lists and mappings once every alias is expanded; the presets have under 200
+MAX_YAML_NODES = 5_000  # scalars, lists and mappings that aliases may add by repeating others; the presets have none
 MAX_YAML_DEPTH = 32  # nesting of lists and mappings; the presets go 4 deep, merging recurses per level
 # ${a.b}, ${.sibling}, ${..parent.x}: a reference to another setting. Anything else in ${...} is a resolver call.
 SETTING_REFERENCE = re.compile(r"\$\{\.*[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\}")
@@ -35,15 +35,19 @@ def read_text_capped(path: Path, what: str) -> str:
         raise KitError(f"{what} {path} is not a regular file", "give a YAML file, not a pipe, device or folder")
     with os.fdopen(descriptor, "rb") as handle:
         data = handle.read(MAX_YAML_BYTES + 1)
-    if len(data) > MAX_YAML_BYTES:
-        raise KitError(
-            f"{what} {path} is over {MAX_YAML_BYTES} bytes",
-            "a settings file is a few KB; if yours must be larger, raise MAX_YAML_BYTES in kit/config/yaml_files.py",
-        )
+    check_yaml_bytes(len(data), path, what)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise KitError(f"{what} {path} is not UTF-8 text (byte {exc.start})", "save it as UTF-8") from None
+
+
+def check_yaml_bytes(size: int, path: Path | str, what: str) -> None:
+    if size > MAX_YAML_BYTES:
+        raise KitError(
+            f"{what} {path} is over {MAX_YAML_BYTES} bytes",
+            "a settings file is a few KB; if yours must be larger, raise MAX_YAML_BYTES in kit/config/yaml_files.py",
+        )
 
 
 def too_deep(path: Path) -> KitError:
@@ -53,8 +57,27 @@ def too_deep(path: Path) -> KitError:
     )
 
 
-def expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], open_nodes: set[int], depth: int = 0) -> int:
-    """Nodes in ``node`` with every alias expanded, memoised per node so a bomb is measured without expanding it."""
+def written_nodes(node: yaml.Node) -> int:
+    """Nodes the text itself holds: every node once, however many aliases point at it."""
+    seen: set[int] = set()
+    waiting = [node]
+    while waiting:
+        current = waiting.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, yaml.SequenceNode):
+            waiting.extend(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            waiting.extend(part for pair in current.value for part in pair)
+    return len(seen)
+
+
+def expanded_size(
+    node: yaml.Node, path: Path, sizes: dict[int, int], open_nodes: set[int], depth: int = 0, limit: int = MAX_YAML_NODES
+) -> int:
+    """Nodes in ``node`` with every alias expanded, memoised per node so a bomb is measured without expanding it;
+    over ``limit`` is one KitError."""
     key = id(node)
     if key in sizes:
         return sizes[key]
@@ -68,12 +91,12 @@ def expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], open_nodes
         children = list(node.value)
     elif isinstance(node, yaml.MappingNode):
         children = [part for pair in node.value for part in pair]
-    size = 1 + sum(expanded_size(child, path, sizes, open_nodes, depth + 1) for child in children)
+    size = 1 + sum(expanded_size(child, path, sizes, open_nodes, depth + 1, limit) for child in children)
     open_nodes.discard(key)
     sizes[key] = size
-    if size > MAX_YAML_NODES:
+    if size > limit:
         raise KitError(
-            f"{path}: expands to over {MAX_YAML_NODES} YAML nodes (aliases repeat what they point to)",
+            f"{path}: aliases expand it to over {limit} YAML nodes, {MAX_YAML_NODES} more than it holds",
             "remove the repeated aliases; if the file is genuinely that large, raise MAX_YAML_NODES in kit/config/yaml_files.py",
         )
     return size
@@ -110,13 +133,17 @@ def refuse_resolvers(data: Any, origin: str) -> None:
 def read_yaml(path: Path, sections: list[str], what: str = "config file") -> dict:
     """A settings file as a nested mapping: regular, bounded, no alias bomb, only the ``sections`` at the top
     (checked before any merge). Resolvers are refused where every source of settings meets: ``loading.merge``."""
-    path = Path(path)
-    text = read_text_capped(path, what)
+    return parse_yaml(read_text_capped(Path(path), what), Path(path), sections)
+
+
+def parse_yaml(text: str, path: Path, sections: list[str]) -> dict:
+    """Settings YAML text as a nested mapping, within the node and depth budgets: a large list written out (6,000
+    class names) is fine, aliases may add at most MAX_YAML_NODES to what the text holds."""
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is not None:
-            expanded_size(node, path, {}, set())
+            expanded_size(node, path, {}, set(), limit=written_nodes(node) + MAX_YAML_NODES)
         data = loader.construct_document(node) if node is not None else {}
     except RecursionError:  # PyYAML composes nested nodes recursively: a file of 100000 '[' ends here
         raise too_deep(path) from None

@@ -21,6 +21,7 @@ The JPEG quality estimate inverts libjpeg's scaling of the standard luminance ta
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import stat
@@ -294,11 +295,14 @@ def _file_errors() -> Iterator[None]:
     """OS errors of reading an image file as ImageError reasons (the skip list shows them)."""
     try:
         yield
-    except FileNotFoundError:
-        raise ImageError("file not found") from None
+    except FileNotFoundError as exc:
+        dangling = exc.filename is not None and os.path.islink(exc.filename)
+        raise ImageError("dangling symlink (its target does not exist)" if dangling else "file not found") from None
     except PermissionError:
         raise ImageError("permission denied") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageError("symlink loop (too many levels of symbolic links)") from None
         raise ImageError(f"cannot read file ({exc.strerror or exc})") from None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,13 +148,13 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
     base = Path(os.path.normpath(str(folder.resolve())))
     with os.scandir(base) as entries:
         entries = sorted(entries, key=lambda e: e.name)
-    subdirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
-    loose = [e.name for e in entries if e.is_file() and is_image(e.name)]
+    subdirs = [e for e in entries if _is_dir(e) and not e.name.startswith(".")]
+    loose = [e.name for e in entries if is_image(e.name) and not _is_dir(e)]
 
     ids, paths, labels, where = [], [], [], []
     for sub in subdirs:
         with os.scandir(sub.path) as inner:
-            names = sorted(e.name for e in inner if e.is_file() and is_image(e.name))
+            names = sorted(e.name for e in inner if is_image(e.name) and not _is_dir(e))
         # ids are relative to data.root so train/REAL/1.jpg and test/REAL/1.jpg stay distinct
         rel = os.path.relpath(sub.path, root.resolve()).replace(os.sep, "/")
         ids.extend(f"{rel}/{n}" for n in names)
@@ -177,6 +178,15 @@ def _read_folder_table(root: Path, table: TableConfig, split: str) -> Table:
     read = Table(split, source, frame, labelled, from_folder=True)
     check_files(read, root, f"keep comp.{split}.dir and its class folders inside data.root")
     return read
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A folder, links followed (a symlink loop is none). Every other entry named like an image is listed, a dangling
+    or looping link and a FIFO too: the records build puts it in its skip list with the reason, never drops it unsaid."""
+    try:
+        return entry.is_dir()
+    except OSError:  # ELOOP
+        return False
 
 
 def _folder(path: str) -> str:
@@ -334,59 +344,64 @@ def map_labels(tables: list[Table], given: list[str]) -> list[str]:
 
     Names are matched against ``comp.classes`` first; if they are all integers instead, they are
     class indices (ai-vs-human labels 0/1 with classes [human, ai]). Without ``comp.classes`` the
-    classes are the sorted label names, or ``0..max`` for integer labels.
+    classes are the sorted label names, or ``0..max`` for integer labels. Only the training tables (train, val)
+    decide the classes: a labelled test table's label that is no class leaves its row unlabelled (said once), it
+    never adds a class.
     """
     labelled = [t for t in tables if t.labelled]
     for t in tables:
         t.frame["label"] = np.int64(-1)
     if not labelled:
         return list(given)
-    all_raw = pd.concat([t.frame["raw_label"] for t in labelled], ignore_index=True)
-    ints = integer_labels(all_raw)
+    training = [t for t in labelled if t.split != "test"]
+    training_raw = pd.concat([t.frame["raw_label"] for t in training], ignore_index=True)
     if given:
         classes = [str(c) for c in given]
-        lookup = {name: i for i, name in enumerate(classes)}
-        if all_raw.isin(lookup.keys()).all():
-            for t in labelled:
-                t.frame["label"] = t.frame["raw_label"].map(lookup).astype(np.int64)
-            return classes
-        if ints is None:  # names, and at least one of them is not a class: report the first
-            for t in labelled:
-                unknown = ~t.frame["raw_label"].isin(lookup.keys()).to_numpy()
-                if unknown.any():
-                    bad = int(np.flatnonzero(unknown)[0])
-                    label = quoted(t.frame["raw_label"].iloc[bad])
-                    raise _label_error(t, bad, f"label '{label}' is not in the class list ({_short(classes)})")
-        for t in labelled:  # all integers: class indices
-            as_int = integer_labels(t.frame["raw_label"])
-            out_of_range = ((as_int < 0) | (as_int >= len(classes))).to_numpy()
-            if out_of_range.any():
-                bad = int(np.flatnonzero(out_of_range)[0])
-                label, last = quoted(t.frame["raw_label"].iloc[bad]), len(classes) - 1
-                raise _label_error(t, bad, f"label {label} is not a class index (0..{last} for classes {_short(classes)})")
-            t.frame["label"] = as_int.to_numpy()
-        return classes
-    if ints is not None and int(ints.min()) >= 0 and sparse_label(ints) is not None:
-        top = int(ints.max())
-        t = next(t for t in labelled if (integer_labels(t.frame["raw_label"]) == top).any())
-        bad = int(np.flatnonzero((integer_labels(t.frame["raw_label"]) == top).to_numpy())[0])
-        raise _label_error(t, bad, *_sparse_message(t.frame["raw_label"].iloc[bad], ints))
-    classes = default_classes(all_raw)
-    if ints is not None:
-        position = {int(name): i for i, name in enumerate(classes)}  # 0..max: itself; with negative labels: the rank
-        for t in labelled:
-            t.frame["label"] = integer_labels(t.frame["raw_label"]).map(position).astype(np.int64)
+        by_index = not training_raw.isin(classes).all() and integer_labels(training_raw) is not None
     else:
-        lookup = {name: i for i, name in enumerate(classes)}
-        for t in labelled:
-            t.frame["label"] = t.frame["raw_label"].map(lookup).astype(np.int64)
-    if len(classes) < 2:
-        raise KitError(
-            f"{labelled[0].source}: only one class ('{quoted(classes[0])}') found in the labels",
-            "check comp.train.label_column (or the class folders); a classifier needs at least two classes",
-        )
+        ints = integer_labels(training_raw)
+        if ints is not None and int(ints.min()) >= 0 and sparse_label(ints) is not None:
+            top = int(ints.max())
+            t = next(t for t in training if (integer_labels(t.frame["raw_label"]) == top).any())
+            bad = int(np.flatnonzero((integer_labels(t.frame["raw_label"]) == top).to_numpy())[0])
+            raise _label_error(t, bad, *_sparse_message(t.frame["raw_label"].iloc[bad], ints))
+        classes = default_classes(training_raw)
+        by_index = ints is not None
+        if len(classes) < 2:
+            raise KitError(
+                f"{training[0].source}: only one class ('{quoted(classes[0])}') found in the labels",
+                "check comp.train.label_column (or the class folders); a classifier needs at least two classes",
+            )
+    for t in labelled:
+        _set_labels(t, classes, by_index, given=bool(given))
     return classes
 
 
-def _short(names: list[str], n: int = 8) -> str:
-    return listing(names, n)
+def _set_labels(table: Table, classes: list[str], by_index: bool, given: bool) -> None:
+    """``table``'s label column from its raw labels: class names, or integers (class indices 0..N-1 when the classes
+    were given; the rank among the distinct integers otherwise). A training table's label that is no class is one
+    KitError; a test table's leaves its row unlabelled."""
+    raw = table.frame["raw_label"]
+    if by_index:
+        ints = integer_labels(raw)
+        # given classes: the integer is the index; inferred 0..max: itself; inferred with negative labels: the rank
+        position = {i: i for i in range(len(classes))} if given else {int(name): i for i, name in enumerate(classes)}
+        indices = ints.map(position) if ints is not None else pd.Series(np.nan, index=raw.index)
+    else:
+        indices = raw.map({name: i for i, name in enumerate(classes)})
+    unknown = indices.isna().to_numpy()
+    if unknown.any() and table.split != "test":
+        bad = int(np.flatnonzero(unknown)[0])
+        if by_index and given:
+            message = f"label {quoted(raw.iloc[bad])} is not a class index (0..{len(classes) - 1} for classes {listing(classes)})"
+        else:
+            message = f"label '{quoted(raw.iloc[bad])}' is not in the class list ({listing(classes)})"
+        raise _label_error(table, bad, message, "fix the label, or list every class in comp.classes")
+    if unknown.any():
+        first = quoted(raw.iloc[int(np.flatnonzero(unknown)[0])])
+        print(
+            f"warning: {table.source}: {int(unknown.sum())} test label(s) name no class of the training data "
+            f"(e.g. '{first}'; classes {listing(classes)}): those rows are kept unlabelled, not a new class",
+            file=sys.stderr,
+        )
+    table.frame["label"] = indices.fillna(-1).astype(np.int64).to_numpy()

@@ -198,8 +198,12 @@ def script(cfg: Config, user: str) -> str:
 
 def _inference_parts(cfg: Config, user: str, runs: Sequence[Path], folder: Path) -> tuple[str, str]:
     """Pack the runs into ``folder`` (the model dataset); return the inference script and a line about it."""
-    from kit.runs import run_config
+    from kit.run_model import load_model, run_config
+    from kit.runs import expand_runs
 
+    for member in expand_runs(runs):  # each checked as kit predict will check it in the kernel: nothing unusable packed
+        run_config(cfg, member)
+        load_model(member)
     run_cfg = run_config(cfg, runs[0])  # the first run's model and classes: what the kernel's config says
     threshold = model_dataset.chosen_threshold(run_cfg.binary, run_cfg.predict.threshold, runs)
     names = model_dataset.pack(runs, folder, threshold, cfg.comp.name)

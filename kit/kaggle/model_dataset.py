@@ -9,6 +9,7 @@ threshold the submission will use is resolved here, once, and written into ``kit
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,10 +51,14 @@ def pack(run_dirs: Sequence[Path], folder: Path, threshold: float | None, comp: 
     members = expand_runs(runs)  # a KitError naming a run without best.keras, before anything is written
     if any(not isinstance(r, Path) for r in runs):
         raise KitError("runs on gs:// cannot be packed for a kernel", "copy the run folder to this machine first")
-    shutil.rmtree(folder, ignore_errors=True)
+    # Packed beside, then renamed into place: a kill while copying leaves no truncated best.keras under the final name.
+    staging = folder.with_name(f".{folder.name}.packing")
+    shutil.rmtree(staging, ignore_errors=True)
     names = member_names(runs)
     for run, name in zip(runs, names, strict=True):
-        _copy_run(run, folder / name)
+        _copy_run(run, staging / name)
     origins = {name: str(run) for name, run in zip(names, runs, strict=True)}
-    write_json(folder / SUMMARY_FILE, {"comp": comp, "runs": origins, "models": len(members), "threshold": threshold})
+    write_json(staging / SUMMARY_FILE, {"comp": comp, "runs": origins, "models": len(members), "threshold": threshold})
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
     return names

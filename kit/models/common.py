@@ -13,7 +13,7 @@ no ``custom_objects`` and no prior ``import kit``. Two exceptions, by setting: w
 trainer puts kit's colour jitter first (``registry.build_model(first_layer=...)``), a layer registered as
 ``kit>ColorJitter`` that loads once ``kit.data.augment.layer`` is imported (identity in inference); and
 ``model.options.inputs`` with a forensic stream adds ``kit>NoiseResidual`` / ``kit>LogSpectrum``
-(:mod:`kit.models.forensic`). :func:`kit.runs.load_model` imports both modules.
+(:mod:`kit.models.forensic`). :func:`kit.run_model.load_model` imports both modules.
 """
 
 from __future__ import annotations

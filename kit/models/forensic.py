@@ -22,7 +22,7 @@ slices and reversals: TFLite (RFFT2D, ComplexAbs) and tf2onnx (RFFT2D, ComplexAb
 Both layers compute in float32 under a mixed-precision policy (a float16 spectrum of a 0-255 image overflows).
 
 Registered as ``kit>NoiseResidual`` and ``kit>LogSpectrum``: ``keras.models.load_model`` finds them once this module
-is imported (:func:`kit.runs.load_model` imports it).
+is imported (:func:`kit.run_model.load_model` imports it).
 """
 
 from __future__ import annotations

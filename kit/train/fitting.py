@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
 from kit.io import URLPath, as_path, put_file, write_json
-from kit.runs import BEST_MODEL, load_model
+from kit.run_model import load_model
+from kit.runs import BEST_MODEL
 from kit.train.phases import Phase, compile_phase, enter_phase, plan_phases
 
 if TYPE_CHECKING:

@@ -34,15 +34,14 @@ from kit.errors import KitError
 from kit.evaluate import score
 from kit.inference import labels_from_probs, predict_labelled, split_dataset, to_class_probs
 from kit.io import atomic_path, local_copy, read_json, write_json
+from kit.run_model import load_model, run_config
 from kit.runs import (
     DONE,
     check_resume_settings,
     find_parent,
-    load_model,
     mark_done,
     new_run_dir,
     read_parent,
-    run_config,
     run_dir_of,
     start_parent,
     write_threshold,

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kit.errors import full_disk_named
 from kit.io import write_json
 from kit.runs import check_resume_settings, find_resumable, finish_run, new_run_dir, write_run_files, writing
 
@@ -65,7 +66,8 @@ def train(
             write_run_files(cfg, run_dir, session.manifest)
             write_json(run_dir / "strategy.json", session.describe())
         print(f"run directory: {run_dir}{' (resumed)' if resuming else ''}")
-        _fit(session, cfg, run_dir, resuming, callbacks)
+        with full_disk_named(run_dir):  # Keras, h5py and TensorFlow report a full disk each their own way
+            _fit(session, cfg, run_dir, resuming, callbacks)
         if chief:
             finish_run(run_dir)  # not marked done without a best.keras: latest_run would pick a run that cannot predict
     return run_dir
