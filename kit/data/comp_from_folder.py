@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from kit.data.tables import IMAGE_EXTENSIONS, default_classes, integer_labels, is_image
+from kit.data.labels import default_classes, integer_labels
+from kit.data.tables import IMAGE_EXTENSIONS, is_image
 from kit.errors import KitError
 from kit.inputs import read_csv
 from kit.io import atomic_write

@@ -318,7 +318,8 @@ def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
         raise ValueError(f"image format must be png or jpeg, got {fmt!r}")
     bgr = cv2.cvtColor(np.ascontiguousarray(image, np.uint8), cv2.COLOR_RGB2BGR)
     if fmt == "png":
-        # OpenCV's default (fastest) PNG settings: ~2.5x faster than level 3 for ~8 % larger files (BENCHMARKS.md, records from real-size JPEGs).
+        # OpenCV's default (fastest) PNG settings: ~2.5x faster than level 3 for ~8 % larger files
+        # (BENCHMARKS.md, records from real-size JPEGs).
         ok, buffer = cv2.imencode(".png", bgr)
     else:
         ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])

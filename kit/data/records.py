@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,9 +53,9 @@ from kit.data.shards import (
     worker_count,
     write_tasks,
 )
-from kit.locks import exclusive
 from kit.errors import KitError
 from kit.io import read_json, write_json
+from kit.locks import exclusive
 
 if TYPE_CHECKING:
     import pandas as pd

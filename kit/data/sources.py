@@ -40,8 +40,9 @@ import pandas as pd
 
 from kit.config import Config, TableConfig
 from kit.config.checks import check_folders
+from kit.data.labels import map_labels
 from kit.data.splits import DUPLICATES_FIX, DUPLICATES_ONLY, assign_folds, holdout_rows, joined_groups, split_val
-from kit.data.tables import check_index_paths, map_labels, read_table, table_defined
+from kit.data.tables import check_index_paths, read_table, table_defined
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
 from kit.submission import Reference, check_test_ids, sample_reference
