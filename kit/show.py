@@ -1,8 +1,9 @@
 """``kit show``: a grid of a split's images, a row per class, as the model gets them (fastai's ``show_batch``).
 
 The images come from the competition's records through :func:`kit.data.pipeline.make_dataset`, so they are
-what training and prediction read: resized by the records' policy, and with ``augmented`` what the training
-pipeline makes of them (flips, rotation, shifts, colour jitter, CutMix/MixUp). A mixed image is shown in the row
+what training and prediction read: cut by the resize policy (``data.resize``, :mod:`kit.data.resizing`: stretched,
+letterboxed, or with ``crop`` the centre crop prediction takes, random crops in training), and with ``augmented``
+what the training pipeline makes of them (flips, rotation, shifts, colour jitter, CutMix/MixUp). A mixed image is shown in the row
 of its larger share, captioned with its soft label. Each image is captioned with its file name (from the
 competition's cached index; the example id when there is none) and its class.
 
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kit.data import resizing
 from kit.data.manifest import Manifest, read_manifest, records_dir, source_split
 from kit.data.pipeline import make_dataset
+from kit.data.resizing import policy_of
 from kit.errors import KitError
 from kit.image_grids import write_grid
 from kit.inference import to_class_probs
@@ -130,8 +133,10 @@ def augmentation_words(cfg: Config, manifest: Manifest) -> str:
 
 def title_of(cfg: Config, manifest: Manifest, split: str, augmented: bool, rows: int) -> str:
     """What the grid shows; ``rows``: classes drawn (0 for an unlabelled split)."""
-    how = augmentation_words(cfg, manifest) if augmented else "as stored in the records (no augmentation)"
-    title = f"{cfg.comp.name}: {split} split, {manifest.image_size} px, {how}"
+    how = augmentation_words(cfg, manifest) if augmented else "as prediction reads them (no augmentation)"
+    if policy_of(manifest.resize).native:
+        how = ("random crops " if augmented else "centre crops, ") + how
+    title = f"{cfg.comp.name}: {split} split, {resizing.describe(cfg)}, {how}"
     if 0 < rows < len(manifest.classes):
         title += f"; the first {rows} of {len(manifest.classes)} classes"
     return title

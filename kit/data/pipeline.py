@@ -181,14 +181,15 @@ def make_dataset(
 
     image_format = manifest.image_format
 
-    def parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
+    def parse_batch(number: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
         if cutter is None:
             parsed = schema.parse_batch(serialized, num_classes, image_size, image_format)
             return finish(parsed["image"], parsed["soft_label"], parsed["id"])
         parsed = tf.io.parse_example(serialized, schema.feature_spec(num_classes))
-        return finish(cutter(parsed), parsed["soft_label"], parsed["id"])
+        return finish(cutter(parsed, number), parsed["soft_label"], parsed["id"])
 
-    # One map per batch: parse, decode, cast, augment and shape targets in a single graph call.
-    dataset = records.batch(batch_size, drop_remainder=drop_remainder)
+    # One map per batch: parse, decode, cast, augment and shape targets in a single graph call. The batches are
+    # numbered before the parallel map, so a random crop's seed is its batch's number, whichever call runs first.
+    dataset = records.batch(batch_size, drop_remainder=drop_remainder).enumerate()
     dataset = dataset.map(parse_batch, num_parallel_calls=autotune, deterministic=not training)
     return dataset.prefetch(autotune)

@@ -223,22 +223,21 @@ def random_crop(image: Any, size: int, seed: Any, min_scale: float = 1.0) -> Any
 
 class Cutter:
     """Parsed examples of native-size records -> uint8 [B, S, S, 3] crops (training: random; else the centre) or,
-    with ``crops`` > 1, [B, crops, S, S, 3] grids. The training crops draw one seed a batch from a generator seeded
-    with ``seed``, then one per image (its position in the batch), so a seed gives the same crops."""
+    with ``crops`` > 1, [B, crops, S, S, 3] grids. A training batch's crops are drawn from the seed (``seed``, the
+    batch's number), split into one per image: the same seed and batch number give the same crops."""
 
     def __init__(self, size: int, image_format: str, *, training: bool, seed: int, min_scale: float = 1.0, crops: int = 1):
-        import tensorflow as tf
-
         self.size, self.image_format, self.training, self.min_scale, self.crops = size, image_format, training, min_scale, crops
-        self.seeds = tf.random.Generator.from_seed(int(seed)) if training else None
+        self.seed = int(seed)
 
-    def __call__(self, parsed: dict) -> Any:
+    def __call__(self, parsed: dict, number: Any) -> Any:
         import tensorflow as tf
 
         data, heights, widths = parsed["image"], parsed["stored_height"], parsed["stored_width"]
         count = tf.shape(data)[0]
         if self.training:
-            seeds = tf.random.experimental.stateless_split(self.seeds.make_seeds(1)[:, 0], count)
+            batch_seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(number, tf.int64)])
+            seeds = tf.random.experimental.stateless_split(batch_seed, count)
             shape = [self.size, self.size, 3]
         else:
             seeds = tf.zeros([count, 2], tf.int64)
