@@ -7,7 +7,7 @@ what the training pipeline makes of them (flips, rotation, shifts, colour jitter
 of its larger share, captioned with its soft label. Each image is captioned with its file name (from the
 competition's cached index; the example id when there is none) and its class.
 
-The PNG goes to ``<run.root>/<comp>/show/<split>-<size>px[-augmented].png`` by default: beside the audit's report
+The PNG goes to ``<run.root>/<comp>/show/<split>-<size>px[-<policy>][-augmented].png`` by default: beside the audit's report
 and the runs, where kit's other pictures of a competition are, rather than in the records folder, which is data
 that ``kit records`` rebuilds (and may be a gs:// bucket).
 """
@@ -58,7 +58,8 @@ def check_request(split: str, augmented: bool, per_class: int) -> None:
 
 
 def default_path(cfg: Config, split: str, augmented: bool) -> Path:
-    name = f"{split}-{cfg.model.image_size}px{'-augmented' if augmented else ''}.png"
+    policy = resizing.folder_name(cfg).removeprefix(str(cfg.model.image_size))  # "", "-pad", "-crop768"
+    name = f"{split}-{cfg.model.image_size}px{policy}{'-augmented' if augmented else ''}.png"
     return Path(cfg.run.root) / cfg.comp.name / "show" / name
 
 

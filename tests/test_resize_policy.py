@@ -290,3 +290,16 @@ def test_an_exported_crop_model_predicts_a_raw_image_file_as_kit_predicts_its_re
             stored = resizing.within_max_side(decode(file), 16, 40)
             pixels = tf.cast(resizing.grid_crops(stored, 16, crops), tf.float32)
             assert float(tf.reduce_mean(served.serve(pixels))) == pytest.approx(float(expected), abs=1e-6)
+
+
+def test_kit_show_draws_the_centre_crops_prediction_takes_and_says_so(tmp_path):
+    from kit.show import gather, show, title_of
+
+    index, images = write_images(tmp_path / "img")
+    cfg = crop_config(tmp_path, f"run.root={tmp_path / 'runs'}", "comp.classes=[real,fake]", "data.image_format=png")
+    manifest = records.build_records(cfg, index, CLASSES)
+    shown = gather(cfg, manifest, "val", augmented=False, per_class=1)
+    np.testing.assert_array_equal(shown["real"].images[0], resizing.grid_crops(images[0], 16, 1).numpy()[0])
+    title = title_of(cfg, manifest, "val", False, 2)
+    assert "16 px crops at native resolution (records up to 40 px), centre crops, as prediction reads them" in title
+    assert show(cfg, "val", per_class=1) == tmp_path / "runs" / "demo" / "show" / "val-16px-crop40.png"

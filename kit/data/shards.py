@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kit.data.resizing import policy_of, stored_side
+from kit.data.resizing import folder_name, policy_of, stored_side
 from kit.data.schema import SHARD_SUFFIX, SPLITS, resolve_image_format
 from kit.data.workers import SPAWN, main_script_hidden
 from kit.errors import KitError
@@ -350,7 +350,7 @@ def write_tasks(cfg: Config, tasks: list[ShardTask], writers: ShardWriters, fold
     bar = tqdm(
         total=sum(len(t.rows) for t in tasks),
         unit="img",
-        desc=f"records {cfg.comp.name}/{cfg.model.image_size}",
+        desc=f"records {cfg.comp.name}/{folder_name(cfg)}",
         file=sys.stderr,
         mininterval=0.5,
         dynamic_ncols=True,
