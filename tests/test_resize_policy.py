@@ -303,3 +303,20 @@ def test_kit_show_draws_the_centre_crops_prediction_takes_and_says_so(tmp_path):
     title = title_of(cfg, manifest, "val", False, 2)
     assert "16 px crops at native resolution (records up to 40 px), centre crops, as prediction reads them" in title
     assert show(cfg, "val", per_class=1) == tmp_path / "runs" / "demo" / "show" / "val-16px-crop40.png"
+
+
+# --- the detection presets -------------------------------------------------------------------------------------
+
+DETECTION_PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs" / "detection").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", DETECTION_PRESETS, ids=lambda p: p.stem)
+def test_each_detection_preset_says_its_resize_policy_and_loads_with_every_competition(preset):
+    from kit.config import presets
+
+    assert "# Resize policy: crop." in preset.read_text()  # and why, on the lines that follow
+    for comp in presets("competitions"):
+        cfg = load_settings([f"comp={comp}", f"model={preset}"])
+        assert cfg.data.resize == "crop" and cfg.model.options["stem_stride"] == 1, comp
+        assert cfg.model.options["inputs"] == ["rgb", "residual", "fft"] and cfg.augment.jpeg > 0, comp
+        assert cfg.data.max_side >= cfg.model.image_size and cfg.predict.crops > 1, comp
