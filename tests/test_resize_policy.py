@@ -160,13 +160,15 @@ def test_training_crops_have_the_models_size_and_repeat_for_a_seed(tmp_path):
     cfg = crop_config(tmp_path, "augment.mode=none", "augment.crop_min_scale=0.5")
     manifest = records.build_records(cfg, index, CLASSES)
 
-    def first_batch():
+    def one_epoch() -> dict[str, np.ndarray]:  # by id: the parallel map may hand the batches out in any order
         dataset = make_dataset(cfg, "train", training=True, batch_size=6, manifest=manifest, with_ids=True)
-        images, _, ids = next(iter(dataset))
-        return dict(zip([i.decode() for i in ids.numpy()], images.numpy(), strict=True))
+        crops = {}
+        for images, _, ids in dataset:
+            crops.update(zip([i.decode() for i in ids.numpy()], images.numpy(), strict=True))
+        return crops
 
-    one, two = first_batch(), first_batch()
-    assert next(iter(one.values())).shape == (16, 16, 3)
+    one, two = one_epoch(), one_epoch()
+    assert len(one) == len(SIDES * 3) - 4 and next(iter(one.values())).shape == (16, 16, 3)
     assert one.keys() == two.keys() and all(np.array_equal(one[k], two[k]) for k in one)
 
 
@@ -320,3 +322,10 @@ def test_each_detection_preset_says_its_resize_policy_and_loads_with_every_compe
         assert cfg.data.resize == "crop" and cfg.model.options["stem_stride"] == 1, comp
         assert cfg.model.options["inputs"] == ["rgb", "residual", "fft"] and cfg.augment.jpeg > 0, comp
         assert cfg.data.max_side >= cfg.model.image_size and cfg.predict.crops > 1, comp
+
+
+def test_the_default_policy_is_the_schemas_and_every_policy_is_a_choice():
+    from kit.config import Config
+    from kit.config.schema import ResizePolicy
+
+    assert Config().data.resize == resizing.DEFAULT and set(ResizePolicy.__members__) == set(resizing.POLICIES)

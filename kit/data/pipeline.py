@@ -143,7 +143,7 @@ def make_dataset(
     check_resize(cfg)
     cutter = None
     if policy_of(manifest.resize).native:  # images of varying sizes: decoded one by one and cut to S x S
-        seed, scale = cfg.augment.seed + 1, cfg.augment.crop_min_scale  # a stream apart from the augmenter's
+        seed, scale = cfg.augment.seed, cfg.augment.crop_min_scale  # stateless draws from (seed, batch number)
         cutter = Cutter(image_size, manifest.image_format, training=training, seed=seed, min_scale=scale, crops=crops)
     autotune = tf.data.AUTOTUNE
 

@@ -29,6 +29,7 @@ model); the storing in numpy and OpenCV (the records workers never import Tensor
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -69,14 +70,20 @@ class Policy:
 
     store: Callable[[np.ndarray, int, int], np.ndarray]  # (decoded image, model size S, data.max_side) -> stored image
     native: bool  # records keep native sizes (shapes vary): training crops at random, inference a centre/grid crop
+    folder: str  # the records' size folder: stretch keeps the plain size it had before policies
     words: str  # what the model sees, for kit show and export.json
 
 
 POLICIES: dict[str, Policy] = {
-    "stretch": Policy(lambda image, size, _: resize(image, size), False, "stretched to {size} px (aspect ratio ignored)"),
-    "pad": Policy(letterbox, False, "letterboxed to {size} px (black bars, aspect ratio kept)"),
-    "crop": Policy(within_max_side, True, "{size} px crops at native resolution (records up to {max_side} px)"),
+    "stretch": Policy(lambda image, size, _: resize(image, size), False, "{size}", "stretched to {size} px (aspect ratio ignored)"),
+    "pad": Policy(letterbox, False, "{size}-pad", "letterboxed to {size} px (black bars, aspect ratio kept)"),
+    "crop": Policy(
+        within_max_side, True, "{size}-crop{max_side}", "{size} px crops at native resolution (records up to {max_side} px)"
+    ),
 }
+
+
+DEFAULT = "stretch"  # data.resize's default (kit.config.schema), whose folder is the plain size
 
 
 def policy_of(name: str) -> Policy:
@@ -93,20 +100,18 @@ def stored_side(cfg: Config) -> int:
 def folder_name(cfg: Config) -> str:
     """The records' size folder: ``224`` (stretch, as before policies), ``224-pad``, ``224-crop768``; so records of two
     policies (or two max_sides) never replace each other."""
-    name, size = str(cfg.data.resize), str(cfg.model.image_size)
-    if name == "stretch":
-        return size
-    return f"{size}-{name}{cfg.data.max_side}" if policy_of(name).native else f"{size}-{name}"
+    return policy_of(cfg.data.resize).folder.format(size=cfg.model.image_size, max_side=cfg.data.max_side)
 
 
 def folder_settings(folder: str) -> tuple[str, str]:
     """The image size and the resize settings a size folder's name stands for (the inverse of :func:`folder_name`)."""
-    size, _, rest = folder.partition("-")
-    name = rest.rstrip("0123456789")
-    if name not in POLICIES:
-        return size, ""
-    max_side = rest[len(name) :]
-    return size, f"data.resize={name}" + (f" data.max_side={max_side}" if max_side else "")
+    for name, policy in POLICIES.items():
+        pattern = re.escape(policy.folder).replace(r"\{size\}", r"(?P<size>\d+)").replace(r"\{max_side\}", r"(?P<max_side>\d+)")
+        if match := re.fullmatch(pattern, folder):
+            words = [] if name == DEFAULT else [f"data.resize={name}"]  # the default goes without saying
+            words += [f"data.max_side={match['max_side']}"] if "max_side" in match.groupdict() else []
+            return match["size"], " ".join(words)
+    return folder, ""
 
 
 def describe(cfg: Config) -> str:
