@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kit.config import git_commit
+from kit.data import resizing
 from kit.data.manifest import read_manifest, records_dir
 from kit.errors import KitError, unknown_choice
 from kit.inference import class_names, resolve_threshold, split_dataset
@@ -295,8 +296,8 @@ def describe(
             "name": io_names["input"],
             "shape": [io_names.get("batch"), size, size, 3],
             "dtype": "float32",
-            "pixels": "raw RGB 0-255 (uint8 images cast to float32), resized to the shape; no scaling or normalisation: "
-            "the model does its own",
+            "pixels": f"raw RGB 0-255 (uint8 images cast to float32), {resizing.describe(cfg)} "
+            "(kit.data.resizing); no scaling or normalisation: the model does its own",
         },
         "output": {
             "name": io_names["output"],

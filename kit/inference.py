@@ -2,7 +2,9 @@
 
 Every model takes raw 0..255 pixels and does its own preprocessing, so a TTA view is just a flipped or
 rotated copy of the batch; the views are rows of :data:`kit.config.symmetry.TTA_VIEWS` (beside the flips each
-needs, which config loading reads). ``kit predict``, ``kit evaluate`` and the k-fold driver all predict through here.
+needs, which config loading reads). With records at native size (``data.resize=crop``) an image is its centre crop,
+or with ``predict.crops`` = k*k the k x k grid of crops (:mod:`kit.data.resizing`): its probabilities are the mean over
+every crop and every view of each crop. ``kit predict``, ``kit evaluate`` and the k-fold driver all predict through here.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 def split_dataset(cfg: Config, manifest: Manifest, split: str, fold: int | None = None) -> tf.data.Dataset:
     """``split`` of the records in prediction batches, with ids; ``fold=k``: fold k's val examples (k-fold runs)."""
     kwargs: dict[str, Any] = {"training": False, "batch_size": cfg.predict.batch_size, "with_ids": True}
+    kwargs["crops"] = int(cfg.predict.crops)
     if fold is not None:
         kwargs["fold"] = fold
     return make_dataset(cfg, split, manifest=manifest, **kwargs)
@@ -88,8 +91,10 @@ def predict_probabilities(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` over ``dataset``; return ``(ids, probs)`` with probs shaped like the model output.
 
-    With TTA the probabilities are the mean over the original batch and each transformed view.
-    ``on_batch(images, targets, probs)`` sees every batch (evaluate uses it to keep the worst errors
+    With TTA the probabilities are the mean over the original batch and each transformed view; a batch of crops
+    [B, N, S, S, 3] (``predict.crops``) the mean over the N crops, each with its views.
+    ``on_batch(images, targets, probs)`` sees every batch, the first crop of each image where there are several
+    (evaluate uses it to keep the worst errors
     without holding the whole split in memory). ``total`` is the number of batches, for the bar.
     A NaN or infinite probability (a diverged model) is a KitError naming ``source`` (e.g. "run <dir>"): no label,
     submission or score is ever made from one.
@@ -103,10 +108,13 @@ def predict_probabilities(
     for element in tqdm(dataset, total=total, disable=not progress, unit="batch", desc="predict", leave=False):
         images, targets, ids = _unpack(element)
         batch = np.asarray(images, dtype=np.float32)
-        probs = np.asarray(model.predict_on_batch(batch), dtype=np.float64)
+        crops = batch.shape[1] if batch.ndim == 5 else 1
+        flat = batch.reshape(-1, *batch.shape[-3:])  # [B * crops, S, S, 3], each image's crops side by side
+        probs = np.asarray(model.predict_on_batch(flat), dtype=np.float64)
         for view in views:
-            probs += np.asarray(model.predict_on_batch(np.ascontiguousarray(view(batch))), dtype=np.float64)
-        probs /= 1 + len(views)
+            probs += np.asarray(model.predict_on_batch(np.ascontiguousarray(view(flat))), dtype=np.float64)
+        probs = probs.reshape(len(batch), crops, -1).mean(axis=1) / (1 + len(views))
+        batch = batch[:, 0] if batch.ndim == 5 else batch  # what on_batch shows of an image: its first crop
         if ids is None:  # no ids in the dataset: number the examples
             ids = np.arange(counter, counter + len(batch)).astype(str)
         else:

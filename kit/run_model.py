@@ -45,10 +45,10 @@ def saved_config(run_dir: Path | URLPath) -> Config | None:
 
 
 def run_config(cfg: Config, run_dir: Path | URLPath, *, with_data: bool = True) -> Config:
-    """``cfg`` with the model (architecture, image size), split plan (folds, val fraction, seed) and classes the run
-    was trained with; when the run is applied to the current competition's data (``with_data``: predict, evaluate,
-    kernels, k-fold), the current settings checked against the run's first (:func:`check_run_settings`). Export
-    reads no data: it needs none.
+    """``cfg`` with the model (architecture, image size), split plan (folds, val fraction, seed), resize policy
+    (data.resize, data.max_side) and classes the run was trained with; when the run is applied to the current
+    competition's data (``with_data``: predict, evaluate, kernels, k-fold), the current settings checked against the
+    run's first (:func:`check_run_settings`). Export reads no data: it needs none.
 
     Everything else (data paths, predict settings) stays from the current command line, so an ensemble of models
     with different image sizes or splits reads each its own records.
@@ -58,7 +58,7 @@ def run_config(cfg: Config, run_dir: Path | URLPath, *, with_data: bool = True) 
         return cfg
     if with_data:
         check_run_settings(cfg, saved, run_dir)
-    split = {key: getattr(saved.data, key) for key in ("folds", "val_fraction", "seed")}
+    split = {key: getattr(saved.data, key) for key in ("folds", "val_fraction", "seed", "resize", "max_side")}
     data = dataclasses.replace(cfg.data, **split)
     comp = cfg.comp if cfg.comp.classes else dataclasses.replace(cfg.comp, classes=list(saved.comp.classes))
     return dataclasses.replace(cfg, model=saved.model, data=data, comp=comp)

@@ -9,6 +9,7 @@ one layer above both, and no import loop remains.
 from __future__ import annotations
 
 from kit.config import Config, load_config
+from kit.data.resizing import check_resize
 from kit.errors import unknown_choice
 from kit.models.backbones import row_presets
 from kit.models.registry import MODELS
@@ -25,7 +26,8 @@ def load_settings(overrides: list[str] | None = None, comp: str = "demo", model:
 
 
 def check_settings(cfg: Config) -> None:
-    """The checks of a loaded config that need the model registry and the search-space parser."""
+    """The checks of a loaded config that need the model registry, the search-space parser and the resize policies."""
+    check_resize(cfg)
     if cfg.model.name not in MODELS:
         raise unknown_choice("model", cfg.model.name, MODELS)
     if cfg.tuner.space:

@@ -1,12 +1,13 @@
 """``kit show``: a grid of a split's images, a row per class, as the model gets them (fastai's ``show_batch``).
 
 The images come from the competition's records through :func:`kit.data.pipeline.make_dataset`, so they are
-what training and prediction read: resized by the records' policy, and with ``augmented`` what the training
-pipeline makes of them (flips, rotation, shifts, colour jitter, CutMix/MixUp). A mixed image is shown in the row
+what training and prediction read: cut by the resize policy (``data.resize``, :mod:`kit.data.resizing`: stretched,
+letterboxed, or with ``crop`` the centre crop prediction takes, random crops in training), and with ``augmented``
+what the training pipeline makes of them (flips, rotation, shifts, colour jitter, CutMix/MixUp). A mixed image is shown in the row
 of its larger share, captioned with its soft label. Each image is captioned with its file name (from the
 competition's cached index; the example id when there is none) and its class.
 
-The PNG goes to ``<run.root>/<comp>/show/<split>-<size>px[-augmented].png`` by default: beside the audit's report
+The PNG goes to ``<run.root>/<comp>/show/<split>-<size>px[-<policy>][-augmented].png`` by default: beside the audit's report
 and the runs, where kit's other pictures of a competition are, rather than in the records folder, which is data
 that ``kit records`` rebuilds (and may be a gs:// bucket).
 """
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kit.data import resizing
 from kit.data.manifest import Manifest, read_manifest, records_dir, source_split
 from kit.data.pipeline import make_dataset
+from kit.data.resizing import policy_of
 from kit.errors import KitError
 from kit.image_grids import write_grid
 from kit.inference import to_class_probs
@@ -55,7 +58,8 @@ def check_request(split: str, augmented: bool, per_class: int) -> None:
 
 
 def default_path(cfg: Config, split: str, augmented: bool) -> Path:
-    name = f"{split}-{cfg.model.image_size}px{'-augmented' if augmented else ''}.png"
+    policy = resizing.folder_name(cfg).removeprefix(str(cfg.model.image_size))  # "", "-pad", "-crop768"
+    name = f"{split}-{cfg.model.image_size}px{policy}{'-augmented' if augmented else ''}.png"
     return Path(cfg.run.root) / cfg.comp.name / "show" / name
 
 
@@ -130,8 +134,10 @@ def augmentation_words(cfg: Config, manifest: Manifest) -> str:
 
 def title_of(cfg: Config, manifest: Manifest, split: str, augmented: bool, rows: int) -> str:
     """What the grid shows; ``rows``: classes drawn (0 for an unlabelled split)."""
-    how = augmentation_words(cfg, manifest) if augmented else "as stored in the records (no augmentation)"
-    title = f"{cfg.comp.name}: {split} split, {manifest.image_size} px, {how}"
+    how = augmentation_words(cfg, manifest) if augmented else "as prediction reads them (no augmentation)"
+    if policy_of(manifest.resize).native:
+        how = ("random crops " if augmented else "centre crops, ") + how
+    title = f"{cfg.comp.name}: {split} split, {resizing.describe(cfg)}, {how}"
     if 0 < rows < len(manifest.classes):
         title += f"; the first {rows} of {len(manifest.classes)} classes"
     return title

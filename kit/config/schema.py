@@ -34,6 +34,8 @@ TunerKind = StrEnum("TunerKind", "hyperband random bayesian")
 EnsembleWeights = StrEnum("EnsembleWeights", "equal score fit")  # how kit predict runs=a,b blends (kit.blend)
 KernelAccelerator = StrEnum("KernelAccelerator", "none gpu tpu")  # what a pushed Kaggle kernel runs on
 DuplicateGroups = StrEnum("DuplicateGroups", "exact near none")  # which copies the validation split and folds keep whole
+# How records store an image and how training and inference cut it to the model's size (kit.data.resizing.POLICIES).
+ResizePolicy = StrEnum("ResizePolicy", "stretch pad crop")
 
 # Resource limits among the ranges: named here, once; the range error names the constant to raise.
 MAX_IMAGE_SIZE = 2048  # pixels a side fed to a model (a 64-image batch at 2048 px is 3.2 GB of float32 input)
@@ -42,6 +44,8 @@ MAX_EPOCHS = 100_000
 MAX_STEPS = 10**9
 MAX_WORKERS = 1024
 MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_STORED_SIDE = 8192  # pixels of a record's longer side under data.resize=crop (a 8192x8192 RGB image is 200 MB)
+MAX_CROPS = 64  # predict.crops: an 8x8 grid of crops per image at inference
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,11 @@ class DataConfig:
     duplicate_groups: DuplicateGroups = DuplicateGroups.exact
     group_max_share: float = ranged(0.01, 0, 1, low_open=True)  # a larger group (and over 5 images) is reported, not used
     holdout_group: str = ""  # a value of comp.group_column: all its rows validate, none train (a generator never seen)
+    # stretch: records at the model's size, aspect ratio ignored; pad: letterboxed to it (black bars, no distortion);
+    # crop: records at native resolution (longer side shrunk to data.max_side when above it, never enlarged), training
+    # takes random crops of the model's size, inference a centre crop or predict.crops crops (kit.data.resizing).
+    resize: ResizePolicy = ResizePolicy.stretch
+    max_side: int = ranged(768, 8, MAX_STORED_SIDE, limit="MAX_STORED_SIDE")  # data.resize=crop: longest side kept
 
 
 @dataclass
@@ -185,6 +194,9 @@ class AugmentConfig:
     jpeg_min_quality: int = ranged(30, 1, 100)  # quality uniform in {this .. 100} (Wang et al.: 30)
     erase: float = ranged(0.0, 0, 1)  # random erasing after the jitter, random pixel fill (Zhong et al. AAAI 2020: 0.5)
     erase_max_area: float = ranged(0.4, 0.02, 1)  # box area uniform in [0.02, this] of the image (Zhong et al.: 0.4)
+    # data.resize=crop: the training crop is this to 1 of a larger window's area, shrunk to the model's size (a random
+    # resized crop around native resolution); 1: crops at native resolution only.
+    crop_min_scale: float = ranged(1.0, 0.05, 1)
     offline_copies: int = ranged(1, 1, 100)  # offline: augmented copies of the training set baked into the records
     jit_compile: bool = True  # online, library=keras: flips, jitter and CutMix as one XLA kernel (false: plain TF ops)
     jitter_on: JitterOn = JitterOn.auto  # online colour jitter: in the tf.data pipeline, or the model's first layer (its device)
@@ -231,6 +243,8 @@ class PredictConfig:
     batch_size: int = ranged(128, 1, MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE")
     output: str = "submission.csv"
     weights: EnsembleWeights = EnsembleWeights.equal  # an ensemble's weights: equal | score | fit (kit.blend)
+    # data.resize=crop: the mean over a k x k grid of crops spread over the image (1: its centre crop); a square number
+    crops: int = ranged(1, 1, MAX_CROPS, limit="MAX_CROPS")
 
 
 @dataclass

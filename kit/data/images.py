@@ -289,25 +289,25 @@ def decode(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- resize/encode
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Stretch to (size, size, 3) uint8, ignoring the aspect ratio.
+def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Stretch to (size, size, 3) uint8 (or to ``size`` = (height, width)), ignoring the aspect ratio.
 
     Stretching keeps every pixel of the image (no crop loses the evidence, no padding adds borders a
     model could key on). INTER_AREA when shrinking (anti-aliased), INTER_CUBIC when enlarging,
-    INTER_LINEAR when one side shrinks and the other grows.
+    INTER_LINEAR when one side shrinks and the other grows. (Other policies: :mod:`kit.data.resizing`.)
     """
     import cv2
 
-    height, width = image.shape[:2]
-    if (height, width) == (size, size):
+    height, width = (size, size) if isinstance(size, int) else size
+    if image.shape[:2] == (height, width):
         return np.ascontiguousarray(image)
-    if height >= size and width >= size:
+    if image.shape[0] >= height and image.shape[1] >= width:
         interpolation = cv2.INTER_AREA
-    elif height <= size and width <= size:
+    elif image.shape[0] <= height and image.shape[1] <= width:
         interpolation = cv2.INTER_CUBIC
     else:
         interpolation = cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interpolation)
+    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
 def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:

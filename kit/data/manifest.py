@@ -6,7 +6,7 @@
      "counts": {split: {"total", "per_class": {name: n}, "originals", "augmented", "unlabelled",
                         "per_fold": {fold: {"total", "originals"}}}},
      "shards": {split: [file names]}, "skipped": [{"id", "path", "reason", "split"}], "augment": {...},
-     "fingerprint", "source": {"data_root", "split_plan"}}
+     "fingerprint", "source": {"data_root", "split_plan"}, "resize", "max_side"}
 
 ``per_fold`` came later: a manifest without it still reads (its fold counts are then ``None`` and
 callers scan the shards, as before). The records folder of a config is :func:`records_dir`: one folder per
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kit.config.checks import check_folders
+from kit.data.resizing import folder_name, folder_settings
 from kit.data.schema import MANIFEST, SPLITS
 from kit.errors import KitError
 from kit.io import URLPath, as_path, join, read_json
@@ -65,13 +66,14 @@ def plan_settings(plan: str) -> str:
 
 
 def records_dir(cfg: Config) -> Path | URLPath:
-    """``<data.records_root>/<comp>/<model.image_size>/<split plan>``: where the records of ``cfg`` live (a gs://
-    root stays a URL).
+    """``<data.records_root>/<comp>/<size folder>/<split plan>``: where the records of ``cfg`` live (a gs:// root stays
+    a URL). The size folder is model.image_size, with the resize policy beside it when it is not stretch
+    (:func:`kit.data.resizing.folder_name`: ``224``, ``224-pad``, ``224-crop768``).
 
     The names are checked here, not only at load: a config edited in Python (``cfg.comp.name = "../x"``) reaches
     this function without passing load_config."""
     check_folders(cfg)
-    return as_path(cfg.data.records_root) / cfg.comp.name / str(cfg.model.image_size) / split_plan(cfg)
+    return as_path(cfg.data.records_root) / cfg.comp.name / folder_name(cfg) / split_plan(cfg)
 
 
 def records_source(cfg: Config) -> dict[str, str]:
@@ -152,6 +154,8 @@ class Manifest:
     fingerprint: str | None
     records_dir: Path | URLPath
     source: dict[str, str] = field(default_factory=dict)  # empty: built before the records said where they came from
+    resize: str = "stretch"  # data.resize the records were built with (kit.data.resizing); absent before policies
+    max_side: int | None = None  # data.max_side, for records that keep native sizes
 
     @classmethod
     def from_json(cls, value: dict[str, Any], records_dir: str | os.PathLike) -> Manifest:
@@ -171,6 +175,8 @@ class Manifest:
             fingerprint=value.get("fingerprint"),
             records_dir=as_path(records_dir),
             source={str(k): str(v) for k, v in (value.get("source") or {}).items()},
+            resize=str(value.get("resize", "stretch")),
+            max_side=value.get("max_side"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -189,6 +195,8 @@ class Manifest:
             "augment": dict(self.augment),
             "fingerprint": self.fingerprint,
             "source": dict(self.source),
+            "resize": self.resize,
+            "max_side": self.max_side,
         }
 
     def describe_source(self) -> str:
@@ -242,8 +250,10 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     folder = as_path(folder)
     path = folder / MANIFEST
     settings = plan_settings(folder.name)
+    size, resize_settings = folder_settings(folder.parent.name)
+    settings = " ".join(part for part in (settings, resize_settings) if part)
     command = f"kit records comp={folder.parent.parent.name} model=<model>{f' {settings}' if settings else ''}"
-    command += f" (image size {folder.parent.name})"
+    command += f" (image size {size})"
     if not path.is_file():
         if (folder.parent / MANIFEST).is_file():  # one folder for every split plan, as kits before the plan folders wrote
             raise KitError(

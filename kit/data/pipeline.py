@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.data import schema
 from kit.data.manifest import Manifest, source_split
+from kit.data.resizing import Cutter, check_resize, policy_of
 from kit.errors import KitError
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ def make_dataset(
     with_ids: bool = False,
     drop_remainder: bool = False,
     repeat: bool = False,
+    crops: int = 1,
 ) -> tf.data.Dataset:
     """A batched dataset of ``(images, targets)`` (or ``(images, targets, ids)`` with ``with_ids``).
 
@@ -123,6 +125,9 @@ def make_dataset(
     :func:`kit.train.strategy.with_jitter_on`): the augmenter leaves the colour jitter to the model's first layer.
     ``fold=k`` (records built with data.folds > 1): "train" = train shards with fold != k, "val" = fold == k
     without offline-augmented copies. ``repeat`` repeats (training) forever.
+
+    Records that keep native sizes (``data.resize=crop``, :mod:`kit.data.resizing`): training takes a random S x S
+    crop of each image, evaluation the centre crop, or with ``crops`` = k*k the k x k grid: images [B, crops, S, S, 3].
     """
     import tensorflow as tf
 
@@ -135,6 +140,11 @@ def make_dataset(
             raise KitError(f"fold={fold} is outside 0..{folds - 1}", f"pick a fold below data.folds={folds}")
     paths = require_shards(manifest, source)
     num_classes, image_size, binary = manifest.num_classes, manifest.image_size, manifest.binary
+    check_resize(cfg)
+    cutter = None
+    if policy_of(manifest.resize).native:  # images of varying sizes: decoded one by one and cut to S x S
+        seed, scale = cfg.augment.seed, cfg.augment.crop_min_scale  # stateless draws from (seed, batch number)
+        cutter = Cutter(image_size, manifest.image_format, training=training, seed=seed, min_scale=scale, crops=crops)
     autotune = tf.data.AUTOTUNE
 
     files = tf.data.Dataset.from_tensor_slices(paths)
@@ -171,11 +181,15 @@ def make_dataset(
 
     image_format = manifest.image_format
 
-    def parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        parsed = schema.parse_batch(serialized, num_classes, image_size, image_format)
-        return finish(parsed["image"], parsed["soft_label"], parsed["id"])
+    def parse_batch(number: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        if cutter is None:
+            parsed = schema.parse_batch(serialized, num_classes, image_size, image_format)
+            return finish(parsed["image"], parsed["soft_label"], parsed["id"])
+        parsed = tf.io.parse_example(serialized, schema.feature_spec(num_classes))
+        return finish(cutter(parsed, number), parsed["soft_label"], parsed["id"])
 
-    # One map per batch: parse, decode, cast, augment and shape targets in a single graph call.
-    dataset = records.batch(batch_size, drop_remainder=drop_remainder)
+    # One map per batch: parse, decode, cast, augment and shape targets in a single graph call. The batches are
+    # numbered before the parallel map, so a random crop's seed is its batch's number, whichever call runs first.
+    dataset = records.batch(batch_size, drop_remainder=drop_remainder).enumerate()
     dataset = dataset.map(parse_batch, num_parallel_calls=autotune, deterministic=not training)
     return dataset.prefetch(autotune)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from kit.config.checks import check_ranges
 from kit.data.image_headers import max_file_bytes, max_pixels
 from kit.data.manifest import VERSION, FoldCount, Manifest, SplitCounts, records_dir, records_source
+from kit.data.resizing import check_resize, policy_of
 from kit.data.schema import MANIFEST, SHARD_SUFFIX, SPLITS
 from kit.data.shards import (
     PROGRESS_DIR,
@@ -107,6 +108,12 @@ def _records_augment(cfg: Config) -> dict:
     return {"mode": "none"}
 
 
+def _resize_settings(cfg: Config) -> dict:
+    """The resize policy the records are built with; data.max_side only where the records keep native sizes."""
+    native = policy_of(cfg.data.resize).native
+    return {"resize": str(cfg.data.resize), "max_side": int(cfg.data.max_side) if native else None}
+
+
 def fingerprint(cfg: Config, index: pd.DataFrame, classes: list[str]) -> str:
     """A hash of everything the records depend on: index rows with file sizes/mtimes, and the settings.
 
@@ -125,6 +132,7 @@ def fingerprint(cfg: Config, index: pd.DataFrame, classes: list[str]) -> str:
         "classes": list(classes),
         "augment": _records_augment(cfg),
         "image_limits": [max_pixels(), max_file_bytes()],  # a raised limit admits images skipped before
+        **_resize_settings(cfg),  # (also in the folder's name)
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for row in index[["id", "path", "label", "split", "fold"]].itertuples(index=False):
@@ -209,6 +217,7 @@ def _manifest(cfg: Config, classes: list[str], tasks: list[ShardTask], folder: P
         fingerprint=fp,
         records_dir=folder,
         source=records_source(cfg),  # no build time: a resumed build writes the manifest of an uninterrupted one
+        **_resize_settings(cfg),
     )
 
 
@@ -228,6 +237,7 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> Manif
     """
     index = _check_index(index, classes)
     check_ranges(cfg.data, "data.")  # data.shard_mb and the rest, should a config edited in Python reach here
+    check_resize(cfg)
     folder = Path(records_dir(cfg))  # local: the build holds an flock on it
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -245,6 +255,7 @@ def build_records(cfg: Config, index: pd.DataFrame, classes: list[str]) -> Manif
         tasks = plan_shards(cfg, index)
         settings = {
             "size": cfg.model.image_size,
+            **_resize_settings(cfg),
             "format": image_format(cfg),
             "quality": cfg.data.jpeg_quality,
             "num_classes": len(classes),

@@ -5,12 +5,14 @@ One ``tf.train.Example`` per image:
 =============  ==========  ===================================================================
 feature        type        meaning
 =============  ==========  ===================================================================
-image          bytes       the resized image, RGB uint8: raw pixels (row-major S x S x 3), PNG or JPEG
+image          bytes       the stored image, RGB uint8: raw pixels (row-major H x W x 3), PNG or JPEG
 label          int64       class index (argmax of soft_label for CutMix copies); -1 when unknown (test)
 soft_label     float list  length = number of classes; one-hot, or CutMix proportions (sum 1)
 id             bytes       the example id as it appears in the submission
 height, width  int64       size of the original image before resizing
 fold           int64       k-fold number of labelled examples; -1 when folds are not used
+stored_height, int64       the stored image's size, written only when records keep native sizes
+stored_width                (``data.resize=crop``; absent: the image is S x S, the model's size)
 =============  ==========  ===================================================================
 
 The ``image`` encoding is the manifest's ``image_format`` (:func:`resolve_image_format`). ``raw`` needs no
@@ -48,6 +50,8 @@ class Example:
     height: int
     width: int
     fold: int = -1
+    stored_height: int = 0  # 0: not written (the image is the model's size)
+    stored_width: int = 0
 
 
 def resolve_image_format(image_format: str, image_size: int) -> str:
@@ -83,6 +87,9 @@ def serialize(example: Example) -> bytes:
     feature["height"].int64_list.value.append(int(example.height))
     feature["width"].int64_list.value.append(int(example.width))
     feature["fold"].int64_list.value.append(int(example.fold))
+    if example.stored_height:  # only native-size records carry it: records at the model's size stay as they were
+        feature["stored_height"].int64_list.value.append(int(example.stored_height))
+        feature["stored_width"].int64_list.value.append(int(example.stored_width))
     return message.SerializeToString(deterministic=True)
 
 
@@ -98,6 +105,8 @@ def feature_spec(num_classes: int) -> dict:
         "height": tf.io.FixedLenFeature([], tf.int64),
         "width": tf.io.FixedLenFeature([], tf.int64),
         "fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        "stored_height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        "stored_width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
     }
 
 
@@ -149,3 +158,13 @@ def parse_batch(serialized: Any, num_classes: int, image_size: int, image_format
     parsed = tf.io.parse_example(serialized, feature_spec(num_classes))
     parsed["image"] = decode_images(parsed["image"], image_size, image_format)
     return parsed
+
+
+def decode_stored(data: Any, image_format: str, height: Any, width: Any) -> Any:
+    """One ``image`` feature of records that keep native sizes -> uint8 [height, width, 3] (its own shape)."""
+    import tensorflow as tf
+
+    if image_format == "raw":
+        return tf.reshape(tf.io.decode_raw(data, tf.uint8), tf.stack([height, width, 3]))
+    image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    return tf.ensure_shape(image, [None, None, 3])

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kit.data.resizing import folder_name, policy_of, stored_side
 from kit.data.schema import SHARD_SUFFIX, SPLITS, resolve_image_format
 from kit.data.workers import SPAWN, main_script_hidden
 from kit.errors import KitError
@@ -107,7 +108,7 @@ def shard_name(split: str, number: int) -> str:
 def image_format(cfg: Config) -> str:
     """The format the records store images in: ``data.image_format`` with ``auto`` resolved."""
     try:
-        return resolve_image_format(cfg.data.image_format, cfg.model.image_size)
+        return resolve_image_format(cfg.data.image_format, stored_side(cfg))
     except ValueError as exc:
         raise KitError(str(exc), "set data.image_format=auto") from None
 
@@ -120,10 +121,10 @@ def examples_per_shard(cfg: Config, split: str) -> int:
     """How many source images go into one shard so that it is about ``data.shard_mb`` MB.
 
     Estimated from the image size alone (``size^2 x BYTES_PER_PIXEL[format]`` per example, times
-    1 + offline copies for train), which needs no sampling and keeps the plan a pure function of the
-    settings and the index, as resuming requires.
+    1 + offline copies for train; size: the longest side a stored image may have), which needs no sampling and
+    keeps the plan a pure function of the settings and the index, as resuming requires.
     """
-    size = cfg.model.image_size
+    size = stored_side(cfg)
     per_example = size * size * BYTES_PER_PIXEL[image_format(cfg)] + EXAMPLE_OVERHEAD
     if split == "train" and offline(cfg):
         per_example *= 1 + cfg.augment.offline_copies
@@ -179,14 +180,14 @@ def _write_shard(task: ShardTask) -> dict:
     A full disk returns ``{"error": "disk_full"}`` instead of raising, because a KitError's hint does
     not survive pickling back to the parent.
     """
-    from kit.data.images import ImageError, decode_with_size, resize
+    from kit.data.images import ImageError, decode_with_size
     from kit.data.schema import Example, encode_image, serialize
     from kit.data.tfrecord import TFRecordWriter
 
     state = _STATE
     size, fmt, quality, num_classes = state["size"], state["format"], state["quality"], state["num_classes"]
-    out_dir = Path(state["out_dir"])
-    queue = state["queue"]
+    policy, max_side = policy_of(state["resize"]), state["max_side"]
+    out_dir, queue = Path(state["out_dir"]), state["queue"]
     final = out_dir / task.name
     temp = out_dir / f".{task.name}.{os.getpid()}{TEMP_SUFFIX}"
     per_class = [0] * num_classes
@@ -218,8 +219,8 @@ def _write_shard(task: ShardTask) -> dict:
         with TFRecordWriter(temp) as writer:
             for row_id, path, label, fold in task.rows:  # a list in a worker, ShardRows in-process
                 try:
-                    image, (height, width) = decode_with_size(path, max_side=size)
-                    image = resize(image, size)
+                    image, (height, width) = decode_with_size(path, max_side=max_side if policy.native else size)
+                    image = policy.store(image, size, max_side)
                 except ImageError as exc:
                     skipped.append({"id": row_id, "path": path, "reason": exc.reason, "split": task.split})
                     report(1)
@@ -227,7 +228,8 @@ def _write_shard(task: ShardTask) -> dict:
                 soft = np.zeros(num_classes, np.float32)
                 if label >= 0:
                     soft[label] = 1.0
-                writer.write(serialize(Example(encode_image(image, fmt, quality), label, soft, row_id, height, width, fold)))
+                stored = image.shape[:2] if policy.native else (0, 0)  # written only where sizes vary
+                writer.write(serialize(Example(encode_image(image, fmt, quality), label, soft, row_id, height, width, fold, *stored)))
                 counts["originals"] += 1
                 count(label, fold, original=True)
                 if task.copies:
@@ -348,7 +350,7 @@ def write_tasks(cfg: Config, tasks: list[ShardTask], writers: ShardWriters, fold
     bar = tqdm(
         total=sum(len(t.rows) for t in tasks),
         unit="img",
-        desc=f"records {cfg.comp.name}/{cfg.model.image_size}",
+        desc=f"records {cfg.comp.name}/{folder_name(cfg)}",
         file=sys.stderr,
         mininterval=0.5,
         dynamic_ncols=True,
