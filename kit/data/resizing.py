@@ -75,7 +75,9 @@ class Policy:
 
 
 POLICIES: dict[str, Policy] = {
-    "stretch": Policy(lambda image, size, _: resize(image, size), False, "{size}", "stretched to {size} px (aspect ratio ignored)"),
+    "stretch": Policy(
+        lambda image, size, _: resize(image, size), False, "{size}", "stretched to {size} px (aspect ratio ignored)"
+    ),
     "pad": Policy(letterbox, False, "{size}-pad", "letterboxed to {size} px (black bars, aspect ratio kept)"),
     "crop": Policy(
         within_max_side, True, "{size}-crop{max_side}", "{size} px crops at native resolution (records up to {max_side} px)"

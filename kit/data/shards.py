@@ -9,9 +9,8 @@
   only when both exist.
 - **Parallel** with a ``spawn`` process pool (:mod:`kit.data.workers`: no fork, no rerun of the caller's script)
   whose workers each write whole shards. Workers never import TensorFlow: examples are encoded and framed by
-  :mod:`kit.data.tfrecord` (byte-identical to ``tf.io.TFRecordWriter``), because importing TensorFlow cost
-  each worker 7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, records build speed); a worker now starts in well under a
-  second. With one worker everything runs in this process.
+  :mod:`kit.data.tfrecord` (byte-identical to ``tf.io.TFRecordWriter``); importing TensorFlow cost each worker
+  7-15 s of start-up and ~0.6 GiB (BENCHMARKS.md, records build speed). With one worker all runs in this process.
 - **Memory** does not grow with the number of images beyond the index table the caller holds: shard rows
   are made into Python objects only when the shard is handed to a worker (:class:`ShardRows`), at most
   ``IN_FLIGHT_PER_WORKER`` shards per worker wait in the pool's queue, and the index is not copied.
@@ -229,7 +228,8 @@ def _write_shard(task: ShardTask) -> dict:
                 if label >= 0:
                     soft[label] = 1.0
                 stored = image.shape[:2] if policy.native else (0, 0)  # written only where sizes vary
-                writer.write(serialize(Example(encode_image(image, fmt, quality), label, soft, row_id, height, width, fold, *stored)))
+                example = Example(encode_image(image, fmt, quality), label, soft, row_id, height, width, fold, *stored)
+                writer.write(serialize(example))
                 counts["originals"] += 1
                 count(label, fold, original=True)
                 if task.copies:
