@@ -69,6 +69,7 @@ def _private_accesses(source: str, name: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_private_attribute_of_another_object_is_used() -> None:
     found = [hit for path in _modules() for hit in _private_accesses(path.read_text(), str(path.relative_to(ROOT)))]
     assert not found, "private attributes used: " + "; ".join(found)
@@ -137,11 +138,13 @@ def _private_modules(source: str, name: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_private_attribute_is_reached_through_a_string() -> None:
     found = [hit for path in _modules() for hit in _private_names_in_strings(path.read_text(), str(path.relative_to(ROOT)))]
     assert not found, "private attributes reached by name: " + "; ".join(found)
 
 
+@pytest.mark.slow
 def test_no_private_module_of_keras_or_tensorflow_is_imported() -> None:
     found = [hit for path in _modules() for hit in _private_modules(path.read_text(), str(path.relative_to(ROOT)))]
     assert not found, "private modules used: " + "; ".join(found)

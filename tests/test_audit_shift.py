@@ -48,6 +48,7 @@ def test_same_sized_pngs_name_file_size_not_image_size(tmp_path):
     assert "compressibility" in warning and "sizes alone" not in warning and "image size" not in warning.split(":")[1]
 
 
+@pytest.mark.slow
 def test_near_pairs_finds_every_pair_of_a_large_set():
     """faiss over 30 000 hashes (past the old 20 000 sample) finds exactly the planted pairs a brute force finds."""
     rng = np.random.default_rng(1)

@@ -53,6 +53,7 @@ def test_online_cutmix_mixes_by_pasted_area(library: str) -> None:
     assert mixed_images >= 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", LIBRARIES)
 def test_online_flip_rotation_jitter_keep_shape_dtype_range(library: str) -> None:
     rng = np.random.default_rng(0)
@@ -99,6 +100,7 @@ def test_config_errors_are_kit_errors() -> None:
         offline_augment(np.zeros((1, SIZE, SIZE, 3), np.uint8), np.ones((1, 1), np.float32), AugmentConfig(translate=0.7), 0)
 
 
+@pytest.mark.slow
 def test_keras_cutmix_takes_any_positive_alpha() -> None:
     """kit draws Beta(alpha, alpha) itself (two gammas), so alpha > 1 works on Keras core as on keras-cv."""
     images, labels = constant_batch(8)
@@ -164,6 +166,7 @@ def test_offline_rejects_wrong_inputs() -> None:
         offline_augment(images.astype(np.float32), np.eye(2, dtype=np.float32), AugmentConfig(), seed=0)
 
 
+@pytest.mark.slow
 def test_online_cutmix_probability_mixes_some_batches_only() -> None:
     images, labels = constant_batch(4)
     augment = build_online_augmenter(AugmentConfig(flip="none", cutmix=0.5, seed=5), 4)
@@ -187,6 +190,7 @@ def find_shift(source: np.ndarray, shifted: np.ndarray, most: int) -> tuple[int,
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [True, False])
 def test_online_translate_is_a_whole_pixel_reflected_shift_within_bounds(jit: bool) -> None:
     rng = np.random.default_rng(2)

@@ -66,6 +66,7 @@ MATHS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(MATHS))
 def test_the_pixel_maths_equals_opencv_in_numpy_tensorflow_and_xla(name: str) -> None:
     function, opencv = MATHS[name]
@@ -77,6 +78,7 @@ def test_the_pixel_maths_equals_opencv_in_numpy_tensorflow_and_xla(name: str) ->
     assert np.abs(expected[1] - x[1]).mean() > 0.5  # the degradation did something
 
 
+@pytest.mark.slow
 def test_the_identity_end_of_every_range_leaves_the_images_exactly_as_they_were() -> None:
     x = images()
     n = len(x)
@@ -171,6 +173,7 @@ def degraded_batch(
     return list(dataset.map(build_online_augmenter(cfg, labels.shape[1])).as_numpy_iterator())
 
 
+@pytest.mark.slow
 def test_online_with_every_degradation_keeps_shape_and_range_is_seeded_and_ignores_the_labels() -> None:
     x = np.rint(images(6)).astype(np.uint8)
     labels = np.eye(2, dtype=np.float32)[[0, 1, 0, 1, 0, 1]]
@@ -186,6 +189,7 @@ def test_online_with_every_degradation_keeps_shape_and_range_is_seeded_and_ignor
     assert not np.array_equal(first[0][0], x.astype(np.float32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [row.name for row in degrade.ROWS])
 def test_each_degradation_alone_runs_the_same_maths_with_and_without_xla(name: str) -> None:
     x = np.rint(images(4)).astype(np.uint8)
@@ -201,6 +205,7 @@ def test_each_degradation_alone_runs_the_same_maths_with_and_without_xla(name: s
         np.testing.assert_allclose(outs[0], outs[1], atol=1e-2)
 
 
+@pytest.mark.slow
 def test_turning_a_degradation_on_leaves_the_other_draws_as_they_were() -> None:
     x = np.rint(images(8)).astype(np.uint8)
     labels = np.eye(2, dtype=np.float32)[[0, 1] * 4]
@@ -216,6 +221,7 @@ def test_turning_a_degradation_on_leaves_the_other_draws_as_they_were() -> None:
     assert not np.array_equal(offline_plain[0], offline_blurred[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", ["keras", "keras_cv"])
 def test_the_keras_cv_path_runs_the_same_degradations(library: str) -> None:
     x = np.rint(images(4)).astype(np.uint8)

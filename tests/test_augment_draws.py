@@ -35,6 +35,7 @@ def as_arrays(draw: object) -> list[np.ndarray]:
     return [np.asarray(t) for t in tf.nest.flatten(draw)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DRAWS))
 def test_same_seed_same_draw_other_seed_other_draw(name: str) -> None:
     first, again, other = (as_arrays(DRAWS[name](seed(n))) for n in (1, 1, 2))

@@ -98,6 +98,7 @@ def test_xla_kernel_matches_plain_ops_and_takes_uint8() -> None:
     assert not np.allclose(runs["xla"][0][0], images.numpy())
 
 
+@pytest.mark.slow
 def test_full_keras_augmenter_in_tf_data_is_in_range_with_exact_label_sums() -> None:
     images, labels = batch(n=16)
     augment = build_online_augmenter(AugmentConfig(flip="horizontal", color_jitter=0.2, cutmix=1.0), 5)

@@ -64,6 +64,7 @@ def test_the_augmenter_skips_the_jitter_when_the_model_runs_it() -> None:
     np.testing.assert_array_equal(in_model(images, labels)[0].numpy(), images.numpy())  # and here it leaves it to the model
 
 
+@pytest.mark.slow
 def test_the_layer_applies_the_pipeline_kernels_jitter_for_the_same_draws() -> None:
     import tensorflow as tf
 

@@ -28,6 +28,7 @@ def online_batches(cfg: AugmentConfig, images: np.ndarray, labels: np.ndarray, c
     return list(dataset.as_numpy_iterator())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("library", ["keras", "keras_cv"])
 def test_online_mixup_images_are_the_convex_combinations_their_labels_say(library: str) -> None:
     n = 8

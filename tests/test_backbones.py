@@ -49,6 +49,7 @@ def pixels(size: int, n: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, size, size, 3)).astype("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [row_param(name) for name in BACKBONES])
 def test_every_backbone_trains_a_step_saves_and_reloads_the_same(name: str, tmp_path: Path) -> None:
     import keras
@@ -151,6 +152,7 @@ def test_every_row_names_known_modes_and_fixes() -> None:
         assert 0 < row.unfreeze < 100
 
 
+@pytest.mark.slow
 def test_efficientnetv2_scales_its_input_as_its_variant_expects() -> None:
     """EfficientNetV2 picks its input scaling from the model's name: ImageNet mean/std for B0-B3, [-1, 1] for
     S/M/L. Built as "backbone" every variant would take the B-variant scaling; kit keeps Keras' choice."""
@@ -169,6 +171,7 @@ def test_efficientnetv2_scales_its_input_as_its_variant_expects() -> None:
         np.testing.assert_allclose(stem.predict(images, verbose=0), expected, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.slow
 def test_keras_notop_h5_format_loads_into_the_backbone(tmp_path: Path) -> None:
     """Keras' *_notop.h5 files are legacy HDF5 model files, loaded by layer order; kit's backbone (the constructor's
     model wrapped under the name "backbone") takes them as the constructor's own model does."""
@@ -201,6 +204,7 @@ def test_presets_agree_with_their_rows() -> None:
     assert row_settings("cnn") is None
 
 
+@pytest.mark.slow
 def test_a_row_without_a_preset_yaml_is_a_model_of_its_own() -> None:
     """`model=convnext_tiny` works without configs/models/convnext_tiny.yaml: defaults/backbone.yaml, then the row
     (native size, ImageNet weights, phase 2 unfreezing its top layers); the command line still wins, a preset YAML
@@ -294,6 +298,7 @@ def test_wrong_weights_path_is_one_line_before_building(what: str, tmp_path: Pat
     assert str(path) in text and EXPECTED[what] in text and "fits no backbone" in text, text
 
 
+@pytest.mark.slow
 def test_another_backbones_weights_path_names_the_backbone_it_was_given_for(tmp_path: Path) -> None:
     from kit.models.pretrained import get_backbone
 

@@ -25,6 +25,7 @@ def good_and_noise() -> tuple[np.ndarray, np.ndarray]:
     return np.stack([_binary(good), _binary(rng.uniform(size=ROWS))]), y
 
 
+@pytest.mark.slow
 def test_equal_weights_are_the_plain_mean(good_and_noise) -> None:
     probs, y = good_and_noise
     made = fit_blend("equal", probs, y, accuracy_score, 0.5, False, "hold-out")
@@ -41,6 +42,7 @@ def test_score_weights_follow_the_errors(good_and_noise) -> None:
     assert weights[0] / weights[1] == pytest.approx(errors[1] / errors[0])  # half the errors, twice the weight
 
 
+@pytest.mark.slow
 def test_fitted_weights_find_the_informative_run_and_beat_equal(good_and_noise) -> None:
     probs, y = good_and_noise
     fitted = fit_blend("fit", probs, y, accuracy_score, None, True, "hold-out")
@@ -50,6 +52,7 @@ def test_fitted_weights_find_the_informative_run_and_beat_equal(good_and_noise) 
     assert "weights and threshold chosen on the other 4 of 5 parts" in fitted.score["what"]
 
 
+@pytest.mark.slow
 def test_weights_fitted_on_noise_score_as_chance_on_rows_they_were_not_fitted_on() -> None:
     """Thirty coin-flip runs: weights fitted on all rows score well above chance on those rows; the reported score,
     each part blended with weights fitted on the other parts, does not."""

@@ -34,6 +34,7 @@ def _same_table(inferred: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert ((inferred.label == -1) == (expected.label == -1)).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("comp", list(LAYOUTS))
 def test_inferred_yaml_indexes_like_the_preset(comp: str, tmp_path: Path) -> None:
     root = LAYOUTS[comp](tmp_path / comp)
@@ -67,6 +68,7 @@ def test_inferred_details(tmp_path: Path) -> None:
     assert cifake["classes"] == ["FAKE", "REAL"]
 
 
+@pytest.mark.slow
 def test_wrapping_folder_and_probability_submission(tmp_path: Path) -> None:
     """A zip that unpacked into one inner folder; a sample submission of probabilities."""
     root = make_ai_vs_human(tmp_path / "outer" / "inner")
@@ -138,6 +140,7 @@ def _user_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     return work, xdg / "kit"
 
 
+@pytest.mark.slow
 def test_new_comp_writes_to_the_working_directory_not_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work, _ = _user_folders(tmp_path, monkeypatch)
     root = make_ai_100(tmp_path / "a100")
@@ -150,6 +153,7 @@ def test_new_comp_writes_to_the_working_directory_not_the_package(tmp_path: Path
     assert "my-a100" in presets("competitions")
 
 
+@pytest.mark.slow
 def test_new_comp_falls_back_to_the_user_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     work, home = _user_folders(tmp_path, monkeypatch)
     (work / "configs").write_text("not a folder\n")  # ./configs/competitions cannot be made

@@ -37,6 +37,7 @@ def test_data_root_interpolates_the_competition_name_and_can_be_set():
     assert load_config(["comp=cifake", "data.root=/kaggle/input/cifake"]).data.root == "/kaggle/input/cifake"
 
 
+@pytest.mark.slow
 def test_comp_accepts_a_yaml_path(tmp_path: Path):
     path = tmp_path / "mine.yaml"
     path.write_text("comp:\n  name: mine\n  classes: [a, b, c]\n  train: {dir: train}\n")
@@ -75,6 +76,7 @@ def test_tpu_with_cloud_storage_is_accepted():
     assert cfg.train.strategy == "tpu"
 
 
+@pytest.mark.slow
 def test_saved_config_round_trips(tmp_path: Path):
     cfg = load_config(["comp=ai-100", "model=cnn", "tta=flip", "train.fine_tune.epochs=2"])
     path = tmp_path / "config.yaml"
@@ -94,6 +96,7 @@ def test_all_keys_lists_nested_settings():
     assert "train.fine_tune.learning_rate" in keys and "comp.train.csv" in keys
 
 
+@pytest.mark.slow
 def test_choices_are_typed_and_compare_print_and_save_as_their_text(tmp_path: Path):
     cfg = load_config(["augment.mode=offline", "augment.flip=none", "strategy=cpu"])
     assert cfg.augment.mode is AugmentMode.offline and cfg.augment.mode == "offline" and f"{cfg.augment.mode}" == "offline"

@@ -23,6 +23,7 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_demo_competition(tmp_path_factory.mktemp("demo"), size=16)
 
 
+@pytest.mark.slow
 def test_files_and_csvs(demo_root: Path) -> None:
     train = pd.read_csv(demo_root / "train.csv", dtype={"id": str})
     test = pd.read_csv(demo_root / "test.csv", dtype={"id": str})

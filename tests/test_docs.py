@@ -189,6 +189,7 @@ def parse_command(command: Command) -> None:
         raise AssertionError(f"no rule to check `{program}`: add one to tests/test_docs.py")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_command_on_the_page_parses(page: Path) -> None:
     """The cheap check of every command, run or not: kit's parser accepts it (and, if it is not run, its settings)."""

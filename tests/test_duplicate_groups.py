@@ -89,6 +89,7 @@ def test_exact_copies_are_one_member_and_unhashed_rows_stay_alone():
     assert len({near[1], near[4], near[6], near[0]}) == 4
 
 
+@pytest.mark.slow
 def test_audit_then_records_keeps_the_val_fraction_and_class_balance(tmp_path):
     """The issue's sequence: `kit audit`, then the index build. The audit changes no split; with near groups
     asked for, the chain is cut into mutual groups and validation keeps 20% and the classes' shares."""
@@ -229,6 +230,7 @@ def _tree(folder: Path) -> dict[str, tuple[int, bytes]]:
     return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_audit_writes_nothing_that_changes_a_split(tmp_path):
     cfg, groups = _copies_competition(tmp_path)
     before, _ = load_index(cfg)

@@ -94,6 +94,7 @@ def test_noise_residual_is_each_srm_kernel_on_each_channel_truncated() -> None:
 # --- streams beside the network -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet9", "resnet20", "cnn", "mobilenetv3_small"])
 def test_streams_are_pooled_beside_the_network_features_before_the_head(name: str) -> None:
     size = 32 if name == "mobilenetv3_small" else 16
@@ -109,6 +110,7 @@ def test_streams_are_pooled_beside_the_network_features_before_the_head(name: st
     assert build(model_cfg(name, size, inputs="rgb")).count_params() == plain.count_params()
 
 
+@pytest.mark.slow
 def test_same_seed_builds_the_same_model_and_predictions() -> None:
     import keras
 
@@ -124,6 +126,7 @@ def test_same_seed_builds_the_same_model_and_predictions() -> None:
     assert not np.array_equal(prob, other)
 
 
+@pytest.mark.slow
 def test_forensic_layers_compute_in_float32_under_mixed_precision() -> None:
     import keras
 
@@ -141,6 +144,7 @@ def test_forensic_layers_compute_in_float32_under_mixed_precision() -> None:
 # --- stride-1 stems ----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "stem", "stride"), [("resnet50", "conv1_conv", 2), ("convnext_tiny", "convnext_tiny_stem", 4)])
 def test_stride_one_stem_has_the_same_kernels_and_sees_every_pixel(name: str, stem: str, stride: int) -> None:
     """With the row's weights copied over, the stride-1 stem's output at every ``stride``-th pixel is the strided stem's
@@ -161,6 +165,7 @@ def test_stride_one_stem_has_the_same_kernels_and_sees_every_pixel(name: str, st
     assert full.count_params() == strided.count_params() == BACKBONES[name].params
 
 
+@pytest.mark.slow
 def test_stride_one_backbone_loads_weight_files_saved_at_the_rows_stride(tmp_path: Path) -> None:
     """A kit .weights.h5 of the backbone and Keras' legacy notop .h5 (ImageNet files' format) both load."""
     import keras
@@ -183,6 +188,7 @@ def test_stride_one_backbone_loads_weight_files_saved_at_the_rows_stride(tmp_pat
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "stem"), [("resnet9", "prep_conv"), ("resnet20", "stem_conv"), ("cnn", "block1_conv1")])
 def test_scratch_stem_stride_is_one_by_default_and_two_halves_the_first_maps(name: str, stem: str) -> None:
     assert build(model_cfg(name)).get_layer(stem).output.shape[1] == 16
@@ -198,6 +204,7 @@ def fusion_cfg(**options) -> ModelConfig:
     return ModelConfig(name="fusion", image_size=32, weights="none", options={"backbones": FUSED, **options})
 
 
+@pytest.mark.slow
 def test_fusion_puts_the_backbones_under_one_head_and_both_follow_the_two_phases() -> None:
     import keras
 

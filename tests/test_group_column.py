@@ -166,6 +166,7 @@ def test_a_group_column_on_a_folder_table_is_one_line(tmp_path: Path) -> None:
         read_index(cfg)
 
 
+@pytest.mark.slow
 def test_group_scores_are_the_metric_of_each_groups_rows_largest_first() -> None:
     rng = np.random.default_rng(5)
     groups = np.array(["x"] * 50 + ["y"] * 30 + ["z"] * 20 + ["w"] * 5, dtype=object)
@@ -183,6 +184,7 @@ def test_group_scores_are_the_metric_of_each_groups_rows_largest_first() -> None
         assert entry["interval"][0] <= entry["value"] <= entry["interval"][1]
 
 
+@pytest.mark.slow
 def test_evaluate_scores_each_group_of_the_validation_rows_and_marks_the_held_out_one(tmp_path: Path, capsys) -> None:
     cfg = grouped_comp(tmp_path)
     cfg.comp.metric = "f1"

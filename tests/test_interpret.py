@@ -38,6 +38,7 @@ def _write_index(cfg, ids, files):
     frame.to_csv(index_dir(cfg) / "index.csv", index=False)
 
 
+@pytest.mark.slow
 def test_val_predictions_hold_the_models_probabilities_paths_and_losses(tmp_path, capsys):
     model = make_model(1, seed=11)
     cfg, run, images, labels, ids = _val_run(tmp_path, ["human", "ai"], model)
@@ -97,6 +98,7 @@ def test_the_second_gradcam_explains_the_true_class_or_else_the_runner_up():
     assert contrast_classes(rows, ["a", "b", "c"]).tolist() == [2, 0]  # wrong: its true class c; right: runner-up a
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [tiny_scratch, tiny_pretrained])
 def test_evaluate_of_a_convolutional_run_draws_gradcam(build, tmp_path):
     model = build(size=SIZE)  # tiny_pretrained: the feature map is the nested backbone's output
@@ -123,6 +125,7 @@ def test_the_feature_map_is_the_last_4d_output_after_a_convolution():
     assert found(make_model(1, seed=0)) is None  # Sequential Rescaling -> Flatten -> Dense
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [tiny_scratch, tiny_pretrained])
 def test_heat_maps_are_image_sized_in_0_1_and_differ_between_images_and_classes(build, tmp_path):
     import keras

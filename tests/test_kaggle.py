@@ -69,6 +69,7 @@ def test_download_unzips_indexes_and_caches(fake_kaggle, tmp_path, monkeypatch):
     assert len(fake_kaggle.requests) == before  # cached: no request at all
 
 
+@pytest.mark.slow
 def test_dataset_download(fake_kaggle, tmp_path):
     fake_kaggle.datasets["someone/fake-data"] = make_zip({"train/REAL/a.png": b"x", "train/FAKE/b.png": b"y"})
     cfg = _cfg(tmp_path, slug="someone/fake-data", source="dataset")

@@ -60,6 +60,7 @@ def test_build_bundle(fake_kaggle, workdir):
     assert KEY not in _bundle_text(folder)
 
 
+@pytest.mark.slow
 def test_embedded_config_reproduces_the_run(fake_kaggle, workdir):
     """The kernel's command line (comp=<config> model=<config> + paths) resolves to cfg: the config is the last layer."""
     cfg = _cfg(workdir, "train.epochs=3", "model=cnn", "augment.cutmix=0.5")
@@ -74,6 +75,7 @@ def test_embedded_config_reproduces_the_run(fake_kaggle, workdir):
     assert again.run.root == "/kaggle/temp/runs" and again.data.records_root == "/kaggle/temp/records"  # scratch, not output
 
 
+@pytest.mark.slow
 def test_dataset_comp_and_weights_sources(fake_kaggle, workdir):
     weights = workdir / "resnet50.weights.h5"
     weights.write_bytes(b"w")
@@ -90,6 +92,7 @@ def test_local_comp_has_no_kernel(fake_kaggle, workdir):
         kernel.build(_cfg(workdir, source="local"))
 
 
+@pytest.mark.slow
 def test_push_with_the_real_client(fake_kaggle, workdir, capsys):
     cfg = _cfg(workdir)
     pushed = kernel.push(cfg)
@@ -185,6 +188,7 @@ def _tiny_run(cfg, run_dir: Path, threshold: float = 0.3) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_inference_kernel_from_a_run_and_a_kfold_parent(fake_kaggle, workdir):
     """--from-run packs best.keras, config.yaml and threshold.json (a k-fold parent: every fold) and predicts only."""
     cfg = _cfg(workdir, "model=cnn", "predict.threshold=auto")

@@ -248,6 +248,7 @@ def test_kit_submit_on_a_code_competition_submits_the_kernel(fake_kaggle, workdi
     assert fake_kaggle.calls("CreateCodeSubmission")[0].body["kernelSlug"] == "kit-fake-comp"
 
 
+@pytest.mark.slow
 def test_code_competition_is_a_comp_setting_a_resume_may_gain(workdir):
     """A run trained before the setting existed (its config.yaml lacks it) still resumes with it set."""
     from kit.runs import check_resume_settings
@@ -262,14 +263,15 @@ def test_code_competition_is_a_comp_setting_a_resume_may_gain(workdir):
     check_resume_settings(cfg, run)
 
 
+@pytest.mark.slow
 def test_a_run_trained_in_a_kernel_feeds_the_inference_kernel(fake_kaggle, workdir):
     """Train on Kaggle, then predict there: the fetched run folder is a --from-run run (its best.keras packed)."""
-    from run_fixtures import make_model, make_run
+    from run_fixtures import SIZE, make_model, make_run
 
     from kit.kaggle import kernel
     from kit.runs import write_threshold
 
-    cfg = _cfg(workdir, "model=cnn", "predict.threshold=auto")
+    cfg = _cfg(workdir, "model=cnn", f"model.image_size={SIZE}", "predict.threshold=auto")
     trained = make_run(cfg, workdir / "kernel-side", make_model(1, seed=1))
     write_threshold(trained, 0.4, "val", 10, None)
     outputs = {**kernel_outputs(), **{f"run/{p.name}": p.read_bytes() for p in trained.iterdir() if p.is_file()}}

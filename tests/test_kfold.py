@@ -92,6 +92,7 @@ def test_parent_layout_and_one_run_id(kfold_run) -> None:
     assert latest_run(cfg) == parent
 
 
+@pytest.mark.slow
 def test_every_training_example_is_out_of_fold_once(kfold_run) -> None:
     _, parent, truth = kfold_run
     oof = pd.read_csv(parent / "oof.csv", dtype={"id": str})
@@ -104,6 +105,7 @@ def test_every_training_example_is_out_of_fold_once(kfold_run) -> None:
     np.testing.assert_allclose(oof[["dark", "bright"]].sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
     from kit.evaluate import score
     from kit.inference import labels_from_probs

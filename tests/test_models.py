@@ -157,6 +157,7 @@ def test_lstm_bidirectional_option() -> None:
     assert model.get_layer("bilstm1").output.shape == (None, 16)
 
 
+@pytest.mark.slow
 def test_registry_builds_every_scratch_model_and_takes_the_backbones_from_their_table() -> None:
     """Every pretrained entry is a backbone table row (tests/test_backbones.py builds each) or fusion, which puts rows
     side by side (tests/test_forensic_models.py); scratch ones build here."""

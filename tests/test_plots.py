@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -48,6 +49,7 @@ def test_a_long_title_over_one_image_is_wrapped_inside_the_figure(tmp_path: Path
     assert (tmp_path / "one.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_long_captions_fit_their_images_and_one_word_too_long_is_elided(tmp_path: Path) -> None:
     from kit.image_grids import grid_figure
 
@@ -59,6 +61,7 @@ def test_long_captions_fit_their_images_and_one_word_too_long_is_elided(tmp_path
     assert len(fig.axes[4].title.get_text()) < 80  # one 80-letter word cannot be wrapped: it is shortened
 
 
+@pytest.mark.slow
 def test_a_long_run_title_on_learning_curves_stays_inside(tmp_path: Path) -> None:
     history = pd.DataFrame({"epoch": [1, 2], "loss": [0.7, 0.5], "val_loss": [0.8, 0.6]})
     fig = plots.learning_curves_figure(history, title="ai-vs-human/" + "20261201-120000-" * 6)
@@ -92,6 +95,7 @@ def test_learning_curves_show_the_learning_rate_on_its_own_log_panel() -> None:
     assert panels["accuracy"].get_yscale() == "linear"
 
 
+@pytest.mark.slow
 def test_learning_curves_mark_the_best_epoch_with_the_monitored_value(tmp_path: Path) -> None:
     fig = plots.learning_curves_figure(_history(), best_epoch=4, monitor="val_accuracy")
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}

@@ -60,6 +60,7 @@ def test_unknown_tta_name_is_a_kit_error(binary_comp):
         predict_probabilities(make_model(1, seed=3), _dataset(cfg), ["hflp"], progress=False)
 
 
+@pytest.mark.slow
 def test_an_ensemble_gets_its_own_folder_and_a_validation_score_and_leaves_its_runs_alone(binary_comp, tmp_path, capsys):
     """Before: runs=A,B wrote into A's folder (its submission.csv and probabilities.csv replaced)."""
     cfg, order = binary_comp
@@ -107,6 +108,7 @@ def _kfold_member(cfg, tmp_path: Path, labelled: list[str], labels: np.ndarray, 
     return parent, models
 
 
+@pytest.mark.slow
 def test_a_kfold_run_counts_once_and_is_blended_on_the_rows_held_out_from_both(binary_comp, tmp_path, capsys):
     """Before: a 2-fold parent beside a single run was two of three equal votes (its folds flattened), and unscored."""
     cfg, _ = binary_comp
@@ -129,6 +131,7 @@ def test_a_kfold_run_counts_once_and_is_blended_on_the_rows_held_out_from_both(b
     assert "held-out (val and OOF) blend f1" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_runs_validated_on_different_rows_are_not_scored_and_not_fitted(binary_comp, tmp_path, capsys):
     cfg, _ = binary_comp
     write_split(cfg, "val", random_images(8, seed=9), np.array([0, 1] * 4), [f"v{i}" for i in range(8)])

@@ -126,6 +126,7 @@ def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Pa
     assert smoothed[lowest] < 0.8 * smoothed[0]  # the loss did fall before it rose
 
 
+@pytest.mark.slow
 def test_resnet9_preset_is_the_fast_recipe() -> None:
     from kit.config import load_config
 

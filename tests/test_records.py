@@ -161,6 +161,7 @@ def test_round_trip_counts_skips_and_shards_with_a_process_pool(tmp_path, capsys
         assert example["shard"].startswith(row.split + "-")
 
 
+@pytest.mark.slow
 def test_rerun_is_a_no_op_and_a_change_rebuilds(tmp_path, capsys):
     index = make_index(tmp_path / "src", n_train=8, n_val=2, n_test=2, bad=False)
     cfg = make_config(tmp_path / "records", "data.shard_mb=0.0025")
@@ -338,6 +339,7 @@ def test_errors_name_the_fix(tmp_path):
         Manifest.from_json({"classes": CLASSES, "image_size": 16}, tmp_path).shard_paths("holdout")
 
 
+@pytest.mark.slow
 def test_shard_rows_index_one_row_without_building_the_others(monkeypatch):
     index = pd.DataFrame({"id": ["a", "b", "c"], "path": ["pa", "pb", "pc"], "label": [0, 1, 2], "split": "val", "fold": -1})
     (task,) = shards.plan_shards(make_config(Path("unused")), index)

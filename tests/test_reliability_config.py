@@ -291,6 +291,7 @@ ISSUE_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(ISSUE_CASES))
 def test_the_issue_settings_are_refused_at_load_time(case: str) -> None:
     overrides, expected = ISSUE_CASES[case]
@@ -314,6 +315,7 @@ def outside(allowed, kind: type) -> list[float]:
 RANGE_CASES = [(key, kind, allowed, value) for key, kind, allowed in ranged_fields() for value in outside(allowed, kind)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("key", "kind", "allowed", "value"), RANGE_CASES, ids=[f"{c[0]}={c[3]}" for c in RANGE_CASES])
 def test_each_numeric_setting_is_checked_against_its_declared_range(key: str, kind: type, allowed, value: float) -> None:
     line = one_line([f"{key}={value}"])

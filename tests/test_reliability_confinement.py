@@ -84,6 +84,7 @@ def test_the_schema_marks_the_settings_that_name_files() -> None:
     assert marked["comp.val.image_dir"] == "folder" and marked["comp.solution"] == "file"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", sorted(root_settings()))
 def test_every_setting_naming_a_file_is_confined_to_data_root(comp, tmp_path: Path, key: str) -> None:
     yaml, root = comp

@@ -40,6 +40,7 @@ ODD_ENTRIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(ODD_ENTRIES))
 def test_an_odd_entry_in_a_class_folder_is_skipped_and_listed(tmp_path: Path, case: str) -> None:
     import cv2
@@ -115,6 +116,7 @@ def _fill(mount: Path, leave: int) -> None:
 
 # Free bytes left on the run's disk: each runs out at another writer (TensorBoard's events, Keras's zip of
 # best.keras, h5py's checkpoint weights), which each report a full disk their own way.
+@pytest.mark.slow
 @pytest.mark.parametrize("leave", [16_384, 60_000, 120_000])
 def test_a_full_disk_while_training_names_where(tiny_records: list[str], tmp_path: Path, leave: int) -> None:
     with small_tmpfs(tmp_path, "4m") as mount:
@@ -136,6 +138,7 @@ def test_a_full_disk_while_training_names_where(tiny_records: list[str], tmp_pat
 # ---------------------------------------------------------------------------------------------- its own config
 
 
+@pytest.mark.slow
 def test_a_run_config_with_6000_classes_is_read_back(tmp_path: Path) -> None:
     from kit.run_model import run_config
     from kit.runs import write_run_files
@@ -147,6 +150,7 @@ def test_a_run_config_with_6000_classes_is_read_back(tmp_path: Path) -> None:
     assert run_config(cfg, tmp_path / "run").comp.classes == cfg.comp.classes
 
 
+@pytest.mark.slow
 def test_a_config_kit_could_not_read_back_is_refused_before_it_is_written(tmp_path: Path) -> None:
     from kit.runs import write_run_files
 
@@ -188,6 +192,7 @@ runpy.run_module("kit", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_a_kill_while_a_kernel_packs_leaves_no_truncated_model_under_its_final_name(tmp_path: Path) -> None:
     from fake_kaggle import write_comp_yaml
     from run_fixtures import make_config, make_model, make_run

@@ -271,6 +271,7 @@ def test_records_build_completes_with_exact_counts(built: dict) -> None:
     assert f"{len(bad)} bad images skipped" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_each_file_is_written_or_skipped_with_its_reason(built: dict, name: str) -> None:
     if name not in built["names"]:
@@ -288,6 +289,7 @@ def test_each_file_is_written_or_skipped_with_its_reason(built: dict, name: str)
         assert skipped[name]["id"] == row_id
 
 
+@pytest.mark.slow
 def test_exif_rotated_jpeg_is_stored_upright(built: dict) -> None:
     example = _examples(built["folder"], built["manifest"])["images/exif6.jpg"]
     assert (example["height"], example["width"]) == (32, 16)  # the displayed size
@@ -295,6 +297,7 @@ def test_exif_rotated_jpeg_is_stored_upright(built: dict) -> None:
     assert image[:, : SIZE // 2 - 2].mean() > 220 and image[:, SIZE // 2 + 2 :].mean() < 35  # white left, black right
 
 
+@pytest.mark.slow
 def test_huge_jpeg_keeps_its_original_size(built: dict) -> None:
     example = _examples(built["folder"], built["manifest"])["images/huge.jpg"]
     assert (example["height"], example["width"]) == (HUGE, HUGE)
@@ -332,6 +335,7 @@ def _within(timeout: float, work: Any) -> Any:
     return out["value"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(AUDIT_CASES))
 def test_audit_facts_report_hostile_files_as_unreadable(built: dict, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from kit.data.images import file_facts

@@ -131,6 +131,7 @@ def _kernel_build(cfg: Config, run_dir: Path) -> None:
 USES = {"predict": _predict, "evaluate": _evaluate, "export": _export, "kernel build": _kernel_build}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("case", "use"), [(case, use) for case, (_, uses, _) in CASES.items() for use in uses])
 def test_a_run_that_disagrees_with_its_data_is_refused_wherever_it_is_used(
     run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, use: str
@@ -148,6 +149,7 @@ def test_a_run_that_disagrees_with_its_data_is_refused_wherever_it_is_used(
     assert not (tmp_path / "build" / "model").exists()  # nothing packed
 
 
+@pytest.mark.slow
 def test_the_unspoiled_run_is_used(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The baseline the cases spoil: the same run predicts and evaluates."""
     cfg, run_dir = run

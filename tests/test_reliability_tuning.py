@@ -82,6 +82,7 @@ def finished_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CHANGES))
 def test_a_search_resumes_only_as_it_was_started(finished_search: Path, case: str) -> None:
     from kit.train.tuner import tune, tune_dir

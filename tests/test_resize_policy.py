@@ -126,6 +126,7 @@ def crop_config(tmp: Path, *extra: str):
     return load_config([*settings, "data.resize=crop", "data.max_side=40", *extra])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("image_format", ["png", "raw"])
 def test_records_of_mixed_sizes_round_trip_and_predictions_take_their_centre_crop(tmp_path, image_format):
     index, images = write_images(tmp_path / "img")
@@ -155,6 +156,7 @@ def test_records_of_mixed_sizes_round_trip_and_predictions_take_their_centre_cro
     np.testing.assert_array_equal(grid.numpy()[0], resizing.grid_crops(stored[2], 16, 4).numpy())
 
 
+@pytest.mark.slow
 def test_training_crops_have_the_models_size_and_repeat_for_a_seed(tmp_path):
     index, _ = write_images(tmp_path / "img", SIDES * 3)
     cfg = crop_config(tmp_path, "augment.mode=none", "augment.crop_min_scale=0.5")

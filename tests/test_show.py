@@ -54,6 +54,7 @@ def test_the_plain_view_is_the_first_images_of_each_class_exactly_as_recorded(tm
         assert all(np.array_equal(label, np.eye(2)[k]) for label in shown[name].labels)
 
 
+@pytest.mark.slow
 def test_show_writes_a_png_under_the_runs_with_file_names_from_the_index(tmp_path):
     cfg, _, _, ids = _binary_records(tmp_path)
     files = [f"/data/raw/tiny/train_data/file_{i}.jpg" for i in range(len(ids))]
@@ -77,6 +78,7 @@ def test_without_an_index_the_caption_is_the_example_id(tmp_path):
     assert captions == [f"{ids[0]}\nhuman", f"{ids[2]}\nhuman", f"{ids[1]}\nai", f"{ids[3]}\nai"]
 
 
+@pytest.mark.slow
 def test_the_augmented_view_is_the_training_pipeline_with_mixed_labels(tmp_path):
     cfg, images, _, ids = _binary_records(tmp_path, n=32)
     cfg.augment.cutmix = 1.0  # every batch CutMixed: most images get a patch of another and a soft label
@@ -112,6 +114,7 @@ def test_label_text_names_the_class_or_the_mix_largest_share_first():
     assert label_text(np.zeros(3), classes, False) == ""
 
 
+@pytest.mark.slow
 def test_a_multiclass_val_split_gets_a_row_per_class_and_a_marked_empty_row(tmp_path):
     cfg = make_config(tmp_path, ["a", "b", "c"], metric="accuracy")
     labels = np.array([0, 1, 0, 1, 0])  # no "c" in val

@@ -38,6 +38,7 @@ def _with(cfg, **data):
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **data))
 
 
+@pytest.mark.slow
 def test_kfold_records_leave_the_hold_out_records_and_their_runs_alone(tmp_path: Path) -> None:
     """Before: `kit train folds=3` rewrote the one records folder without a val split; evaluating the hold-out run
     then failed, and a plain `kit train` trained with no validation at all."""

@@ -204,6 +204,7 @@ def test_train_entry_point_writes_the_run_directory(tmp_path: Path) -> None:
         train(load_config([*overrides, "run.id=fixed"]))
 
 
+@pytest.mark.slow
 def test_one_session_setup_from_the_records_handed_down(tmp_path: Path) -> None:
     from kit.config import load_config
     from kit.data.manifest import read_manifest, records_dir
