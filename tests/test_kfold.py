@@ -138,7 +138,6 @@ def test_evaluate_of_the_parent_scores_its_out_of_fold_rows_as_the_driver_did(kf
 
     cfg, parent, _ = kfold_run
     cv, threshold = read_json(parent / "cv.json"), read_json(parent / "threshold.json")
-    oof = pd.read_csv(parent / "oof.csv", dtype={"id": str})
 
     result = evaluate(cfg, parent)  # a k-fold parent has no best.keras of its own: its folds' OOF rows are scored
 
