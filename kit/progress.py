@@ -137,8 +137,11 @@ def progress(
     leave: bool = True,
 ) -> Iterator[Item]:
     """``items``, shown advancing (:func:`progress_bar`); ``total`` defaults to ``len(items)`` where it has one."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
+    if total is None:
+        try:
+            total = len(items)  # type: ignore[arg-type]
+        except TypeError:  # no length (a generator), or one unknown until read (a filtered tf.data.Dataset)
+            total = None
     bar = progress_bar(desc, total, unit, stream=stream, disable=disable, leave=leave)
     finished = False
     try:

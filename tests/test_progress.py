@@ -69,10 +69,14 @@ def test_predicting_into_a_log_writes_lines_not_carriage_returns(tmp_path: Path,
     cfg.predict.batch_size = 4
     write_split(cfg, "val", random_images(10, seed=1), np.arange(10) % 2, [f"v{i}" for i in range(10)])
     manifest = read_manifest(records_dir(cfg))
-    ids, _ = predict_probabilities(make_model(1, seed=3), split_dataset(cfg, manifest, "val"), total=3)
+    model, dataset = make_model(1, seed=3), split_dataset(cfg, manifest, "val")
+    ids, _ = predict_probabilities(model, dataset, total=3)
     err = capsys.readouterr().err
     assert len(ids) == 10
     assert "\r" not in err and "predict: 3/3 batch (100%) in " in err
+    # a dataset whose length is unknown until read (a fold's rows are filtered): counted without a total
+    ids, _ = predict_probabilities(model, dataset.filter(lambda *_: True))
+    assert len(ids) == 10 and "predict: 3 batch in " in capsys.readouterr().err
 
 
 def test_a_long_epoch_in_a_log_gets_lines_between_keras_epoch_lines(monkeypatch, capsys) -> None:
