@@ -16,6 +16,7 @@ optimistic by a little; the plain 0.5 numbers are reported beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,16 +26,17 @@ import numpy as np
 import pandas as pd
 
 from kit import interpret, plots
-from kit.data.manifest import read_manifest, records_dir
+from kit.data.manifest import read_manifest, records_dir, source_split
 from kit.errors import KitError
 from kit.inference import batches_in_split, class_names, predict_probabilities, split_dataset, to_class_probs
 from kit.io import write_json
 from kit.run_model import check_records, load_model, run_config
-from kit.runs import latest_run, read_state, run_fold, write_threshold
+from kit.runs import is_parent, latest_run, read_state, run_dir_of, run_fold, write_threshold
 from kit.scores import degenerate_warning, group_scores, honest_binary_scores, scored, threshold_parts
 
 if TYPE_CHECKING:
     from kit.config import Config
+    from kit.data.manifest import Manifest
 
 
 def classification_metrics(y_true: np.ndarray, class_probs: np.ndarray, classes: Sequence[str], threshold: float = 0.5) -> dict:
@@ -135,9 +137,29 @@ def _learning_curves(run_dir: Path, plot_dir: Path) -> Path | None:
     )
 
 
+def held_out_scores(cfg: Config, y_true: np.ndarray, class_probs: np.ndarray, where: str, parts: np.ndarray) -> dict:
+    """The honest scores of held-out rows (``where``: "hold-out", "5-fold OOF"): ``at_0.5`` (argmax for multi-class)
+    with its interval; binary: ``threshold``, the F1-best over all rows (what threshold=auto uses, never scored on them),
+    and ``at_chosen``, each part cut at the threshold of the other ``parts``; ``degenerate`` for a constant model.
+    kit evaluate and the k-fold driver both score through here."""
+    metric = functools.partial(score, cfg)
+    out: dict[str, Any] = {}
+    if class_probs.shape[1] == 2:
+        out.update(honest_binary_scores(y_true, class_probs[:, 1], metric, where, parts))
+    else:
+        out["at_0.5"] = scored(y_true, class_probs.argmax(axis=1), metric, f"{where} (argmax)")
+    warning = degenerate_warning(class_probs, 0.5, y_true)
+    if warning:
+        out["degenerate"] = warning
+    return out
+
+
 def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
-    """Evaluate ``run_dir`` (default: the newest run) on val; write metrics.json, threshold.json, plots/."""
+    """Evaluate ``run_dir`` (default: the newest run) on val, a k-fold parent on its out-of-fold predictions; write
+    metrics.json, threshold.json, plots/."""
     run_dir = Path(latest_run(cfg) if run_dir is None else run_dir)
+    if is_parent(run_dir):
+        return evaluate_oof(cfg, run_dir)
     model = load_model(run_dir)  # a run without best.keras fails here, before anything is read
     run_cfg = run_config(cfg, run_dir)
     fold = run_fold(run_dir)
@@ -148,51 +170,95 @@ def evaluate(cfg: Config, run_dir: Path | None = None) -> dict:
     total = batches_in_split(manifest, "val", run_cfg.predict.batch_size, fold)
     ids, probs = predict_probabilities(model, dataset, (), total=total, on_batch=top, source=f"run {run_dir}")
     y_true = top.labels()
-    class_probs = to_class_probs(probs)
-    n = class_probs.shape[1]
+    try:
+        parts = threshold_parts(y_true)
+    except ValueError:
+        parts = np.zeros(len(y_true), dtype=np.int64)  # one part: no tuned score (honest_binary_scores says so)
+    rows = Rows(ids, y_true, to_class_probs(probs), parts, "val", "hold-out")
+    result = _report(run_cfg, run_dir, manifest, rows, lambda _row: model, top.worst())
+    result["fold"] = fold
+    return _finish(run_dir, result)
+
+
+def evaluate_oof(cfg: Config, parent: Path) -> dict:
+    """Evaluate a k-fold parent on its out-of-fold predictions (oof.csv): the scores, the threshold chosen as the
+    k-fold driver chooses it (on all OOF rows; its score cross-fitted over the folds), the plots; the top losses'
+    images read from the records and explained by the model of the fold that held each out."""
+    run_cfg = run_config(cfg, parent)
+    manifest = read_manifest(records_dir(run_cfg))
+    check_records(run_cfg, manifest, parent)
+    classes = class_names(run_cfg, manifest)
+    oof = interpret.read_oof(parent, classes)
+    folds = oof["fold"].to_numpy().astype(int)
+    class_probs = oof[interpret.probability_columns(classes)].to_numpy(dtype=np.float64)
+    where = f"{len(np.unique(folds))}-fold OOF"
+    rows = Rows(oof["id"].to_numpy(), oof["label"].to_numpy().astype(int), class_probs, folds, "out-of-fold", where)
+    frame = interpret.predictions_frame(rows.ids, class_probs, rows.y_true, classes, {})
+    positions = interpret.worst_rows(frame)
+    images = interpret.record_images(manifest, source_split("val", 0), frame["id"].iloc[positions].tolist())
+    kept = [p for p in positions if frame["id"].iloc[p] in images]  # rows whose records are gone are not shown
+    worst = (kept, np.stack([images[frame["id"].iloc[p]] for p in kept]) if kept else np.zeros((0, 1, 1, 3), np.uint8))
+    model_of = functools.cache(lambda fold: load_model(run_dir_of(parent, fold)))
+    result = _report(run_cfg, parent, manifest, rows, lambda row: model_of(int(folds[row.name])), worst)
+    return _finish(parent, result)
+
+
+@dataclasses.dataclass
+class Rows:
+    """Held-out rows and what a model predicted for them: ids, true class indices, (N, C) class probabilities, the
+    parts the threshold is cross-fitted over (the folds, for OOF rows), and their names in titles and scores."""
+
+    ids: np.ndarray
+    y_true: np.ndarray
+    class_probs: np.ndarray
+    parts: np.ndarray
+    name: str  # "val" | "out-of-fold"
+    where: str  # "hold-out" | "5-fold OOF"
+
+
+def _report(run_cfg: Config, run_dir: Path, manifest: Manifest, rows: Rows, model_of: interpret.ModelOf, worst: tuple) -> dict:
+    """Scores, threshold.json, plots and the interpretation figures of ``rows``; the result metrics.json will hold."""
+    n = rows.class_probs.shape[1]
     classes = class_names(run_cfg, manifest)
     if len(classes) != n:
         classes = [str(i) for i in range(n)]
-
-    result: dict[str, Any] = {"run": str(run_dir), "split": "val", "fold": fold, "examples": int(len(y_true))}
-    plot_dir = run_dir / "plots"
-    metric = functools.partial(score, run_cfg)
-    threshold = None
-    if n == 2:
-        result.update(classification_metrics(y_true, class_probs, classes, 0.5))
-        try:
-            parts = threshold_parts(y_true)
-        except ValueError:
-            parts = np.zeros(len(y_true), dtype=np.int64)  # one part: no tuned score (honest_binary_scores says so)
-        honest = honest_binary_scores(y_true, class_probs[:, 1], metric, "hold-out", parts)
-        threshold = honest["threshold"]
+    y_true, class_probs = rows.y_true, rows.class_probs
+    result: dict[str, Any] = {"run": str(run_dir), "split": rows.name, "examples": int(len(y_true))}
+    honest = held_out_scores(run_cfg, y_true, class_probs, rows.where, rows.parts)
+    threshold = honest.get("threshold")
+    result.update(classification_metrics(y_true, class_probs, classes, 0.5))
+    result["score"] = {"metric": run_cfg.comp.metric, **honest["at_0.5"]}
+    if threshold is not None:
         result["saved_threshold"] = threshold
-        result["score"] = {"metric": run_cfg.comp.metric, **honest["at_0.5"]}
         if "at_chosen" in honest:
             result["score_at_threshold"] = {"metric": run_cfg.comp.metric, **honest["at_chosen"]}
-        write_threshold(run_dir, threshold, "val", int(len(y_true)), result.get("score_at_threshold"))
-    else:
-        result.update(classification_metrics(y_true, class_probs, classes))
-        what = "hold-out (argmax)"
-        result["score"] = {"metric": run_cfg.comp.metric, **scored(y_true, class_probs.argmax(axis=1), metric, what)}
-    warning = degenerate_warning(class_probs, 0.5, y_true)
-    if warning:
-        result["degenerate"] = warning
+        chosen_on = "oof" if rows.name == "out-of-fold" else "val"
+        write_threshold(run_dir, threshold, chosen_on, int(len(y_true)), result.get("score_at_threshold"))
+    if "degenerate" in honest:
+        result["degenerate"] = honest["degenerate"]
 
+    plot_dir = run_dir / "plots"
     written = [p for p in [_learning_curves(run_dir, plot_dir)] if p]
     written.append(plots.confusion_matrix(np.array(result["confusion_matrix"]), classes, plot_dir / "confusion_matrix.png"))
     if n == 2 and "auc" in result:
         written.append(plots.roc_curve(y_true, class_probs[:, 1], plot_dir / "roc.png"))
         written.append(plots.pr_curve(y_true, class_probs[:, 1], plot_dir / "pr.png", threshold))
-    title = f"{run_cfg.comp.metric} on val (hold-out)"
+    title = f"{run_cfg.comp.metric} on {rows.name} ({rows.where})"
     written.append(plots.score_intervals(_score_rows(result), plot_dir / "scores.png", title=title))
     paths = interpret.example_paths(run_cfg)
-    rows = interpret.predictions_frame(ids, class_probs, y_true, classes, paths)
-    result["predictions"] = str(interpret.write_val_predictions(run_dir, rows))
-    figures, skipped = interpret.interpretation_plots(model, rows, top, classes, plot_dir, paths)
+    frame = interpret.predictions_frame(rows.ids, class_probs, y_true, classes, paths)
+    if rows.name == "val":  # a k-fold parent's table of held-out rows is its oof.csv
+        result["predictions"] = str(interpret.write_val_predictions(run_dir, frame))
+    figures, result["skipped"] = interpret.interpretation_plots(model_of, frame, worst, classes, plot_dir, paths, rows.name)
     written += figures
     result["plots"] = [str(p) for p in written]
-    result.update(score_groups(run_cfg, ids, y_true, class_probs, metric))  # "groups", with comp.group_column
+    result.update(score_groups(run_cfg, rows.ids, y_true, class_probs, functools.partial(score, run_cfg)))
+    return result
+
+
+def _finish(run_dir: Path, result: dict) -> dict:
+    """Write metrics.json and print the table (and why Grad-CAM was skipped, and the per-group scores)."""
+    skipped = result.pop("skipped", None)
     write_json(run_dir / "metrics.json", result)
     print(format_table(result))
     if skipped:
@@ -224,12 +290,13 @@ def format_table(result: dict) -> str:
             low, high = entry["interval"]
             rows.append((f"score ({entry['metric']}) {at}", f"{entry['value']:.4f}  [{low:.4f}, {high:.4f}]  {entry['what']}"))
     width = max(len(k) for k, _ in rows)
-    lines = [f"evaluation of {result.get('run', '')} on {result.get('split', 'val')} (hold-out)"]
+    where = "hold-out" if result.get("split", "val") == "val" else "k-fold"
+    lines = [f"evaluation of {result.get('run', '')} on {result.get('split', 'val')} rows ({where})"]
     lines += [f"  {k:<{width}}  {v}" for k, v in rows]
     if "saved_threshold" in result:
         lines.append(
             f"  threshold saved for predict (threshold=auto): {result['saved_threshold']:.4f}, "
-            f"chosen on all {result.get('examples', '')} val rows and never scored on them"
+            f"chosen on all {result.get('examples', '')} {result.get('split', 'val')} rows and never scored on them"
         )
     if "degenerate" in result:
         lines.append(f"WARNING: {result['degenerate']}; do not submit it (kit submit refuses without --force)")

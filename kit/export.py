@@ -47,7 +47,8 @@ CHECK_IMAGES = 32  # images each export is compared on: enough to cover every cl
 # float32 graphs rewritten by a converter (fused ops, another summation order) differ by ~1e-7 on probabilities;
 # a difference above this means the converter changed the model, and the export is refused.
 MAX_DIFFERENCE = 1e-4
-INSTALL_HINT = "pip install 'kit[export]'"
+# kit is installed from its checkout (not from PyPI, where "kit" is another project): the extra comes from there too.
+INSTALL_HINT = "in kit's checkout: make dev, or pip install -e '.[export]'"
 
 
 @dataclass(frozen=True)

@@ -99,13 +99,13 @@ def predict_probabilities(
     A NaN or infinite probability (a diverged model) is a KitError naming ``source`` (e.g. "run <dir>"): no label,
     submission or score is ever made from one.
     """
-    from tqdm.auto import tqdm
+    from kit.progress import progress as progress_lines
 
     views = [TTA_VIEWS[name].transform for name in check_tta(tta)]
     all_ids: list[np.ndarray] = []
     all_probs: list[np.ndarray] = []
     counter = 0
-    for element in tqdm(dataset, total=total, disable=not progress, unit="batch", desc="predict", leave=False):
+    for element in progress_lines(dataset, "predict", total, "batch", disable=not progress, leave=False):
         images, targets, ids = _unpack(element)
         batch = np.asarray(images, dtype=np.float32)
         crops = batch.shape[1] if batch.ndim == 5 else 1

@@ -1,12 +1,14 @@
-"""Interpreting a run on its validation rows: one row per image, the top losses, Grad-CAM of the worst.
+"""Interpreting a run on its held-out rows: one row per image, the top losses, Grad-CAM of the worst.
 
 ``kit evaluate`` writes, beside metrics.json::
 
     val_predictions.csv   id, path, label, true_class, predicted, predicted_class, p_<class> per class, loss
+                          (a k-fold parent's held-out rows are its oof.csv: id, fold, label, p_<class> per class)
     plots/top_losses.png  the highest-loss val images: file name, true and predicted class, loss, every class's
                           probability (the true class's and the 2 likeliest when there are more than 3)
     plots/gradcam.png     Grad-CAM (kit.gradcam) of the 8 worst: for the predicted class, and for the true class
-                          (the runner-up when the prediction is right); skipped, with a line, without conv layers
+                          (the runner-up when the prediction is right); skipped, with a line, without conv layers.
+                          An out-of-fold row is explained by the model of the fold that held it out.
 
 ``loss`` is the cross-entropy of the true class, ``-log p_true`` (probabilities clipped at 1e-7 as Keras
 does), the quantity training minimised; ``predicted`` is the argmax (p >= 0.5 for binary), not the tuned threshold:
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,14 +31,17 @@ from kit.data.pipeline import AUGMENTED_MARK
 from kit.data.sources import index_dir
 from kit.errors import KitError
 from kit.inference import labels_from_probs, to_class_probs, true_labels
-from kit.io import URLPath, join, write_csv
+from kit.io import URLPath, as_path, join, local_copy, write_csv
 
 if TYPE_CHECKING:
     import keras
 
     from kit.config import Config
+    from kit.data.manifest import Manifest
 
 VAL_PREDICTIONS = "val_predictions.csv"
+OOF = "oof.csv"  # a k-fold parent's out-of-fold predictions (kit.train.kfold writes it, kit.evaluate reads it)
+OOF_KEYS = ("id", "fold", "label")
 TOP_LOSSES = 16  # val images in top_losses.png
 GRADCAM_IMAGES = 8  # of them, explained in gradcam.png
 PROBABILITY_PREFIX = "p_"  # val_predictions.csv: p_<class name>, clear of the other columns whatever the names
@@ -124,7 +129,31 @@ class TopLosses:
 
 
 def probability_column(class_name: str) -> str:
+    """The column of one class's probability in every table of predictions kit writes (val_predictions.csv, oof.csv)."""
     return f"{PROBABILITY_PREFIX}{class_name}"
+
+
+def probability_columns(classes: Sequence[str]) -> list[str]:
+    """The probability columns of ``classes``, in class-index order."""
+    return [probability_column(str(c)) for c in classes]
+
+
+def read_oof(parent: str | os.PathLike, classes: Sequence[str]) -> pd.DataFrame:
+    """A k-fold parent's oof.csv: id, fold, label and the classes' probability columns (bare class names, as kits
+    before the ``p_`` prefix wrote them, are read as well)."""
+    path = as_path(join(parent, OOF))
+    if not path.is_file():
+        raise KitError(f"{path} does not exist", "finish the k-fold run first: kit train folds=<k> --resume")
+    with local_copy(path) as local:
+        frame = pd.read_csv(local, dtype={"id": str}, keep_default_na=False)
+    columns = probability_columns(classes)
+    older = [str(c) for c in classes]
+    if not set(columns) <= set(frame.columns) and set(older) <= set(frame.columns):
+        frame = frame.rename(columns=dict(zip(older, columns, strict=True)))
+    missing = [c for c in (*OOF_KEYS, *columns) if c not in frame.columns]
+    if missing:
+        raise KitError(f"{path} has no column {missing[0]} (classes {', '.join(older)})", "train the k-fold run again")
+    return frame
 
 
 def predictions_frame(
@@ -190,27 +219,67 @@ def contrast_classes(rows: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     return np.where(predicted != labels, labels, runner_up)
 
 
+def worst_rows(frame: pd.DataFrame, k: int = TOP_LOSSES) -> list[int]:
+    """Positions of the ``k`` highest-loss rows of a predictions table, highest first; ties keep the earlier row
+    (the order :class:`TopLosses` keeps while predicting)."""
+    return frame["loss"].reset_index(drop=True).sort_values(ascending=False, kind="stable").index[:k].tolist()
+
+
+def record_images(manifest: Manifest, split: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """id -> uint8 image of the examples ``ids`` in ``split``'s records, as the model saw them (no augmentation).
+
+    Only the wanted examples are decoded: the ids are compared on a partial parse first."""
+    import tensorflow as tf
+
+    from kit.data import schema
+    from kit.data.pipeline import require_shards
+
+    wanted = tf.constant([str(i) for i in ids] or [""], dtype=tf.string)
+    id_spec = {"id": schema.feature_spec(1)["id"]}
+    records = tf.data.TFRecordDataset(require_shards(manifest, split)).filter(
+        lambda serialized: tf.reduce_any(tf.equal(tf.io.parse_single_example(serialized, id_spec)["id"], wanted))
+    )
+    parse = lambda serialized: schema.parse(serialized, manifest.num_classes, manifest.image_size, manifest.image_format)  # noqa: E731
+    found = {}
+    for parsed in records.map(parse):
+        found[parsed["id"].numpy().decode()] = parsed["image"].numpy()
+    return found
+
+
+ModelOf = Callable[[pd.Series], "keras.Model"]  # the model that predicted a row (a fold's, for out-of-fold rows)
+
+
 def interpretation_plots(
-    model: keras.Model, frame: pd.DataFrame, top: TopLosses, classes: Sequence[str], plot_dir: Path, paths: dict[str, str]
+    model_of: ModelOf,
+    frame: pd.DataFrame,
+    worst: tuple[list[int], np.ndarray],
+    classes: Sequence[str],
+    plot_dir: Path,
+    paths: dict[str, str],
+    rows_name: str = "val",
 ) -> tuple[list[Path], str | None]:
     """top_losses.png, and gradcam.png when the model has a convolutional feature map.
 
-    Returns the files written and, when Grad-CAM was skipped, the one line saying why.
+    ``worst``: (positions in ``frame``, their uint8 images), highest loss first (:meth:`TopLosses.worst`).
+    ``rows_name`` names the rows in titles ("val", "out-of-fold"). Returns the files written and, when Grad-CAM was
+    skipped, the one line saying why.
     """
     from kit import gradcam
     from kit.image_grids import write_grid
 
-    positions, images = top.worst()
+    positions, images = worst
     rows = frame.iloc[positions]
-    title = f"top losses: the {len(rows)} of {len(frame)} val images whose true class got the lowest probability"
+    title = f"top losses: the {len(rows)} of {len(frame)} {rows_name} images whose true class got the lowest probability"
     captions = [top_loss_caption(row, classes, paths) for _, row in rows.iterrows()]
     written = [write_grid(images, captions, plot_dir / "top_losses.png", cols=4, title=title)]
-    layer = gradcam.feature_layer(model)
-    if layer is None:
-        return written, f"no Grad-CAM: model {model.name} has no convolutional feature map (top_losses.png only)"
     shown, explained = images[:GRADCAM_IMAGES], rows.iloc[:GRADCAM_IMAGES]
+    if explained.empty:
+        return written, None
+    first = model_of(explained.iloc[0])
+    if gradcam.feature_layer(first) is None:
+        return written, f"no Grad-CAM: model {first.name} has no convolutional feature map (top_losses.png only)"
     explained_classes = np.stack([explained["predicted"].to_numpy(), contrast_classes(explained, classes)], axis=1)
-    maps = [gradcam.heat_maps(model, shown, explained_classes[:, side], layer) for side in (0, 1)]
+    maps, layers = _heat_maps(model_of, explained, shown, explained_classes)
     panels, heat, panel_captions = [], [], []
     for i, (_, row) in enumerate(explained.iterrows()):
         name = file_name(str(row["id"]), paths)
@@ -221,8 +290,29 @@ def interpretation_plots(
             heat.append(maps[side][i])
             panel_captions.append(f"{name}\nfor {which} {classes[k]} ({probability:.2f})")
     title = (
-        f"Grad-CAM of the top-loss val images at layer {layer.name} (red: where a class's evidence is): left for the "
-        "predicted class, right for the true class (the runner-up when the prediction is right)"
+        f"Grad-CAM of the top-loss {rows_name} images at layer {', '.join(sorted(layers))} (red: where a class's evidence "
+        "is): left for the predicted class, right for the true class (the runner-up when the prediction is right)"
     )
     written.append(write_grid(panels, panel_captions, plot_dir / "gradcam.png", cols=4, title=title, heat=heat))
     return written, None
+
+
+def _heat_maps(
+    model_of: ModelOf, rows: pd.DataFrame, images: np.ndarray, explained_classes: np.ndarray
+) -> tuple[list[np.ndarray], set[str]]:
+    """Grad-CAM maps of each row for its two explained classes (``explained_classes[:, side]``), each row by the model
+    that predicted it (rows sharing a model in one call); also the names of the feature layers used."""
+    from kit import gradcam
+
+    maps = [np.zeros(images.shape[:3], np.float32) for _ in (0, 1)]
+    by_model: dict[int, tuple[keras.Model, list[int]]] = {}
+    for i, (_, row) in enumerate(rows.iterrows()):
+        model = model_of(row)
+        by_model.setdefault(id(model), (model, []))[1].append(i)
+    layers = set()
+    for model, members in by_model.values():
+        layer = gradcam.feature_layer(model)
+        layers.add(layer.name)
+        for side in (0, 1):
+            maps[side][members] = gradcam.heat_maps(model, images[members], explained_classes[members, side], layer)
+    return maps, layers

@@ -156,11 +156,19 @@ def _panel_of(monitor: str | None) -> str | None:
 
 def _rate_panel(ax: Axes, x: np.ndarray, rate: pd.Series) -> None:
     """The learning rate at each epoch's end; a log axis when it spans more than 10x (warmup, one-cycle, decay)."""
-    ax.plot(x, rate, marker=".", color="tab:green", label="learning rate")
+    constant = rate.dropna().nunique() == 1
+    label = f"learning rate (constant {rate.dropna().iloc[0]:g})" if constant else "learning rate"
+    ax.plot(x, rate, marker=".", color="tab:green", label=label)
     ax.set_ylabel("at the epoch's end", fontsize=8)  # what Keras logs: after a schedule's last step of the epoch
     positive = rate[rate > 0]
     if len(positive) == len(rate.dropna()) and len(positive) and positive.max() > 10 * positive.min():
         ax.set_yscale("log")
+    elif constant and len(positive):  # from 0: a flat line, not +/-4% of one value in five-decimal ticks
+        ax.set_ylim(0, 2 * float(positive.iloc[0]))
+    if ax.get_yscale() != "log":
+        from matplotlib.ticker import FormatStrFormatter
+
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
     ax.set_title("learning rate")
 
 
@@ -243,14 +251,29 @@ def pr_curve(y_true: np.ndarray, prob: np.ndarray, path: str | Path, threshold: 
     return save(fig, path)
 
 
+FEW_VALUES = 12  # a quantity with at most this many distinct values is drawn as bars per value, not a histogram
+
+
 def histograms(
     groups: dict[str, np.ndarray], path: str | Path, xlabel: str, title: str = "", bins: int = 40, log: bool = False
 ) -> Path:
-    """Overlaid, density-normalised histograms of one quantity per group (e.g. per class)."""
+    """``histograms_figure`` as a PNG at ``path``."""
+    return save(histograms_figure(groups, xlabel, title, bins, log), path)
+
+
+def histograms_figure(groups: dict[str, np.ndarray], xlabel: str, title: str = "", bins: int = 40, log: bool = False) -> Figure:
+    """Overlaid, density-normalised histograms of one quantity per group (e.g. per class); a quantity with few distinct
+    values (every JPEG saved at quality 90, three image sizes) as side-by-side bars of each group's share per value."""
     fig = _figure(6.0, 3.6)
     ax = fig.subplots()
     values = [np.asarray(v, float) for v in groups.values() if len(v)]
-    if values:
+    distinct = np.unique(np.concatenate(values)) if values else np.zeros(0)
+    title = title or xlabel
+    if 0 < len(distinct) <= FEW_VALUES:
+        _value_bars(ax, groups, distinct)
+        if len(distinct) == 1:
+            title += f": every image {distinct[0]:g}"
+    elif values:
         everything = np.concatenate(values)
         low, high = float(everything.min()), float(everything.max())
         if log and low > 0:
@@ -261,13 +284,26 @@ def histograms(
         for name, v in groups.items():
             if len(v):
                 ax.hist(np.asarray(v, float), bins=edges, alpha=0.5, density=True, label=f"{name} (n={len(v)})")
-        if len(groups) <= 12:
-            ax.legend(fontsize=8)
+        ax.set_ylabel("density")
+    if values and len(groups) <= 12:
+        ax.legend(fontsize=8, loc="upper right", ncols=min(3, len(groups)) if len(distinct) <= FEW_VALUES else 1)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("density")
-    ax.set_title(title or xlabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    return save(fig, path)
+    return fig
+
+
+def _value_bars(ax: Axes, groups: dict[str, np.ndarray], distinct: np.ndarray) -> None:
+    """Each group's share of images at each of the ``distinct`` values, the groups' bars side by side."""
+    shown = [(name, np.asarray(v, float)) for name, v in groups.items() if len(v)]
+    width = 0.8 / len(shown)
+    for k, (name, v) in enumerate(shown):
+        shares = [(v == value).mean() for value in distinct]
+        ax.bar(np.arange(len(distinct)) + (k - (len(shown) - 1) / 2) * width, shares, width, label=f"{name} (n={len(v)})")
+    ax.set_xticks(range(len(distinct)), [f"{d:g}" for d in distinct], fontsize=8)
+    ax.set_ylim(0, 1.3)  # room above the bars for the legend
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("share of the group's images")
 
 
 def bar_chart(counts: dict[str, int], path: str | Path, title: str, ylabel: str = "images") -> Path:
@@ -313,19 +349,20 @@ def tuning_figure(
     axes[0].set_xlabel("trial")
     integer_axis(axes[0], len(trials))
     axes[0].set_ylabel(objective)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, frameon=False)  # above the trials
     for ax, name in zip(axes[1:], hyperparameters, strict=False):
         values = trials[name] if name in trials else pd.Series([np.nan] * len(trials))
         numeric = pd.to_numeric(values, errors="coerce")
-        if numeric.notna().all():
+        if numeric.notna().all() and (name in log_scaled or numeric.nunique() > FEW_CHOICES):
             ax.scatter(numeric, scores, alpha=0.8)
             if (numeric > 0).all() and (name in log_scaled or numeric.max() / max(numeric.min(), 1e-12) > 50):
                 ax.set_xscale("log")
-        else:
-            labels = values.astype(str)
-            categories = sorted(labels.unique())
-            ax.scatter([categories.index(v) for v in labels], scores, alpha=0.8)
-            ax.set_xticks(range(len(categories)), categories, fontsize=8)
+        else:  # a choice (names, or a few numbers such as 64/128/256 units): one tick per value, in order
+            categories = sorted(numeric.unique()) if numeric.notna().all() else None
+            labels = [f"{v:g}" for v in categories] if categories else sorted(values.astype(str).unique())
+            keys = [f"{v:g}" for v in numeric] if categories else list(values.astype(str))
+            ax.scatter([labels.index(k) for k in keys], scores, alpha=0.8)
+            _category_ticks(ax, labels)
         ax.set_xlabel(name + (" (log scale)" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel(objective)
     for ax in axes[panels:]:
@@ -333,6 +370,17 @@ def tuning_figure(
     for ax in axes[:panels]:
         ax.grid(alpha=0.3)
     return fig
+
+
+FEW_CHOICES = 8  # a numeric hyperparameter with at most this many values tried is drawn as a choice, a tick each
+TICK_CHARACTERS = 40  # category labels longer than this in all (about a panel's width at 8 pt) are slanted
+
+
+def _category_ticks(ax: Axes, labels: Sequence[str]) -> None:
+    """One tick per category; slanted, right-aligned, when the labels side by side would run into each other."""
+    slanted = sum(len(label) + 2 for label in labels) > TICK_CHARACTERS
+    ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+    ax.set_xlim(-0.5, len(labels) - 0.5)
 
 
 def score_intervals(rows: Sequence[tuple[str, float, float, float]], path: str | Path, title: str = "score") -> Path:

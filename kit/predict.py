@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from kit.blend import blend, fit_blend
+from kit.config.symmetry import forbidden_views_warning
 from kit.data.manifest import Manifest
 from kit.data.sources import reference_ids
 from kit.errors import KitError
@@ -160,6 +161,9 @@ def _output_path(cfg: Config, folder: Path) -> Path:
 def predict(cfg: Config, run_dirs: list[Path]) -> Path:
     """Predict the test split with one run or an ensemble and write a validated submission; return its path."""
     tta = check_tta(cfg.predict.tta)
+    warning = forbidden_views_warning(tta, cfg.augment.flip)
+    if warning:
+        print(warning, flush=True)
     members_given = [as_path(r) for r in run_dirs] or [latest_run(cfg)]
     ensemble = len(members_given) > 1
     auto = str(cfg.predict.threshold).strip().lower() == "auto"

@@ -282,6 +282,11 @@ def start_parent(cfg: Config, parent: Path | URLPath, marker: dict[str, Any], ma
     write_json(parent / KFOLD, marker)
 
 
+def is_parent(run_dir: Path | URLPath) -> bool:
+    """True for a k-fold parent run (its folds are sub-runs)."""
+    return (as_path(run_dir) / KFOLD).is_file()
+
+
 def read_parent(parent: Path | URLPath) -> dict[str, Any]:
     """What ``start_parent`` wrote into a k-fold parent's ``kfold.json``."""
     return read_json(parent / KFOLD)

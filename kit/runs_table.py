@@ -289,11 +289,16 @@ def write_csv(rows: Sequence[RunRow], path: Path) -> Path:
 
 
 def plot_scores(rows: Sequence[RunRow], path: Path) -> Path:
-    """``path`` (PNG): one line a run, its best val score, k-fold CV and public score side by side, so a CV that
-    stops tracking the leaderboard shows at a glance. A run without a figure has no marker for it."""
-    from matplotlib.figure import Figure
-
+    """:func:`scores_figure` as a PNG at ``path``."""
     from kit.plots import save
+
+    return save(scores_figure(rows), path)
+
+
+def scores_figure(rows: Sequence[RunRow]) -> Any:
+    """One line a run, its best val score, k-fold CV and public score side by side, so a CV that stops tracking the
+    leaderboard shows at a glance; the legend beside the axes. A run without a figure has no marker for it."""
+    from matplotlib.figure import Figure
 
     series = (("best_val", "best val (during training)", "o"), ("cv", "CV (k-fold OOF)", "s"), ("public", "public (Kaggle)", "^"))
     fig = Figure(figsize=(8, 1.2 + 0.35 * max(1, len(rows))), layout="constrained")
@@ -303,13 +308,13 @@ def plot_scores(rows: Sequence[RunRow], path: Path) -> Path:
         if points:
             ax.scatter([x for x, _ in points], [y for _, y in points], marker=marker, label=label, s=40)
     ax.set_yticks(range(len(rows)), [f"{row.values['model']}/{row.values['run']}" for row in rows])
-    ax.invert_yaxis()  # the table's first row on top
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # the table's first row on top, half a row clear of the frame
     ax.set_xlabel("score")
     ax.grid(axis="x", alpha=0.3)
-    if rows:
-        ax.legend(loc="best", fontsize="small")
+    if rows:  # beside the axes, never over a run's points
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
     ax.set_title("runs: validation, CV and public scores")
-    return save(fig, path)
+    return fig
 
 
 # --- two runs side by side --------------------------------------------------------------------------------

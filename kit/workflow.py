@@ -105,6 +105,26 @@ def train(cfg: Config, resume: bool = False) -> Path | URLPath:
     return trainer.train(cfg, resume=resume, manifest=manifest)
 
 
+def closing_line(cfg: Config, run_dir: Path | URLPath) -> str:
+    """The line ``kit train`` ends with: the best epoch and its monitored score (a k-fold run: the CV score), and the
+    commands to look at the run and to predict with it."""
+    from kit.io import as_path, read_json
+
+    run_dir = as_path(run_dir)
+    cv, metrics = run_dir / "cv.json", run_dir / "metrics.json"
+    if cv.is_file():
+        scores = read_json(cv)
+        done = f"CV {scores.get('metric', cfg.comp.metric)} {scores['score']:.4f} over {len(scores.get('folds') or [])} folds"
+    elif metrics.is_file():
+        scores = read_json(metrics)
+        best, epoch, monitor = scores.get("best"), scores.get("best_epoch"), scores.get("monitor")
+        done = f"best epoch {epoch} of {scores.get('epochs')}: {monitor} {best:.4f}" if best is not None else "trained"
+    else:
+        done = "trained"
+    words = f"comp={quoted(cfg.comp.name)} model={quoted(cfg.model.name)} run={run_dir}"
+    return f"{done}; next: kit evaluate {words} (scores, threshold, plots), then kit predict {words}"
+
+
 def tune(cfg: Config) -> Path:
     """``kit tune``: build missing or stale records, then run (or resume) the hyperparameter search."""
     from kit.train import tuner

@@ -71,6 +71,26 @@ def test_mistakes_are_one_line_errors_with_the_fix(overrides, expected):
     assert expected in line
 
 
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("train.lr", "train.learning_rate"),  # a short form competitors type, under its section
+        ("train.wd", "train.weight_decay"),
+        ("predict.bs", "predict.batch_size"),  # bs is a batch size: predict's own, not train's
+        ("learning_rate", "train.learning_rate"),  # the shallower of the keys with that name
+        ("model.epochs", "train.epochs"),  # the key of that name in another section
+        ("train.fine_tune.lr", "train.fine_tune.learning_rate"),
+        ("train.epohs", "train.epochs"),  # no meaning found: the nearest spelling
+    ],
+)
+def test_unknown_keys_suggest_what_they_mean_before_what_they_resemble(key, meant):
+    with pytest.raises(KitError) as info:
+        load_config([f"{key}=0.1"])
+    hint = info.value.one_line().split("did you mean ", 1)[1]
+    assert hint.startswith(f"{meant} or "), hint
+    assert " train or " not in hint and not hint.startswith("train ")  # groups are not settings one can set
+
+
 def test_tpu_with_cloud_storage_is_accepted():
     cfg = load_config(["strategy=tpu", "data.records_root=gs://b/records", "run.root=gs://b/runs"])
     assert cfg.train.strategy == "tpu"

@@ -186,7 +186,7 @@ def test_bad_format_missing_package_and_k_fold_parent_are_one_line_errors(tmp_pa
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an install without the extra looks like to import
     with pytest.raises(KitError, match="onnxruntime") as error:
         export(cfg, parent / "fold0", "onnx")
-    assert "pip install 'kit[export]'" in error.value.one_line()
+    assert "pip install -e '.[export]'" in error.value.one_line() and "kit[export]" not in error.value.one_line()
 
 
 @pytest.mark.slow

@@ -96,13 +96,13 @@ def test_parent_layout_and_one_run_id(kfold_run) -> None:
 def test_every_training_example_is_out_of_fold_once(kfold_run) -> None:
     _, parent, truth = kfold_run
     oof = pd.read_csv(parent / "oof.csv", dtype={"id": str})
-    assert list(oof.columns) == ["id", "fold", "label", "dark", "bright"]
+    assert list(oof.columns) == ["id", "fold", "label", "p_dark", "p_bright"]  # val_predictions.csv's p_<class>
     assert len(oof) == N_TRAIN and not oof["id"].duplicated().any()
     merged = truth.merge(oof, on="id", suffixes=("", "_oof"), validate="one_to_one")
     assert len(merged) == N_TRAIN
     assert (merged["fold"] == merged["fold_oof"]).all()  # predicted by the fold it was validated in
     assert (merged["label"] == merged["label_oof"]).all()
-    np.testing.assert_allclose(oof[["dark", "bright"]].sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(oof[["p_dark", "p_bright"]].sum(axis=1), 1.0, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -114,13 +114,13 @@ def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
 
     cfg, parent, _ = kfold_run
     oof = pd.read_csv(parent / "oof.csv", dtype={"id": str})
-    probs = oof[["dark", "bright"]].to_numpy()
+    probs = oof[["p_dark", "p_bright"]].to_numpy()
     cv = read_json(parent / "cv.json")
     assert cv["metric"] == "f1" and cv["examples"] == N_TRAIN
     assert cv["score"] == pytest.approx(score(cfg, oof["label"], labels_from_probs(probs, 0.5), probs))
     for entry in cv["folds"]:
         part = oof[oof["fold"] == entry["fold"]]
-        part_probs = part[["dark", "bright"]].to_numpy()
+        part_probs = part[["p_dark", "p_bright"]].to_numpy()
         assert entry["examples"] == len(part) == N_TRAIN // FOLDS
         assert entry["score"] == pytest.approx(score(cfg, part["label"], labels_from_probs(part_probs, 0.5), part_probs))
     threshold, _ = best_f1_threshold(oof["label"], probs[:, 1])
@@ -131,6 +131,30 @@ def test_cv_score_is_the_metric_of_oof_csv(kfold_run) -> None:
     assert cv["at_chosen"]["what"].startswith(f"{FOLDS}-fold OOF") and cv["at_0.5"]["value"] == pytest.approx(cv["score"])
     low, high = cv["at_chosen"]["interval"]
     assert low <= cv["at_chosen"]["value"] <= high
+
+
+@pytest.mark.slow
+def test_evaluate_of_the_parent_scores_its_out_of_fold_rows_as_the_driver_did(kfold_run, capsys) -> None:
+    from kit.evaluate import evaluate
+    from kit.io import read_json
+
+    cfg, parent, _ = kfold_run
+    cv, threshold = read_json(parent / "cv.json"), read_json(parent / "threshold.json")
+
+    result = evaluate(cfg, parent)  # a k-fold parent has no best.keras of its own: its folds' OOF rows are scored
+
+    assert result["split"] == "out-of-fold" and result["examples"] == N_TRAIN
+    assert result["score"]["value"] == pytest.approx(cv["at_0.5"]["value"])
+    assert result["score_at_threshold"]["value"] == pytest.approx(cv["at_chosen"]["value"])
+    assert result["score_at_threshold"]["what"].startswith(f"{FOLDS}-fold OOF")
+    rewritten = read_json(parent / "threshold.json")  # chosen on all OOF rows, as the driver chose it
+    assert rewritten["chosen_on"] == threshold["chosen_on"] == "oof" and rewritten["examples"] == N_TRAIN
+    assert rewritten["threshold"] == pytest.approx(threshold["threshold"])
+    assert rewritten["honest_score"]["value"] == pytest.approx(threshold["honest_score"]["value"])
+    assert read_json(parent / "metrics.json")["f1"] == pytest.approx(cv["score"])
+    for name in ("confusion_matrix", "roc", "pr", "scores", "top_losses", "gradcam"):
+        assert (parent / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    assert "out-of-fold rows" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -179,6 +203,21 @@ def test_resume_skips_finished_folds_and_finishes_the_rest(kfold_run, tmp_path: 
     assert len(pd.read_csv(copy / "fold2" / "history.csv")) == 1  # resumed, not retrained from scratch
     assert len(pd.read_csv(copy / "oof.csv")) == N_TRAIN
     assert [d.name for d in copy.parent.iterdir()] == [copy.name]  # no second parent
+
+
+def test_the_top_loss_images_of_out_of_fold_rows_are_read_from_the_records_by_id(tmp_path: Path) -> None:
+    from kit.data.manifest import read_manifest, records_dir
+    from kit.interpret import record_images
+
+    cfg = _config(tmp_path, name="byid")
+    _write_records(cfg)
+    images, _ = data(N_TRAIN, seed=0, size=SIZE)
+
+    found = record_images(read_manifest(records_dir(cfg)), "train", ["tr017", "tr005", "absent"])
+
+    assert sorted(found) == ["tr005", "tr017"]
+    np.testing.assert_array_equal(found["tr005"], images[5].astype("uint8"))
+    np.testing.assert_array_equal(found["tr017"], images[17].astype("uint8"))
 
 
 def test_records_without_folds_name_the_rebuild(tmp_path: Path) -> None:

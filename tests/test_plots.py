@@ -116,3 +116,65 @@ def test_learning_curves_without_a_rate_or_a_best_epoch_draw_as_before() -> None
     panels = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in panels] == ["accuracy", "loss"]
     assert not [line for ax in panels for line in ax.get_lines() if line.get_linestyle() == ":"]
+
+
+def _boxes(fig: Figure, artists) -> list:
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    plots.fit_titles(fig)
+    fig.draw_without_rendering()
+    return [artist.get_window_extent(renderer) for artist in artists]
+
+
+def test_a_quantity_with_one_value_is_one_bar_per_group_named_in_the_title() -> None:
+    """Every JPEG saved at quality 90: a share of 1.0 at 90 per class, not a 'density' of 40 in a sliver of a bin."""
+    fig = plots.histograms_figure({"cat": np.full(60, 90.0), "dog": np.full(40, 90.0)}, "JPEG quality", "JPEG quality by class")
+    (ax,) = fig.axes
+    assert ax.get_title() == "JPEG quality by class: every image 90"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["90"]
+    assert sorted(p.get_height() for p in ax.patches) == [1.0, 1.0]
+    legend, *bars = _boxes(fig, [ax.get_legend(), *ax.patches])
+    assert not any(legend.overlaps(bar) for bar in bars)  # the legend sits above the bars
+
+
+def test_few_distinct_values_are_shares_per_value_and_many_stay_a_histogram() -> None:
+    qualities = {"real": np.r_[np.full(30, 75.0), np.full(10, 90.0)], "fake": np.full(40, 95.0)}
+    (ax,) = plots.histograms_figure(qualities, "JPEG quality").axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["75", "90", "95"]
+    assert sorted(round(p.get_height(), 2) for p in ax.patches if p.get_height() > 0) == [0.25, 0.75, 1.0]
+    (ax,) = plots.histograms_figure({"a": np.linspace(0, 1, 100)}, "aspect").axes
+    assert ax.get_ylabel() == "density"
+
+
+def test_tuning_choices_get_one_readable_tick_each() -> None:
+    rng = np.random.default_rng(0)
+    names = ["efficientnetb0", "efficientnetv2b0", "convnext_tiny", "resnet50v2", "mobilenetv3large", "densenet121"]
+    trials = pd.DataFrame(
+        {
+            "val_f1_score": rng.uniform(0.6, 0.9, 60),
+            "model.backbone": rng.choice(names, 60),
+            "model.dense_units": rng.choice([64, 128, 256, 512, 1024, 2048], 60),
+        }
+    )
+    fig = plots.tuning_figure(trials, "val_f1_score", ["model.backbone", "model.dense_units"])
+    for ax in fig.axes[1:3]:
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        boxes = _boxes(fig, labels)
+        angle = np.radians(labels[0].get_rotation())
+        if angle == 0:  # side by side: their boxes must not touch
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]), [t.get_text() for t in labels]
+        else:  # slanted parallel lines of text: the gap across them (tick spacing x sin) holds a line's height
+            spacing = (boxes[-1].x1 - boxes[0].x1) / (len(boxes) - 1)
+            height = labels[0].get_fontsize() * fig.dpi / 72
+            assert spacing * np.sin(angle) >= height, (spacing, height)
+    assert [t.get_text() for t in fig.axes[2].get_xticklabels()] == ["64", "128", "256", "512", "1024", "2048"]
+    trial_axes = fig.axes[0]
+    legend, *points = _boxes(fig, [trial_axes.get_legend(), trial_axes])
+    assert legend.y0 >= points[0].y1 - 1  # the legend above the trials, never over them
+
+
+def test_a_constant_learning_rate_reads_as_one_value_from_zero() -> None:
+    history = pd.DataFrame({"loss": [0.9, 0.7, 0.6], "learning_rate": [0.001] * 3})
+    fig = plots.learning_curves_figure(history, best_epoch=3)
+    rate = next(ax for ax in fig.axes if ax.get_title() == "learning rate")
+    assert rate.get_ylim() == (0.0, 0.002)
+    assert "constant 0.001" in rate.get_legend().get_texts()[0].get_text()

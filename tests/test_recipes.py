@@ -91,7 +91,7 @@ def test_ema_best_keras_holds_the_averaged_weights_the_val_metrics_came_from(tmp
 
 
 @pytest.mark.slow
-def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Path) -> None:
+def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Path, recwarn, capsys) -> None:
     """The range test on real (tiny) records: rates rise exponentially, the test stops once the smoothed loss passes
     4x its minimum, lr_find.json holds min/10 as the suggestion (and the steepest-descent rate), lr_find.png is
     written, and no run folder or best.keras appears."""
@@ -124,6 +124,9 @@ def test_lr_find_writes_its_plot_and_a_suggested_rate_without_a_run(tmp_path: Pa
     assert found["steepest"] <= rates[lowest]
     assert found["learning_rate_setting"] == pytest.approx(2 * found["suggested"])  # the rate to write at batch 16
     assert smoothed[lowest] < 0.8 * smoothed[0]  # the loss did fall before it rose
+    assert not [w for w in recwarn if "shuffle" in str(w.message)]  # no Keras warning about the pipeline's shuffling
+    shown = capsys.readouterr().err  # not a terminal: progress as whole lines
+    assert "\r" not in shown and f"lr-find: {found['steps_run']}/80 batches" in shown
 
 
 @pytest.mark.slow

@@ -190,3 +190,24 @@ def test_runs_unknown_sort_column_is_one_line(fake_kaggle, tmp_path):
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "publik" in errors[0] and "public" in errors[0]
+
+
+def test_the_runs_plot_keeps_its_legend_beside_the_scores() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from kit.plots import fit_titles
+    from kit.runs_table import RunRow, scores_figure
+
+    rows = []
+    for i, (best_val, cv, public) in enumerate([(0.74, 0.72, None), (1.0, None, 0.91), (0.95, 0.93, 0.92)]):
+        row = RunRow(Path(f"runs/pets/cnn/r{i}"))
+        row.values.update({"model": "cnn", "run": f"r{i}", "best_val": best_val, "cv": cv, "public": public})
+        rows.append(row)
+    fig = scores_figure(rows)
+    (ax,) = fig.axes
+    fit_titles(fig)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    legend, axes = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.x0 >= axes.x1 and legend.x1 <= fig.bbox.x1  # beside the axes, inside the figure
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names == ["best val (during training)", "CV (k-fold OOF)", "public (Kaggle)"]

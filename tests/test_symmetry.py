@@ -115,3 +115,19 @@ def test_importing_the_table_imports_no_numpy() -> None:
     code = "import sys, kit.config.symmetry; print('numpy' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_predict_warns_in_one_line_of_command_line_views_the_data_forbids(tmp_path: Path, capsys) -> None:
+    from kit.predict import predict
+
+    cfg = load_config(["comp=demo", "model=cnn", "tta=flip,vflip", f"run.root={tmp_path}"])  # digits: no flips
+    assert cfg.predict.tta == ["flip", "vflip"]  # the command line is kept as given
+    with pytest.raises(KitError, match="no finished run"):
+        predict(cfg, [])
+    warning = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")]
+    assert len(warning) == 1 and "tta=flip,vflip" in warning[0] and "augment.flip=none" in warning[0]
+
+    cfg = load_config(["comp=cifake", "model=cnn", "tta=flip", f"run.root={tmp_path}"])  # mirror-symmetric photos
+    with pytest.raises(KitError, match="no finished run"):
+        predict(cfg, [])
+    assert "WARNING" not in capsys.readouterr().out

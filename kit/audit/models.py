@@ -158,8 +158,10 @@ def adversarial_validation(paths: list[str], is_test: np.ndarray, seed: int, wor
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
+    from kit.progress import progress
+
     with ThreadPoolExecutor(max_workers=workers) as pool:  # cv2 decoding releases the GIL
-        features = list(pool.map(pixel_features, paths))
+        features = list(progress(pool.map(pixel_features, paths), "audit: adversarial validation's pixels", len(paths), "img"))
     keep = np.array([f is not None for f in features], dtype=bool)
     target = np.asarray(is_test, dtype=int)[keep]
     if target.sum() < MIN_PER_SIDE or (1 - target).sum() < MIN_PER_SIDE:

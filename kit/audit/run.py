@@ -37,6 +37,7 @@ from kit.audit.models import adversarial_validation, driver_advice, metadata_mod
 from kit.audit.report import adversarial_plot, describe, markdown, write_plots
 from kit.errors import KitError
 from kit.io import atomic_write, write_json
+from kit.progress import progress
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -51,8 +52,6 @@ def audit_dir(cfg: Config) -> Path:
 
 def audit(cfg: Config) -> dict:
     """Audit the competition's images (no training); write audit.md, audit.json and plots; return the summary."""
-    from tqdm.auto import tqdm
-
     from kit.data.images import file_facts
     from kit.data.sources import load_index
 
@@ -63,7 +62,7 @@ def audit(cfg: Config) -> dict:
     workers = settings.workers or min(16, os.cpu_count() or 1)
     paths = index["path"].astype(str).tolist()
     with ThreadPoolExecutor(max_workers=workers) as pool:  # I/O, hashlib and cv2 release the GIL
-        facts = list(tqdm(pool.map(file_facts, paths), total=len(paths), desc="audit", unit="img"))
+        facts = list(progress(pool.map(file_facts, paths), "audit", len(paths), "img"))
     meta = pd.concat([index, pd.DataFrame(facts)], axis=1)
     meta["aspect"] = meta["width"] / meta["height"]
     names = [str(c) for c in classes]

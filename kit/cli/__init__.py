@@ -146,6 +146,7 @@ def train(
 
     run_dir = workflow.train(cfg, resume=resume)
     say(f"run directory: {run_dir}")
+    say(workflow.closing_line(cfg, run_dir))
 
 
 @app.command("lr-find")

@@ -24,6 +24,7 @@ from kit.config.loading import (
     presets,
     read_settings,
     readable_yaml,
+    suggest_keys,
     to_yaml,
     with_settings,
 )
@@ -66,6 +67,6 @@ __all__ = [
     "Metric", "MixedPrecision", "ModelConfig", "Optimizer", "PredictConfig", "Range", "RunConfig", "Source",
     "SubmissionConfig", "TableConfig", "TrainConfig", "TunerConfig", "TunerKind",
     "all_keys", "from_yaml", "git_commit", "load_config", "load_config_with_origins", "origin_lines", "plain_name_problem",
-    "preset_dirs", "presets", "ranged_fields", "read_settings", "readable_yaml",
+    "preset_dirs", "presets", "ranged_fields", "read_settings", "readable_yaml", "suggest_keys",
     "to_yaml", "user_preset_dir", "validate", "with_settings",
 ]  # fmt: skip

@@ -16,7 +16,7 @@ Two settings are constraints rather than values, so the order alone does not set
 - ``predict.tta`` views must be symmetries the resolved ``augment.flip`` allows (each view's needs are in
   :data:`kit.config.symmetry.TTA_VIEWS`: ``flip`` needs horizontal, ``vflip`` vertical, the rotations both).
   A view a preset or hparams file asks for that the data forbids is dropped (``kit config --origin`` says so);
-  views given on the command line are kept as given.
+  views given on the command line are kept as given, and ``kit predict`` prints a WARNING line naming them.
 
 :func:`load_config_with_origins` also returns where each value came from (a file, ``command line`` or
 ``default``), which ``kit config --origin`` prints.
@@ -43,7 +43,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from kit.config.checks import validate
 from kit.config.folders import preset_dirs
 from kit.config.schema import Config, Flip
-from kit.config.symmetry import FLIP_AXES, TTA_VIEWS, allowed_flips, flip_word, view_name
+from kit.config.symmetry import FLIP_AXES, allowed_flips, flip_word, forbidden_views
 from kit.config.yaml_files import check_yaml_bytes, parse_yaml, read_yaml, refuse_resolvers
 from kit.errors import KitError, nearest, quoted, unknown_choice
 
@@ -107,6 +107,27 @@ def all_keys(node: Any = None, prefix: str = "") -> list[str]:
     return keys
 
 
+def leaf_keys() -> list[str]:
+    """The dotted keys that hold a value (not the groups ``train``, ``model``, ...): what a user can set."""
+    keys = set(all_keys())
+    return sorted(k for k in keys if not any(other.startswith(k + ".") for other in keys))
+
+
+def suggest_keys(key: str, keys: Iterable[str] | None = None, n: int = 3) -> list[str]:
+    """The settings an unknown ``key`` probably meant, ranked by meaning before spelling: keys named by what its last
+    part means (a short form of :data:`ALIASES`, ``train.lr`` -> ``train.learning_rate``, ``predict.bs`` ->
+    ``predict.batch_size``) or by that part itself (``batch_size`` -> ``train.batch_size``), key's own section first
+    and shallower keys before deeper ones; then the nearest spellings."""
+    choices = sorted(set(leaf_keys() if keys is None else keys))
+    section, _, tail = key.strip().lower().rpartition(".")
+    meant = ALIASES.get(tail, tail).rsplit(".", 1)[-1]
+    by_meaning = sorted(
+        (k for k in choices if k.rsplit(".", 1)[-1] == meant),
+        key=lambda k: (k.rpartition(".")[0] != section, k != ALIASES.get(tail), k.count("."), k),
+    )
+    return list(dict.fromkeys([*by_meaning, *nearest(key, choices, n)]))[:n]
+
+
 def merge(base: DictConfig, update: Any, origin: str) -> DictConfig:
     """``update`` (a nested mapping or DictConfig) merged over ``base``; every source of settings comes through here."""
     refuse_resolvers(OmegaConf.to_container(update, resolve=False) if isinstance(update, DictConfig) else update, origin)
@@ -114,9 +135,7 @@ def merge(base: DictConfig, update: Any, origin: str) -> DictConfig:
         return OmegaConf.merge(base, update)
     except (ConfigKeyError, ConfigAttributeError) as exc:
         key = str(exc.full_key or exc.key or "")
-        raise KitError(
-            f"{origin}: unknown setting '{quoted(key)}'", f"did you mean {' or '.join(nearest(key, all_keys()))}?"
-        ) from None
+        raise KitError(f"{origin}: unknown setting '{quoted(key)}'", f"did you mean {' or '.join(suggest_keys(key))}?") from None
     except ValidationError as exc:
         if isinstance(exc.child_node, EnumNode) and isinstance(exc.value, (str, int, float)):  # a scalar, not a list or null
             raise unknown_choice(f"value for {exc.full_key}", str(exc.value), exc.child_node.enum_type) from None
@@ -226,9 +245,9 @@ def _allowed_tta(cfg: DictConfig, origins: _Origins) -> None:
     source = origins.of("predict.tta")
     if source in ("command line", "default"):
         return
-    allowed = allowed_flips(cfg.augment.flip)
     views = [str(v) for v in cfg.predict.tta]
-    kept = [v for v in views if view_name(v) not in TTA_VIEWS or TTA_VIEWS[view_name(v)].needs <= allowed]
+    forbidden = forbidden_views(views, cfg.augment.flip)
+    kept = [v for v in views if v not in forbidden]
     if kept != views:
         dropped = ", ".join(v for v in views if v not in kept)
         cfg.predict.tta = kept

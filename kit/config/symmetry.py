@@ -72,6 +72,24 @@ def view_name(text: object) -> str:
     return str(text).strip().lower()
 
 
+def forbidden_views(names: Iterable[object], flip: object) -> list[str]:
+    """The TTA views among ``names`` that need a flip the ``augment.flip`` word ``flip`` does not allow (unknown names
+    are :func:`check_tta`'s to refuse)."""
+    allowed = allowed_flips(str(flip))
+    return [str(n) for n in names if view_name(n) in TTA_VIEWS and not TTA_VIEWS[view_name(n)].needs <= allowed]
+
+
+def forbidden_views_warning(names: Iterable[object], flip: object) -> str | None:
+    """One WARNING line for TTA views the data's symmetry forbids (kept: the command line may know better), or None."""
+    forbidden = forbidden_views(names, flip)
+    if not forbidden:
+        return None
+    return (
+        f"WARNING: tta={','.join(forbidden)} shows the model views the data does not allow (augment.flip={flip}): "
+        "they are averaged in all the same; drop them unless you know the images have that symmetry"
+    )
+
+
 def check_tta(names: Iterable[object]) -> list[str]:
     """The TTA view names, checked (a typo fails before any model is loaded); blanks and ``none`` dropped."""
     views = [view_name(n) for n in names if view_name(n) not in ("", "none")]

@@ -344,17 +344,10 @@ def write_tasks(cfg: Config, tasks: list[ShardTask], writers: ShardWriters, fold
     """Write ``tasks`` with a progress bar over images: in-process for one worker, else on the pool."""
     import queue as queue_mod
 
-    from tqdm import tqdm
+    from kit.progress import progress_bar
 
     warnings = _Warnings()
-    bar = tqdm(
-        total=sum(len(t.rows) for t in tasks),
-        unit="img",
-        desc=f"records {cfg.comp.name}/{folder_name(cfg)}",
-        file=sys.stderr,
-        mininterval=0.5,
-        dynamic_ncols=True,
-    )
+    bar = progress_bar(f"records {cfg.comp.name}/{folder_name(cfg)}", sum(len(t.rows) for t in tasks), "img")
     try:
         if writers.workers == 1:
             _init_worker(writers.settings, None)

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import stat
-import sys
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -240,7 +239,7 @@ def safe_extract(archive: Path, dest: Path) -> int:
     A corrupt archive is deleted (so a rerun downloads it again) and reported as a KitError. On any
     failure, interrupts included, the staging folder is removed and ``dest`` holds no file of the archive.
     """
-    from tqdm.auto import tqdm
+    from kit.progress import progress
 
     limits = unzip_limits()
     try:
@@ -263,8 +262,8 @@ def safe_extract(archive: Path, dest: Path) -> int:
                     "free disk space, or set data.root to a folder on a larger disk, then rerun",
                 )
             written = 0
-            progress = tqdm(plan.files, desc=f"unzip {archive.name}", unit="file", file=sys.stderr, disable=len(plan.files) < 200)
-            for info, relative in progress:
+            shown = progress(plan.files, f"unzip {archive.name}", unit="file", disable=len(plan.files) < 200)
+            for info, relative in shown:
                 target = staging / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 written += _copy_entry(archive, zf, info, target, limits.max_bytes - written)

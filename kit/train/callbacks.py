@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 
 from kit.io import URLPath, as_path, atomic_write, is_url, put_file, write_json
+from kit.progress import LineProgress
 from kit.train.lr_schedules import StepLearningRate, make_schedule, scaled_rate
 from kit.train.metrics import is_better, scalar_logs
 from kit.train.resume import ResumeState
@@ -271,6 +273,32 @@ class PhaseSpan:
     @property
     def epochs(self) -> int:
         return self.end - self.start
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """In a log (``verbose=2``: Keras writes one line per epoch), lines inside a long epoch as well, at most one every
+    :data:`kit.progress.LOG_EVERY_S` seconds: the batches done, the time taken and left, the running loss."""
+
+    def __init__(self, steps_per_epoch: int | None, epochs: int) -> None:
+        super().__init__()
+        self.steps, self.epochs = steps_per_epoch, epochs
+        self.epoch = ""
+        self.lines: LineProgress | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = f"epoch {epoch + 1}/{self.epochs}"
+        self.lines = LineProgress(self.epoch, self.steps, "batches", stream=sys.stdout)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.lines is not None:
+            loss = (logs or {}).get("loss")
+            self.lines.desc = self.epoch if loss is None else f"{self.epoch} (loss {float(loss):.4f})"
+            self.lines.update(1)
+
+
+def progress_callbacks(verbose: int, steps_per_epoch: int | None, epochs: int) -> list[keras.callbacks.Callback]:
+    """What a fit shows besides Keras' own output: :class:`EpochProgress` in a log (``verbose=2``), else nothing."""
+    return [EpochProgress(steps_per_epoch, epochs)] if verbose == 2 else []
 
 
 def training_callbacks(

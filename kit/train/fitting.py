@@ -15,7 +15,6 @@ On multi-worker runs only the chief writes to the run folder (the others write t
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
 from kit.io import URLPath, as_path, put_file, write_json
+from kit.progress import fit_verbosity
 from kit.run_model import load_model
 from kit.runs import BEST_MODEL
 from kit.train.phases import Phase, compile_phase, enter_phase, plan_phases
@@ -101,9 +101,7 @@ def open_run(
     chief = is_chief(strategy)
     binary = int(model.output_shape[-1]) == 1
     monitor = monitored_metric(cfg, binary, has_val)
-    verbose = cfg.train.verbose if chief else 0
-    if verbose == 1 and not sys.stdout.isatty():
-        verbose = 2  # a log file gets one line per epoch instead of thousands of progress-bar redraws
+    verbose = fit_verbosity(cfg.train.verbose) if chief else 0  # a log: lines, never progress-bar redraws
     run = PhasedRun(
         cfg,
         model,
@@ -136,7 +134,7 @@ def run_phase(run: PhasedRun, phase: Phase, next_epoch: int, train_ds: tf.data.D
     import tensorflow as tf
 
     from kit.train import multiworker
-    from kit.train.callbacks import PhaseSpan, run_folder_callbacks, training_callbacks
+    from kit.train.callbacks import PhaseSpan, progress_callbacks, run_folder_callbacks, training_callbacks
     from kit.train.lr_schedules import scaled_rate
     from kit.train.resume import swap_ema_back
 
@@ -192,7 +190,7 @@ def run_phase(run: PhasedRun, phase: Phase, next_epoch: int, train_ds: tf.data.D
         "epochs": span.end,
         "initial_epoch": initial_epoch,
         "steps_per_epoch": run.steps_per_epoch,
-        "callbacks": [*behaviour, *kept, *run.extra_callbacks],
+        "callbacks": [*behaviour, *kept, *progress_callbacks(run.verbose, run.steps_per_epoch, span.end), *run.extra_callbacks],
         "validation_steps": run.validation_steps,
         "verbose": run.verbose,
     }

@@ -8,7 +8,7 @@ and scores all out-of-fold (OOF) predictions together with the competition metri
         config.yaml, versions.json
         kfold.json         written first: marks a k-fold parent (what --resume looks for), folds, records
         fold0/ .. fold4/   complete runs (best.keras, history.csv, done, ...) + oof.csv: that fold's val predictions
-        oof.csv            id, fold, label (class index), one probability column per class
+        oof.csv            id, fold, label (class index), p_<class> per class (kit.interpret's columns)
         cv.json            CV score at 0.5 and (binary) at a threshold chosen on the other folds' OOF rows,
                            each with a 95% bootstrap interval and labelled "k-fold OOF"; per-fold scores
         threshold.json     binary: the F1-best threshold over all OOF predictions (``kit predict threshold=auto``),
@@ -23,7 +23,6 @@ touched, an interrupted fold resumes from its checkpoint, the rest train. ``kit 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +30,9 @@ import numpy as np
 import pandas as pd
 
 from kit.errors import KitError
-from kit.evaluate import score
+from kit.evaluate import held_out_scores, score
 from kit.inference import labels_from_probs, predict_labelled, split_dataset, to_class_probs
+from kit.interpret import OOF, OOF_KEYS, probability_columns
 from kit.io import atomic_path, local_copy, read_json, write_json
 from kit.run_model import load_model, run_config
 from kit.runs import (
@@ -47,7 +47,6 @@ from kit.runs import (
     write_threshold,
     writing,
 )
-from kit.scores import degenerate_warning, honest_binary_scores, scored
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -56,9 +55,7 @@ if TYPE_CHECKING:
     from kit.data.manifest import Manifest
     from kit.io import URLPath
 
-OOF = "oof.csv"
 CV = "cv.json"
-KEY_COLUMNS = ("id", "fold", "label")
 
 
 # --- the records ------------------------------------------------------------------------------------------
@@ -133,14 +130,6 @@ def _check_resumable(cfg: Config, parent: Path | URLPath, manifest: Manifest) ->
 # --- out-of-fold predictions ------------------------------------------------------------------------------
 
 
-def probability_columns(classes: list[str]) -> list[str]:
-    """One column per class, named by the class; prefixed ``prob_`` if a name would clash with id/fold/label."""
-    names = [str(c) for c in classes]
-    if set(names) & set(KEY_COLUMNS) or len(set(names)) != len(names):
-        return [f"prob_{i}_{n}" for i, n in enumerate(names)]
-    return names
-
-
 def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str], manifest: Manifest) -> pd.DataFrame:
     """Fold ``fold``'s val examples predicted by its ``best.keras``; cached in ``fold<k>/oof.csv`` so a resume
     does not load the model again."""
@@ -149,7 +138,7 @@ def fold_oof(cfg: Config, fold_dir: Path | URLPath, fold: int, classes: list[str
     if cached.is_file():
         with local_copy(cached) as local:
             frame = pd.read_csv(local, dtype={"id": str}, keep_default_na=False)
-        if list(frame.columns) == [*KEY_COLUMNS, *columns]:
+        if list(frame.columns) == [*OOF_KEYS, *columns]:
             return frame
     run_cfg = run_config(cfg, fold_dir)  # the model and image size this fold was trained with
     model = load_model(fold_dir)
@@ -180,24 +169,13 @@ def _figure(entry: dict) -> str:
 
 
 def _honest_oof_scores(cfg: Config, parent: Path | URLPath, oof: pd.DataFrame, classes: list[str], where: str) -> dict:
-    """The OOF score at 0.5 (argmax) with its interval; binary: also at the F1-best threshold of the *other* folds
-    applied to each fold (the honest score of threshold=auto), and threshold.json with the threshold of all rows."""
-    metric = functools.partial(score, cfg)
+    """The OOF scores (:func:`kit.evaluate.held_out_scores`, the folds as the parts a threshold is cross-fitted over)
+    and, binary, threshold.json with the threshold of all rows."""
     y_true = oof["label"].to_numpy().astype(int)
     class_probs = oof[probability_columns(classes)].to_numpy(dtype=np.float64)
-    out: dict[str, Any] = {}
-    if len(classes) == 2:
-        honest = honest_binary_scores(y_true, class_probs[:, 1], metric, where, oof["fold"].to_numpy())
-        out["at_0.5"] = honest["at_0.5"]
-        if "at_chosen" in honest:
-            out["at_chosen"] = honest["at_chosen"]
-        out["threshold"] = honest["threshold"]
-        write_threshold(parent, honest["threshold"], "oof", len(oof), honest.get("at_chosen"))
-    else:
-        out["at_0.5"] = scored(y_true, class_probs.argmax(axis=1), metric, f"{where} (argmax)")
-    warning = degenerate_warning(class_probs, 0.5, y_true)
-    if warning:
-        out["degenerate"] = warning
+    out = held_out_scores(cfg, y_true, class_probs, where, oof["fold"].to_numpy())
+    if "threshold" in out:
+        write_threshold(parent, out["threshold"], "oof", len(oof), out.get("at_chosen"))
     return out
 
 

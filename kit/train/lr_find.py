@@ -68,6 +68,7 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
     from kit import plots
     from kit.data.augment.layer import model_augmentation
     from kit.models.registry import build_model
+    from kit.progress import progress_bar
     from kit.runs import runs_of
     from kit.train.lr_schedules import build_optimizer, jit_compile
     from kit.train.metrics import build_loss
@@ -84,6 +85,8 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
     rates = [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
     losses: list[float] = []
 
+    shown = progress_bar("lr-find", steps, "batches")  # a bar on a terminal, lines in a log
+
     class RangeTest(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.model.optimizer.learning_rate = rates[epoch]
@@ -91,6 +94,7 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             loss = float((logs or {}).get("loss", math.nan))
             losses.append(loss)
+            shown.update(1)
             smoothed = smooth(losses)
             if not math.isfinite(loss) or smoothed[-1] > DIVERGED * min(smoothed):
                 self.model.stop_training = True
@@ -106,7 +110,9 @@ def lr_find(cfg: Config, *, manifest: Manifest | None = None, steps: int = 200, 
                 jit_compile=jit_compile(cfg.train, session.device),
             )
         print(f"lr-find: {cfg.model.name}, rates {start:g} to {end:g} over up to {steps} batches of {session.global_batch}")
-        model.fit(train_ds, epochs=steps, steps_per_epoch=1, callbacks=[RangeTest()], verbose=0)
+        # shuffle=False: the pipeline shuffles (Keras warns that it ignores the flag for a dataset).
+        model.fit(train_ds, epochs=steps, steps_per_epoch=1, callbacks=[RangeTest()], verbose=0, shuffle=False)
+        shown.close()
 
     finite = [i for i, loss in enumerate(losses) if math.isfinite(loss)]
     tried, raw = [rates[i] for i in finite], [losses[i] for i in finite]

@@ -19,8 +19,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from kit.config import Config, all_keys, with_settings
-from kit.errors import KitError, nearest
+from kit.config import Config, all_keys, suggest_keys, with_settings
+from kit.errors import KitError
 
 TYPES = ("int", "float", "choice", "bool")
 FIELDS = {
@@ -64,7 +64,7 @@ def parse_space(space: dict[str, Any], origin: str = "tuner.space") -> list[Dime
         where = f"{origin}.{name}"
         prefix = name.split(".options.")[0] + ".options" if ".options." in name else None
         if name not in valid_keys and prefix not in valid_keys:
-            raise KitError(f"{where}: '{name}' is not a setting", f"did you mean {' or '.join(nearest(name, valid_keys))}?")
+            raise KitError(f"{where}: '{name}' is not a setting", f"did you mean {' or '.join(suggest_keys(name, valid_keys))}?")
         if not isinstance(spec, dict) or spec.get("type") not in TYPES:
             raise KitError(f"{where}: needs type: one of {', '.join(TYPES)}", "e.g. {type: float, min: 0.1, max: 0.5}")
         kind = spec["type"]

@@ -22,7 +22,6 @@ The objective is checked against what the model logs before the first trial.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,12 +63,6 @@ def trial_epochs(cfg: Config) -> int:
     (the budget Hyperband splits into its brackets is this number too).
     """
     return max(1, min(int(cfg.tuner.max_epochs), int(cfg.train.epochs)))
-
-
-def fit_verbosity(cfg: Config) -> int:
-    """``train.verbose`` as ``kit train`` uses it: a progress bar (1) only on a terminal, one line per epoch in a log."""
-    verbose = int(cfg.train.verbose)
-    return 2 if verbose == 1 and not sys.stdout.isatty() else verbose
 
 
 def objective_of(cfg: Config) -> tuple[str, str]:
@@ -282,6 +275,10 @@ def tune(cfg: Config) -> Path:
         settled = settle_finished_trials(tuner.oracle)
         if settled:
             print(f"trials {', '.join(settled)} had finished before the search stopped: not run again", flush=True)
+        from kit.progress import fit_verbosity
+        from kit.train.callbacks import progress_callbacks
+
+        verbose = fit_verbosity(cfg.train.verbose)  # as kit train: a bar on a terminal, lines in a log
         tuner.search(
             train_ds,
             validation_data=val_ds,
@@ -289,7 +286,8 @@ def tune(cfg: Config) -> Path:
             steps_per_epoch=session.steps_per_epoch,
             epochs=trial_epochs(cfg),
             shuffle=False,  # the pipeline shuffles; Keras warns that it ignores shuffle for datasets
-            verbose=fit_verbosity(cfg),
+            verbose=verbose,
+            callbacks=progress_callbacks(verbose, session.steps_per_epoch, trial_epochs(cfg)),
         )
     summary = _write_outputs(cfg, tuner, out_dir, dims)
     print(f"best {objective} = {summary['score']} with {summary['best']} ({summary['trials']} trials)")
