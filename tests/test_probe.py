@@ -160,9 +160,10 @@ def test_probe_run_evaluates_predicts_with_tta_and_exports(tmp_path: Path, capsy
     assert accuracy >= 0.9  # dark against bright: even random features tell them apart
 
     scored = evaluate(cfg, run)
-    assert scored["score"]["metric"] == "f1" and scored["examples"] == 12
+    assert scored["examples"] == 12 and scored["accuracy"] == pytest.approx(accuracy)
     cfg.predict = dataclasses.replace(cfg.predict, tta=["flip"])
     submission = pd.read_csv(predict(cfg, [run]))
-    assert len(submission) == TEST and set(submission["label"]) <= {"a", "b"}
+    assert len(submission) == TEST  # the test images are named after their class: the probe gets them right
+    assert (submission["label"] == submission["id"].str.startswith("b").astype(int)).all()
     path = export(cfg, run, "savedmodel")
     assert path.exists()
