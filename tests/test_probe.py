@@ -167,3 +167,77 @@ def test_probe_run_evaluates_predicts_with_tta_and_exports(tmp_path: Path, capsy
     assert (submission["label"] == submission["id"].str.startswith("b").astype(int)).all()
     path = export(cfg, run, "savedmodel")
     assert path.exists()
+
+
+# --- the feature cache -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_features_are_read_back_and_recomputed_when_the_network_size_or_records_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from kit.models.pretrained import get_backbone
+    from kit.train.probe import probe_model
+
+    cfg = _config(tmp_path)
+    _write_competition(Path(cfg.data.root))
+    first, out = _train(cfg, capsys)
+    assert "features: train computed" in out and "features: val computed" in out
+    [folder] = _features_dirs(cfg)
+    stamps = {path.name: path.stat().st_mtime_ns for path in folder.glob("*.npz")}
+    assert sorted(stamps) == ["train.npz", "val.npz"]
+    key = read_json(folder / "key.json")
+    assert key["model"] == BACKBONE and key["image_size"] == 32 and key["weights"] == "none"
+
+    second, out = _train(cfg, capsys)  # the same network on the same records: nothing is extracted again
+    assert "features: train read from" in out and "features: val read from" in out and "computed" not in out
+    assert _features_dirs(cfg) == [folder] and {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")} == stamps
+    assert read_json(second / "metrics.json")["metrics"] == read_json(first / "metrics.json")["metrics"]
+
+    # Other weights: a backbone weights file from a network drawn with another seed.
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=7))
+    weights = tmp_path / "other.weights.h5"
+    get_backbone(probe_model(other, 2)).save_weights(str(weights))
+    with_weights = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=str(weights)))
+    _, out = _train(with_weights, capsys)
+    assert "features: train computed" in out and len(_features_dirs(cfg)) == 2
+
+    # Another image size: its own records, its own features.
+    bigger = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, image_size=48))
+    _, out = _train(bigger, capsys)
+    assert "features: train computed" in out and len(_features_dirs(bigger)) == 1
+
+    # The records rebuilt from a changed image: a new fingerprint, so the features are computed again.
+    image = Path(cfg.data.root) / "train" / "a" / "a00.png"
+    cv2.imwrite(str(image), np.full((32, 32, 3), 60, np.uint8))
+    _, out = _train(cfg, capsys)
+    assert "features: train computed" in out and len(_features_dirs(cfg)) == 3
+    assert folder.is_dir()  # the older key's cache is left for the settings that still match it
+
+
+# --- k-fold --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kfold_probe_extracts_once_and_scores_every_fold_out_of_fold(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from kit.data.records import build_from_config
+    from kit.predict import predict
+    from kit.train.kfold import train_folds
+
+    cfg = _config(tmp_path)
+    cfg.data = dataclasses.replace(cfg.data, folds=3)
+    _write_competition(Path(cfg.data.root))
+    build_from_config(cfg)
+    parent = Path(train_folds(cfg))
+
+    out = capsys.readouterr().out
+    assert out.count("features: train computed") == 1 and out.count("features: train read from") == 2
+    assert "features: val" not in out  # each fold validates on its part of the train records
+    oof = pd.read_csv(parent / "oof.csv")
+    assert len(oof) == 2 * PER_CLASS and oof["id"].is_unique
+    for k in range(3):
+        metrics = read_json(parent / f"fold{k}" / "metrics.json")
+        assert metrics["split"] == "val" and metrics["probe"]["train_examples"] == 2 * PER_CLASS - len(oof[oof["fold"] == k])
+    assert read_json(parent / "cv.json")["score"] >= 0.9
+    submission = pd.read_csv(predict(cfg, [parent]))  # the folds' mean
+    assert (submission["label"] == submission["id"].str.startswith("b").astype(int)).all()
