@@ -106,6 +106,24 @@ def test_classes_missing_from_training_get_no_probability() -> None:
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
+def test_scores_are_keras_metrics_of_the_heads_probabilities() -> None:
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    from kit.train.features import Features
+    from kit.train.probe import scores
+
+    x, labels = _blobs(3)
+    kernel, bias = fit_linear_head(ProbeConfig(c=0.05), x, labels, 3, seed=0)
+    part = Features(x.astype(np.float32), np.eye(3, dtype=np.float32)[labels], np.array([str(i) for i in labels]), labels * 0 - 1)
+    logs = scores(part, kernel, bias, binary=False, num_classes=3)
+    probs = head_probabilities(x, kernel, bias)
+    assert set(logs) == {"loss", "f1_score", "accuracy"}
+    assert logs["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(1)))
+    assert logs["f1_score"] == pytest.approx(f1_score(labels, probs.argmax(1), average="macro"), abs=1e-5)
+    assert logs["loss"] == pytest.approx(log_loss(labels, probs), abs=1e-4)
+    assert 0.5 < logs["accuracy"] < 1.0  # C=0.05: a real fit, not a separable toy
+
+
 def test_one_class_in_training_is_one_line() -> None:
     x, _ = _blobs(2)
     with pytest.raises(KitError, match="all of one class"):
