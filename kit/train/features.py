@@ -118,17 +118,21 @@ def split_features(
 
 def extract(cfg: Config, manifest: Manifest, network: keras.Model, split: str, *, batch_size: int) -> Features:
     """Every record of ``split`` through ``network`` (records order, no augmentation), with a progress bar."""
+    import tensorflow as tf
     from tqdm import tqdm
 
     from kit.data.pipeline import count_examples, make_dataset
 
     dataset = make_dataset(cfg, split, training=False, batch_size=batch_size, manifest=manifest, with_ids=True)
+    # One trace for every batch size (the last batch is smaller): a retrace costs seconds, as much as many batches.
+    batch_spec = tf.TensorSpec([None, manifest.image_size, manifest.image_size, 3], tf.float32)
+    forward = tf.function(lambda images: network(images, training=False), input_signature=[batch_spec])
     total = count_examples(manifest, split)
     parts, targets, ids = [], [], []
     started = time.monotonic()
     with tqdm(total=total, desc=f"features: {split}", unit="img", mininterval=2.0) as bar:
         for images, batch_targets, batch_ids in dataset:
-            parts.append(np.asarray(network.predict_on_batch(images), np.float32))
+            parts.append(np.asarray(forward(images), np.float32))
             targets.append(batch_targets.numpy())
             ids.extend(i.decode("utf-8") for i in batch_ids.numpy())
             bar.update(len(batch_ids))
