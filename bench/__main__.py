@@ -27,6 +27,7 @@ from bench.p2 import section_p2
 from bench.p2_380 import section_p2_380
 from bench.p3 import section_p3
 from bench.p4 import section_p4
+from bench.probe import section_probe
 from bench.report import render_doc, write_result
 from bench.time_to_accuracy import section_t
 
@@ -41,6 +42,7 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
     "P1-JPEG": section_p1_jpeg,
     "P2-380": section_p2_380,
     "GPU": section_gpu,
+    "PROBE": section_probe,
 }
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work"
 DOC = ROOT / "BENCHMARKS.md"
-SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU")
+SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU", "PROBE")
 GIB = 1024**3
 BATCH = 64
 

@@ -36,6 +36,8 @@ KernelAccelerator = StrEnum("KernelAccelerator", "none gpu tpu")  # what a pushe
 DuplicateGroups = StrEnum("DuplicateGroups", "exact near none")  # which copies the validation split and folds keep whole
 # How records store an image and how training and inference cut it to the model's size (kit.data.resizing.POLICIES).
 ResizePolicy = StrEnum("ResizePolicy", "stretch pad crop")
+TrainMode = StrEnum("TrainMode", "finetune probe")  # probe: frozen backbone features + logistic regression (kit.train.probe)
+ClassWeight = StrEnum("ClassWeight", "none balanced")  # balanced: each class weighted by 1 / its share
 
 # Resource limits among the ranges: named here, once; the range error names the constant to raise.
 MAX_IMAGE_SIZE = 2048  # pixels a side fed to a model (a 64-image batch at 2048 px is 3.2 GB of float32 input)
@@ -212,7 +214,17 @@ class FineTuneConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """train.mode=probe: a logistic regression on the frozen backbone's pooled features (scikit-learn)."""
+
+    c: float = ranged(1.0, 0, 1e6, low_open=True)  # inverse L2 strength (LogisticRegression's C); smaller: stronger
+    class_weight: ClassWeight = ClassWeight.none
+    max_iter: int = ranged(1000, 1, 1_000_000)  # the solver's iterations (lbfgs)
+
+
+@dataclass
 class TrainConfig:
+    mode: TrainMode = TrainMode.finetune  # finetune: the phases (head, then unfrozen top); probe: features + linear head
     batch_size: int = ranged(64, 1, MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE")  # per replica; global = x replicas
     epochs: int = ranged(20, 1, MAX_EPOCHS, limit="MAX_EPOCHS")  # phase 1 (the only phase for scratch models)
     learning_rate: float = ranged(1e-3, 0, 10, low_open=True)
@@ -232,6 +244,7 @@ class TrainConfig:
     mixed_precision: MixedPrecision = MixedPrecision.auto
     strategy: DistributionStrategy = DistributionStrategy.auto
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = ranged(42, **SEED)
     verbose: int = ranged(1, 0, 2)  # Keras fit verbosity
 

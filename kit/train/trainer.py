@@ -85,7 +85,11 @@ def _fit(session: Session, cfg: Config, run_dir: Path, resuming: bool, callbacks
     from kit.data.augment.layer import model_augmentation
     from kit.models.registry import build_model
     from kit.train.fitting import fit_phases
+    from kit.train.probe import fit_probe
 
+    if cfg.train.mode == "probe":  # no phases: a linear head on the frozen backbone's cached features
+        fit_probe(session, run_dir)
+        return
     with session.precision_policy():
         train_ds, val_ds = session.datasets()
         with session.strategy.scope():
