@@ -82,6 +82,27 @@ def test_every_backbone_trains_a_step_saves_and_reloads_the_same(name: str, tmp_
     np.testing.assert_allclose(np.asarray(loaded(images, training=False)), want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
+def test_a_backbone_without_weights_learns_its_batchnorm_statistics_as_it_trains() -> None:
+    """With model.weights=none there are no ImageNet statistics to keep: BatchNorm must learn them, or a random
+    backbone normalises nothing and training learns a constant."""
+    import keras
+
+    from kit.models.pretrained import get_backbone
+
+    model = build(model_cfg("mobilenetv3_small"))
+    norms = [layer for layer in get_backbone(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+    def statistics() -> list[np.ndarray]:
+        return [np.concatenate([layer.moving_mean.numpy(), layer.moving_variance.numpy()]) for layer in norms]
+
+    before = statistics()
+    model.compile(keras.optimizers.SGD(0.01), "binary_crossentropy", run_eagerly=True)
+    model.train_on_batch(pixels(model.input_shape[1], n=4), np.array([[0.0], [1.0], [0.0], [1.0]], "float32"))
+    kept = sum(np.array_equal(now, then) for now, then in zip(statistics(), before, strict=True))
+    assert kept == 0, f"{kept} of {len(norms)} BatchNorm layers kept their initial statistics"
+
+
 # The keras.applications module of each family: Keras' own preprocess_input and source, the oracles for the table.
 KERAS_MODULE = {
     "ConvNeXt": "convnext",

@@ -49,6 +49,19 @@ def test_an_objective_the_problem_does_not_log_is_refused_before_the_first_trial
     assert not (tune_dir(cfg) / "search").exists() and not (tune_dir(cfg) / "best_hparams.yaml").exists()
 
 
+def test_a_probe_is_not_tuned_as_if_it_fine_tuned(tmp_path: Path) -> None:
+    """train.mode=probe fits a linear head on cached features; a trial would fine-tune instead. Refused, nothing run."""
+    from run_fixtures import make_config
+
+    from kit.train.tuner import tune, tune_dir
+
+    cfg = make_config(tmp_path, ["a", "b"])
+    cfg.tuner.space, cfg.train.mode = SPACE, "probe"
+    with pytest.raises(KitError, match="kit tune searches fine-tuning runs, not train.mode=probe"):
+        tune(cfg)
+    assert not tune_dir(cfg).exists()
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

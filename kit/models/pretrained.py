@@ -19,8 +19,8 @@ Every backbone is a row of :mod:`kit.models.backbones`; :func:`build` reads the 
 :func:`build_on` puts several rows side by side on one image (:mod:`kit.models.fusion`): backbones named
 ``"backbone"``, ``"backbone_2"``, ..., each with its own preprocessing and pooling, features concatenated.
 
-The backbone is called with ``training=False``: its BatchNormalization layers stay in inference mode in both
-training phases, so fine-tuning on small batches does not wreck the ImageNet statistics (keras-io, "Image
+A backbone with pretrained weights is called with ``training=False``: its BatchNormalization layers stay in inference
+mode in both training phases, so fine-tuning on small batches does not wreck the ImageNet statistics (keras-io, "Image
 classification via fine-tuning with EfficientNet"; Keras transfer-learning guide). The head is GAP, dropout, an
 optional Dense(``model.dense_units``, ReLU, L2 ``model.l2``) with dropout, and the float32 classifier.
 
@@ -85,8 +85,9 @@ def build_on(cfg: ModelConfig, specs: list[Backbone], num_classes: int, options:
         if weights_path is not None:
             load_backbone_weights(backbone, weights_path, spec)
         x = preprocess(inputs, spec.preprocessing, suffix)
-        # training=False keeps BatchNorm in inference mode even after unfreezing (see the module docstring).
-        x = backbone(x, training=False)
+        # Pretrained: training=False keeps BatchNorm in inference mode even after unfreezing (see the module
+        # docstring). Without weights there are no statistics to keep: BatchNorm learns them as it trains.
+        x = backbone(x, training=False if weights_path is not None else None)
         pooled.append(keras.layers.GlobalAveragePooling2D(name="gap" + suffix)(x))
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="backbone_features")(pooled)
     x = fuse_streams(streams, inputs, x, cfg.l2)

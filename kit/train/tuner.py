@@ -244,6 +244,11 @@ def tune(cfg: Config) -> Path:
     """Run (or resume) the search for ``cfg.model``; returns the folder holding ``best_hparams.yaml``."""
     from kit.train.session import open_records, start_session
 
+    if cfg.train.mode != "finetune":  # a trial is the phased fit; a probe has one setting (train.probe.c) and no epochs
+        raise KitError(
+            f"kit tune searches fine-tuning runs, not train.mode={cfg.train.mode}",
+            "drop train.mode (or set train.mode=finetune) to tune, or try a few train.probe.c=... probe runs with kit train",
+        )
     dims = parse_space(cfg.tuner.space, origin=f"tuner.space of model {cfg.model.name}")
     cfg, manifest = open_records(cfg)
     objective, direction = objective_of(cfg)
