@@ -56,7 +56,7 @@ def test_build_bundle(fake_kaggle, workdir):
     assert 'os.path.join(WORKING, "submission.csv")' in code and 'f"data.records_root={TEMP}/records"' in code
     # the embedded config is block YAML, one setting a line (it was one JSON-escaped line)
     assert 'CONFIG_YAML = r"""comp:\n  name: fake-comp\n  slug: fake-comp\n' in code
-    assert "\ntrain:\n  batch_size: " in code and "\n  records_root: /kaggle/temp/records\n" in code
+    assert "\ntrain:\n  mode: finetune\n  batch_size: " in code and "\n  records_root: /kaggle/temp/records\n" in code
     assert KEY not in _bundle_text(folder)
 
 
