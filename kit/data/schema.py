@@ -16,7 +16,9 @@ fold           int64       k-fold number of labelled examples; -1 when folds are
 The ``image`` encoding is the manifest's ``image_format`` (:func:`resolve_image_format`). ``raw`` needs no
 codec at all: the input pipeline turns a whole batch into pixels with one ``tf.io.decode_raw``, where PNG
 decoding per image bounded it (BENCHMARKS.md, input pipeline). It costs disk (12 KB per 64 px image, 49 KB at 128 px,
-433 KB at 380 px), hence ``auto`` = raw up to :data:`RAW_MAX_SIZE` px and PNG above.
+433 KB at 380 px), hence ``auto`` = raw up to :data:`RAW_MAX_SIZE` px and JPEG above: at 380 px PNG records fed the
+pipeline only ~530 img/s on 2 cores, JPEG (quality 90, full-resolution colour) over 1,000 at ~42 dB PSNR against
+the lossless image (BENCHMARKS.md, online pipeline at 380 px). PNG stays one setting away for forensic work.
 
 :func:`serialize` encodes with the protobuf runtime and the message classes of :mod:`kit.data.tfrecord`,
 without TensorFlow, byte-identical to ``tf.train.Example.SerializeToString(deterministic=True)``, so the
@@ -36,7 +38,7 @@ MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".tfrecord"
 SPLITS = ("train", "val", "test")
 IMAGE_FORMATS = ("raw", "png", "jpeg")  # what the records can hold; data.image_format also takes "auto"
-RAW_MAX_SIZE = 128  # auto: raw pixels up to this image size (49 KB per image), PNG above
+RAW_MAX_SIZE = 128  # auto: raw pixels up to this image size (49 KB per image), JPEG above
 
 
 @dataclass
@@ -51,15 +53,15 @@ class Example:
 
 
 def resolve_image_format(image_format: str, image_size: int) -> str:
-    """The stored format for a ``data.image_format`` setting: ``auto`` is raw up to RAW_MAX_SIZE px, else png."""
+    """The stored format for a ``data.image_format`` setting: ``auto`` is raw up to RAW_MAX_SIZE px, else jpeg."""
     if image_format == "auto":
-        return "raw" if image_size <= RAW_MAX_SIZE else "png"
+        return "raw" if image_size <= RAW_MAX_SIZE else "jpeg"
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"unknown image format {image_format!r}; use auto or one of {', '.join(IMAGE_FORMATS)}")
     return image_format
 
 
-def encode_image(image: np.ndarray, image_format: str, quality: int = 95) -> bytes:
+def encode_image(image: np.ndarray, image_format: str, quality: int = 90) -> bytes:
     """The ``image`` feature's bytes for a uint8 RGB (S, S, 3) image in a resolved format."""
     if image_format == "raw":
         return np.ascontiguousarray(image, dtype=np.uint8).tobytes()
