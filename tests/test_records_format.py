@@ -12,8 +12,8 @@ from test_records import read_examples
 
 from kit.config import Config, load_config
 from kit.data import records
-from kit.data.images import encode
 from kit.data.manifest import read_manifest, records_dir
+from kit.data.schema import encode_image
 
 CLASSES = ["cat", "dog", "fox"]
 SIZE = 160  # above 128 px: auto stores JPEG
@@ -105,4 +105,4 @@ def test_jpeg_quality_changes_the_records(tmp_path: Path) -> None:
 
 def test_jpeg_encode_keeps_full_colour_resolution() -> None:
     image = cv2.cvtColor(photo_like(np.random.default_rng(1), 64, 64), cv2.COLOR_BGR2RGB)
-    assert chroma_sampling(encode(image, "jpeg", quality=90)) == [0x11, 0x11, 0x11]
+    assert chroma_sampling(encode_image(image, "jpeg", quality=90)) == [0x11, 0x11, 0x11]

@@ -1,7 +1,8 @@
 """Image files: facts (:func:`image_info`, :func:`file_facts`, pHash) and decoding with OpenCV to uint8 RGB (H, W, 3).
 
 Header parsing (format, size, channels, bit depth, EXIF orientation, JPEG quantisation and quality) is
-in :mod:`kit.data.image_headers`; this module reads files, decodes, resizes, encodes and hashes them.
+in :mod:`kit.data.image_headers`; this module reads files, decodes, resizes and hashes them (the records' own
+encoding is :func:`kit.data.schema.encode_image`).
 
 The pHash is the DCT hash of Zauner, "Implementation and Benchmarking of Perceptual Image Hash
 Functions" (2010): grayscale 32x32, 2-D DCT, the 8x8 lowest frequencies thresholded at their median.
@@ -286,15 +287,15 @@ def decode(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
     return decode_with_size(path, max_side)[0]
 
 
-# ---------------------------------------------------------------------------------------------- resize/encode
+# ---------------------------------------------------------------------------------------------- resize
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
     """Stretch to (size, size, 3) uint8, ignoring the aspect ratio.
 
     Stretching keeps every pixel of the image (no crop loses the evidence, no padding adds borders a
-    model could key on). INTER_AREA when shrinking (anti-aliased), INTER_CUBIC when enlarging,
-    INTER_LINEAR when one side shrinks and the other grows.
+    model could key on). When shrinking, anti-aliased: :func:`shrink_supersampled` by up to 2.5x, INTER_AREA
+    beyond; INTER_CUBIC when enlarging, INTER_LINEAR when one side shrinks and the other grows.
     """
     import cv2
 
@@ -302,6 +303,8 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     if (height, width) == (size, size):
         return np.ascontiguousarray(image)
     if height >= size and width >= size:
+        if max(height, width) <= SUPERSAMPLE_MAX_SCALE * size:
+            return shrink_supersampled(image, size)
         interpolation = cv2.INTER_AREA
     elif height <= size and width <= size:
         interpolation = cv2.INTER_CUBIC
@@ -310,33 +313,17 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=interpolation)
 
 
-def jpeg_params(quality: int) -> list[int]:
-    """OpenCV's JPEG encoder settings for records: ``quality`` and full-resolution colour (4:4:4).
+SUPERSAMPLE_MAX_SCALE = 2.5  # shrinks by up to this much are supersampled (below); larger ones use INTER_AREA
 
-    OpenCV's default halves the colour resolution (4:2:0), which alone held PSNR against the lossless image at
-    36-38 dB on detailed photos at any quality; 4:4:4 at quality 90 gives 42-44 dB on P1-JPEG's images and decodes
-    as fast as 4:2:0 at 95 (BENCHMARKS.md, online pipeline at 380 px).
-    """
+
+def shrink_supersampled(image: np.ndarray, size: int) -> np.ndarray:
+    """Shrink to (size, size): bilinear samples at twice the size, each 2x2 block averaged (an area average's
+    anti-aliasing at these scales). At 768x512 to 380 px OpenCV's INTER_AREA takes a generic, unvectorised path that
+    costs more than the JPEG decode; this takes about half that, 45-55 dB PSNR from it (BENCHMARKS.md, P1-JPEG)."""
     import cv2
 
-    return [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
-
-
-def encode(image: np.ndarray, fmt: str = "png", quality: int = 90) -> bytes:
-    """Encode uint8 RGB as PNG (lossless) or JPEG (``quality`` 1-100, 4:4:4: :func:`jpeg_params`) bytes."""
-    import cv2
-
-    if fmt not in ("png", "jpeg"):
-        raise ValueError(f"image format must be png or jpeg, got {fmt!r}")
-    bgr = cv2.cvtColor(np.ascontiguousarray(image, np.uint8), cv2.COLOR_RGB2BGR)
-    if fmt == "png":
-        # OpenCV's default (fastest) PNG settings: ~2.5x faster than level 3 for ~8 % larger files (BENCHMARKS.md, records from real-size JPEGs).
-        ok, buffer = cv2.imencode(".png", bgr)
-    else:
-        ok, buffer = cv2.imencode(".jpg", bgr, jpeg_params(quality))
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.shape} image as {fmt}")
-    return buffer.tobytes()
+    doubled = cv2.resize(image, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(doubled, (size, size), interpolation=cv2.INTER_AREA)  # an exact 2x2 mean: OpenCV's fast path
 
 
 # ---------------------------------------------------------------------------------------------- perceptual hash
