@@ -174,8 +174,8 @@ def section_p2_380(ctx: Context) -> dict:
             log(f"P2-380: {n:,} records at {size} px, {name} (data.image_format={fmt})")
             manifest = build(cfg, paths)
             stored = manifest.image_format + (f" q{manifest.jpeg_quality} 4:4:4" if manifest.image_format == "jpeg" else "")
-            lossless = pixels.get("png")
-            pixels[manifest.image_format] = stored_images(cfg, manifest, None if lossless is None else set(lossless))
+            first = next(iter(pixels.values()), None)  # the same images from both formats' records
+            pixels[manifest.image_format] = stored_images(cfg, manifest, None if first is None else set(first))
             rates = {}
             for stage, augment in stages(cfg.augment).items():
                 rates[stage] = time_pipeline(dataclasses.replace(cfg, augment=augment), manifest, skip, count)
