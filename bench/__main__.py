@@ -79,7 +79,8 @@ def save_result(args: argparse.Namespace, ctx: Context, key: str, started: str, 
         quick=args.quick,
         started=started,
         seconds=time.perf_counter() - start,
-        machine=ctx.machine,
+        # The load when the section ends, beside the load at start: on a shared machine other users' work changes it.
+        machine={**ctx.machine, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
         command=ctx.command,
     )
     path = write_result(ctx, key, result)
