@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.acc import section_acc
-from bench.common import DOC, FULL, QUICK, RESULTS, ROOT, SECTIONS, WORK, Context, NothingToMeasure, log, machine_info
+from bench.common import DOC, FULL, JPEGS, QUICK, RESULTS, ROOT, SECTIONS, WORK, Context, NothingToMeasure, log, machine_info
 from bench.gpu import section_gpu
 from bench.jitter import section_jitter
 from bench.p1 import section_p1
@@ -67,6 +67,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--gpu-on-cpu", action="store_true", help="GPU: rehearse the check on the CPU at tiny sizes (implies --quick)"
     )
+    parser.add_argument(
+        "--jpegs", type=Path, default=JPEGS, help=f"P1-JPEG, P2-380: folder of the generated JPEGs (default: {JPEGS})"
+    )
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
     return parser.parse_args(argv)
 
@@ -78,7 +81,8 @@ def save_result(args: argparse.Namespace, ctx: Context, key: str, started: str, 
         quick=args.quick,
         started=started,
         seconds=time.perf_counter() - start,
-        machine=ctx.machine,
+        # The load when the section ends, beside the load at start: on a shared machine other users' work changes it.
+        machine={**ctx.machine, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
         command=ctx.command,
     )
     path = write_result(ctx, key, result)
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.gpu_budget_s = args.gpu_budget
     ctx.gpu_items = tuple(s.strip() for s in args.gpu_items.split(",") if s.strip())
     ctx.gpu_on_cpu = args.gpu_on_cpu
+    ctx.jpegs = args.jpegs
     log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
     log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
     failed, written = [], []

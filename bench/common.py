@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work"
 DOC = ROOT / "BENCHMARKS.md"
+JPEGS = Path(tempfile.gettempdir()) / "kit-bench-jpegs"  # P1-JPEG's generated files: 1.3 GB at 20,000, outside the repo
 SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU", "PROBE")
 GIB = 1024**3
 BATCH = 64
@@ -69,6 +71,7 @@ class Context:
     gpu_budget_s: float = 450.0  # GPU: seconds the check may spend; it starts no item that would not fit
     gpu_items: tuple[str, ...] = ()  # GPU: the items to run (default: all); the last gpu.json keeps the others
     gpu_on_cpu: bool = False  # GPU: rehearse the check on the CPU at tiny sizes (the script's own test)
+    jpegs: Path = JPEGS  # P1-JPEG and P2-380: the generated real-size JPEGs (made once, reused)
     # Writes the running section's results so far (its JSON, then BENCHMARKS.md): for a section that saves as it goes,
     # so a run stopped part-way keeps what it measured. Set by ``python -m bench`` for each section.
     save: Callable[[dict], Path] | None = None

@@ -29,7 +29,7 @@ def opencv_loop(paths: Sequence[str | Path], size: int) -> float:
         for path in paths:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-            ok, _ = cv2.imencode(".png", image)  # OpenCV's default PNG settings, as kit.data.images.encode
+            ok, _ = cv2.imencode(".png", image)  # OpenCV's default PNG settings, as kit.data.schema.encode_image
             if not ok:
                 raise RuntimeError(f"OpenCV could not encode {path}")
         return time.perf_counter() - start

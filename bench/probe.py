@@ -8,7 +8,7 @@ are random here, so its score says only that the path works and what it costs; i
   that follows reads the cache, as a second probe run of the same settings would);
 - the probe's fit time (scikit-learn's LogisticRegression, from the run's metrics.json) and hidden-test F1;
 - full training of the same network (phase 1 the head, phase 2 every layer at 1e-3): wall time and hidden-test F1
-  (BatchNorm in inference mode and frozen throughout, as kit runs every backbone: a random backbone learns little).
+  (a backbone without weights learns its BatchNorm statistics as it trains; a pretrained one keeps ImageNet's).
 
 Both are scored as ``kit predict`` scores a labelled test split (test_metrics.json), as T5 does.
 """
@@ -108,9 +108,8 @@ def section_probe(ctx: Context) -> dict:
         "(bench.t_recipes.make_binary_task), val 20 % of train.",
         "weights=none: the frozen features are random, so the probe's F1 is a floor; with ImageNet or foundation weights "
         "(weights=imagenet, cached offline: kit weights list) the probe is the fast first model of UnivFD (CVPR 2023).",
-        "Full training with weights=none learns little here, likely because kit runs every backbone with training=False "
-        "and BatchNorm frozen (right for pretrained weights, DESIGN.md), so a random backbone keeps its initial statistics. "
-        "The fair comparison needs weights=imagenet; from-scratch training is what the scratch models (resnet9, resnet20) do.",
+        "Full training from weights=none is from-scratch training of a network made for ImageNet at this data's scale; "
+        "the fair comparison needs weights=imagenet, and from-scratch work is what the scratch models (resnet9, resnet20) do.",
         f"Per run: `{command}`; full training: the same with {' '.join(full_overrides)}; each then `kit predict`.",
     ]
     raw = {"extraction": extraction, "probe": {"seconds": probe_seconds, "fit_seconds": fit_seconds, **probe_score}}

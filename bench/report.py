@@ -67,7 +67,9 @@ def _section_md(key: str, result: dict, folder: Path, doc_dir: Path) -> list[str
         lines += [f"![{png}]({rel})", ""]
     lines += [
         f"Machine: {machine.get('cores', '?')} cores, {machine.get('cpu', '?')}, {machine.get('memory_gib', '?')} GiB, "
-        f"load {machine.get('load_average_1m_at_start', '?')} at start; Python {machine.get('python', '?')}, "
+        f"load {machine.get('load_average_1m_at_start', '?')} at start"
+        + (f", {machine['load_average_1m_at_end']} at end" if "load_average_1m_at_end" in machine else "")
+        + f"; Python {machine.get('python', '?')}, "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f"; commit {machine.get('commit', '?')}.  ",
         f"Run {result.get('started', '?')}, {result.get('seconds', 0):.0f} s: `{result.get('command', '')}`",

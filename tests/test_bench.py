@@ -70,7 +70,7 @@ def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path
     old = {"raw": {"resnet20": {"wall_seconds": 120.0, "test_accuracy": 0.9, "history": {"val_accuracy": [0.5, 0.7, 0.8]}}}}
     (results / "acc.json").write_text(json.dumps(old))
     command = [sys.executable, "-m", "bench", "--quick", "--only", "T,P1-JPEG,P2-380", "--t-fast-model", "no-such-model"]
-    command += ["--results", str(results), "--work", str(work), "--doc", str(doc)]
+    command += ["--results", str(results), "--work", str(work), "--doc", str(doc), "--jpegs", str(tmp_path / "jpegs")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3 * COMMAND_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -99,23 +99,22 @@ def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path
 
     jpeg = json.loads((results / "quick" / "p1-jpeg.json").read_text())
     assert "error" not in jpeg
-    assert [(r["size"], r["format"]) for r in jpeg["raw"]["runs"]] == [
-        (64, "raw"),
-        (224, "png"),
-        (224, "jpeg"),
-        (380, "png"),
-        (380, "jpeg"),
-    ]
+    # The default records at each size (raw pixels at 64 px, JPEG above), each against the naive loop with a 2x goal.
+    assert [(r["size"], r["format"]) for r in jpeg["raw"]["runs"]] == [(64, "raw"), (224, "jpeg"), (380, "jpeg")]
+    assert len(list((tmp_path / "jpegs").glob("*.jpg"))) == 120  # generated where --jpegs says, outside the work folder
     for run in jpeg["raw"]["runs"]:
         assert run["build_rate"] > 0 and run["loop_rate"] > 0
-        assert run["psnr_db"] >= 30
+        assert run["psnr_db"] >= 38 and run["stored_psnr_db"] >= 38
         # Every file of the mix halves at least once at 64 and 224 px; at 380 px only the 768x768 squares (384 >= 380).
         assert run["reduced_share"] == 1.0 if run["size"] < 380 else run["reduced_share"] < 0.2
+    assert sum(r["goal"] == ">= 2x" for r in jpeg["rows"]) == 3
     p2 = json.loads((results / "quick" / "p2-380.json").read_text())
     assert "error" not in p2 and set(p2["raw"]["rates"]) == {"380-png", "380-jpeg", "224-png", "224-jpeg"}
-    assert all(rate > 0 for rates in p2["raw"]["rates"].values() for rate in rates.values())
-    goal_rows = [r for r in p2["rows"] if r["goal"]]
-    assert len(goal_rows) == 6 and all(r["goal"] == ">= 1,000 img/s" for r in goal_rows)
+    assert p2["raw"]["rates"]["380-jpeg"]["settings"] == "data.image_format=auto"  # the default is what is timed
+    assert all(rate > 0 for rates in p2["raw"]["rates"].values() for rate in rates.values() if not isinstance(rate, str))
+    goal_rows = [r for r in p2["rows"] if r["goal"] == ">= 1,000 img/s"]
+    assert len(goal_rows) == 2 and all(r["figure"].startswith("380 px, default records") for r in goal_rows)
+    assert all(p2["raw"]["psnr_db_vs_lossless"][size] >= 38 for size in ("380", "224"))
 
     text = doc.read_text()
     for title in ("T: time to accuracy", "P1-JPEG: records from real-size JPEGs", "P2-380: online pipeline"):

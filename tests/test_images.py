@@ -13,7 +13,8 @@ import pytest
 
 from kit.data import image_headers, images
 from kit.data.image_headers import jpeg_quality, jpeg_tables
-from kit.data.images import ImageError, decode, encode, file_facts, image_info, resize
+from kit.data.images import ImageError, decode, file_facts, image_info, resize
+from kit.data.schema import encode_image as encode
 
 PIL = pytest.importorskip("PIL.Image")  # tests only: Pillow writes what OpenCV cannot (palette, CMYK, EXIF)
 
@@ -243,6 +244,21 @@ def test_resize_shrink_enlarge_and_stretch():
     assert resize(np.zeros((4, 40, 3), np.uint8), 16).shape == (16, 16, 3)
     same = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
     np.testing.assert_array_equal(resize(same, 4), same)
+
+
+def test_shrinks_up_to_2_5x_are_supersampled_within_45_db_of_an_area_average():
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[0:512, 0:768].astype(np.float32)
+    photo = 128 + 60 * np.sin(x / 9)[..., None] + 50 * np.cos(y / 13)[..., None] * rng.uniform(0.5, 1, 3)
+    photo = np.clip(photo + rng.normal(0, 6, photo.shape), 0, 255).astype(np.uint8)
+    for source, size in ((photo, 380), (photo[::2, ::2], 224), (photo[:96, :144], 64)):
+        ours = resize(source, size)
+        np.testing.assert_array_equal(ours, images.shrink_supersampled(source, size))
+        area = cv2.resize(source, (size, size), interpolation=cv2.INTER_AREA)
+        mse = np.mean((ours.astype(float) - area) ** 2)
+        assert ours.shape == (size, size, 3) and 10 * np.log10(255**2 / mse) >= 45.0
+    far = resize(photo, 64)  # 12x: INTER_AREA itself
+    np.testing.assert_array_equal(far, cv2.resize(photo, (64, 64), interpolation=cv2.INTER_AREA))
 
 
 def test_encode_png_is_lossless_and_rgb(tmp_path):

@@ -4,7 +4,7 @@
   ``tf.train.Example.SerializeToString(deterministic=True)`` and of ``tf.io.TFRecordWriter`` exactly, and
   ``tf.data`` parses them back;
 - records workers never import TensorFlow;
-- ``data.image_format``: auto resolves to raw up to 128 px, raw records give the exact pixels through the
+- ``data.image_format``: auto resolves to raw up to 128 px (JPEG above), raw records give the exact pixels through the
   batched pipeline, the same batches as PNG records, and a static batch size with ``drop_remainder``.
 """
 
@@ -263,7 +263,7 @@ def test_records_workers_never_import_tensorflow(tmp_path: Path) -> None:
 def test_resolve_image_format() -> None:
     assert schema.resolve_image_format("auto", 32) == "raw"
     assert schema.resolve_image_format("auto", 128) == "raw"
-    assert schema.resolve_image_format("auto", 129) == "png"
+    assert schema.resolve_image_format("auto", 129) == "jpeg"
     assert schema.resolve_image_format("jpeg", 32) == "jpeg"
     with pytest.raises(ValueError, match="unknown image format"):
         schema.resolve_image_format("webp", 32)

@@ -1,7 +1,8 @@
 """Image files: facts (:func:`image_info`, :func:`file_facts`, pHash) and decoding with OpenCV to uint8 RGB (H, W, 3).
 
 Header parsing (format, size, channels, bit depth, EXIF orientation, JPEG quantisation and quality) is
-in :mod:`kit.data.image_headers`; this module reads files, decodes, resizes, encodes and hashes them.
+in :mod:`kit.data.image_headers`; this module reads files, decodes, resizes and hashes them (the records' own
+encoding is :func:`kit.data.schema.encode_image`).
 
 The pHash is the DCT hash of Zauner, "Implementation and Benchmarking of Perceptual Image Hash
 Functions" (2010): grayscale 32x32, 2-D DCT, the 8x8 lowest frequencies thresholded at their median.
@@ -286,15 +287,16 @@ def decode(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
     return decode_with_size(path, max_side)[0]
 
 
-# ---------------------------------------------------------------------------------------------- resize/encode
+# ---------------------------------------------------------------------------------------------- resize
 
 
 def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Stretch to (size, size, 3) uint8 (or to ``size`` = (height, width)), ignoring the aspect ratio.
 
     Stretching keeps every pixel of the image (no crop loses the evidence, no padding adds borders a
-    model could key on). INTER_AREA when shrinking (anti-aliased), INTER_CUBIC when enlarging,
-    INTER_LINEAR when one side shrinks and the other grows. (Other policies: :mod:`kit.data.resizing`.)
+    model could key on). When shrinking, anti-aliased: :func:`shrink_supersampled` by up to 2.5x, INTER_AREA
+    beyond; INTER_CUBIC when enlarging, INTER_LINEAR when one side shrinks and the other grows. (Other policies:
+    :mod:`kit.data.resizing`.)
     """
     import cv2
 
@@ -302,6 +304,8 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == (height, width):
         return np.ascontiguousarray(image)
     if image.shape[0] >= height and image.shape[1] >= width:
+        if max(image.shape[0] / height, image.shape[1] / width) <= SUPERSAMPLE_MAX_SCALE:
+            return shrink_supersampled(image, (height, width))
         interpolation = cv2.INTER_AREA
     elif image.shape[0] <= height and image.shape[1] <= width:
         interpolation = cv2.INTER_CUBIC
@@ -310,22 +314,18 @@ def resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
-def encode(image: np.ndarray, fmt: str = "png", quality: int = 95) -> bytes:
-    """Encode uint8 RGB as PNG (lossless) or JPEG (``quality`` 1-100) bytes."""
+SUPERSAMPLE_MAX_SCALE = 2.5  # shrinks by up to this much are supersampled (below); larger ones use INTER_AREA
+
+
+def shrink_supersampled(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Shrink to (size, size) or (height, width): bilinear samples at twice the size, each 2x2 block averaged. At
+    768x512 to 380 px OpenCV's INTER_AREA takes a generic, unvectorised path that costs more than the JPEG decode;
+    this takes about half that, 45-55 dB PSNR from it (BENCHMARKS.md, P1-JPEG)."""
     import cv2
 
-    if fmt not in ("png", "jpeg"):
-        raise ValueError(f"image format must be png or jpeg, got {fmt!r}")
-    bgr = cv2.cvtColor(np.ascontiguousarray(image, np.uint8), cv2.COLOR_RGB2BGR)
-    if fmt == "png":
-        # OpenCV's default (fastest) PNG settings: ~2.5x faster than level 3 for ~8 % larger files
-        # (BENCHMARKS.md, records from real-size JPEGs).
-        ok, buffer = cv2.imencode(".png", bgr)
-    else:
-        ok, buffer = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.shape} image as {fmt}")
-    return buffer.tobytes()
+    height, width = (size, size) if isinstance(size, int) else size
+    doubled = cv2.resize(image, (2 * width, 2 * height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(doubled, (width, height), interpolation=cv2.INTER_AREA)  # an exact 2x2 mean: OpenCV's fast path
 
 
 # ---------------------------------------------------------------------------------------------- perceptual hash

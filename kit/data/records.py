@@ -16,7 +16,9 @@
 - **Start-up**: a fresh build starts the workers before fingerprinting so that their start-up overlaps it.
   One build per records folder at a time (an ``flock`` on the folder guards it).
 - **Image format**: ``data.image_format`` resolved by :func:`kit.data.schema.resolve_image_format` (``auto``
-  = raw pixels up to 128 px, PNG above); the manifest and fingerprint hold the resolved format.
+  = raw pixels up to 128 px, JPEG above); the manifest and fingerprint hold the resolved format (and a JPEG's
+  quality and colour sampling), so records of another format, PNG ones written when ``auto`` meant PNG included,
+  are rebuilt rather than mixed with new shards.
 
 Offline augmentation (``augment.mode=offline``): each train shard holds its originals followed by
 ``augment.offline_copies`` copies made by :func:`kit.data.augment.offline_augment` from the shard's
@@ -127,6 +129,7 @@ def fingerprint(cfg: Config, index: pd.DataFrame, classes: list[str]) -> str:
         "image_size": cfg.model.image_size,
         "image_format": fmt,
         "jpeg_quality": cfg.data.jpeg_quality if fmt == "jpeg" else None,
+        "jpeg_colour": "4:4:4" if fmt == "jpeg" else None,  # records of 4:2:0 JPEGs (kit before) are rebuilt, not mixed
         "shard_mb": cfg.data.shard_mb,
         "seed": cfg.data.seed,
         "classes": list(classes),
@@ -209,7 +212,7 @@ def _manifest(cfg: Config, classes: list[str], tasks: list[ShardTask], folder: P
         classes=tuple(classes),
         num_classes=len(classes),
         image_format=image_format(cfg),
-        jpeg_quality=cfg.data.jpeg_quality,
+        jpeg_quality=cfg.data.jpeg_quality if image_format(cfg) == "jpeg" else None,
         counts=counts,
         shards={split: tuple(names) for split, names in shards.items()},
         skipped=tuple(skipped),
