@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.acc import section_acc
+from bench.cifake import section_d_cifake
 from bench.common import DOC, FULL, QUICK, RESULTS, ROOT, SECTIONS, WORK, Context, NothingToMeasure, log, machine_info
+from bench.detection import section_d_records, section_d_trace
 from bench.gpu import section_gpu
 from bench.jitter import section_jitter
 from bench.p1 import section_p1
@@ -41,6 +43,9 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
     "P1-JPEG": section_p1_jpeg,
     "P2-380": section_p2_380,
     "GPU": section_gpu,
+    "D-TRACE": section_d_trace,
+    "D-RECORDS": section_d_records,
+    "D-CIFAKE": section_d_cifake,
 }
 
 
@@ -64,6 +69,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--gpu-on-cpu", action="store_true", help="GPU: rehearse the check on the CPU at tiny sizes (implies --quick)"
+    )
+    parser.add_argument(
+        "--cifake-dir", type=Path, default=None, help="D-CIFAKE: folder with train/ and test/ REAL, FAKE (else $KIT_CIFAKE_DIR)"
     )
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
     return parser.parse_args(argv)
@@ -115,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.gpu_budget_s = args.gpu_budget
     ctx.gpu_items = tuple(s.strip() for s in args.gpu_items.split(",") if s.strip())
     ctx.gpu_on_cpu = args.gpu_on_cpu
+    ctx.cifake_dir = args.cifake_dir
     log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
     log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
     failed, written = [], []

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work"
 DOC = ROOT / "BENCHMARKS.md"
-SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU")
+SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU", "D-TRACE", "D-RECORDS", "D-CIFAKE")
 GIB = 1024**3
 BATCH = 64
 
@@ -69,6 +69,7 @@ class Context:
     gpu_budget_s: float = 450.0  # GPU: seconds the check may spend; it starts no item that would not fit
     gpu_items: tuple[str, ...] = ()  # GPU: the items to run (default: all); the last gpu.json keeps the others
     gpu_on_cpu: bool = False  # GPU: rehearse the check on the CPU at tiny sizes (the script's own test)
+    cifake_dir: Path | None = None  # D-CIFAKE: the CIFAKE folder (else $KIT_CIFAKE_DIR; without either, nothing to run)
     # Writes the running section's results so far (its JSON, then BENCHMARKS.md): for a section that saves as it goes,
     # so a run stopped part-way keeps what it measured. Set by ``python -m bench`` for each section.
     save: Callable[[dict], Path] | None = None
