@@ -181,7 +181,7 @@ def records_case(ctx: Context, base: Path, paths: list[Path], size: int, policy:
         "build_rate": images_per_second(len(paths), seconds),
         "disk_mb": folder_megabytes(records_dir(cfg)),
         "pipeline_rate": rate,
-        "folder": records_dir(cfg).name,
+        "folder": records_dir(cfg).parent.name,  # the size folder (224, 224-crop768); below it, the split plan
     }
 
 
