@@ -27,6 +27,13 @@ Run as ``python -m bench [--quick] [--only P1,P2,...]`` from the repository root
   in under 8 minutes: float16 and XLA on/off step times of EfficientNetB4 at 380 px and EfficientNetV2-B0 at 224 px,
   kit's pipeline from records against a batch held in memory, the ColorJitter layer on the GPU, MirroredStrategy and
   ``kit demo``; saved item by item under a time budget. Without a GPU it says so and writes nothing.
+- **D-TRACE**, **D-RECORDS** (:mod:`bench.detection`, the generated task in :mod:`bench.trace_task`) AI-image
+  detection: a generated 512-768 px task whose "AI" class carries only an upsampling trace, stretch against crop,
+  crop + stride-1 stem and crop + residual/spectrum inputs at the same compute (PASS: crops beat stretch beyond noise);
+  records at native size (crop, max_side 768) against stretched: build img/s, disk MB, pipeline img/s at 224 and 380 px.
+- **D-CIFAKE** (:mod:`bench.cifake`) CIFAKE's quick baseline (``comp=cifake model=resnet9``), then each detection
+  option on or off: test accuracy on the 20,000 test images and wall time in E (goal >= 98.0 % within 10 E). The data
+  comes from ``--cifake-dir`` or ``KIT_CIFAKE_DIR``; without it the section says how to get it and writes nothing.
 
 Why ratios: the 2 CPU cores this runs on are shared, so absolute images/s drift by tens of percent from one
 minute to the next. Each speed figure is kit against its baseline measured side by side, in alternating

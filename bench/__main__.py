@@ -17,7 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.acc import section_acc
+from bench.cifake import section_d_cifake
 from bench.common import DOC, FULL, JPEGS, QUICK, RESULTS, ROOT, SECTIONS, WORK, Context, NothingToMeasure, log, machine_info
+from bench.detection import section_d_records, section_d_trace
 from bench.gpu import section_gpu
 from bench.jitter import section_jitter
 from bench.p1 import section_p1
@@ -43,6 +45,9 @@ RUNNERS: dict[str, Callable[[Context], dict]] = {
     "P2-380": section_p2_380,
     "GPU": section_gpu,
     "PROBE": section_probe,
+    "D-TRACE": section_d_trace,
+    "D-RECORDS": section_d_records,
+    "D-CIFAKE": section_d_cifake,
 }
 
 
@@ -69,6 +74,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--jpegs", type=Path, default=JPEGS, help=f"P1-JPEG, P2-380: folder of the generated JPEGs (default: {JPEGS})"
+    )
+    parser.add_argument(
+        "--cifake-dir", type=Path, default=None, help="D-CIFAKE: folder with train/ and test/ REAL, FAKE (else $KIT_CIFAKE_DIR)"
     )
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
     return parser.parse_args(argv)
@@ -122,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.gpu_items = tuple(s.strip() for s in args.gpu_items.split(",") if s.strip())
     ctx.gpu_on_cpu = args.gpu_on_cpu
     ctx.jpegs = args.jpegs
+    ctx.cifake_dir = args.cifake_dir
     log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
     log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
     failed, written = [], []

@@ -23,7 +23,7 @@ RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "bench" / "work"
 DOC = ROOT / "BENCHMARKS.md"
 JPEGS = Path(tempfile.gettempdir()) / "kit-bench-jpegs"  # P1-JPEG's generated files: 1.3 GB at 20,000, outside the repo
-SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU", "PROBE")
+SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU", "PROBE", "D-TRACE", "D-RECORDS", "D-CIFAKE")
 GIB = 1024**3
 BATCH = 64
 
@@ -72,6 +72,7 @@ class Context:
     gpu_items: tuple[str, ...] = ()  # GPU: the items to run (default: all); the last gpu.json keeps the others
     gpu_on_cpu: bool = False  # GPU: rehearse the check on the CPU at tiny sizes (the script's own test)
     jpegs: Path = JPEGS  # P1-JPEG and P2-380: the generated real-size JPEGs (made once, reused)
+    cifake_dir: Path | None = None  # D-CIFAKE: the CIFAKE folder (else $KIT_CIFAKE_DIR; without either, nothing to run)
     # Writes the running section's results so far (its JSON, then BENCHMARKS.md): for a section that saves as it goes,
     # so a run stopped part-way keeps what it measured. Set by ``python -m bench`` for each section.
     save: Callable[[dict], Path] | None = None

@@ -73,8 +73,11 @@ def measure_epoch_unit(cfg: Any, x: np.ndarray, y: np.ndarray, epochs: int = 2) 
     from kit.models.registry import build_model
 
     keras.utils.set_random_seed(0)
-    model = build_model(dataclasses.replace(cfg.model, name="resnet20", image_size=32), y.shape[1])
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="categorical_crossentropy", metrics=["accuracy"])
+    # Binary targets are one column (kit's binary models end in one sigmoid unit); several classes are one-hot.
+    binary = y.shape[1] == 1
+    model = build_model(dataclasses.replace(cfg.model, name="resnet20", image_size=32), 2 if binary else y.shape[1])
+    loss = "binary_crossentropy" if binary else "categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=loss, metrics=["accuracy"])
     clock = epoch_clock()
     start = time.perf_counter()
     model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=True, verbose=0, callbacks=[clock])
