@@ -1,8 +1,8 @@
 """Progress, one mechanism for every long loop kit runs (records, training, prediction, the audit, lr-find, unzip).
 
 On a terminal a tqdm bar redraws itself in place. Written to a log (the stream is not a terminal), the same progress
-is whole lines: one at most every :data:`LOG_EVERY_S` seconds and one at the end, never the carriage returns a bar
-would fill a log with::
+is whole lines: one after the first unit, then one at most every :data:`LOG_EVERY_S` seconds and one at the end,
+never the carriage returns a bar would fill a log with::
 
     records pets/64: 4,100/10,000 img (41%), 31 s, ~45 s left
     records pets/64: 10,000/10,000 img (100%) in 74 s
@@ -39,8 +39,8 @@ def fit_verbosity(requested: int, stream: IO[str] | None = None) -> int:
 
 
 class LineProgress:
-    """Progress of ``total`` units (None: unknown) as whole lines on ``stream``: at most one every ``every_s`` seconds
-    (an update past the interval prints), and a last one from :meth:`close`."""
+    """Progress of ``total`` units (None: unknown) as whole lines on ``stream``: one after the first unit, then at most
+    one every ``every_s`` seconds (an update past the interval prints), and a last one from :meth:`close`."""
 
     def __init__(
         self, desc: str, total: int | None, unit: str = "it", stream: IO[str] | None = None, every_s: float | None = None
@@ -53,9 +53,10 @@ class LineProgress:
         self.closed = False
 
     def update(self, n: int = 1) -> None:
+        first = self.done == 0  # the first line comes at once: a log shows what started, its size and a first ETA
         self.done += n
         now = time.monotonic()
-        if now - self.last >= self.every_s:
+        if first or now - self.last >= self.every_s:
             self.last = now
             self._write(self.line(now - self.started))
 

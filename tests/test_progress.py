@@ -18,12 +18,14 @@ class Terminal(io.StringIO):
         return True
 
 
-def test_in_a_log_progress_is_whole_lines_at_most_one_an_interval_and_one_at_the_end() -> None:
+def test_in_a_log_progress_is_whole_lines_the_first_at_once_then_one_an_interval_and_one_at_the_end() -> None:
     log = io.StringIO()
     assert list(progress.progress(range(5), "records demo/32", unit="img", stream=log)) == list(range(5))
-    # an interval longer than the loop: only the last line, which says how long it all took
-    assert log.getvalue().splitlines() == [log.getvalue().strip()]
-    assert log.getvalue().startswith("records demo/32: 5/5 img (100%) in ")
+    # an interval longer than the loop: the first unit's line (what started, its size, a first ETA), then only the
+    # last line, which says how long it all took
+    first, last = log.getvalue().splitlines()
+    assert first.startswith("records demo/32: 1/5 img (20%), ") and "s left" in first
+    assert last.startswith("records demo/32: 5/5 img (100%) in ")
 
     log = io.StringIO()
     bar = progress.LineProgress("predict", 4, "batch", stream=log, every_s=0)

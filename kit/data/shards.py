@@ -24,6 +24,7 @@ import dataclasses
 import errno
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,7 +35,7 @@ import numpy as np
 
 from kit.data.resizing import folder_name, policy_of, stored_side
 from kit.data.schema import SHARD_SUFFIX, SPLITS, resolve_image_format
-from kit.data.workers import SPAWN, main_script_hidden
+from kit.data.workers import SPAWN, starting_workers
 from kit.errors import KitError
 from kit.io import atomic_write
 
@@ -158,6 +159,7 @@ def _init_worker(settings: dict, queue: Any) -> None:
         import cv2
 
         cv2.setNumThreads(1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # also in a worker the pool starts later (kit.data.workers)
     _STATE.clear()
     _STATE.update(settings, queue=queue)
 
@@ -330,7 +332,7 @@ class ShardWriters:
         """Start the worker processes (if not yet); they import numpy and OpenCV while this process goes on."""
         if self.workers > 1 and self.pool is None:
             self.progress = SPAWN.Queue()
-            with main_script_hidden():  # the pool starts all its workers here
+            with starting_workers():  # the pool starts all its workers here
                 self.pool = SPAWN.Pool(self.workers, initializer=_init_worker, initargs=(self.settings, self.progress))
 
     def close(self) -> None:
