@@ -24,6 +24,7 @@ WORK = ROOT / "bench" / "work"
 DOC = ROOT / "BENCHMARKS.md"
 JPEGS = Path(tempfile.gettempdir()) / "kit-bench-jpegs"  # P1-JPEG's generated files: 1.3 GB at 20,000, outside the repo
 SECTIONS = ("P1", "P2", "P3", "P4", "JITTER", "ACC", "T", "P1-JPEG", "P2-380", "GPU", "PROBE", "D-TRACE", "D-RECORDS", "D-CIFAKE")
+GENERATOR_FILE = "generator.json"  # in a generated data folder: the parameters it was made with, written last
 GIB = 1024**3
 BATCH = 64
 
@@ -236,3 +237,16 @@ def steady_seconds(ends: list[float]) -> float | None:
     if len(ends) < 2:
         return None
     return (ends[-1] - ends[0]) / (len(ends) - 1)
+
+
+def generated_before(root: Path, params: dict[str, Any]) -> bool:
+    """True when ``root`` holds a finished generation with these parameters (its ``generator.json``, written last,
+    records them): reuse it. Otherwise the stale marker is removed and the caller generates anew."""
+    marker = root / GENERATOR_FILE
+    try:
+        if json.loads(marker.read_text())["params"] == params:
+            return True
+    except (OSError, ValueError, KeyError):
+        pass
+    marker.unlink(missing_ok=True)
+    return False

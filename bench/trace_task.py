@@ -15,10 +15,11 @@ Module top: stdlib + numpy only (as the rest of bench/).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from bench.common import GENERATOR_FILE, generated_before
 
 CLASSES = ["real", "ai"]
 # (width, height) of the final images, drawn alike for both classes; all even, so a 2x upsampling lands exactly.
@@ -29,7 +30,6 @@ FACTOR = 2
 # Transposed-convolution taps: output pixel 2k takes 1.05 x_k, pixel 2k+1 takes 0.5 x_k + 0.45 x_k+1 (sum 0.95).
 TRANSPOSED_TAPS = np.array([0.45, 1.05, 0.5], np.float32)
 SENSOR_NOISE = 4.0  # grey levels of per-pixel noise, at the resolution the scene is drawn at
-GENERATOR_FILE = "generator.json"
 
 
 def scene(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -113,13 +113,9 @@ def make_trace_task(root: Path, n_train: int, n_test: int, seed: int) -> Path:
 
     root = Path(root)
     params = {"version": 1, "n_train": n_train, "n_test": n_test, "seed": seed}
+    if generated_before(root, params):
+        return root
     marker = root / GENERATOR_FILE
-    try:
-        if json.loads(marker.read_text())["params"] == params:
-            return root
-    except (OSError, ValueError, KeyError):
-        pass
-    marker.unlink(missing_ok=True)
     files = {}
     for split_number, (split, count) in enumerate((("train", n_train), ("test", n_test))):
         for name in CLASSES:

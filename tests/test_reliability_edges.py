@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
-from disk import small_tmpfs
+from disk import fill, small_tmpfs
 
 from kit.config import Config, from_yaml
 from kit.errors import KitError
@@ -101,26 +101,13 @@ def tiny_records(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return settings
 
 
-def _fill(mount: Path, leave: int) -> None:
-    filler = mount / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    os.truncate(filler, max(0, filler.stat().st_size - leave))
-
-
 # Free bytes left on the run's disk: each runs out at another writer (TensorBoard's events, Keras's zip of
 # best.keras, h5py's checkpoint weights), which each report a full disk their own way.
 @pytest.mark.slow
 @pytest.mark.parametrize("leave", [16_384, 60_000, 120_000])
 def test_a_full_disk_while_training_names_where(tiny_records: list[str], tmp_path: Path, leave: int) -> None:
     with small_tmpfs(tmp_path, "4m") as mount:
-        _fill(mount, leave)
+        fill(mount, leave)
         result = subprocess.run(
             [sys.executable, "-m", "kit", "train", *tiny_records, f"run.root={mount}", "run.id=full"],
             cwd=tmp_path,

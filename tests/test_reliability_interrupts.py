@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
-from disk import small_tmpfs
+from disk import fill, small_tmpfs
 from fake_kaggle import demo_files, make_zip, write_comp_yaml
 
 from kit.config import load_config
@@ -210,21 +210,6 @@ def small_disk(tmp_path: Path):
         yield mount
 
 
-def _fill(mount: Path, leave: int) -> Path:
-    """Fill ``mount`` until the OS refuses, then give back ``leave`` bytes."""
-    filler = mount / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    os.truncate(filler, max(0, filler.stat().st_size - leave))
-    return filler
-
-
 @pytest.mark.slow
 def test_full_disk_while_training_is_one_line_and_keeps_the_previous_best(small_disk: Path, tmp_path: Path) -> None:
     import keras
@@ -259,7 +244,7 @@ def test_full_disk_while_training_is_one_line_and_keeps_the_previous_best(small_
     best = first / "best.keras"
     before = best.read_bytes()
 
-    filler = _fill(small_disk, leave=16384)  # room for the small files of a new run, not for a model
+    filler = fill(small_disk, leave=16384)  # room for the small files of a new run, not for a model
     result = _kit("train", *settings, "run.id=second", cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
