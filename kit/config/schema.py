@@ -156,7 +156,7 @@ class DataConfig:
     shard_mb: float = ranged(100, 0, 100_000, low_open=True)  # target TFRecord shard size in MB (fractions allowed)
     workers: int = ranged(0, 0, MAX_WORKERS, limit="MAX_WORKERS")  # 0: all cores
     # How records store images: auto = raw pixels up to 128 px, JPEG above (quality data.jpeg_quality, full-resolution
-    # colour: ~42 dB PSNR against lossless, 2.6x PNG's speed in the input pipeline at 380 px); png = lossless, for
+    # colour: ~42 dB PSNR against lossless, 3.4x PNG's read speed in the input pipeline at 380 px); png = lossless, for
     # forensic / AI-image detection work, where re-encoding as JPEG would overwrite the traces the model should learn.
     image_format: ImageFormat = ImageFormat.auto
     jpeg_quality: int = ranged(90, 1, 100)  # JPEG records (4:4:4); the default 90 decodes as fast as 4:2:0 at 95

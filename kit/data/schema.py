@@ -19,7 +19,7 @@ The ``image`` encoding is the manifest's ``image_format`` (:func:`resolve_image_
 codec at all: the input pipeline turns a whole batch into pixels with one ``tf.io.decode_raw``, where PNG
 decoding per image bounded it (BENCHMARKS.md, input pipeline). It costs disk (12 KB per 64 px image, 49 KB at 128 px,
 433 KB at 380 px), hence ``auto`` = raw up to :data:`RAW_MAX_SIZE` px and JPEG above: at 380 px the pipeline read
-JPEG records (quality 90, full-resolution colour) 5.6x faster than PNG (2.6x with flip, jitter and CutMix), at 42.7 dB
+JPEG records (quality 90, full-resolution colour) 3.4x faster than PNG (1.9x with flip, jitter and CutMix), at 42.7 dB
 PSNR against the lossless image (BENCHMARKS.md, online pipeline at 380 px). PNG stays one setting away for forensic work.
 
 :func:`serialize` encodes with the protobuf runtime and the message classes of :mod:`kit.data.tfrecord`,
