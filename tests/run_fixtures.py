@@ -140,3 +140,31 @@ def folder_comp_config(tmp: Path, name: str, test: bool = True) -> Config:
     cfg.run.root = str(tmp / "runs")
     cfg.audit.workers = 2
     return cfg
+
+
+def tiny_cnn_records(folder: Path) -> list[str]:
+    """Records of eight 16 px images (6 train, 2 val) built in ``folder``, and the settings of a 2-epoch CNN run on
+    them. ``data.root`` names the data they say they came from, so ``kit train`` run from any folder uses them."""
+    from kit.config import load_config
+    from kit.data import records
+
+    rows = []
+    for i in range(8):
+        path = folder / f"{i}.png"
+        cv2.imwrite(str(path), np.full((16, 16, 3), 30 * i, np.uint8))
+        rows.append({"id": str(i), "path": str(path), "label": i % 2, "split": "train" if i < 6 else "val", "fold": -1})
+    settings = [
+        "comp=demo",
+        f"data.root={folder / 'raw'}",
+        f"data.records_root={folder / 'records'}",
+        "model=cnn",
+        "model.image_size=16",
+        "model.options.filters=[4]",
+        "model.dense_units=0",
+        "data.workers=1",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.verbose=0",
+    ]
+    records.build_records(load_config(settings), pd.DataFrame(rows), ["0", "1"])
+    return settings

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
 from disk import fill, small_tmpfs
@@ -73,32 +72,9 @@ def test_an_odd_entry_in_a_class_folder_is_skipped_and_listed(tmp_path: Path, ca
 @pytest.fixture(scope="module")
 def tiny_records(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Settings of a 2-epoch CNN run on records of eight 16 px images (built once)."""
-    import cv2
+    from run_fixtures import tiny_cnn_records
 
-    from kit.config import load_config
-    from kit.data import records
-
-    tmp = tmp_path_factory.mktemp("records")
-    rows = []
-    for i in range(8):
-        path = tmp / f"{i}.png"
-        cv2.imwrite(str(path), np.full((16, 16, 3), 30 * i, np.uint8))
-        rows.append({"id": str(i), "path": str(path), "label": i % 2, "split": "train" if i < 6 else "val", "fold": -1})
-    settings = [
-        "comp=demo",
-        f"data.records_root={tmp / 'records'}",
-        f"data.root={tmp / 'raw'}",  # the data the records say they came from, wherever a test runs kit
-        "model=cnn",
-        "model.image_size=16",
-        "model.options.filters=[4]",
-        "model.dense_units=0",
-        "data.workers=1",
-        "train.epochs=2",
-        "train.batch_size=4",
-        "train.verbose=0",
-    ]
-    records.build_records(load_config(settings), pd.DataFrame(rows), ["0", "1"])
-    return settings
+    return tiny_cnn_records(tmp_path_factory.mktemp("records"))
 
 
 # Free bytes left on the run's disk: each runs out at another writer (TensorBoard's events, Keras's zip of

@@ -213,33 +213,12 @@ def small_disk(tmp_path: Path):
 @pytest.mark.slow
 def test_full_disk_while_training_is_one_line_and_keeps_the_previous_best(small_disk: Path, tmp_path: Path) -> None:
     import keras
+    from run_fixtures import tiny_cnn_records
 
-    from kit.data import records
     from kit.runs import DONE
     from kit.train import trainer
 
-    rows = []
-    for i in range(8):
-        path = tmp_path / f"{i}.png"
-        import cv2
-
-        cv2.imwrite(str(path), np.full((16, 16, 3), 30 * i, np.uint8))
-        rows.append({"id": str(i), "path": str(path), "label": i % 2, "split": "train" if i < 6 else "val", "fold": -1})
-    settings = [
-        "comp=demo",
-        f"data.root={tmp_path / 'raw'}",  # what the records say they were built from (`kit train` runs in another folder)
-        f"data.records_root={tmp_path / 'records'}",
-        "model=cnn",
-        "model.image_size=16",
-        "model.options.filters=[4]",
-        "model.dense_units=0",
-        "data.workers=1",
-        "train.epochs=2",
-        "train.batch_size=4",
-        "train.verbose=0",
-        f"run.root={small_disk}",
-    ]
-    records.build_records(load_config(settings), pd.DataFrame(rows), ["0", "1"])
+    settings = [*tiny_cnn_records(tmp_path), f"run.root={small_disk}"]
     first = trainer.train(load_config([*settings, "run.id=first"]))
     best = first / "best.keras"
     before = best.read_bytes()
