@@ -78,6 +78,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--cifake-dir", type=Path, default=None, help="D-CIFAKE: folder with train/ and test/ REAL, FAKE (else $KIT_CIFAKE_DIR)"
     )
+    parser.add_argument(
+        "--cifake-variants",
+        default="",
+        help="D-CIFAKE: comma-separated variants to run (default: all; the last d-cifake.json keeps the others)",
+    )
     parser.add_argument("--p1-child", default="", help=argparse.SUPPRESS)  # internal: one records build
     return parser.parse_args(argv)
 
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.gpu_on_cpu = args.gpu_on_cpu
     ctx.jpegs = args.jpegs
     ctx.cifake_dir = args.cifake_dir
+    ctx.cifake_variants = tuple(s.strip() for s in args.cifake_variants.split(",") if s.strip())
     log(f"{'QUICK ' if args.quick else ''}benchmarks {', '.join(wanted)} -> {results}")
     log(f"machine: {ctx.machine['cores']} cores, {ctx.machine['cpu']}, load {ctx.machine['load_average_1m_at_start']}")
     failed, written = [], []

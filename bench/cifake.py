@@ -11,7 +11,9 @@ the work folder (2,500 train and 1,000 test images per class) for one epoch: it 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -40,15 +42,16 @@ DEGRADATIONS = (  # configs/detection/cpu.yaml's degradations, on both classes a
     "augment.noise_max_std=5",
     "augment.resample=0.2",
 )
-# (name, model, overrides): the quick baseline as it is, then one option turned on (or, where the baseline has it, off).
-# data.resize=crop is left out: CIFAKE's images are all 32x32, the model's size, so a crop is the image itself.
+# (key, name, model, overrides): the quick baseline as it is, then one option turned on (or, where the baseline has
+# it, off). data.resize=crop is left out: CIFAKE's images are all 32x32, the model's size, so a crop is the image itself.
 VARIANTS = (
-    ("quick baseline", "resnet9", ()),
-    ("stem stride 2 (stride-1 off)", "resnet9", ("model.options.stem_stride=2",)),
-    ("+ residual/fft inputs", "resnet9", ("model.options.inputs=[rgb,residual,fft]",)),
-    ("+ degradations", "resnet9", DEGRADATIONS),
-    ("detection cpu preset", str(ROOT / "configs" / "detection" / "cpu.yaml"), ()),
+    ("baseline", "quick baseline", "resnet9", ()),
+    ("stride2", "stem stride 2 (stride-1 off)", "resnet9", ("model.options.stem_stride=2",)),
+    ("streams", "+ residual/fft inputs", "resnet9", ("model.options.inputs=[rgb,residual,fft]",)),
+    ("degradations", "+ degradations", "resnet9", DEGRADATIONS),
+    ("preset", "detection cpu preset", str(ROOT / "configs" / "detection" / "cpu.yaml"), ()),
 )
+VARIANT_KEYS = tuple(key for key, *_ in VARIANTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,10 +116,13 @@ def measure_e(yaml_path: Path, quick: bool) -> dict[str, Any]:
     return measure_epoch_unit(cfg, x, y, epochs=2 if quick else 3)
 
 
-def cifake_row(result: dict, e_seconds: float) -> dict:
-    """One variant: test accuracy, wall time in minutes and E, against the goal."""
+def cifake_row(result: dict) -> dict:
+    """One variant: test accuracy, wall time in minutes and in E (the E of the run that trained it), against the goal;
+    a variant carried over from an earlier run says when it was measured."""
+    e_seconds = result["e_seconds"]
     e_units = result["seconds"] / e_seconds if e_seconds else float("inf")
     passed = result["accuracy"] >= GOAL_ACCURACY and e_units <= GOAL_E
+    measured = f"; measured {result['measured']}, E = {e_seconds:.0f} s then" if result.get("carried") else ""
     return row(
         f"D-cifake {result['variant']}: test accuracy, training wall time",
         f"{result['accuracy']:.2%} in {result['seconds'] / 60:.1f} min = {e_units:.1f} E",
@@ -124,8 +130,26 @@ def cifake_row(result: dict, e_seconds: float) -> dict:
         None,
         passed,
         f"{result['test_examples']:,} test images, {result['epochs']} epochs, tta={result['tta'] or 'none'}; "
-        f"`{result['command']}`",
+        f"`{result['command']}`{measured}",
     )
+
+
+def wanted_variants(keys: tuple[str, ...]) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """The variants ``--cifake-variants`` names (all when none); an unknown key is refused with the known ones."""
+    unknown = [key for key in keys if key not in VARIANT_KEYS]
+    if unknown:
+        known = ", ".join(VARIANT_KEYS)
+        raise NothingToMeasure(f"D-CIFAKE: unknown variant(s) {', '.join(unknown)}; choose among {known}", failed=True)
+    return [v for v in VARIANTS if not keys or v[0] in keys]
+
+
+def earlier_results(ctx: Context, data_root: Path) -> dict[str, dict]:
+    """The variants the last d-cifake.json measured on the same data, by key: kept beside a run of some variants."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        last = json.loads((ctx.results / "d-cifake.json").read_text())
+        if last["raw"].get("data_root") == str(data_root):
+            return {r["key"]: {**r, "carried": True} for r in last["raw"]["results"] if "key" in r and "e_seconds" in r}
+    return {}
 
 
 def section_d_cifake(ctx: Context) -> dict:
@@ -133,31 +157,49 @@ def section_d_cifake(ctx: Context) -> dict:
 
     source = find_cifake(ctx.cifake_dir)
     sizes = cifake_sizes(ctx.quick)
+    chosen = wanted_variants(ctx.cifake_variants)
     base = ctx.work / ("d-cifake-quick" if ctx.quick else "d-cifake")
     data_root = subset(source, base / "data", sizes)
     yaml_path = cifake_yaml(base, data_root, "bench-cifake" + ("-quick" if ctx.quick else ""))
     log(f"D-CIFAKE: E = one bare model.fit epoch of ResNet20 over the training images of {data_root}")
     unit = measure_e(yaml_path, ctx.quick)
     log(f"D-CIFAKE: E = {unit['seconds']:.1f} s")
-    e_figure = "E: one bare model.fit epoch of ResNet20, 32 px, batch 64"
-    rows = [row(e_figure, f"{unit['seconds']:.1f} s", note=f"{unit['images']:,} images")]
-    task, results = Task("cifake", yaml_path, "f1"), []
-    for variant, model, overrides in VARIANTS:
+    measured = time.strftime("%Y-%m-%d %H:%M")
+    by_key = earlier_results(ctx, data_root) if ctx.cifake_variants else {}
+    task = Task("cifake", yaml_path, "f1")
+
+    def result_so_far() -> dict:
+        done = [by_key[key] for key in VARIANT_KEYS if key in by_key]
+        return assemble(ctx, unit, sizes, source, data_root, done)
+
+    for key, variant, model, overrides in chosen:
         log(f"D-CIFAKE {variant}")
         began = time.perf_counter()
-        result = {**train_and_score(task, model, list(overrides), sizes.epochs), "variant": variant}
-        result["command"] = result["command"].replace(str(ROOT) + "/", "")
-        results.append(result)
-        rows.append(cifake_row(result, unit["seconds"]))
-        log(f"D-CIFAKE {variant}: {rows[-1]['value']} ({time.perf_counter() - began:.0f} s with records and predict)")
+        result = {**train_and_score(task, model, list(overrides), sizes.epochs), "variant": variant, "key": key}
+        result.update(command=result["command"].replace(str(ROOT) + "/", ""), e_seconds=unit["seconds"], measured=measured)
+        by_key[key] = result
+        log(f"D-CIFAKE {variant}: {cifake_row(result)['value']} ({time.perf_counter() - began:.0f} s with records and predict)")
+        if ctx.save is not None:  # a run stopped part-way keeps the variants it finished
+            ctx.save(result_so_far())
+    return result_so_far()
+
+
+def assemble(ctx: Context, unit: dict, sizes: CifakeSizes, source: Path, data_root: Path, results: list[dict]) -> dict:
+    """The section's result from the variants measured so far (this run's and any carried over)."""
+    e_figure = "E: one bare model.fit epoch of ResNet20, 32 px, batch 64"
+    rows = [row(e_figure, f"{unit['seconds']:.1f} s", note=f"{unit['images']:,} images")]
+    rows += [cifake_row(result) for result in results]
+    test_images = results[0]["test_examples"] if results else 0
     notes = [
         f"CIFAKE from {'a seeded subset of ' if sizes.train_per_class else ''}{source.name} "
-        f"({sum(r['test_examples'] for r in results[:1]):,} labelled test images), the competition of "
+        f"({test_images:,} labelled test images), the competition of "
         "configs/competitions/cifake.yaml (20 % of train held out as val by kit). Each variant is `kit train` with the "
         "overrides shown, then `kit predict` scoring the test split (the preset's TTA and threshold).",
         "E = the steady seconds of one bare model.fit epoch of ResNet20 (kit's builder, SGD momentum 0.9, batch 64, no "
-        "augmentation) over the same training images in memory, in this run; `x E` = training wall time / E.",
-        "data.resize=crop is not a row: CIFAKE's images are 32x32, the model's size, so a crop is the whole image.",
+        "augmentation) over the same training images in memory, measured in the run that trained the variant; "
+        "`x E` = training wall time / E. `--cifake-variants` runs some variants and keeps the others from the last run "
+        f"on the same data (keys: {', '.join(VARIANT_KEYS)}).",
+        "data.resize=crop is not a row: CIFAKE's images are all 32x32, so a crop at the model's size is the whole image.",
     ]
     if ctx.quick:
         notes.insert(
@@ -165,8 +207,8 @@ def section_d_cifake(ctx: Context) -> dict:
             f"QUICK: {sizes.train_per_class:,} train / {sizes.test_per_class:,} test images per class, "
             f"{sizes.epochs} epoch(s): proves the path, not the goal.",
         )
-    raw = {"e": unit, "sizes": dataclasses.asdict(sizes), "results": results}
-    png = cifake_png(ctx.results / "d_cifake.png", results, unit["seconds"], ctx.quick)
+    raw = {"e": unit, "sizes": dataclasses.asdict(sizes), "data_root": str(data_root), "results": results}
+    png = cifake_png(ctx.results / "d_cifake.png", results, ctx.quick)
     return {
         "title": "D-CIFAKE: CIFAKE test accuracy and wall time in E, option by option",
         "rows": rows,
@@ -176,7 +218,7 @@ def section_d_cifake(ctx: Context) -> dict:
     }
 
 
-def cifake_png(path: Path, results: list[dict], e_seconds: float, quick: bool) -> str:
+def cifake_png(path: Path, results: list[dict], quick: bool) -> str:
     from matplotlib.figure import Figure
 
     from kit import plots
@@ -184,7 +226,7 @@ def cifake_png(path: Path, results: list[dict], e_seconds: float, quick: bool) -
     fig = Figure(figsize=(8, 4.4), layout="constrained")
     ax = fig.subplots()
     for result in results:
-        e_units = result["seconds"] / e_seconds if e_seconds else 0.0
+        e_units = result["seconds"] / result["e_seconds"] if result["e_seconds"] else 0.0
         ax.plot([e_units], [result["accuracy"]], marker="o", linestyle="none", label=result["variant"])
     ax.axhline(GOAL_ACCURACY, color="red", linestyle=":", label=f"goal {GOAL_ACCURACY:.0%}")
     ax.axvline(GOAL_E, color="red", linestyle="--", label=f"goal {GOAL_E:g} E")

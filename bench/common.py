@@ -74,6 +74,7 @@ class Context:
     gpu_on_cpu: bool = False  # GPU: rehearse the check on the CPU at tiny sizes (the script's own test)
     jpegs: Path = JPEGS  # P1-JPEG and P2-380: the generated real-size JPEGs (made once, reused)
     cifake_dir: Path | None = None  # D-CIFAKE: the CIFAKE folder (else $KIT_CIFAKE_DIR; without either, nothing to run)
+    cifake_variants: tuple[str, ...] = ()  # D-CIFAKE: the variants to run (default: all); the last run keeps the others
     # Writes the running section's results so far (its JSON, then BENCHMARKS.md): for a section that saves as it goes,
     # so a run stopped part-way keeps what it measured. Set by ``python -m bench`` for each section.
     save: Callable[[dict], Path] | None = None

@@ -11,7 +11,17 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.cifake import ENV_VAR, GOAL_ACCURACY, CifakeSizes, cifake_row, find_cifake, subset
+from bench.cifake import (
+    ENV_VAR,
+    GOAL_ACCURACY,
+    VARIANT_KEYS,
+    CifakeSizes,
+    cifake_row,
+    earlier_results,
+    find_cifake,
+    subset,
+    wanted_variants,
+)
 from bench.common import QUICK, SECTIONS, Context, NothingToMeasure
 from bench.detection import records_rows, trace_rows
 from bench.trace_task import QUALITIES, SIZES, make_trace_task, period2_signature, scene, trace_image, upsample
@@ -101,11 +111,25 @@ def test_records_rows_give_crop_over_stretch_per_size() -> None:
 
 def test_cifake_row_judges_accuracy_and_e_units_together() -> None:
     result = {"variant": "quick baseline", "accuracy": GOAL_ACCURACY, "seconds": 600.0, "test_examples": 20000,
-              "epochs": 12, "tta": ["flip"], "command": "kit train"}  # fmt: skip
-    assert cifake_row(result, e_seconds=60.0)["pass"] is True  # 98.0 % in exactly 10 E
-    assert "= 10.0 E" in cifake_row(result, e_seconds=60.0)["value"]
-    assert cifake_row(result, e_seconds=59.0)["pass"] is False  # 10.2 E
-    assert cifake_row({**result, "accuracy": 0.9799}, e_seconds=600.0)["pass"] is False
+              "epochs": 12, "tta": ["flip"], "command": "kit train", "e_seconds": 60.0}  # fmt: skip
+    assert cifake_row(result)["pass"] is True  # 98.0 % in exactly 10 E
+    assert "= 10.0 E" in cifake_row(result)["value"]
+    assert cifake_row({**result, "e_seconds": 59.0})["pass"] is False  # 10.2 E
+    assert cifake_row({**result, "accuracy": 0.9799, "e_seconds": 600.0})["pass"] is False
+    carried = cifake_row({**result, "carried": True, "measured": "2026-12-06 12:00"})
+    assert "measured 2026-12-06 12:00, E = 60 s then" in carried["note"]
+
+
+def test_cifake_variants_are_chosen_by_key_and_the_others_kept_from_the_last_run(tmp_path: Path) -> None:
+    assert [key for key, *_ in wanted_variants(())] == list(VARIANT_KEYS)
+    assert [key for key, *_ in wanted_variants(("preset", "baseline"))] == ["baseline", "preset"]
+    with pytest.raises(NothingToMeasure, match="unknown variant.*typo.*choose among baseline"):
+        wanted_variants(("typo",))
+    ctx = Context(False, QUICK, tmp_path, tmp_path, "x")
+    kept = {"key": "baseline", "accuracy": 0.97, "e_seconds": 500.0}
+    (tmp_path / "d-cifake.json").write_text(json.dumps({"raw": {"data_root": "/d", "results": [kept]}}))
+    assert earlier_results(ctx, Path("/d")) == {"baseline": {**kept, "carried": True}}
+    assert earlier_results(ctx, Path("/other")) == {}  # another data set's figures are not this one's
 
 
 def test_missing_cifake_data_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
