@@ -108,6 +108,12 @@ def test_quick_time_to_accuracy_jpeg_and_380_rows_plot_and_report(tmp_path: Path
         # Every file of the mix halves at least once at 64 and 224 px; at 380 px only the 768x768 squares (384 >= 380).
         assert run["reduced_share"] == 1.0 if run["size"] < 380 else run["reduced_share"] < 0.2
     assert sum(r["goal"] == ">= 2x" for r in jpeg["rows"]) == 3
+    for run in jpeg["raw"]["runs"]:  # the per-image CPU breakdown: its parts add up, the ceiling is naive / (decode+encode)
+        costs = run["costs"]
+        assert costs["naive"] == pytest.approx(costs["naive_decode"] + costs["naive_resize"] + costs["naive_encode"])
+        assert costs["ceiling"] == pytest.approx(costs["naive"] / (costs["kit_decode"] + costs["kit_encode"]))
+        assert (costs["naive_encode"] == 0) == (run["format"] == "raw")
+    assert sum("could gain" in r["figure"] for r in jpeg["rows"]) == 3
     p2 = json.loads((results / "quick" / "p2-380.json").read_text())
     assert "error" not in p2 and set(p2["raw"]["rates"]) == {"380-png", "380-jpeg", "224-png", "224-jpeg"}
     assert p2["raw"]["rates"]["380-jpeg"]["settings"] == "data.image_format=auto"  # the default is what is timed

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import COMMAND_TIMEOUT_S, REAP_TIMEOUT_S, wait_until
-from train_helpers import SIZE, config, datasets, python, tiny_cnn_overrides, tiny_pretrained
+from train_helpers import SIZE, config, data, datasets, python, tiny_cnn_overrides, tiny_pretrained
 
 from kit.errors import KitError
 
@@ -21,12 +21,42 @@ def _history(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
+def test_a_backbone_without_weights_learns_batchnorm_statistics_in_phase_two(tmp_path: Path) -> None:
+    """model.weights=none: no ImageNet statistics to keep, so phase 2 trains the BatchNorm layers it unfreezes (a
+    frozen one normalises with mean 0 and variance 1 for good, and a random backbone then learns nothing)."""
+    import dataclasses
+
+    import keras
+    import tensorflow as tf
+
+    from kit.models.pretrained import get_backbone
+    from kit.models.registry import build_model
+    from kit.train.fitting import fit_phases
+
+    cfg = config(tmp_path, epochs=1, fine_tune={"epochs": 1, "learning_rate": 1e-2, "unfreeze": -1})
+    cfg.model = dataclasses.replace(cfg.model, name="mobilenetv3_small", image_size=32, weights="none")
+    model = build_model(cfg.model, 2)
+    norms = [layer for layer in get_backbone(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [layer.moving_mean.numpy().copy() for layer in norms]
+    x, y = data(32, 0, size=32)
+    train_ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+    val_ds = tf.data.Dataset.from_tensor_slices(data(16, 1, size=32)).batch(8)
+
+    fit_phases(cfg, model, train_ds, val_ds, tmp_path / "run", steps_per_epoch=2)
+
+    assert all(layer.trainable for layer in norms)
+    kept = sum(np.array_equal(layer.moving_mean.numpy(), then) for layer, then in zip(norms, before, strict=True))
+    assert kept == 0, f"{kept} of {len(norms)} BatchNorm layers kept their initial statistics"
+
+
+@pytest.mark.slow
 def test_two_phase_fine_tuning(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import keras
 
     from kit.train.fitting import fit_phases
 
     cfg = config(tmp_path, epochs=3, learning_rate=3e-2, fine_tune={"epochs": 3, "learning_rate": 1e-2, "unfreeze": 3})
+    cfg.model.weights = "imagenet"  # a pretrained backbone: its BatchNorm statistics are kept (not loaded here)
     model = tiny_pretrained()
     backbone = model.get_layer("backbone")
     moving = {

@@ -256,14 +256,17 @@ def freeze_backbone(model: keras.Model) -> bool:
     return bool(backbones)
 
 
-def unfreeze_top(model: keras.Model, n: int) -> bool:
-    """Phase 2: make the top ``n`` layers of each backbone trainable (``n=-1``: all), BatchNorm never.
+def unfreeze_top(model: keras.Model, n: int, pretrained: bool = True) -> bool:
+    """Phase 2: make the top ``n`` layers of each backbone trainable (``n=-1``: all), BatchNorm only without
+    pretrained weights.
 
     Follows keras-io's ``unfreeze_model`` (image_classification_efficientnet_fine_tuning.py): counts the
     last ``n`` entries of ``backbone.layers`` (weightless layers such as activations count too) and keeps
-    every BatchNormalization layer frozen, because updating BN statistics/scales on small fine-tuning
-    batches destroys what the backbone learned. Layers below the top ``n`` are frozen again. Returns False
-    for scratch models. Recompile afterwards (with a lower learning rate).
+    every BatchNormalization layer of a ``pretrained`` backbone frozen, because updating BN statistics/scales on
+    small fine-tuning batches destroys what the backbone learned. A backbone without weights has no statistics to
+    keep: its BatchNorm layers in the top ``n`` train (a frozen one runs in inference mode in Keras 3, so it would
+    normalise with its initial mean 0 and variance 1 for good). Layers below the top ``n`` are frozen again.
+    Returns False for scratch models. Recompile afterwards (with a lower learning rate).
     """
     import keras
 
@@ -277,5 +280,6 @@ def unfreeze_top(model: keras.Model, n: int) -> bool:
         # The container must be trainable for any sub-layer to count (Keras 3 hides all weights of a frozen parent).
         backbone.trainable = True
         for layer in layers:
-            layer.trainable = id(layer) in unfrozen and not isinstance(layer, keras.layers.BatchNormalization)
+            frozen_norm = pretrained and isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = id(layer) in unfrozen and not frozen_norm
     return bool(backbones)

@@ -149,10 +149,18 @@ def imagenet_weights(spec: Backbone) -> Path:
     return Path(path)
 
 
+RANDOM_INIT = ("", "none", "null", "random")  # the model.weights words for no weights at all
+
+
+def is_random_init(weights: str) -> bool:
+    """Whether ``model.weights`` asks for no weights (random initialisation: training from scratch)."""
+    return str(weights or "").strip().lower() in RANDOM_INIT
+
+
 def resolve_weights(weights: str, spec: Backbone) -> Path | None:
     """``model.weights`` as a file to load into the backbone, or None for random initialisation."""
     value = str(weights or "").strip()
-    if value.lower() in ("", "none", "null", "random"):
+    if is_random_init(value):
         return None
     if value.lower() == "imagenet":
         return imagenet_weights(spec)

@@ -72,12 +72,13 @@ def enter_phase(
     Compiling makes a new optimizer: its step count starts at 0, which is where the phase's schedule starts.
     """
     from kit.models.pretrained import freeze_backbone, unfreeze_top
+    from kit.models.weights import is_random_init
 
     scales = None
     if phase.index == 1:
         freeze_backbone(model)  # no-op (False) for scratch models
     else:
-        unfreeze_top(model, cfg.train.fine_tune.unfreeze)
+        unfreeze_top(model, cfg.train.fine_tune.unfreeze, pretrained=not is_random_init(cfg.model.weights))
         scales = rate_scales(model, cfg.train.fine_tune.lr_mult)
     compile_phase(model, cfg, phase, strategy, binary=binary, num_classes=num_classes, rate_scales=scales)
 
