@@ -181,9 +181,9 @@ def per_image_costs(paths: list[Path], size: int, fmt: str) -> dict[str, float]:
         ticks.append(time.perf_counter())
         small = cv2.resize(full, (size, size), interpolation=cv2.INTER_AREA)
         ticks.append(time.perf_counter())
-        if fmt != "raw":  # raw records store the pixels: nothing to encode on either side
+        if fmt != "raw":  # raw records store the pixels: the loop encodes nothing (kit copies them out)
             cv2.imencode(extension, small, params)
-        ticks.append(time.perf_counter())
+        ticks.append(time.perf_counter() if fmt != "raw" else ticks[-1])
         decoded, (height, width) = decode_with_size(path, max_side=size)
         ticks.append(time.perf_counter())
         resized = resize(decoded, size)
