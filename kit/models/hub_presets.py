@@ -88,7 +88,8 @@ def check_preset_folder(folder: Path, row: HubBackbone, setting: str) -> None:
         raise KitError(f"model.weights={setting} has no {CONFIG_FILE}: it is not a keras-hub preset folder", hint)
     found = preset_class(folder)
     if found != row.preset_class:
-        raise KitError(f"model.weights={setting} does not fit {row.name} ({fits(folder)}; {row.name} needs {row.preset_class})", hint)
+        what = f"{fits(folder)}; {row.name} needs {row.preset_class}"
+        raise KitError(f"model.weights={setting} does not fit {row.name} ({what})", hint)
     if not (folder / WEIGHTS_FILE).is_file():
         raise KitError(f"model.weights={setting} has no {WEIGHTS_FILE}: the preset folder is incomplete", hint)
 

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
 from kit.models.backbones import BACKBONES, IMAGENET_STDDEV_RGB, PREPROCESSING, Backbone
-from kit.models.hub_backbones import BLOCK_LISTS
 from kit.models.common import check_num_classes, check_options, classifier_output, image_input, l2
+from kit.models.hub_backbones import BLOCK_LISTS
 from kit.models.streams import STREAM_DEFAULTS, fuse_streams, read_streams
 from kit.models.weights import fits, resolve_weights
 
