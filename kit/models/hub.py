@@ -59,6 +59,8 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
     x = preprocess(inputs, row.preprocessing)
     # Pretrained: training=False keeps dropout and any statistics in inference mode in both phases, as for the
     # keras.applications rows; without weights the network trains as it is.
+    if isinstance(backbone.input, dict):  # DINOv2 and CLIP name their one input: feed it by name, as they expect
+        x = {key: x for key in backbone.input}
     x = backbone(x, training=False if preset is not None else None)
     x = pool(x, row.pooling)
     return keras.Model(inputs, head(x, cfg, num_classes), name=cfg.name)

@@ -139,6 +139,11 @@ class PresetState:
     folder: Path | None  # where it was found, or None
     size: int  # bytes of the folder's files; 0 when not found
 
+    @property
+    def in_kernel(self) -> bool:
+        """Found as a Kaggle Model attached to the kernel (else in the kagglehub cache)."""
+        return self.folder is not None and self.folder.is_relative_to(kaggle_input_root())
+
 
 def preset_listing() -> list[PresetState]:
     """Every hub row's preset: where it was found (kernel mount or kagglehub cache) and its size."""
