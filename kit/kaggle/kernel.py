@@ -384,6 +384,7 @@ def push(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = Non
     invalid = [
         *getattr(response, "invalid_dataset_sources", []),
         *getattr(response, "invalid_competition_sources", []),
+        *getattr(response, "invalid_model_sources", []),
     ]
     if invalid:
         raise KitError(
