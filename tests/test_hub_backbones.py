@@ -291,7 +291,7 @@ def test_a_local_preset_trains_evaluates_predicts_and_exports_through_the_cli(of
     images = np.random.default_rng(1).uniform(0, 255, (4, TINY_SIZE, TINY_SIZE, 3)).astype(np.float32)
     import tensorflow as tf
 
-    served = tf.saved_model.load(str(run / "export" / "savedmodel"))
+    served = tf.saved_model.load(str(run / "export" / "savedmodel" / "saved_model"))
     np.testing.assert_allclose(served.serve(tf.constant(images)).numpy(), reloaded.predict(images, verbose=0), atol=1e-5)
 
 
