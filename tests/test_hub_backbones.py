@@ -140,8 +140,12 @@ def test_a_wrong_preset_path_is_one_line_naming_it(offline: Path, make, expected
 @pytest.mark.slow
 def test_kit_train_with_a_wrong_preset_folder_exits_2_with_one_line(offline: Path) -> None:
     dino = _fake_preset(offline / "dino", "DINOV2Backbone")
+    comp = _write_competition(offline)
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    line = kit_error_line(["train", "model=vit_b16", f"model.weights={dino}", f"run.root={offline / 'runs'}"], offline, env)
+    settings = [f"comp={comp}", f"data.root={offline / 'raw'}", f"data.records_root={offline / 'records'}", "data.workers=1"]
+    line = kit_error_line(
+        ["train", *settings, "model=vit_b16", f"model.weights={dino}", f"run.root={offline / 'runs'}"], offline, env
+    )
     assert f"model.weights={dino} does not fit vit_b16" in line
 
 
