@@ -169,6 +169,30 @@ def test_importing_kit_and_listing_the_rows_never_imports_keras_hub() -> None:
         assert re.search(rf"^    {row.name} +{row.native_size} px", listing.stdout, re.M), row.name
 
 
+@pytest.mark.slow
+def test_weights_list_says_where_each_preset_was_found_and_its_size(offline: Path) -> None:
+    dinov2 = HUB_BACKBONES["dinov2_small"]
+    in_cache = _fake_preset(offline / "kagglehub" / "models" / dinov2.handle, "DINOV2Backbone")
+    _fake_preset(offline / "input" / VIT.kernel_folder, "ViTBackbone")
+    (in_cache / "model.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(2_500_000))
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "kit", "weights", "list"], env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S
+    )
+    assert result.returncode == 0, result.stderr
+    hub_part = result.stdout.split("keras-hub presets:")[1].splitlines()
+    assert str(offline / "input") in hub_part[0] and str(offline / "kagglehub") in hub_part[0]
+    lines = {line.split()[0]: line for line in hub_part[1:]}
+    assert set(lines) == set(HUB_BACKBONES)
+    assert (
+        dinov2.handle in lines["dinov2_small"]
+        and "present (cache)" in lines["dinov2_small"]
+        and "2.5 MB" in lines["dinov2_small"]
+    )
+    assert "present (kernel)" in lines["vit_b16"]
+    assert "missing" in lines["swin_tiny"] and lines["swin_tiny"].rstrip().endswith("-")
+
+
 # --- building -------------------------------------------------------------------------------------------------
 
 
