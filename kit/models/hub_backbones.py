@@ -15,8 +15,10 @@ tests/test_hub_backbones.py, never imported by kit):
 - ``preset_class``: the ``keras_hub.models`` class the preset's ``config.json`` names; ``encoder`` the attribute of it
   that holds the image encoder (CLIP and SigLIP presets hold a text tower too; kit keeps only ``vision_encoder``);
   ``network_class`` the class of that image network, built directly from ``architecture`` for ``model.weights=none``
-  (random initialisation, for tests and from-scratch training): the preset's own architecture, so ``params`` (the
-  image network's ``count_params()`` at ``native_size``) is the preset's; the test builds every row and checks it.
+  (random initialisation, for tests and from-scratch training): the preset's own architecture. ``params`` is that
+  network's ``count_params()`` at ``native_size``; the test builds every row and checks it, and where the preset is
+  that network at that size (ViT, Swin) also against the presets file's ``params`` (DINOv2's count position embeddings
+  for 518 px, CLIP's and SigLIP's the text tower too).
 - ``preprocessing``: a key of :data:`kit.models.backbones.PREPROCESSING`, what the preset's image converter does to
   0-255 RGB (ViT's ImageNet weights and SigLIP: ``x / 127.5 - 1``, "tf"; DINOv2 and Swin: ImageNet mean and std,
   "torch"; CLIP: OpenAI's mean and std, "clip"). kit puts it inside the graph, so the model takes raw pixels.
