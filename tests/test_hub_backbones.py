@@ -323,6 +323,26 @@ def test_a_local_preset_trains_evaluates_predicts_and_exports_through_the_cli(of
     np.testing.assert_allclose(served.serve(tf.constant(images)).numpy(), reloaded.predict(images, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_hub_run_exports_to_tflite_and_its_onnx_refusal_is_one_line(tmp_path: Path) -> None:
+    for module in ("tf2onnx", "onnxruntime", "ai_edge_litert"):
+        pytest.importorskip(module)
+    from run_fixtures import make_config, make_run
+
+    from kit.export import export
+    from kit.models.registry import build_model
+
+    cfg = make_config(tmp_path, ["neg", "pos"])
+    cfg.model = dataclasses.replace(cfg.model, name="vit_b16", image_size=TINY_SIZE, weights=str(_tiny_preset(tmp_path / "p")))
+    run = make_run(cfg, tmp_path / "runs" / "r1", build_model(cfg.model, 2))
+    export(cfg, run, "tflite")
+    assert read_json(run / "export" / "tflite" / "export.json")["check"]["max_abs_difference"] < 1e-5
+    with pytest.raises(KitError) as error:  # ViT's exact GELU (Erfc) has no ONNX conversion in tf2onnx 1.17
+        export(cfg, run, "onnx")
+    assert "the ONNX export does not load in onnxruntime" in error.value.one_line() and "Erfc" in error.value.one_line()
+    assert not (run / "export" / "onnx").exists()
+
+
 # --- the probe -------------------------------------------------------------------------------------------------
 
 
