@@ -1,7 +1,7 @@
 # Thin wrappers over the `kit` command. Every target creates .venv on first use.
 #   make demo | make test | make data train COMP=ai-vs-human MODEL=effnetb4
 # Two installs into one .venv: `make install` is kit and its runtime dependencies (what the kit targets need);
-# `make dev` adds the developer tools (pytest, ruff, import-linter, hadolint, uv, keras-cv), which test, lint
+# `make dev` adds the developer tools (pytest, ruff, import-linter, hadolint, uv, keras-cv, keras-hub), which test, lint
 # and bench need. Each has its own stamp, so a user install upgrades to a developer one on the first `make test`.
 # Any lower-case key=value on the make command line is passed to kit as a setting:
 #   make train MODEL=resnet50 weights=/path/resnet50.weights.h5 train.epochs=3

@@ -242,7 +242,14 @@ def _load_tflite(path: Path) -> tuple[Predictor, dict[str, Any]]:
 def _load_onnx(path: Path) -> tuple[Predictor, dict[str, Any]]:
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types; tf2onnx leaves ops it cannot convert as they were
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise KitError(
+            f"the ONNX export does not load in onnxruntime (an op tf2onnx could not convert, e.g. exact GELU's Erfc): {reason}",
+            "use format=savedmodel or format=tflite",
+        ) from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:  # the captured-tensor inputs of _convert_onnx's docstring: never hand a user such a model
         raise KitError(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from kit.config import from_yaml
 from kit.errors import KitError, listing
 from kit.io import URLPath, as_path, local_copy
+from kit.models.hub_backbones import hub_row
 from kit.runs import BEST_MODEL, CONFIG_FILE, TRAIN_FIRST
 
 if TYPE_CHECKING:
@@ -94,10 +95,15 @@ def load_model(run_dir: Path | URLPath) -> keras.Model:
     truncated, not a Keras file or refused is one line naming it."""
     import keras
 
+    from kit.models.hub import keras_hub
+
     _register_custom_objects()
     path = as_path(run_dir) / BEST_MODEL
     if not path.is_file():
         raise KitError(f"{path} does not exist", TRAIN_FIRST)
+    saved = saved_config(run_dir)
+    if saved is not None and hub_row(saved.model.name) is not None:
+        keras_hub()  # registers keras-hub's classes with Keras' loader; imported only for a run of a hub row
     try:
         model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - whatever a damaged or hostile file raises inside Keras
@@ -107,7 +113,6 @@ def load_model(run_dir: Path | URLPath) -> keras.Model:
             f"the file is truncated, not a best.keras, or holds code (refused by Keras safe_mode): retrain the run "
             f"(kit train), or copy a good {BEST_MODEL} there",
         ) from None
-    saved = saved_config(run_dir)
     if saved is not None:
         check_model_file(model, saved, path)
     return model

@@ -102,13 +102,16 @@ def config(
 def list_presets() -> None:
     """List the competitions, the models trained from scratch, models built on backbones, and the backbones by family."""
     from kit.models.backbones import BACKBONES
+    from kit.models.hub_backbones import HUB_BACKBONES
     from kit.models.registry import MODELS
 
     typer.echo("competitions: " + ", ".join(presets("competitions")))
     typer.echo("models trained from scratch:")
     typer.echo("\n".join(f"  {name:9s} {entry.description}" for name, entry in MODELS.items() if not entry.pretrained))
     built_on = [
-        f"  {name:9s} {entry.description}" for name, entry in MODELS.items() if entry.pretrained and name not in BACKBONES
+        f"  {name:9s} {entry.description}"
+        for name, entry in MODELS.items()
+        if entry.pretrained and name not in BACKBONES and name not in HUB_BACKBONES
     ]
     if built_on:
         typer.echo("models built on backbones:\n" + "\n".join(built_on))

@@ -139,7 +139,7 @@ class CompetitionConfig:
 class ModelConfig:
     name: str = "resnet20"
     image_size: int = ranged(32, IMAGE_SIZE.low, IMAGE_SIZE.high, limit=IMAGE_SIZE.limit)
-    weights: str = "none"  # imagenet | none | <path to .weights.h5> (pretrained models only)
+    weights: str = "none"  # imagenet | none | <path to .weights.h5>; keras-hub rows: preset | none | <preset folder>
     dropout: float = ranged(0.0, 0, 1, high_open=True)
     dense_units: int = ranged(0, 0, 65536)  # hidden units in the head; 0: none
     l2: float = ranged(0.0, 0, 1)

@@ -4,8 +4,9 @@ A kernel of a code competition usually has no internet, so nothing can be pip-in
 kit therefore travels as wheels in a private dataset (``<user>/kit-wheel``, published by
 :func:`publish_dataset`): kit's own wheel and exactly the distributions the Kaggle image lacks
 (:mod:`kit.kaggle.wheels`), installed with ``pip install --no-index --no-deps``. Pretrained weights travel
-the same way (``<user>/kit-weights``) when ``model.weights`` is a local file; a build whose settings need the
-internet in a kernel without it is refused with the fix (:func:`internet_needs`).
+the same way (``<user>/kit-weights``) when ``model.weights`` is a local file, a keras-hub row's preset as the Kaggle
+Model it is published as (``model_sources``); a build whose settings need the internet in a kernel without it is
+refused with the fix (:func:`internet_needs`).
 
 Two kernels: the training kernel (the default) embeds the resolved config and runs records -> train ->
 predict; the inference kernel (``--from-run``) attaches ``<user>/kit-model-<comp>``, the trained runs packed by
@@ -35,6 +36,8 @@ from kit.errors import KitError
 from kit.io import atomic_write, read_json, write_json
 from kit.kaggle import kernel_script, model_dataset, wheels
 from kit.kaggle.client import WEB, api, call, dataset_url, refuse_secrets, say, slug_name, upload_files, username
+from kit.models.hub_backbones import hub_row
+from kit.models.hub_presets import PRESET_WORDS
 
 if TYPE_CHECKING:
     from kit.config import Config
@@ -46,7 +49,7 @@ CODE_FILE = kernel_script.CODE_FILE
 INPUT_ROOT = "/kaggle/input"  # where Kaggle mounts a kernel's competition and datasets (read-only)
 WORKING = "/kaggle/working"  # the kernel's output (size-limited): submission.csv, the best model, metrics
 TEMP = "/kaggle/temp"  # the kernel's scratch space: records, run folders
-NAMED_WEIGHTS = ("", "none", "imagenet")  # model.weights values that are not a file to publish
+NAMED_WEIGHTS = ("", "none", "imagenet", "preset")  # model.weights values that are not a file to publish
 OWNER_HINT = "pass --owner <your Kaggle user name>, or export KAGGLE_USERNAME"
 
 
@@ -102,7 +105,8 @@ def _weights(cfg: Config, user: str) -> tuple[str | None, str]:
 def internet_needs(cfg: Config, inference: bool = False) -> list[tuple[str, str]]:
     """(what in ``cfg`` needs the internet inside a kernel, its fix); [] when the kernel runs offline."""
     needs = []
-    if not inference and cfg.model.weights == "imagenet":  # an inference kernel's best.keras holds every weight
+    # An inference kernel's best.keras holds every weight; a keras-hub preset comes attached (model_sources).
+    if not inference and cfg.model.weights == "imagenet" and not model_sources(cfg):
         needs.append(
             (
                 "model.weights=imagenet downloads the weights",
@@ -114,6 +118,14 @@ def internet_needs(cfg: Config, inference: bool = False) -> list[tuple[str, str]
         if "://" in str(value):
             needs.append((f"{key}={value} is a remote store", f"leave {key} unset for kernels"))
     return needs
+
+
+def model_sources(cfg: Config, inference: bool = False) -> list[str]:
+    """The Kaggle Models a training kernel attaches: a keras-hub row's own preset, by its handle; Kaggle mounts it
+    where :func:`kit.models.hub_presets.find_preset` looks (``/kaggle/input/<model>/keras/<variation>/<version>``)."""
+    row = hub_row(cfg.model.name)
+    wants_preset = str(cfg.model.weights).strip().lower() in PRESET_WORDS
+    return [row.handle] if row is not None and wants_preset and not inference else []
 
 
 def check_offline(cfg: Config, inference: bool = False) -> None:
@@ -157,7 +169,7 @@ def metadata(cfg: Config, user: str, inference: bool = False) -> dict[str, Any]:
         "dataset_sources": datasets,
         "competition_sources": competitions,
         "kernel_sources": [],
-        "model_sources": [],
+        "model_sources": model_sources(cfg, inference),
     }
     if cfg.kaggle.kernel_machine_shape:
         meta["machine_shape"] = cfg.kaggle.kernel_machine_shape  # read by kaggle's kernels_push (2.x)
@@ -372,6 +384,7 @@ def push(cfg: Config, user: str | None = None, runs: Sequence[Path] | None = Non
     invalid = [
         *getattr(response, "invalid_dataset_sources", []),
         *getattr(response, "invalid_competition_sources", []),
+        *getattr(response, "invalid_model_sources", []),
     ]
     if invalid:
         raise KitError(

@@ -33,12 +33,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kit.models.hub_backbones import HUB_BACKBONES
+
 KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 
 # ImageNet statistics as Keras' applications/imagenet_utils.py uses them.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # "caffe" mode, on the 0-255 scale
+# OpenAI CLIP's image statistics (its image processor's image_mean and image_std), what CLIP towers expect.
+CLIP_MEAN_RGB = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STDDEV_RGB = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ PREPROCESSING: dict[str, Preprocessing | None] = {
     "tf": Preprocessing(False, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),  # x / 127.5 - 1
     "torch": Preprocessing(  # x / 255, then the ImageNet mean and std
         False, tuple(255 * m for m in IMAGENET_MEAN_RGB), tuple(255 * s for s in IMAGENET_STDDEV_RGB)
+    ),
+    "clip": Preprocessing(  # x / 255, then CLIP's mean and std (keras-hub's CLIP rows)
+        False, tuple(255 * m for m in CLIP_MEAN_RGB), tuple(255 * s for s in CLIP_STDDEV_RGB)
     ),
     "included": None,
 }
@@ -194,18 +202,19 @@ def by_family() -> dict[str, list[Backbone]]:
 
 def row_settings(name: str) -> dict | None:
     """The settings a backbone brings by itself, as a partial config (None for a name that is not a row): its
-    native size, ImageNet weights, and a phase 2 that unfreezes its ``unfreeze`` top layers at a hundredth
+    native size, pretrained weights, and a phase 2 that unfreezes its ``unfreeze`` top layers at a hundredth
     of phase 1's default rate, as kit's effnetb4 and resnet50 presets do (tests/test_backbones.py holds them to it).
-    What a model preset YAML of the backbone would hold, for a preset loader that finds no YAML of that name."""
-    row = BACKBONES.get(name)
+    What a model preset YAML of the backbone would hold, for a preset loader that finds no YAML of that name.
+    A keras-hub row (:mod:`kit.models.hub_backbones`) brings the same, its weights being its preset."""
+    row = BACKBONES.get(name) or HUB_BACKBONES.get(name)
     if row is None:
         return None
     return {
-        "model": {"name": row.name, "image_size": row.native_size, "weights": "imagenet"},
+        "model": {"name": row.name, "image_size": row.native_size, "weights": "imagenet" if name in BACKBONES else "preset"},
         "train": {"fine_tune": {"epochs": 5, "learning_rate": 1e-5, "unfreeze": row.unfreeze}},
     }
 
 
 def row_presets() -> dict[str, dict]:
     """Every row's :func:`row_settings` by name: the model presets of the rows that have no YAML of their own."""
-    return {name: settings for name in BACKBONES if (settings := row_settings(name)) is not None}
+    return {name: settings for name in [*BACKBONES, *HUB_BACKBONES] if (settings := row_settings(name)) is not None}

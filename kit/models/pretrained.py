@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from kit.errors import KitError
 from kit.models.backbones import BACKBONES, IMAGENET_STDDEV_RGB, PREPROCESSING, Backbone
 from kit.models.common import check_num_classes, check_options, classifier_output, image_input, l2
+from kit.models.hub_backbones import BLOCK_LISTS
 from kit.models.streams import STREAM_DEFAULTS, fuse_streams, read_streams
 from kit.models.weights import fits, resolve_weights
 
@@ -91,14 +92,21 @@ def build_on(cfg: ModelConfig, specs: list[Backbone], num_classes: int, options:
         pooled.append(keras.layers.GlobalAveragePooling2D(name="gap" + suffix)(x))
     x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="backbone_features")(pooled)
     x = fuse_streams(streams, inputs, x, cfg.l2)
+    return keras.Model(inputs, head(x, cfg, num_classes), name=cfg.name)
+
+
+def head(x: keras.KerasTensor, cfg: ModelConfig, num_classes: int) -> keras.KerasTensor:
+    """kit's head on pooled backbone features: dropout, an optional Dense(``model.dense_units``) with dropout, and the
+    float32 classifier."""
+    import keras
+
     if cfg.dropout > 0:
         x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     if cfg.dense_units > 0:
         x = keras.layers.Dense(cfg.dense_units, activation="relu", kernel_regularizer=l2(cfg.l2), name="head_dense")(x)
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name="dense_dropout")(x)
-    outputs = classifier_output(x, num_classes)
-    return keras.Model(inputs, outputs, name=cfg.name)
+    return classifier_output(x, num_classes)
 
 
 def stem_stride(cfg: ModelConfig, value: Any, spec: Backbone) -> int:
@@ -257,7 +265,7 @@ def freeze_backbone(model: keras.Model) -> bool:
 
 
 def unfreeze_top(model: keras.Model, n: int, pretrained: bool = True) -> bool:
-    """Phase 2: make the top ``n`` layers of each backbone trainable (``n=-1``: all), BatchNorm only without
+    """Phase 2: make the top ``n`` units of each backbone trainable (``n=-1``: all), BatchNorm only without
     pretrained weights.
 
     Follows keras-io's ``unfreeze_model`` (image_classification_efficientnet_fine_tuning.py): counts the
@@ -265,7 +273,8 @@ def unfreeze_top(model: keras.Model, n: int, pretrained: bool = True) -> bool:
     every BatchNormalization layer of a ``pretrained`` backbone frozen, because updating BN statistics/scales on
     small fine-tuning batches destroys what the backbone learned. A backbone without weights has no statistics to
     keep: its BatchNorm layers in the top ``n`` train (a frozen one runs in inference mode in Keras 3, so it would
-    normalise with its initial mean 0 and variance 1 for good). Layers below the top ``n`` are frozen again.
+    normalise with its initial mean 0 and variance 1 for good). A keras-hub backbone whose transformer blocks sit
+    inside one layer counts those blocks (:func:`backbone_units`). Units below the top ``n`` are frozen again.
     Returns False for scratch models. Recompile afterwards (with a lower learning rate).
     """
     import keras
@@ -274,12 +283,28 @@ def unfreeze_top(model: keras.Model, n: int, pretrained: bool = True) -> bool:
         raise KitError(f"unfreeze={n!r} is not a number of layers", "use a count >= 0, or -1 for the whole backbone")
     backbones = get_backbones(model)
     for backbone in backbones:
-        layers = backbone.layers
-        top = layers if n == -1 else layers[len(layers) - min(n, len(layers)) :]
-        unfrozen = {id(layer) for layer in top}
+        units = backbone_units(backbone)
+        top = units if n == -1 else units[len(units) - min(n, len(units)) :]
+        unfrozen = {id(unit) for unit in top}
         # The container must be trainable for any sub-layer to count (Keras 3 hides all weights of a frozen parent).
         backbone.trainable = True
-        for layer in layers:
-            frozen_norm = pretrained and isinstance(layer, keras.layers.BatchNormalization)
-            layer.trainable = id(layer) in unfrozen and not frozen_norm
+        for layer in backbone.layers:  # a layer of blocks opens with its top block (its own final norm sits above it)
+            blocks = held_blocks(layer)
+            if blocks:
+                layer.trainable = any(id(block) in unfrozen for block in blocks)
+        for unit in units:
+            frozen_norm = pretrained and isinstance(unit, keras.layers.BatchNormalization)
+            unit.trainable = id(unit) in unfrozen and not frozen_norm
     return bool(backbones)
+
+
+def held_blocks(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+    """The transformer blocks ``layer`` holds, when it is a keras-hub row's layer of blocks
+    (:data:`kit.models.hub_backbones.BLOCK_LISTS`); else []."""
+    attribute = BLOCK_LISTS.get(type(layer).__name__)
+    return list(getattr(layer, attribute)) if attribute else []
+
+
+def backbone_units(backbone: keras.Model) -> list[keras.layers.Layer]:
+    """What phase 2 counts, bottom up: the backbone's layers, a layer holding transformer blocks replaced by its blocks."""
+    return [unit for layer in backbone.layers for unit in (held_blocks(layer) or [layer])]

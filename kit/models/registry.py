@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from kit.errors import unknown_choice
 from kit.models.backbones import BACKBONES
+from kit.models.hub_backbones import HUB_BACKBONES
 
 if TYPE_CHECKING:
     import keras
@@ -46,6 +47,10 @@ MODELS: dict[str, ModelEntry] = {
     **{
         name: ModelEntry("kit.models.pretrained:build", pretrained=True, description=f"{row.constructor} backbone + head")
         for name, row in BACKBONES.items()
+    },
+    **{
+        name: ModelEntry("kit.models.hub:build", pretrained=True, description=f"keras-hub {row.network_class} + head")
+        for name, row in HUB_BACKBONES.items()
     },
 }
 

@@ -3,8 +3,9 @@
 A linear probe (:mod:`kit.train.probe`) fits on features, not pixels: each image goes through the frozen network
 once, here, and the features are kept in ``<records>/features/<model>-<key>/<split>.npz`` (features, targets, ids,
 and for the train split each example's fold). The key is a hash of what the features depend on: the model's name,
-options and image size, the weights setting, the records' fingerprint, and the network's weights themselves (so a
-weights file changed in place, or another seed for ``weights=none``, cannot be read back as the old features).
+options and image size, the weights (a keras-hub row's own preset by its Kaggle handle), the records' fingerprint,
+and the network's weights themselves (so a weights file or preset changed in place, or another seed for
+``weights=none``, cannot be read back as the old features).
 ``key.json`` in the folder says what the key was made of. Any change gives another folder, computed anew.
 
 The images come through :func:`kit.data.pipeline.make_dataset` with ``training=False``: records order, no
@@ -87,10 +88,21 @@ def cache_key(cfg: Config, manifest: Manifest, network: keras.Model) -> dict:
         "model": cfg.model.name,
         "options": cfg.model.options,
         "image_size": int(manifest.image_size),
-        "weights": cfg.model.weights,
+        "weights": weights_identity(cfg),
         "records": records,
         "network": weights_digest(network),
     }
+
+
+def weights_identity(cfg: Config) -> str:
+    """``model.weights`` as the features depend on it: a keras-hub row's own preset by its Kaggle handle (its version
+    included), a preset folder or weights file by its path; with the network's digest beside it in the key, a
+    preset changed in place is also a new key."""
+    from kit.models.hub_backbones import hub_row
+    from kit.models.hub_presets import preset_identity
+
+    row = hub_row(cfg.model.name)
+    return preset_identity(cfg.model.weights, row) if row is not None else str(cfg.model.weights)
 
 
 def cache_dir(cfg: Config, manifest: Manifest, network: keras.Model) -> tuple[Path | URLPath, dict]:

@@ -87,13 +87,13 @@ def rate_scales(model: keras.Model, lr_mult: float) -> dict[str, float]:
     """Discriminative rates (fastai's ``lr_mult``): each unfrozen backbone layer's variables by path, from
     ``1 / lr_mult`` at the lowest to ``lr_mult ** (-1/k)`` at the k-th (the top), geometrically, in every backbone
     (a fusion model has several); the head keeps the full rate (not listed). Empty with ``lr_mult`` 1 or no backbone."""
-    from kit.models.pretrained import get_backbones
+    from kit.models.pretrained import backbone_units, get_backbones
 
     if lr_mult <= 1:
         return {}
     scales = {}
     for backbone in get_backbones(model):
-        layers = [layer for layer in backbone.layers if layer.trainable_weights]  # bottom up, as unfreeze_top left them
+        layers = [layer for layer in backbone_units(backbone) if layer.trainable_weights]  # bottom up, as unfreeze_top left them
         for i, layer in enumerate(layers):
             scale = float(lr_mult) ** -((len(layers) - i) / len(layers))
             scales.update({weight.path: scale for weight in layer.trainable_weights})
