@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from kit.errors import KitError
 from kit.models.backbones import BACKBONES, IMAGENET_STDDEV_RGB, PREPROCESSING, Backbone
-from kit.models.common import check_num_classes, check_options, classifier_output, image_input, l2
+from kit.models.common import BN_MOMENTUM, check_num_classes, check_options, classifier_output, image_input, l2
 from kit.models.hub_backbones import BLOCK_LISTS
 from kit.models.streams import STREAM_DEFAULTS, fuse_streams, read_streams
 from kit.models.weights import fits, resolve_weights
@@ -85,6 +85,8 @@ def build_on(cfg: ModelConfig, specs: list[Backbone], num_classes: int, options:
         backbone = make_backbone(spec, cfg.image_size, stride, name=BACKBONE + suffix)
         if weights_path is not None:
             load_backbone_weights(backbone, weights_path, spec)
+        else:
+            track_statistics_quickly(backbone)
         x = preprocess(inputs, spec.preprocessing, suffix)
         # Pretrained: training=False keeps BatchNorm in inference mode even after unfreezing (see the module
         # docstring). Without weights there are no statistics to keep: BatchNorm learns them as it trains.
@@ -132,6 +134,20 @@ def make_backbone(spec: Backbone, image_size: int, stride: int | None = None, na
     if stride is not None and stride != spec.stem_stride:
         native = restride_stem(native, stride)
     return keras.Model(native.input, native.output, name=name)
+
+
+def track_statistics_quickly(model: keras.Model) -> None:
+    """Every BatchNormalization of a backbone trained without weights (nested models included) at kit's scratch
+    momentum (:data:`kit.models.common.BN_MOMENTUM`): keras.applications builds them at 0.99-0.999, whose moving
+    statistics after a few hundred steps still describe the untrained first batches, so the model predicts one class
+    at inference while its training accuracy climbs (PROBE's full training on 2,000 images, BENCHMARKS.md)."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            track_statistics_quickly(layer)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
 
 
 def first_strided_conv(model: keras.Model) -> keras.layers.Conv2D | None:
