@@ -159,14 +159,15 @@ def test_lstm_bidirectional_option() -> None:
 
 @pytest.mark.slow
 def test_registry_builds_every_scratch_model_and_takes_the_backbones_from_their_table() -> None:
-    """Every pretrained entry is a backbone table row (tests/test_backbones.py builds each) or fusion, which puts rows
-    side by side (tests/test_forensic_models.py); scratch ones build here."""
+    """Every pretrained entry is a row of a backbone table (tests/test_backbones.py, test_hub_backbones.py build
+    each) or fusion, which puts rows side by side (tests/test_forensic_models.py); scratch ones build here."""
     from kit.models.backbones import BACKBONES
+    from kit.models.hub_backbones import HUB_BACKBONES
     from kit.models.pretrained import get_backbone
     from kit.models.registry import MODELS
 
     assert {name for name, entry in MODELS.items() if not entry.pretrained} == set(SCRATCH)
-    assert {name for name, entry in MODELS.items() if entry.pretrained} == {*BACKBONES, "fusion"}
+    assert {name for name, entry in MODELS.items() if entry.pretrained} == {*BACKBONES, *HUB_BACKBONES, "fusion"}
     assert {"effnetb4", "resnet50"} <= set(BACKBONES)  # the names presets and saved runs use
     for name in [*SCRATCH, "resnet50"]:
         size = 32 if MODELS[name].pretrained else 16  # keras.applications need >= 32 px

@@ -285,6 +285,7 @@ def test_a_two_phase_trial_fine_tunes_at_the_fine_tune_rate_with_the_backbone_un
     fine_tune = {"epochs": 2, "learning_rate": 1e-4, "unfreeze": -1}
     cfg = config(tmp_path, epochs=2, learning_rate=1e-2, schedule="cosine", fine_tune=fine_tune)
     cfg.tuner.phase1_only = False
+    cfg.model.weights = "imagenet"  # a pretrained backbone keeps its BatchNorm frozen (not loaded here)
     model = tiny_pretrained()
     rates = _rates_by_epoch(cfg, model, epochs=4)
     assert sorted(rates) == [0, 1, 2, 3]
