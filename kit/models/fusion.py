@@ -23,6 +23,7 @@ from kit.models.backbones import BACKBONES, Backbone
 from kit.models.common import check_options
 from kit.models.pretrained import DEFAULTS as BACKBONE_DEFAULTS
 from kit.models.pretrained import build_on
+from kit.models.weights import is_random_init
 
 if TYPE_CHECKING:
     import keras
@@ -36,7 +37,7 @@ def build(cfg: ModelConfig, num_classes: int) -> keras.Model:
     """The rows of ``model.options.backbones`` side by side under one head; raw 0-255 RGB pixels in."""
     options = check_options(cfg, DEFAULTS)
     specs = fused_rows(cfg, options["backbones"])
-    if str(cfg.weights or "none").strip().lower() not in ("imagenet", "none", "null", "random", ""):
+    if not is_random_init(cfg.weights) and str(cfg.weights).strip().lower() != "imagenet":
         raise KitError(
             f"model.weights={cfg.weights} for fusion: one weights file cannot serve {len(specs)} backbones",
             "use model.weights=imagenet (each row's Keras file) or model.weights=none",

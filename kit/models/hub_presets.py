@@ -26,12 +26,11 @@ from pathlib import Path
 
 from kit.errors import KitError
 from kit.models.hub_backbones import HUB_ROWS, HubBackbone
-from kit.models.weights import online
+from kit.models.weights import is_random_init, online
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 PRESET_WORDS = ("preset", "imagenet")  # model.weights values meaning the row's own preset
-NO_WEIGHTS = ("", "none", "null", "random")
 KAGGLE_HOST = "www.kaggle.com"
 
 
@@ -109,7 +108,7 @@ def resolve_preset(weights: str, row: HubBackbone) -> str | None:
     """``model.weights`` of a hub row as what ``from_preset`` loads (a local folder, or the preset's name to download
     when online), or None for random initialisation."""
     value = str(weights or "").strip()
-    if value.lower() in NO_WEIGHTS:
+    if is_random_init(value):
         return None
     if value.lower() in PRESET_WORDS:
         found = find_preset(row)
