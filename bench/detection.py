@@ -7,7 +7,8 @@
   crop-based variant beats stretch by more than two standard errors of the difference.
 - **D-RECORDS**: records of P1-JPEG's generated JPEGs (the AI-vs-human size mix) built with ``data.resize=crop`` at
   ``data.max_side=768`` against ``stretch``, at 224 and 380 px: build img/s, disk MB, and the P2-380 training
-  pipeline's img/s (flip + colour jitter + CutMix, batch 32) on each.
+  pipeline's img/s (flip + colour jitter + CutMix, batch 32) on each; and the crop build against ``cores`` naive
+  OpenCV loops writing the same native-size PNGs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import Context, images_per_second, log, row, write_comp_yaml
+from bench.common import Context, cores, images_per_second, log, row, write_comp_yaml
 
 TRACE_MODEL, TRACE_SIZE, TRACE_SEED = "resnet9", 64, 0
 # Settings every variant shares: the model and its size (comp.image_sizes), a stem of stride 2 (the options below turn
@@ -185,6 +186,39 @@ def records_case(ctx: Context, base: Path, paths: list[Path], size: int, policy:
     }
 
 
+def naive_native_loop(job: tuple[list[str], int]) -> int:
+    """One process of the naive loop for native-size records: cv2.imread (full decode), the longer side shrunk to
+    ``max_side`` with INTER_AREA where it is longer, cv2.imencode PNG (OpenCV's defaults); returns the bytes encoded."""
+    import cv2
+
+    paths, max_side = job
+    cv2.setNumThreads(1)  # as kit's workers
+    encoded = 0
+    for path in paths:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        height, width = image.shape[:2]
+        if max(height, width) > max_side:
+            scale = max_side / max(height, width)
+            image = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode {path}")
+        encoded += len(png)
+    return encoded
+
+
+def naive_native_rate(paths: list[Path], max_side: int) -> float:
+    """img/s of ``cores`` naive loops over ``paths``, the spawn pool's start-up timed as kit's build times its own."""
+    import multiprocessing
+
+    processes = cores()
+    slices = [([str(p) for p in paths[k::processes]], max_side) for k in range(processes)]
+    began = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(naive_native_loop, slices, chunksize=1)
+    return images_per_second(len(paths), time.perf_counter() - began)
+
+
 def section_d_records(ctx: Context) -> dict:
     from bench.p1_jpeg import ensure_jpegs
 
@@ -203,10 +237,12 @@ def section_d_records(ctx: Context) -> dict:
                     f"  build {case['build_rate']:.1f} img/s, {case['disk_mb']:.0f} MB, "
                     f"pipeline {case['pipeline_rate']:.0f} img/s"
                 )
+    naive_rate = naive_native_rate(paths, 768)
+    log(f"D-RECORDS: naive loops at native size (max side 768), PNG: {naive_rate:.1f} img/s")
     return {
         "title": "D-RECORDS: records at native size (crop, max_side 768) vs stretched",
-        "rows": records_rows(cases),
-        "raw": {"cases": cases},
+        "rows": [*records_rows(cases), naive_row(cases, naive_rate)],
+        "raw": {"cases": cases, "naive_native_rate": naive_rate},
         "plots": [records_png(ctx.results / "d_records.png", cases, ctx.quick)],
         "notes": [
             f"{n:,} of P1-JPEG's generated JPEGs (the AI-vs-human size mix, mostly 768x512), 2 classes, PNG records "
@@ -215,6 +251,9 @@ def section_d_records(ctx: Context) -> dict:
             "Pipeline: kit.data.pipeline.make_dataset(training=True), batch 32, flip + colour jitter 0.2 + CutMix "
             "(P2-380's settings); with crop it decodes the native-size record and cuts a random window of the model's "
             "size. img/s over the timed batches after the skipped ones, a fresh iterator per case.",
+            f"Naive loop: {cores()} processes (a spawn pool, its start-up timed as kit's) of cv2.imread, the longer "
+            "side shrunk to 768 px with INTER_AREA, cv2.imencode PNG: the same native-size images kit's crop records "
+            "store, without kit's records (no TFRecord framing, labels or manifest).",
             "Command: `python -m bench --only D-RECORDS`.",
         ],
     }
@@ -251,6 +290,17 @@ def records_rows(cases: list[dict]) -> list[dict]:
             )
         )
     return rows
+
+
+def naive_row(cases: list[dict], naive_rate: float) -> dict:
+    """kit's crop build (the faster of its sizes: the records are the same native-size images) against the naive loops."""
+    crop = max((c for c in cases if c["policy"] == "crop"), key=lambda c: c["build_rate"])
+    return row(
+        "D-records crop768: build img/s, kit / naive loops",
+        f"{crop['build_rate']:,.1f} / {naive_rate:,.1f}",
+        ratio=crop["build_rate"] / naive_rate if naive_rate else None,
+        note=f"{crop['images']} images, PNG at native size (longer side <= 768); kit's build at {crop['size']} px",
+    )
 
 
 def records_png(path: Path, cases: list[dict], quick: bool) -> str:

@@ -23,7 +23,7 @@ from bench.cifake import (
     wanted_variants,
 )
 from bench.common import QUICK, SECTIONS, Context, NothingToMeasure
-from bench.detection import records_rows, trace_rows
+from bench.detection import naive_native_loop, naive_row, records_rows, trace_rows
 from bench.trace_task import QUALITIES, SIZES, make_trace_task, period2_signature, scene, trace_image, upsample
 from kit.data.image_headers import jpeg_quality
 
@@ -107,6 +107,25 @@ def test_records_rows_give_crop_over_stretch_per_size() -> None:
     rows = records_rows([case(224, "stretch", 1.0), case(224, "crop", 4.0), case(380, "stretch", 1.0), case(380, "crop", 2.0)])
     assert [r["figure"].split(":")[0] for r in rows] == ["D-records 224 px"] * 3 + ["D-records 380 px"] * 3
     assert [round(r["ratio"], 2) for r in rows] == [0.25, 4.0, 0.25, 0.5, 2.0, 0.5]
+
+
+def test_naive_row_sets_the_faster_crop_build_against_the_naive_loops() -> None:
+    cases = [{"size": 224, "policy": "crop", "images": 10, "build_rate": 30.0},
+             {"size": 380, "policy": "crop", "images": 10, "build_rate": 40.0},
+             {"size": 380, "policy": "stretch", "images": 10, "build_rate": 90.0}]  # fmt: skip
+    naive = naive_row(cases, 20.0)
+    assert naive["value"] == "40.0 / 20.0" and naive["ratio"] == 2.0 and "380 px" in naive["note"]
+
+
+def test_naive_native_loop_shrinks_only_images_above_the_max_side(tmp_path: Path) -> None:
+    small, large = tmp_path / "small.jpg", tmp_path / "large.jpg"
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(small), rng.integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    cv2.imwrite(str(large), rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
+    alone = naive_native_loop(([str(small)], 64))
+    assert alone == len(cv2.imencode(".png", cv2.imread(str(small)))[1])  # 60 px wide: kept as it is
+    shrunk = cv2.resize(cv2.imread(str(large)), (64, 32), interpolation=cv2.INTER_AREA)
+    assert naive_native_loop(([str(small), str(large)], 64)) == alone + len(cv2.imencode(".png", shrunk)[1])
 
 
 def test_cifake_row_judges_accuracy_and_e_units_together() -> None:
