@@ -243,7 +243,7 @@ def section_d_records(ctx: Context) -> dict:
         "title": "D-RECORDS: records at native size (crop, max_side 768) vs stretched",
         "rows": [*records_rows(cases), naive_row(cases, naive_rate)],
         "raw": {"cases": cases, "naive_native_rate": naive_rate},
-        "plots": [records_png(ctx.results / "d_records.png", cases, ctx.quick)],
+        "plots": [records_png(ctx.results / "d_records.png", cases, naive_rate, ctx.quick)],
         "notes": [
             f"{n:,} of P1-JPEG's generated JPEGs (the AI-vs-human size mix, mostly 768x512), 2 classes, PNG records "
             "(data.image_format=png: lossless, as detection work wants), each build from an empty folder "
@@ -303,7 +303,7 @@ def naive_row(cases: list[dict], naive_rate: float) -> dict:
     )
 
 
-def records_png(path: Path, cases: list[dict], quick: bool) -> str:
+def records_png(path: Path, cases: list[dict], naive_rate: float, quick: bool) -> str:
     from matplotlib.figure import Figure
 
     from kit import plots
@@ -323,6 +323,8 @@ def records_png(path: Path, cases: list[dict], quick: bool) -> str:
         ax.set_xticks(range(len(cases)), labels, fontsize=7)
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
+    panels[0].axhline(naive_rate, color="tab:red", linestyle="--", label=f"naive loops, native size: {naive_rate:,.0f}")
+    panels[0].legend(fontsize=7, loc="upper right")
     fig.suptitle(f"D-records: {cases[0]['images']} JPEGs, native-size crop records vs stretched{' (QUICK)' if quick else ''}")
     plots.save(fig, path)
     return path.name
