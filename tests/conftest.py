@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing.process
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,12 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+# A suite started in the background of a script (`nohup make test &`) inherits SIGINT ignored, and so would every kit
+# child the Ctrl-C tests interrupt: they would wait out COMMAND_TIMEOUT_S. A Python handler here is reset to the
+# default in each child at exec, so the children answer Ctrl-C as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TIMEOUT_SCALE = float(os.environ.get("KIT_TEST_TIMEOUT_SCALE", "1"))
 
