@@ -154,7 +154,8 @@ def trace_png(path: Path, results: list[dict], quick: bool) -> str:
 
 # ------------------------------------------------------------------------------------------------- D-RECORDS
 
-RECORDS_POLICIES = (("stretch", ("stretch", 768)), ("crop768", ("crop", 768)))
+NATIVE_MAX_SIDE = 768  # data.max_side of the native-size records (and of the naive loops set against them)
+RECORDS_POLICIES = (("stretch", ("stretch", NATIVE_MAX_SIDE)), ("crop768", ("crop", NATIVE_MAX_SIDE)))
 
 
 def folder_megabytes(folder: Path) -> float:
@@ -237,8 +238,8 @@ def section_d_records(ctx: Context) -> dict:
                     f"  build {case['build_rate']:.1f} img/s, {case['disk_mb']:.0f} MB, "
                     f"pipeline {case['pipeline_rate']:.0f} img/s"
                 )
-    naive_rate = naive_native_rate(paths, 768)
-    log(f"D-RECORDS: naive loops at native size (max side 768), PNG: {naive_rate:.1f} img/s")
+    naive_rate = naive_native_rate(paths, NATIVE_MAX_SIDE)
+    log(f"D-RECORDS: naive loops at native size (max side {NATIVE_MAX_SIDE}), PNG: {naive_rate:.1f} img/s")
     return {
         "title": "D-RECORDS: records at native size (crop, max_side 768) vs stretched",
         "rows": [*records_rows(cases), naive_row(cases, naive_rate)],
